@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the CPU build, the tests and the fuzzers need. Idempotent and quick
+# when everything is present (one dpkg query); runs apt-get only for what is missing.
+set -euo pipefail
+pkgs=(cmake make g++ pkg-config libpcre2-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libpng-dev clang libclang-rt-14-dev unzip python3-pip)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
