@@ -1,0 +1,92 @@
+#include "model/config.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "formats/gguf.h"
+
+namespace elastic {
+
+void ModelConfig::validate(const std::string& what) const {
+    auto pos = [&](int v, const char* k) {
+        if (v <= 0 || v > (1 << 24)) fail("%s: invalid %s = %d", what.c_str(), k, v);
+    };
+    pos(n_layer, "layer count");
+    pos(d_model, "hidden size");
+    pos(n_head, "attention head count");
+    pos(n_kv_head, "key/value head count");
+    pos(head_dim, "head dimension");
+    pos(d_ff, "feed-forward size");
+    pos(vocab, "vocabulary size");
+    pos(max_ctx, "context length");
+    if (n_head % n_kv_head != 0) fail("%s: %d query heads are not a multiple of %d key/value heads", what.c_str(), n_head, n_kv_head);
+    if (head_dim % 2 != 0) fail("%s: head dimension %d is odd", what.c_str(), head_dim);
+    if (!(rope_theta > 0) || !(rms_eps > 0)) fail("%s: invalid rope theta or rms epsilon", what.c_str());
+}
+
+ModelConfig config_from_gguf(const GGUFFile& f) {
+    ModelConfig c;
+    std::string arch = f.get_string("general.architecture");
+    if (arch == "llama" || arch == "mistral" || arch == "smollm") {
+        c.arch = Arch::Llama;
+    } else if (arch == "qwen3") {
+        c.arch = Arch::Qwen3;
+        c.qk_norm = true;
+    } else {
+        fail("%s: unsupported architecture '%s' (supported: llama, mistral, qwen3)", f.path().c_str(), arch.c_str());
+    }
+    const std::string p = arch + ".";
+    c.name = f.get_string("general.name", arch);
+    c.n_layer = int(f.req_int(p + "block_count"));
+    c.d_model = int(f.req_int(p + "embedding_length"));
+    c.d_ff = int(f.req_int(p + "feed_forward_length"));
+    c.n_head = int(f.req_int(p + "attention.head_count"));
+    c.n_kv_head = int(f.get_int(p + "attention.head_count_kv", c.n_head));
+    c.head_dim = c.n_head > 0 ? int(f.get_int(p + "attention.key_length", c.d_model / c.n_head)) : 0;
+    c.max_ctx = int(f.get_int(p + "context_length", 2048));
+    c.rope_theta = float(f.get_float(p + "rope.freq_base", 10000.0));
+    c.rms_eps = float(f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5));
+    std::string rs = f.get_string(p + "rope.scaling.type", "none");
+    if (rs == "linear") {
+        c.rope_scaling.type = RopeScaling::Linear;
+        c.rope_scaling.factor = float(f.get_float(p + "rope.scaling.factor", 1.0));
+    } else if (rs != "none" && rs != "") {
+        fail("%s: unsupported rope scaling '%s'", f.path().c_str(), rs.c_str());
+    }
+    // Llama-3 scaling lives in the rope_freqs.weight tensor in GGUF (see rope_inv_freq).
+    int64_t vocab = f.get_int(p + "vocab_size", 0);
+    if (vocab == 0) vocab = int64_t(f.get_string_array("tokenizer.ggml.tokens").size());
+    c.vocab = int(vocab);
+    c.tie_embeddings = f.find_tensor("output.weight") == nullptr;
+    c.validate(f.path());
+    return c;
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>& freq_factors) {
+    const int half = c.head_dim / 2;
+    std::vector<float> inv(size_t(half));
+    for (int i = 0; i < half; ++i) {
+        double f = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
+        const RopeScaling& s = c.rope_scaling;
+        if (s.type == RopeScaling::Linear) {
+            f /= s.factor;
+        } else if (s.type == RopeScaling::Llama3) {
+            // transformers' _compute_llama3_parameters
+            double low_wavelen = double(s.original_max_pos) / s.low_freq_factor;
+            double high_wavelen = double(s.original_max_pos) / s.high_freq_factor;
+            double wavelen = 2.0 * M_PI / f;
+            if (wavelen > low_wavelen) {
+                f = f / s.factor;
+            } else if (wavelen >= high_wavelen) {
+                double smooth = (double(s.original_max_pos) / wavelen - s.low_freq_factor) /
+                                (s.high_freq_factor - s.low_freq_factor);
+                f = (1.0 - smooth) * f / s.factor + smooth * f;
+            }
+        }
+        if (!freq_factors.empty()) f /= double(freq_factors[size_t(i)]);
+        inv[size_t(i)] = float(f);
+    }
+    return inv;
+}
+
+}  // namespace elastic

@@ -1,0 +1,121 @@
+// `elastic run`: generate text from a prompt; text on stdout, a one-line summary on stderr.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "commands.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "model/sampler.h"
+
+namespace elastic::cli {
+
+namespace {
+
+struct RunOptions {
+    std::string model, prompt, file, system;
+    int n_predict = 128;
+    int threads = 0;
+    int64_t ctx = 0;
+    bool chat = false;
+    SamplerParams sp{0.8f, 40, 0.95f, 0};
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void run(const RunOptions& o) {
+    if (o.prompt.empty() && o.file.empty()) fail("run: give a prompt with -p TEXT and/or -f FILE");
+    if (o.n_predict < 0) fail("run: -n must be >= 0");
+    std::string text = o.file.empty() ? o.prompt : read_file(o.file) + (o.prompt.empty() ? "" : "\n" + o.prompt);
+    const bool tty = stderr_is_tty();
+    if (tty) std::fprintf(stderr, "loading %s ...\r", o.model.c_str());
+    auto model = Model::load(o.model);
+    const Tokenizer& tok = model->tok();
+    if (o.chat) {
+        if (tok.chat_template() == ChatTemplate::None) fail("run: --chat: the model has no known chat template");
+        std::vector<ChatMessage> msgs;
+        if (!o.system.empty()) msgs.push_back({"system", o.system});
+        msgs.push_back({"user", text});
+        text = tok.apply_chat_template(msgs, true);
+    }
+    std::vector<int32_t> ids = tok.encode(text, /*parse_special=*/o.chat);
+    if (ids.empty()) fail("run: the prompt is empty after tokenisation");
+    const int64_t max_ctx = model->config.max_ctx;
+    if (int64_t(ids.size()) > max_ctx)
+        fail("run: the prompt has %zu tokens, more than the model's context of %lld", ids.size(), (long long)max_ctx);
+    int64_t cap = o.ctx > 0 ? o.ctx : std::min<int64_t>(max_ctx, int64_t(ids.size()) + o.n_predict);
+    if (int64_t(ids.size()) > cap) fail("run: the prompt has %zu tokens, more than --ctx %lld", ids.size(), (long long)cap);
+
+    auto backend = make_cpu_backend(o.threads);
+    Session s(*model, *backend, cap);
+    Sampler sampler(o.sp);
+
+    auto t0 = std::chrono::steady_clock::now();
+    const int64_t step = 512;
+    for (size_t i = 0; i < ids.size(); i += step) {
+        int64_t n = std::min<int64_t>(step, int64_t(ids.size() - i));
+        s.forward(ids.data() + i, n);
+        if (tty) std::fprintf(stderr, "\rprefill %zu/%zu tokens", i + size_t(n), ids.size());
+    }
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    const double t_prefill = seconds_since(t0);
+
+    auto t1 = std::chrono::steady_clock::now();
+    std::vector<int32_t> out;
+    std::string printed;
+    const auto& stops = tok.stop_ids();
+    for (int i = 0; i < o.n_predict && s.pos() < cap; ++i) {
+        int32_t next = sampler.sample(s.last_logits().data(), model->config.vocab);
+        if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
+        out.push_back(next);
+        std::string all = tok.decode(out, /*skip_special=*/true);
+        // Print only complete UTF-8: hold back a trailing partial sequence.
+        size_t end = all.size();
+        size_t k = end;
+        while (k > 0 && (static_cast<unsigned char>(all[k - 1]) & 0xC0) == 0x80) --k;
+        if (k > 0) {
+            unsigned char lead = static_cast<unsigned char>(all[k - 1]);
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+            if (end - (k - 1) < need) end = k - 1;
+        }
+        if (end > printed.size()) {
+            std::fwrite(all.data() + printed.size(), 1, end - printed.size(), stdout);
+            std::fflush(stdout);
+            printed.assign(all, 0, end);
+        }
+        if (s.pos() >= cap) break;
+        s.forward(&next, 1);
+    }
+    std::string all = tok.decode(out, true);
+    if (all.size() > printed.size()) std::fwrite(all.data() + printed.size(), 1, all.size() - printed.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    const double t_decode = seconds_since(t1);
+    std::fprintf(stderr, "prompt %zu tokens | prefill %.1f tok/s | decode %.1f tok/s (%zu tokens) | peak memory %.0f MiB\n",
+                 ids.size(), double(ids.size()) / t_prefill, out.empty() ? 0.0 : double(out.size()) / t_decode,
+                 out.size(), double(peak_rss_bytes()) / (1 << 20));
+}
+
+}  // namespace
+
+void add_run(CLI::App& app) {
+    auto o = std::make_shared<RunOptions>();
+    CLI::App* c = app.add_subcommand("run", "Generate text from a prompt");
+    c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
+    c->add_option("-p,--prompt", o->prompt, "Prompt text (appended after -f FILE when both are given)");
+    c->add_option("-f,--file", o->file, "Read the prompt from a file");
+    c->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str();
+    c->add_option("--temp", o->sp.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+    c->add_option("--top-k", o->sp.top_k, "Top-k (0 = off)")->capture_default_str();
+    c->add_option("--top-p", o->sp.top_p, "Top-p (1 = off)")->capture_default_str();
+    c->add_option("--seed", o->sp.seed, "Random seed")->capture_default_str();
+    c->add_option("--ctx", o->ctx, "Context capacity (default: prompt + n, up to the model's)");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
+    c->add_option("--system", o->system, "System message for --chat");
+    c->callback([o] { run(*o); });
+}
+
+}  // namespace elastic::cli
