@@ -62,7 +62,7 @@ TEST(Ops, MatmulAllTypesAndShapes) {
                 std::vector<uint8_t> store;
                 Weight w = make_weight(t, rows, cols, rng, store);
                 std::vector<float> x = randn(size_t(T * cols), rng);
-                std::vector<float> ref(size_t(T * rows));
+                std::vector<float> ref(static_cast<size_t>(T * rows));
                 cpu::matmul_naive(w, x.data(), ref.data(), T);
                 Buf bx(*be, x), by(*be, poisoned(size_t(T * rows)));
                 be->matmul(w, bx.p, by.p, T);

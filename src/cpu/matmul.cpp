@@ -57,7 +57,7 @@ void matmul(const Weight& W, const float* x, float* y, int64_t T) {
 }
 
 void matmul_naive(const Weight& W, const float* x, float* y, int64_t T) {
-    std::vector<float> row(size_t(W.cols));
+    std::vector<float> row(static_cast<size_t>(W.cols));
     for (int64_t r = 0; r < W.rows; ++r) {
         dequantize(W.type, W.row(r), row.data(), W.cols);
         for (int64_t t = 0; t < T; ++t) {

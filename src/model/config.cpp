@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "formats/gguf.h"
+#include "formats/hf-config.h"
 
 namespace elastic {
 
@@ -48,7 +49,7 @@ ModelConfig config_from_gguf(const GGUFFile& f) {
     c.rms_eps = float(f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5));
     std::string rs = f.get_string(p + "rope.scaling.type", "none");
     if (rs == "linear") {
-        c.rope_scaling.type = RopeScaling::Linear;
+        c.rope_scaling.type = RopeConfig::Linear;
         c.rope_scaling.factor = float(f.get_float(p + "rope.scaling.factor", 1.0));
     } else if (rs != "none" && rs != "") {
         fail("%s: unsupported rope scaling '%s'", f.path().c_str(), rs.c_str());
@@ -62,15 +63,75 @@ ModelConfig config_from_gguf(const GGUFFile& f) {
     return c;
 }
 
+ModelConfig config_from_hf(const HFConfig& h) {
+    ModelConfig c;
+    c.arch = h.is_qwen3() ? Arch::Qwen3 : Arch::Llama;
+    c.qk_norm = h.is_qwen3();
+    c.name = h.model_type();
+    auto narrow = [](int64_t v) { return v > 0 && v < (int64_t(1) << 30) ? int(v) : -1; };
+    c.n_layer = narrow(h.num_hidden_layers);
+    c.d_model = narrow(h.hidden_size);
+    c.n_head = narrow(h.num_attention_heads);
+    c.n_kv_head = narrow(h.num_key_value_heads);
+    c.head_dim = narrow(h.head_dim);
+    c.d_ff = narrow(h.intermediate_size);
+    c.vocab = narrow(h.vocab_size);
+    c.max_ctx = narrow(h.max_position_embeddings);
+    c.rope_theta = float(h.rope_theta);
+    c.rms_eps = float(h.rms_norm_eps);
+    c.tie_embeddings = h.tie_word_embeddings;
+    const RopeScaling& r = h.rope_scaling;
+    if (r.type == "linear") {
+        c.rope_scaling.type = RopeConfig::Linear;
+        c.rope_scaling.factor = float(r.factor);
+    } else if (r.type == "llama3") {
+        c.rope_scaling.type = RopeConfig::Llama3;
+        c.rope_scaling.factor = float(r.factor);
+        c.rope_scaling.low_freq_factor = float(r.low_freq_factor);
+        c.rope_scaling.high_freq_factor = float(r.high_freq_factor);
+        c.rope_scaling.original_max_pos = r.original_max_position_embeddings;
+    }
+    c.validate("config.json");
+    return c;
+}
+
+HFConfig config_to_hf(const ModelConfig& c) {
+    HFConfig h;
+    h.architecture = c.arch == Arch::Qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+    h.hidden_size = c.d_model;
+    h.intermediate_size = c.d_ff;
+    h.num_hidden_layers = c.n_layer;
+    h.num_attention_heads = c.n_head;
+    h.num_key_value_heads = c.n_kv_head;
+    h.head_dim = c.head_dim;
+    h.vocab_size = c.vocab;
+    h.max_position_embeddings = c.max_ctx;
+    h.rms_norm_eps = c.rms_eps;
+    h.rope_theta = c.rope_theta;
+    h.tie_word_embeddings = c.tie_embeddings;
+    h.torch_dtype = "float32";
+    if (c.rope_scaling.type == RopeConfig::Linear) {
+        h.rope_scaling.type = "linear";
+        h.rope_scaling.factor = c.rope_scaling.factor;
+    } else if (c.rope_scaling.type == RopeConfig::Llama3) {
+        h.rope_scaling.type = "llama3";
+        h.rope_scaling.factor = c.rope_scaling.factor;
+        h.rope_scaling.low_freq_factor = c.rope_scaling.low_freq_factor;
+        h.rope_scaling.high_freq_factor = c.rope_scaling.high_freq_factor;
+        h.rope_scaling.original_max_position_embeddings = c.rope_scaling.original_max_pos;
+    }
+    return h;
+}
+
 std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>& freq_factors) {
     const int half = c.head_dim / 2;
-    std::vector<float> inv(size_t(half));
+    std::vector<float> inv(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
         double f = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
-        const RopeScaling& s = c.rope_scaling;
-        if (s.type == RopeScaling::Linear) {
+        const RopeConfig& s = c.rope_scaling;
+        if (s.type == RopeConfig::Linear) {
             f /= s.factor;
-        } else if (s.type == RopeScaling::Llama3) {
+        } else if (s.type == RopeConfig::Llama3) {
             // transformers' _compute_llama3_parameters
             double low_wavelen = double(s.original_max_pos) / s.low_freq_factor;
             double high_wavelen = double(s.original_max_pos) / s.high_freq_factor;

@@ -12,7 +12,7 @@ struct HFConfig;
 
 enum class Arch { Llama, Qwen3 };
 
-struct RopeScaling {
+struct RopeConfig {
     enum Type { None, Linear, Llama3 } type = None;
     float factor = 1.0f;
     float low_freq_factor = 1.0f;
@@ -32,7 +32,7 @@ struct ModelConfig {
     int max_ctx = 0;     // trained context length
     float rope_theta = 10000.0f;
     float rms_eps = 1e-5f;
-    RopeScaling rope_scaling;
+    RopeConfig rope_scaling;
     bool tie_embeddings = false;
     bool qk_norm = false;  // Qwen3: RMSNorm over head_dim on q and k before RoPE
     std::string name;
@@ -44,6 +44,7 @@ struct ModelConfig {
 
 ModelConfig config_from_gguf(const GGUFFile& f);
 ModelConfig config_from_hf(const HFConfig& c);
+HFConfig config_to_hf(const ModelConfig& c);  // for `elastic convert` (GGUF -> HF)
 
 // Inverse frequencies of RoPE for each of head_dim/2 pairs, with rope scaling applied.
 // `freq_factors` (GGUF rope_freqs.weight, may be empty) divide the frequencies.

@@ -61,7 +61,7 @@ void Session::forward_chunk(const int32_t* ids, int64_t T, bool all_logits, int6
     const ModelConfig& c = m_.config;
     const ModelWeights& w = m_.weights;
     const int64_t D = c.d_model, hd = c.head_dim;
-    std::vector<int32_t> pos(size_t(T));
+    std::vector<int32_t> pos(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(pos_ + t);
 
     be_.embedding(w.tok_embd, ids, T, x_);  // x [T, D]
@@ -93,7 +93,7 @@ void Session::forward_chunk(const int32_t* ids, int64_t T, bool all_logits, int6
 
     if (all_logits) {
         be_.rms_norm(x_, w.out_norm.data(), h_, T, D, c.rms_eps);
-        std::vector<float> host(size_t(kLogitRows * c.vocab));
+        std::vector<float> host(static_cast<size_t>(kLogitRows * c.vocab));
         for (int64_t r = 0; r < T; r += kLogitRows) {
             const int64_t nr = std::min(kLogitRows, T - r);
             logits_rows(h_ + r * D, nr, logits_);

@@ -44,7 +44,7 @@ std::vector<float> vector_from_tensor(const TensorRef& t, int64_t n, const std::
         fail("%s: tensor %s has shape %s, expected [%lld]", what.c_str(), t.name.c_str(), t.shape_str().c_str(), (long long)n);
     if (n % dtype_block_size(t.type) != 0 || dtype_nbytes(t.type, n) != t.nbytes)
         fail("%s: tensor %s: size does not match its type %s", what.c_str(), t.name.c_str(), dtype_name(t.type));
-    std::vector<float> v(size_t(n));
+    std::vector<float> v(static_cast<size_t>(n));
     dequantize(t.type, t.data, v.data(), n);
     return v;
 }
@@ -73,7 +73,7 @@ Weight unpermute_qk_rows(const Weight& w, int n_heads, int head_dim) { return re
 Weight permute_qk_rows(const Weight& w, int n_heads, int head_dim) { return reorder_qk_rows(w, n_heads, head_dim, false); }
 
 std::vector<float> weight_to_f32(const Weight& w) {
-    std::vector<float> out(size_t(w.rows * w.cols));
+    std::vector<float> out(static_cast<size_t>(w.rows * w.cols));
     for (int64_t r = 0; r < w.rows; ++r) dequantize(w.type, w.row(r), out.data() + r * w.cols, w.cols);
     return out;
 }

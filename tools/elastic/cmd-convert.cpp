@@ -60,7 +60,7 @@ void write_text(const std::string& path, const std::string& text) {
 void gguf_to_hf(const ConvertOptions& o) {
     auto model = Model::load(o.in);
     const ModelConfig& c = model->config;
-    if (c.rope_scaling.type == RopeScaling::None && !model->weights.rope_freqs.empty())
+    if (c.rope_scaling.type == RopeConfig::None && !model->weights.rope_freqs.empty())
         fail("convert: %s has rope_freqs (Llama-3 scaling) whose parameters GGUF does not record; cannot write config.json", o.in.c_str());
     if (mkdir(o.out.c_str(), 0755) != 0 && errno != EEXIST) fail("%s: cannot create directory", o.out.c_str());
     const ModelWeights& w = model->weights;
@@ -97,7 +97,7 @@ void gguf_to_hf(const ConvertOptions& o) {
     sw.write(o.out + "/model.safetensors");
     HFConfig hc = config_to_hf(c);
     hc.bos_token_id = model->tok().bos_id();
-    hc.eos_token_id = {model->tok().eos_id()};
+    hc.eos_token_ids = {model->tok().eos_id()};
     write_text(o.out + "/config.json", write_hf_config(hc));
     auto f = GGUFFile::open(o.in);
     write_text(o.out + "/tokenizer.json", tokenizer_json_from_gguf(*f));
@@ -131,7 +131,7 @@ void hf_to_gguf(const ConvertOptions& o) {
     gw.set_u32(a + ".vocab_size", uint32_t(c.vocab));
     gw.set_f32(a + ".rope.freq_base", c.rope_theta);
     gw.set_f32(a + ".attention.layer_norm_rms_epsilon", c.rms_eps);
-    if (c.rope_scaling.type == RopeScaling::Linear) {
+    if (c.rope_scaling.type == RopeConfig::Linear) {
         gw.set_string(a + ".rope.scaling.type", "linear");
         gw.set_f32(a + ".rope.scaling.factor", c.rope_scaling.factor);
     }
@@ -143,9 +143,9 @@ void hf_to_gguf(const ConvertOptions& o) {
     auto vec = [&](const std::string& name, const std::vector<float>& v) {
         gw.add_tensor(name, DType::F32, {int64_t(v.size())}, v.data());
     };
-    if (c.rope_scaling.type == RopeScaling::Llama3) {  // GGUF keeps llama3 scaling as frequency factors
+    if (c.rope_scaling.type == RopeConfig::Llama3) {  // GGUF keeps llama3 scaling as frequency factors
         ModelConfig plain = c;
-        plain.rope_scaling = RopeScaling{};
+        plain.rope_scaling = RopeConfig{};
         std::vector<float> base = rope_inv_freq(plain), scaled = rope_inv_freq(c);
         std::vector<float> factors(base.size());
         for (size_t i = 0; i < base.size(); ++i) factors[i] = base[i] / scaled[i];

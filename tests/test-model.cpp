@@ -1,0 +1,127 @@
+// The model forward against Hugging Face golden log-probs (tests/golden/logprobs-*.json, made by
+// scripts/golden/make-model-golden.py with transformers in float32):
+//  - tiny random Qwen3 (q/k norm path) and Llama (llama3 rope scaling, tied embeddings) checkpoints
+//    saved by HF itself, loaded from their directories;
+//  - SmolLM2-135M-Instruct from its Q4_1 GGUF, HF having loaded the f32 safetensors that
+//    `elastic convert` wrote from the same file.
+// Rule: max |Δ log-prob| <= 1e-3 with fp32 compute.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model.h"
+#include "model/sampler.h"
+#include "test-helpers.h"
+
+using namespace elastic;
+using namespace elastic::test;
+
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+    std::ifstream in(path);
+    EXPECT_TRUE(in.good()) << path;
+    return nlohmann::json::parse(in);
+}
+
+// Runs every case of a golden file through the model; chunk < length exercises chunked prefill.
+void check_golden(const Model& m, const std::string& golden, int64_t chunk, double tol) {
+    nlohmann::json g = read_json(golden);
+    auto be = make_cpu_backend(0);
+    for (const auto& c : g["cases"]) {
+        std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
+        std::vector<double> want = c["logprobs"].get<std::vector<double>>();
+        ASSERT_EQ(want.size() + 1, ids.size());
+        Session s(m, *be, int64_t(ids.size()), chunk);
+        std::vector<double> got(want.size(), std::nan(""));
+        s.forward(ids.data(), int64_t(ids.size()), true, [&](int64_t i, const float* logits) {
+            if (size_t(i) + 1 < ids.size()) got[size_t(i)] = log_prob(logits, m.config.vocab, ids[size_t(i) + 1]);
+        });
+        double worst = 0;
+        size_t wi = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+            double d = std::fabs(got[i] - want[i]);
+            if (!(d <= worst)) { worst = d; wi = i; }
+        }
+        EXPECT_LE(worst, tol) << c["name"] << ": worst |Δ log-prob| at token " << wi << " got " << got[wi] << " want "
+                              << want[wi];
+        // The last position's top-5 tokens agree too.
+        std::vector<int32_t> top = c["last_top5_ids"].get<std::vector<int32_t>>();
+        const std::vector<float>& last = s.last_logits();
+        int32_t best = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+        EXPECT_EQ(best, top[0]) << c["name"];
+        std::printf("%s / %s: %zu tokens, max |Δ log-prob| = %.2e\n", golden.c_str(), c["name"].get<std::string>().c_str(),
+                    ids.size(), worst);
+    }
+}
+
+}  // namespace
+
+TEST(ModelGolden, TinyQwen3FromHfDirectory) {
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    EXPECT_EQ(m->config.arch, Arch::Qwen3);
+    EXPECT_TRUE(m->config.qk_norm);
+    EXPECT_EQ(m->config.head_dim, 32);
+    check_golden(*m, source_path("tests/golden/logprobs-tiny-qwen3.json"), 128, 1e-3);
+}
+
+TEST(ModelGolden, TinyLlama3RopeScalingTied) {
+    auto m = Model::load(source_path("tests/data/tiny-llama3"));
+    EXPECT_EQ(m->config.rope_scaling.type, RopeConfig::Llama3);
+    EXPECT_TRUE(m->config.tie_embeddings);
+    check_golden(*m, source_path("tests/golden/logprobs-tiny-llama3.json"), 100, 1e-3);
+}
+
+TEST(ModelGolden, SmolLM2Q41) {
+    const std::string path = default_model_path();
+    if (!file_exists(path)) GTEST_SKIP() << "default model not fetched (make model)";
+    auto m = Model::load(path);
+    EXPECT_EQ(m->config.n_layer, 30);
+    EXPECT_EQ(m->config.n_kv_head, 3);
+    EXPECT_TRUE(m->config.tie_embeddings);
+    check_golden(*m, source_path("tests/golden/logprobs-smollm2.json"), 512, 1e-3);
+}
+
+TEST(Model, DecodeMatchesPrefill) {
+    // Logits of token t are the same whether the sequence is prefilled at once or decoded one by one.
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    auto be = make_cpu_backend(0);
+    std::vector<int32_t> ids = {5, 17, 300, 2, 99, 511, 0, 42};
+    Session a(*m, *be, 16), b(*m, *be, 16, 3);
+    a.forward(ids.data(), int64_t(ids.size()));
+    for (int32_t id : ids) b.forward(&id, 1);
+    std::vector<float> la = a.last_logits(), lb = b.last_logits();
+    EXPECT_LT(max_rel_err(lb, la), 1e-5);
+}
+
+TEST(Model, BadInputsAreErrors) {
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    auto be = make_cpu_backend(0);
+    Session s(*m, *be, 4);
+    std::vector<int32_t> bad = {1, 512};
+    EXPECT_THROW(s.forward(bad.data(), 2), Error);  // id outside the vocabulary
+    std::vector<int32_t> many(5, 1);
+    EXPECT_THROW(s.forward(many.data(), 5), Error);  // more than the capacity
+    EXPECT_THROW(Session(*m, *be, 100000), Error);   // more than the model's context
+    EXPECT_THROW(Model::load(source_path("tests/data/does-not-exist")), Error);
+    EXPECT_THROW(Model::load(source_path("CMakeLists.txt")), Error);
+}
+
+TEST(Sampler, GreedyAndSeeded) {
+    std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.9f};
+    Sampler g({0.0f, 0, 1.0f, 0});
+    EXPECT_EQ(g.sample(logits.data(), 4), 1);
+    Sampler a({1.0f, 0, 1.0f, 42}), b({1.0f, 0, 1.0f, 42});
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(logits.data(), 4), b.sample(logits.data(), 4));
+    Sampler k({5.0f, 2, 1.0f, 3});  // top-k 2 keeps tokens 1 and 3 only
+    for (int i = 0; i < 200; ++i) {
+        int32_t t = k.sample(logits.data(), 4);
+        EXPECT_TRUE(t == 1 || t == 3);
+    }
+    Sampler p({1.0f, 0, 0.3f, 3});  // top-p 0.3: only the most likely token (mass ~0.45) remains
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(p.sample(logits.data(), 4), 1);
+    EXPECT_NEAR(log_prob(logits.data(), 4, 1), 2.0 - std::log(std::exp(0.1) + std::exp(2.0) + std::exp(-1.0) + std::exp(1.9)), 1e-9);
+}
