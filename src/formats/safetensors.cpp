@@ -118,7 +118,7 @@ Entry parse_entry(const std::string& what, const std::string& name, const json& 
     for (const json& d : *sh) {
         uint64_t v;
         if (!json_to_u64(d, &v) || v > uint64_t(INT64_MAX))
-            fail("%s: tensor '%s': shape %s has an entry that is not a non-negative integer", w, n.c_str(),
+            fail("%s: tensor '%s': shape %s has an entry that is not an integer in [0, 2^63)", w, n.c_str(),
                  printable(sh->dump()).c_str());
         if (__builtin_mul_overflow(numel, v, &numel) || numel > uint64_t(INT64_MAX))
             fail("%s: tensor '%s': shape %s has too many elements", w, n.c_str(), printable(sh->dump()).c_str());
@@ -219,6 +219,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, siz
     if (n < 2) fail("%s: header of %llu bytes is too short to hold a JSON object", w, (unsigned long long)n);
     const char* text = reinterpret_cast<const char*>(r.bytes(size_t(n)));
     if (text[0] != '{') fail("%s: header does not start with '{' (not a safetensors file?)", w);
+    // nlohmann-json stops at a NUL as if the text ended there; the format allows none.
+    if (std::memchr(text, 0, size_t(n))) fail("%s: header contains a NUL byte", w);
 
     json header = parse_json(text, text + n, what, "header");
     if (!header.is_object()) fail("%s: header is a JSON %s, not an object", w, json_type(header));
@@ -247,14 +249,14 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, siz
         return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
     });
     uint64_t prev_end = 0;
-    const std::string* prev_name = nullptr;
+    size_t prev = 0;  // index in tensors_ of the non-empty tensor ending at prev_end
     for (Entry& e : entries) {
         if (e.begin < e.end) {
             if (e.begin < prev_end)
-                fail("%s: tensors '%s' and '%s' overlap in the data region", w, printable(*prev_name).c_str(),
+                fail("%s: tensors '%s' and '%s' overlap in the data region", w, printable(f->tensors_[prev].name).c_str(),
                      printable(e.ref.name).c_str());
             prev_end = e.end;
-            prev_name = &e.ref.name;
+            prev = f->tensors_.size();
         }
         e.ref.data = base + e.begin;
         f->index_[e.ref.name] = f->tensors_.size();
