@@ -3,12 +3,13 @@
 // tests/data/make-safetensors-reference.py), and corrupt/hostile inputs that must raise
 // elastic::Error with a one-line message, never crash.
 //
-// Checked by hand in the other direction (no Python needed here): a file written by
-// SafetensorsWriter (the RoundTrip tensors below, plus metadata) and a sharded directory from
-// write_sharded() were loaded with
-//   safetensors.torch.load_file(path)          and   safe_open(path, "pt").metadata()
-//   transformers.modeling_utils' index format: json.load(index)["weight_map"]
-// (safetensors 0.8.0, torch 2.15): every tensor's dtype, shape and values matched, metadata matched.
+// Checked by hand in the other direction (C++ tests must not need Python): a small program wrote
+// the Sample tensors below (all dtypes, 0-d, empty, metadata with quote and newline) with write()
+// and with write_sharded(dir, 40) (2 shards); then, with safetensors 0.8.0 / torch 2.15:
+//   safetensors.torch.load_file(path)        -> every dtype, shape and value as written
+//   safe_open(path, "pt").metadata()         -> {"format": "pt", "note": "quote \" and newline \n survive"}
+//   json.load(index)["weight_map"] + load_file of each shard -> the same tensors, torch.equal;
+//   index["metadata"]["total_size"] == sum of numel * element_size.
 #include <gtest/gtest.h>
 
 #include <cstdio>
