@@ -52,6 +52,8 @@ public:
     void write_sharded(const std::string& dir, size_t max_shard_bytes) const;
 
 private:
+    void write_subset(const std::string& path, const std::vector<size_t>& which) const;
+
     std::map<std::string, std::string> meta_;
     struct T { std::string name; DType type; std::vector<int64_t> shape; std::vector<uint8_t> bytes; };
     std::vector<T> tensors_;
