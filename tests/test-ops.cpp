@@ -125,7 +125,8 @@ TEST(Ops, RmsNormRopeSwigluAgainstFormulas) {
                 for (int i = 0; i < hd / 2; ++i) {
                     float* p = rref.data() + (t * heads + h) * hd;
                     const float* s = xr.data() + (t * heads + h) * hd;
-                    double a = double(pos[size_t(t)]) * double(freq[size_t(i)]);
+                    // The angle is the fp32 product, as in HF (exact position times fp32 frequency).
+                    const double a = double(float(pos[size_t(t)]) * freq[size_t(i)]);
                     p[i] = float(s[i] * std::cos(a) - s[i + hd / 2] * std::sin(a));
                     p[i + hd / 2] = float(s[i + hd / 2] * std::cos(a) + s[i] * std::sin(a));
                 }

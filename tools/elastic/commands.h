@@ -9,6 +9,7 @@ void add_run(CLI::App& app);
 void add_ppl(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_convert(CLI::App& app);
+void add_bench(CLI::App& app);
 
 // Shared helpers.
 std::string read_file(const std::string& path);

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     elastic::cli::add_ppl(app);
     elastic::cli::add_tokenize(app);
     elastic::cli::add_convert(app);
+    elastic::cli::add_bench(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

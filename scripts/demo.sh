@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make demo`: the default model answers a question about one fact buried in a long document.
+# The document is the GNU GPL v3 text that every Debian system ships (/usr/share/common-licenses),
+# with one sentence inserted at about 60 % of its length; the prompt is over 3000 tokens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=build/bin/elastic
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+doc=/usr/share/common-licenses/GPL-3
+[ -f "$doc" ] || { echo "demo: $doc not found (Debian's base-files package provides it)" >&2; exit 1; }
+prompt=$(mktemp /tmp/elastic-demo.XXXXXX)
+trap 'rm -f "$prompt"' EXIT
+needle="Important note for readers of this copy: the secret password of the archive is BLUE-HARBOR-42."
+python3 - "$doc" "$prompt" "$needle" <<'PY'
+import sys
+text = open(sys.argv[1]).read()[:14000]
+cut = text.rfind("\n\n", 0, int(len(text) * 0.6))
+doc = text[:cut] + "\n\n" + sys.argv[3] + "\n\n" + text[cut:]
+q = "\n\nQuestion: According to the note in the document above, what is the secret password of the archive?"
+open(sys.argv[2], "w").write("Read this document.\n\n" + doc + q)
+PY
+echo "== elastic run --chat on a long document (question: the archive's secret password; expected BLUE-HARBOR-42)" >&2
+"$bin" run -m "$model" --chat -f "$prompt" -n 32 --temp 0

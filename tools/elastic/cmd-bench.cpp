@@ -1,0 +1,110 @@
+// `elastic bench model`: llama-bench-style prefill and decode throughput of a model on this
+// machine. For each prompt length: a prefill of that many tokens (a real text, tokenised and
+// repeated to length), then `-n` decoded tokens; repeated `-r` times; median and spread.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "model/model.h"
+
+namespace elastic::cli {
+
+namespace {
+
+struct BenchOptions {
+    std::string model, text_file = "/usr/share/common-licenses/GPL-3", lengths = "512,2048,8192";
+    int n_gen = 32, reps = 3, threads = 0;
+    bool json = false;
+};
+
+std::vector<int64_t> parse_list(const std::string& s) {
+    std::vector<int64_t> v;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        try {
+            size_t used = 0;
+            long long x = std::stoll(item, &used);
+            if (used != item.size() || x <= 0) throw std::invalid_argument(item);
+            v.push_back(x);
+        } catch (const std::exception&) {
+            fail("bench: '%s' is not a positive integer in '%s'", item.c_str(), s.c_str());
+        }
+    }
+    if (v.empty()) fail("bench: empty list");
+    return v;
+}
+
+struct Stat { double median, min, max; };
+Stat stats(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return {v[v.size() / 2], v.front(), v.back()};
+}
+
+void bench_model(const BenchOptions& o) {
+    if (o.reps < 1 || o.n_gen < 1) fail("bench: -r and -n must be >= 1");
+    auto model = Model::load(o.model);
+    std::vector<int32_t> base = model->tok().encode(read_file(o.text_file), false);
+    if (base.empty()) fail("bench: %s has no tokens", o.text_file.c_str());
+    auto be = make_cpu_backend(o.threads);
+    nlohmann::json rows = nlohmann::json::array();
+    if (!o.json)
+        std::printf("| model | prompt tokens | prefill tok/s | decode tok/s (%d tokens) | KV cache MiB |\n|---|---|---|---|---|\n", o.n_gen);
+    for (int64_t len : parse_list(o.lengths)) {
+        if (len + o.n_gen > model->config.max_ctx)
+            fail("bench: %lld + %d tokens exceed the model's context of %d", (long long)len, o.n_gen, model->config.max_ctx);
+        std::vector<int32_t> ids(static_cast<size_t>(len));
+        for (int64_t i = 0; i < len; ++i) ids[size_t(i)] = base[size_t(i) % base.size()];
+        std::vector<double> pre, dec;
+        size_t kv = 0;
+        for (int r = 0; r < o.reps; ++r) {
+            Session s(*model, *be, len + o.n_gen);
+            auto t0 = std::chrono::steady_clock::now();
+            s.forward(ids.data(), len);
+            auto t1 = std::chrono::steady_clock::now();
+            for (int g = 0; g < o.n_gen; ++g) {
+                int32_t next = int32_t(std::max_element(s.last_logits().begin(), s.last_logits().end()) - s.last_logits().begin());
+                s.forward(&next, 1);
+            }
+            auto t2 = std::chrono::steady_clock::now();
+            pre.push_back(double(len) / std::chrono::duration<double>(t1 - t0).count());
+            dec.push_back(double(o.n_gen) / std::chrono::duration<double>(t2 - t1).count());
+            kv = s.kv_bytes();
+        }
+        Stat p = stats(pre), d = stats(dec);
+        if (o.json) {
+            rows.push_back({{"prompt_tokens", len}, {"gen_tokens", o.n_gen}, {"reps", o.reps},
+                            {"prefill_tok_s", {{"median", p.median}, {"min", p.min}, {"max", p.max}}},
+                            {"decode_tok_s", {{"median", d.median}, {"min", d.min}, {"max", d.max}}}, {"kv_bytes", kv}});
+        } else {
+            std::printf("| %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f |\n", model->config.name.c_str(),
+                        (long long)len, p.median, p.min, p.max, d.median, d.min, d.max, double(kv) / (1 << 20));
+            std::fflush(stdout);
+        }
+    }
+    if (o.json) std::printf("%s\n", nlohmann::json{{"model", o.model}, {"backend", be->name()}, {"results", rows}}.dump().c_str());
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+    CLI::App* b = app.add_subcommand("bench", "Benchmarks");
+    b->require_subcommand(1);
+    auto o = std::make_shared<BenchOptions>();
+    CLI::App* c = b->add_subcommand("model", "Prefill and decode throughput of a model");
+    c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
+    c->add_option("-p,--prompt-lengths", o->lengths, "Comma-separated prompt lengths in tokens")->capture_default_str();
+    c->add_option("-n,--n-gen", o->n_gen, "Decoded tokens per run")->capture_default_str();
+    c->add_option("-r,--reps", o->reps, "Repetitions (median and range reported)")->capture_default_str();
+    c->add_option("--text", o->text_file, "Text whose tokens fill the prompt")->capture_default_str();
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_flag("--json", o->json, "Print one JSON object");
+    c->callback([o] { bench_model(*o); });
+}
+
+}  // namespace elastic::cli
