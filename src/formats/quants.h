@@ -18,4 +18,7 @@ void quantize(DType t, const float* src, void* dst, int64_t n);
 // Vectorised where it pays; always equal (to fp32 rounding) to dequantize + dot.
 float dot_row(DType t, const void* row, const float* x, int64_t n);
 
+// The plain scalar version of dot_row (the specification the vectorised one is tested against).
+float dot_row_ref(DType t, const void* row, const float* x, int64_t n);
+
 }  // namespace elastic
