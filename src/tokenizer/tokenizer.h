@@ -49,10 +49,16 @@ public:
     std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_generation_prompt = true) const;
 
 protected:
+    // Picks the chat format from a Jinja template (ChatML when it has <|im_start|>, Llama-3 when it
+    // has <|start_header_id|>; from the vocabulary when the template is empty), reads the default
+    // system message a ChatML template inserts (SmolLM2 does), and fills stop_ids_.
+    void init_chat(const std::string& jinja_template);
+
     int32_t bos_ = -1;
     int32_t eos_ = -1;
     std::vector<int32_t> stop_ids_;
     ChatTemplate chat_template_ = ChatTemplate::None;
+    std::string default_system_;  // ChatML: system message used when the first one is not "system"
 };
 
 }  // namespace elastic
