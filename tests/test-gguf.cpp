@@ -335,6 +335,54 @@ TEST(Gguf, OpenReportsMissingFile) {
     }
 }
 
+// The fuzz seed corpus is written by the Python gguf package (fuzz/make-gguf-corpus.py), so reading
+// it checks us against another writer; the sums are gguf.dequantize's, in float64.
+TEST(Gguf, SeedCorpusMatchesPythonGguf) {
+    const std::string dir = std::string(ELASTIC_SOURCE_DIR) + "/fuzz/corpus-gguf/";
+    auto meta = GGUFFile::open(dir + "meta.gguf");
+    EXPECT_EQ(meta->get_string("general.architecture"), "llama");
+    EXPECT_EQ(meta->get_int("llama.block_count", 0), 2);
+    EXPECT_EQ(meta->get_float("llama.rope.freq_base", 0), 10000.0);
+    EXPECT_TRUE(meta->get_bool("general.flag", false));
+    EXPECT_EQ(meta->get_int("t.i8", 0), -3);
+    EXPECT_EQ(meta->get_int("t.u64", 0), int64_t(1) << 40);
+    EXPECT_EQ(meta->get_float("t.f64", 0), 0.125);
+    EXPECT_EQ(meta->get_string_array("tokenizer.ggml.tokens"), (std::vector<std::string>{"<s>", "a", "bc"}));
+    EXPECT_EQ(meta->get_number_array("tokenizer.ggml.scores"), (std::vector<double>{0.0, -1.5, 2.0}));
+    EXPECT_EQ(meta->find("t.nested")->to_string(), "[[1, 2], [3]]");
+    auto kq = GGUFFile::open(dir + "kquants.gguf");
+    const GGUFFile* files[] = {meta.get(), kq.get()};
+
+    struct Ref { const char* name; DType type; std::vector<int64_t> shape; double sum, abs_sum; };
+    const Ref refs[] = {
+        {"f32", DType::F32, {2, 4}, 28.0, 28.0},           {"f16", DType::F16, {16}, 0.0, 8.533203125},
+        {"q8_0", DType::Q8_0, {2, 32}, 206.5, 2006.5},      {"q4_1", DType::Q4_1, {1, 32}, 126.0, 126.0},
+        {"q4_0", DType::Q4_0, {1, 32}, 16.5, 75.5},         {"q4_k", DType::Q4_K, {1, 256}, 38512.5, 38884.0},
+        {"q6_k", DType::Q6_K, {1, 256}, 25280.5, 128600.5}, {"bf16", DType::BF16, {4}, -2.0, 8.0},
+    };
+    for (const Ref& r : refs) {
+        SCOPED_TRACE(r.name);
+        const TensorRef* t = nullptr;
+        for (const GGUFFile* f : files)
+            if (!t) t = f->find_tensor(r.name);
+        ASSERT_NE(t, nullptr);
+        EXPECT_EQ(t->type, r.type);
+        EXPECT_EQ(t->shape, r.shape);
+        std::vector<float> y(size_t(t->numel()));
+        dequantize(t->type, t->data, y.data(), t->numel());
+        double s = 0, a = 0;
+        for (float v : y) { s += v; a += std::fabs(v); }
+        EXPECT_EQ(s, r.sum);
+        EXPECT_EQ(a, r.abs_sum);
+    }
+    const TensorRef* i32 = kq->find_tensor("i32");
+    ASSERT_NE(i32, nullptr);
+    EXPECT_EQ(i32->type, DType::I32);
+    int32_t v[3];
+    std::memcpy(v, i32->data, 12);
+    EXPECT_EQ(v[1], -2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real model. Reference numbers from the Python gguf package 0.19:
 //   r = gguf.GGUFReader(path); d = gguf.dequantize(t.data, t.tensor_type).reshape(-1, ne0)
