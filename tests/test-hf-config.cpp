@@ -2,10 +2,14 @@
 // and Qwen3-0.6B (explicit head_dim), the transformers-5 spelling (rope_parameters, dtype), a
 // write -> parse round trip, and one clear error per malformed or unsupported config.
 //
-// Checked by hand (transformers 5.24): the text of write_hf_config() for the three configs below,
-// saved as config.json, loads with transformers.AutoConfig.from_pretrained(dir) as LlamaConfig /
-// Qwen3Config with the same sizes, head_dim, rms_norm_eps, tie_word_embeddings and token ids, and
-// rope_parameters {rope_type, rope_theta, factor, low/high_freq_factor, original_max_position_embeddings}.
+// Checked by hand with transformers 5.24 (C++ tests must not need Python), for the three configs below:
+//  - write_hf_config(parse(config)) saved as config.json loads with AutoConfig.from_pretrained as
+//    LlamaConfig / Qwen3Config whose to_dict() equals that of the original config, except
+//    initializer_range (we write 0.02) and SmolLM2's unused is_llama_config / rope_interleaved;
+//    rope_parameters came out as {rope_type, rope_theta[, factor, low/high_freq_factor,
+//    original_max_position_embeddings]} and dtype as bfloat16.
+//  - AutoConfig(...).save_pretrained() output (transformers-5 keys: rope_parameters, dtype) parses
+//    to exactly the same HFConfig as the original file.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
