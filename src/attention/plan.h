@@ -1,0 +1,44 @@
+// The attention plan of one sequence: per (layer, KV head) the mode the head runs in, the
+// streaming window, and XAttention's kept key blocks. Made once at prefill (router or baseline)
+// and kept for the sequence's decode (DESIGN.md §1.2). The query heads of a GQA group share their
+// KV head's plan.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace elastic {
+
+enum class HeadMode : uint8_t { FA = 0, SSA = 1, XA = 2 };
+const char* head_mode_name(HeadMode m);
+
+struct StreamingWindow {
+    int64_t sink = 128;    // query i sees key j if j < sink ...
+    int64_t local = 2048;  // ... or i - j < local   (and j <= i)
+};
+
+struct XAParams {
+    int64_t block = 128;       // query/key block size (64 or 128)
+    int64_t stride = 16;       // antidiagonal stride S
+    double threshold = 0.9;    // keep the smallest set of key blocks reaching this share of the mass
+    int64_t chunk_rows = 16384;  // estimation works on this many query rows at a time
+};
+
+// Kept key blocks of one KV head, CSR over query blocks: the key blocks of query block qb are
+// blocks[offsets[qb] .. offsets[qb+1]), ascending, always containing block 0 and block qb.
+struct BlockList {
+    std::vector<int64_t> offsets;
+    std::vector<int32_t> blocks;
+    int64_t n_query_blocks() const { return offsets.empty() ? 0 : int64_t(offsets.size()) - 1; }
+};
+
+struct LayerPlan {
+    std::vector<HeadMode> mode;   // [n_kv_head]
+    std::vector<BlockList> xa;    // [n_kv_head]; filled for XA heads only
+};
+
+// Whether query position i may attend key position j under a head's plan (j <= i assumed).
+// The reference semantics every kernel must match.
+bool plan_allows(HeadMode m, const StreamingWindow& w, const BlockList* xa, int64_t block, int64_t i, int64_t j);
+
+}  // namespace elastic
