@@ -1,7 +1,8 @@
 // safetensors reader (single file or sharded via model.safetensors.index.json) and writer.
 // Reader: mmap, 8-byte header length, JSON header parsed with nlohmann-json, every offset and
 // shape validated against the file (elastic::Error on anything inconsistent). dtypes F32/F16/BF16
-// (plus I32/I64/I8/U8 for completeness); anything else is a clear error.
+// (plus I32/I64/I8/U8 for completeness; BOOL reads as U8); anything else is a clear error.
+// TensorRef::data points into the mapping and need not be aligned for its type: copy, don't cast.
 #pragma once
 #include <map>
 #include <memory>
@@ -35,7 +36,8 @@ class SafetensorsCheckpoint {
 public:
     static std::unique_ptr<SafetensorsCheckpoint> open(const std::string& path);
     const TensorRef* find_tensor(const std::string& name) const;
-    std::vector<const TensorRef*> tensors() const;  // all tensors of all shards, sorted by name
+    // All tensors, sorted by name; for a sharded checkpoint, those named by weight_map.
+    std::vector<const TensorRef*> tensors() const;
 
 private:
     std::vector<std::unique_ptr<SafetensorsFile>> shards_;
@@ -48,7 +50,9 @@ public:
     // type must be a plain type (F32/F16/BF16/I32/I64/I8/U8). Copies the bytes.
     void add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape, const void* data);
     void write(const std::string& path) const;
-    // Writes shards of at most max_shard_bytes plus model.safetensors.index.json into dir.
+    // Writes model-0000i-of-0000N.safetensors shards of at most max_shard_bytes of tensor data (a
+    // larger tensor gets a shard of its own) plus model.safetensors.index.json into dir (created if
+    // missing). Every file goes to "<name>.tmp" first and is renamed into place; the index comes last.
     void write_sharded(const std::string& dir, size_t max_shard_bytes) const;
 
 private:
