@@ -59,8 +59,7 @@ BpeTokenizer::BpeTokenizer(BpeTokenizerConfig cfg) {
     init_chat(cfg.chat_template);
 }
 
-bool BpeTokenizer::next_added(std::string_view text, size_t from, bool, size_t& start, size_t& end,
-                              const AddedToken*& tok) const {
+bool BpeTokenizer::next_added(std::string_view text, size_t from, size_t& start, size_t& end, const AddedToken*& tok) const {
     if (added_.empty()) return false;
     for (size_t p = from; p < text.size(); ++p) {
         for (size_t i : added_by_first_byte_[uint8_t(text[p])]) {
@@ -83,7 +82,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_spec
     const AddedToken* t = nullptr;
     // Like HF: the automaton finds every added token; disabled specials and failed single_word
     // matches are then skipped and their text stays part of the surrounding segment.
-    while (next_added(text, pos, parse_special, s, e, t)) {
+    while (next_added(text, pos, s, e, t)) {
         pos = e;
         if (!parse_special && t->special) continue;
         if (t->single_word) {

@@ -15,6 +15,8 @@ struct AddedToken {
     int32_t id = -1;
     std::string content;
     bool special = false;
+    // normalized is read but not acted on: all added tokens are matched on the raw text (the
+    // fixtures only have normalized=false; with NFC the two differ only for non-NFC token text).
     bool lstrip = false, rstrip = false, single_word = false, normalized = false;
 };
 
@@ -45,9 +47,8 @@ public:
 
 private:
     void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
-    // Leftmost-longest match of an added token at or after `from`; false when none.
-    bool next_added(std::string_view text, size_t from, bool parse_special, size_t& start, size_t& end,
-                    const AddedToken*& tok) const;
+    // Leftmost-longest match of any added token at or after `from`; false when none.
+    bool next_added(std::string_view text, size_t from, size_t& start, size_t& end, const AddedToken*& tok) const;
 
     BpeModel bpe_;
     PreTokenizer pre_;

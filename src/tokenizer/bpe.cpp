@@ -66,7 +66,8 @@ void BpeModel::build(std::vector<std::string> vocab, const std::vector<std::pair
     merges_.reserve(merges.size());
     for (size_t r = 0; r < merges.size(); ++r) {
         const auto& [a, b] = merges[r];
-        int32_t ia = find(a), ib = find(b), im = find(a + b);
+        auto get = [&](const std::string& t) { auto it = by_token_.find(t); return it == by_token_.end() ? -1 : it->second; };
+        int32_t ia = get(a), ib = get(b), im = get(a + b);
         if (ia < 0 || ib < 0) fail("BPE merge %zu (\"%s\" \"%s\"): token not in vocabulary", r, a.c_str(), b.c_str());
         if (im < 0) fail("BPE merge %zu (\"%s\" \"%s\"): merged token not in vocabulary", r, a.c_str(), b.c_str());
         merges_.emplace((uint64_t(uint32_t(ia)) << 32) | uint32_t(ib), Merge{int32_t(r), im});
