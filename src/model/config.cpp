@@ -54,7 +54,15 @@ ModelConfig config_from_gguf(const GGUFFile& f) {
     } else if (rs != "none" && rs != "") {
         fail("%s: unsupported rope scaling '%s'", f.path().c_str(), rs.c_str());
     }
-    // Llama-3 scaling lives in the rope_freqs.weight tensor in GGUF (see rope_inv_freq).
+    // Llama-3 scaling: llama.cpp keeps only the rope_freqs.weight tensor (see rope_inv_freq and
+    // match_llama3_rope); files we write also carry the parameters, under elastic.rope.llama3.*.
+    if (f.has("elastic.rope.llama3.factor")) {
+        c.rope_scaling.type = RopeConfig::Llama3;
+        c.rope_scaling.factor = float(f.get_float("elastic.rope.llama3.factor", 1.0));
+        c.rope_scaling.low_freq_factor = float(f.get_float("elastic.rope.llama3.low_freq_factor", 1.0));
+        c.rope_scaling.high_freq_factor = float(f.get_float("elastic.rope.llama3.high_freq_factor", 4.0));
+        c.rope_scaling.original_max_pos = f.get_int("elastic.rope.llama3.original_context_length", 8192);
+    }
     int64_t vocab = f.get_int(p + "vocab_size", 0);
     if (vocab == 0) vocab = int64_t(f.get_string_array("tokenizer.ggml.tokens").size());
     c.vocab = int(vocab);
@@ -121,6 +129,28 @@ HFConfig config_to_hf(const ModelConfig& c) {
         h.rope_scaling.original_max_position_embeddings = c.rope_scaling.original_max_pos;
     }
     return h;
+}
+
+bool match_llama3_rope(ModelConfig& c, const std::vector<float>& freq_factors) {
+    // Parameter sets of the released Llama-3.x models (factor, low, high, original context).
+    const RopeConfig known[] = {{RopeConfig::Llama3, 8.0f, 1.0f, 4.0f, 8192}, {RopeConfig::Llama3, 32.0f, 1.0f, 4.0f, 8192},
+                                {RopeConfig::Llama3, 16.0f, 1.0f, 4.0f, 8192}};
+    ModelConfig plain = c;
+    plain.rope_scaling = RopeConfig{};
+    const std::vector<float> base = rope_inv_freq(plain);
+    for (const RopeConfig& k : known) {
+        ModelConfig t = c;
+        t.rope_scaling = k;
+        const std::vector<float> scaled = rope_inv_freq(t);
+        bool ok = freq_factors.size() == base.size();
+        for (size_t i = 0; ok && i < base.size(); ++i)
+            ok = std::fabs(base[i] / scaled[i] - freq_factors[i]) <= 1e-4f * freq_factors[i];
+        if (ok) {
+            c.rope_scaling = k;
+            return true;
+        }
+    }
+    return false;
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>& freq_factors) {

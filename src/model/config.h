@@ -46,6 +46,10 @@ ModelConfig config_from_gguf(const GGUFFile& f);
 ModelConfig config_from_hf(const HFConfig& c);
 HFConfig config_to_hf(const ModelConfig& c);  // for `elastic convert` (GGUF -> HF)
 
+// Recognises GGUF rope_freqs factors made by a known Llama-3 parameter set; on success sets
+// c.rope_scaling to it (the factors are then redundant).
+bool match_llama3_rope(ModelConfig& c, const std::vector<float>& freq_factors);
+
 // Inverse frequencies of RoPE for each of head_dim/2 pairs, with rope scaling applied.
 // `freq_factors` (GGUF rope_freqs.weight, may be empty) divide the frequencies.
 std::vector<float> rope_inv_freq(const ModelConfig& c, const std::vector<float>& freq_factors = {});

@@ -33,14 +33,19 @@ const TensorRef& need(const File& f, const std::string& name, const std::string&
 void load_gguf(Model& m, const std::string& path) {
     auto f = std::shared_ptr<GGUFFile>(GGUFFile::open(path).release());
     m.config = config_from_gguf(*f);
-    const ModelConfig& c = m.config;
+    ModelConfig& c = m.config;
     ModelWeights& w = m.weights;
     w.keep_alive.push_back(f);
     const int64_t D = c.d_model, hd = c.head_dim;
     w.tok_embd = weight_from_tensor(need(*f, "token_embd.weight", path), c.vocab, D, path);
     w.output = c.tie_embeddings ? w.tok_embd : weight_from_tensor(need(*f, "output.weight", path), c.vocab, D, path);
     w.out_norm = vector_from_tensor(need(*f, "output_norm.weight", path), D, path);
-    if (const TensorRef* rf = f->find_tensor("rope_freqs.weight")) w.rope_freqs = vector_from_tensor(*rf, hd / 2, path);
+    if (const TensorRef* rf = f->find_tensor("rope_freqs.weight")) {
+        // Keep the factors only when the parameters that made them are unknown; never apply both.
+        std::vector<float> factors = vector_from_tensor(*rf, hd / 2, path);
+        if (m.config.rope_scaling.type != RopeConfig::Llama3 && !match_llama3_rope(m.config, factors))
+            w.rope_freqs = std::move(factors);
+    }
     for (int l = 0; l < c.n_layer; ++l) {
         const std::string p = "blk." + std::to_string(l) + ".";
         LayerWeights L;
@@ -63,7 +68,7 @@ void load_gguf(Model& m, const std::string& path) {
         }
         w.layers.push_back(std::move(L));
     }
-    m.tokenizer = Tokenizer::from_gguf(*f);
+    if (f->has("tokenizer.ggml.tokens")) m.tokenizer = Tokenizer::from_gguf(*f);
 }
 
 void load_hf(Model& m, const std::string& dir) {

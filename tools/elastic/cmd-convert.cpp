@@ -61,7 +61,7 @@ void gguf_to_hf(const ConvertOptions& o) {
     auto model = Model::load(o.in);
     const ModelConfig& c = model->config;
     if (c.rope_scaling.type == RopeConfig::None && !model->weights.rope_freqs.empty())
-        fail("convert: %s has rope_freqs (Llama-3 scaling) whose parameters GGUF does not record; cannot write config.json", o.in.c_str());
+        fail("convert: %s has rope_freqs factors from unknown Llama-3 scaling parameters; cannot write config.json", o.in.c_str());
     if (mkdir(o.out.c_str(), 0755) != 0 && errno != EEXIST) fail("%s: cannot create directory", o.out.c_str());
     const ModelWeights& w = model->weights;
     SafetensorsWriter sw;
@@ -96,19 +96,24 @@ void gguf_to_hf(const ConvertOptions& o) {
     }
     sw.write(o.out + "/model.safetensors");
     HFConfig hc = config_to_hf(c);
-    hc.bos_token_id = model->tok().bos_id();
-    hc.eos_token_ids = {model->tok().eos_id()};
+    if (model->tokenizer) {
+        hc.bos_token_id = model->tokenizer->bos_id();
+        hc.eos_token_ids = {model->tokenizer->eos_id()};
+    }
     write_text(o.out + "/config.json", write_hf_config(hc));
-    auto f = GGUFFile::open(o.in);
-    write_text(o.out + "/tokenizer.json", tokenizer_json_from_gguf(*f));
-    nlohmann::ordered_json tc;
-    const Tokenizer& tok = model->tok();
-    if (tok.bos_id() >= 0) tc["bos_token"] = tok.token_text(tok.bos_id());
-    if (tok.eos_id() >= 0) tc["eos_token"] = tok.token_text(tok.eos_id());
-    if (f->has("tokenizer.chat_template")) tc["chat_template"] = f->get_string("tokenizer.chat_template");
-    tc["tokenizer_class"] = "PreTrainedTokenizerFast";
-    write_text(o.out + "/tokenizer_config.json", tc.dump(2));
-    std::fprintf(stderr, "convert: wrote %s (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)\n", o.out.c_str());
+    if (model->tokenizer) {
+        auto f = GGUFFile::open(o.in);
+        write_text(o.out + "/tokenizer.json", tokenizer_json_from_gguf(*f));
+        nlohmann::ordered_json tc;
+        const Tokenizer& tok = *model->tokenizer;
+        if (tok.bos_id() >= 0) tc["bos_token"] = tok.token_text(tok.bos_id());
+        if (tok.eos_id() >= 0) tc["eos_token"] = tok.token_text(tok.eos_id());
+        if (f->has("tokenizer.chat_template")) tc["chat_template"] = f->get_string("tokenizer.chat_template");
+        tc["tokenizer_class"] = "PreTrainedTokenizerFast";
+        write_text(o.out + "/tokenizer_config.json", tc.dump(2));
+    }
+    std::fprintf(stderr, "convert: wrote %s (config.json, model.safetensors%s)\n", o.out.c_str(),
+                 model->tokenizer ? ", tokenizer.json, tokenizer_config.json" : "");
 }
 
 void hf_to_gguf(const ConvertOptions& o) {
@@ -150,6 +155,10 @@ void hf_to_gguf(const ConvertOptions& o) {
         std::vector<float> factors(base.size());
         for (size_t i = 0; i < base.size(); ++i) factors[i] = base[i] / scaled[i];
         vec("rope_freqs.weight", factors);
+        gw.set_f32("elastic.rope.llama3.factor", c.rope_scaling.factor);
+        gw.set_f32("elastic.rope.llama3.low_freq_factor", c.rope_scaling.low_freq_factor);
+        gw.set_f32("elastic.rope.llama3.high_freq_factor", c.rope_scaling.high_freq_factor);
+        gw.set_u32("elastic.rope.llama3.original_context_length", uint32_t(c.rope_scaling.original_max_pos));
     }
     matrix("token_embd.weight", w.tok_embd);
     if (!c.tie_embeddings) matrix("output.weight", w.output);

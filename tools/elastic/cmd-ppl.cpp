@@ -26,7 +26,7 @@ struct PplOptions {
 void ppl(const PplOptions& o) {
     auto model = Model::load(o.model);
     const std::string text = read_file(o.file);
-    std::vector<int32_t> ids = model->tok().encode(text, false);
+    std::vector<int32_t> ids = model->tok().encode(text);
     if (ids.size() < 2) fail("ppl: %s has fewer than 2 tokens", o.file.c_str());
     int64_t ctx = o.ctx > 0 ? o.ctx : std::min<int64_t>(model->config.max_ctx, 2048);
     if (ctx < 2) fail("ppl: --ctx must be at least 2");

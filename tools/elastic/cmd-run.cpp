@@ -40,7 +40,7 @@ void run(const RunOptions& o) {
         msgs.push_back({"user", text});
         text = tok.apply_chat_template(msgs, true);
     }
-    std::vector<int32_t> ids = tok.encode(text, /*parse_special=*/o.chat);
+    std::vector<int32_t> ids = tok.encode(text);
     if (ids.empty()) fail("run: the prompt is empty after tokenisation");
     const int64_t max_ctx = model->config.max_ctx;
     if (int64_t(ids.size()) > max_ctx)

@@ -16,7 +16,7 @@ namespace {
 struct TokenizeOptions {
     std::string tokenizer, prompt;
     bool json_lines = false;
-    bool special = false;
+    bool raw_special = false;
 };
 
 void tokenize(const TokenizeOptions& o) {
@@ -40,14 +40,14 @@ void tokenize(const TokenizeOptions& o) {
                 ++bad;
                 continue;
             }
-            nlohmann::json ids = tok->encode(j.get<std::string>(), o.special);
+            nlohmann::json ids = tok->encode(j.get<std::string>(), !o.raw_special);
             std::printf("%s\n", ids.dump().c_str());
         }
         if (bad) fail("tokenize: %d line(s) were not JSON strings", bad);
         return;
     }
     if (o.prompt.empty()) fail("tokenize: give -p TEXT or --json-lines");
-    std::vector<int32_t> ids = tok->encode(o.prompt, o.special);
+    std::vector<int32_t> ids = tok->encode(o.prompt, !o.raw_special);
     for (int32_t id : ids) {
         nlohmann::json piece = tok->decode({id});
         std::printf("%6d  %s\n", id, piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -63,7 +63,7 @@ void add_tokenize(CLI::App& app) {
     c->add_option("--tokenizer", o->tokenizer, "tokenizer.json, a directory holding one, or a .gguf model")->required();
     c->add_option("-p,--prompt", o->prompt, "Text to tokenize");
     c->add_flag("--json-lines", o->json_lines, "Read JSON strings from stdin, one per line; print id arrays");
-    c->add_flag("--special", o->special, "Match special tokens in the text (off by default)");
+    c->add_flag("--raw-special", o->raw_special, "Treat special-token text (e.g. <|im_start|>) as plain text");
     c->callback([o] { tokenize(*o); });
 }
 

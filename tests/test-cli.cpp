@@ -1,0 +1,172 @@
+// The `elastic` binary end to end: bad input gives one line on stderr and exit code 1; tokenize,
+// convert and run do their jobs. Runs build/bin/elastic through the shell.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "formats/gguf.h"
+#include "model/model.h"
+#include "test-helpers.h"
+
+using namespace elastic;
+using namespace elastic::test;
+
+namespace {
+
+struct Result {
+    int code;
+    std::string out, err;
+};
+
+std::string tmp_dir() {
+    static std::string d = [] {
+        char tmpl[] = "/tmp/elastic-cli-XXXXXX";
+        return std::string(mkdtemp(tmpl));
+    }();
+    return d;
+}
+
+// Runs `elastic ARGS` with optional stdin text; captures stdout and stderr separately.
+Result run(const std::string& args, const std::string& stdin_text = "") {
+    const std::string d = tmp_dir();
+    const std::string in = d + "/stdin", out = d + "/stdout", err = d + "/stderr";
+    std::ofstream(in) << stdin_text;
+    const std::string cmd = std::string(ELASTIC_BINARY_DIR) + "/bin/elastic " + args + " <" + in + " >" + out + " 2>" + err;
+    int status = std::system(cmd.c_str());
+    auto slurp = [](const std::string& p) {
+        std::ifstream f(p);
+        return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    };
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+int count_lines(const std::string& s) {
+    int n = 0;
+    for (char c : s) n += c == '\n';
+    return n;
+}
+
+void expect_one_line_error(const Result& r, const std::string& needle) {
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("elastic: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "wanted '" << needle << "' in: " << r.err;
+}
+
+}  // namespace
+
+TEST(Cli, BadInputGivesOneLineAndExitCode1) {
+    expect_one_line_error(run("run -m /nonexistent/model.gguf -p hi"), "No such file");
+    expect_one_line_error(run("run -m " + source_path("CMakeLists.txt") + " -p hi"), "not a model");
+    expect_one_line_error(run("frobnicate"), "unknown command 'frobnicate'");
+    expect_one_line_error(run("run -m x.gguf -p hi --bogus-flag"), "bogus-flag");
+    expect_one_line_error(run("run -m " + source_path("tests/data/tiny-qwen3") + " -p hi"), "no tokenizer");
+    // A truncated GGUF and a GGUF of an architecture we do not run.
+    const std::string d = tmp_dir();
+    {
+        GGUFWriter w;
+        w.set_string("general.architecture", "gpt2");
+        w.write(d + "/gpt2.gguf");
+        std::ofstream(d + "/trunc.gguf") << "GGUF\x03";
+    }
+    expect_one_line_error(run("run -m " + d + "/gpt2.gguf -p hi"), "unsupported architecture 'gpt2'");
+    expect_one_line_error(run("run -m " + d + "/trunc.gguf -p hi"), "truncated");
+    expect_one_line_error(run("tokenize --tokenizer " + d + "/missing.json -p hi"), "missing.json");
+    expect_one_line_error(run("convert " + d + "/trunc.gguf " + d + "/out.gguf"), "GGUF to GGUF");
+}
+
+TEST(Cli, TokenizeJsonLinesMatchesGolden) {
+    nlohmann::json g = nlohmann::json::parse(std::ifstream(source_path("../shared/fixtures/tokenizers/golden_public.json")));
+    for (const char* name : {"qwen3", "llama3.1"}) {
+        std::string in, want;
+        for (const auto& c : g[name]) {
+            in += c["text"].dump() + "\n";
+            want += c["ids"].dump() + "\n";
+        }
+        Result r = run(std::string("tokenize --json-lines --tokenizer ") + source_path("../shared/fixtures/tokenizers/") + name +
+                           "/tokenizer.json",
+                       in);
+        EXPECT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(r.out, want) << name;
+    }
+    Result bad = run("tokenize --json-lines --tokenizer " + source_path("../shared/fixtures/tokenizers/qwen3/tokenizer.json"),
+                     "\"ok\"\nnot json\n");
+    EXPECT_EQ(bad.code, 1);
+    EXPECT_EQ(bad.out, "[562]\nnull\n");
+}
+
+TEST(Cli, ConvertHfToGgufAndBackKeepsLogits) {
+    // tiny Llama (llama3 rope scaling, tied) : HF dir -> GGUF (Q/K permuted, rope_freqs) -> HF dir.
+    const std::string d = tmp_dir();
+    const std::string src = source_path("tests/data/tiny-llama3");
+    Result a = run("convert " + src + " " + d + "/tiny.gguf");
+    ASSERT_EQ(a.code, 0) << a.err;
+    Result b = run("convert " + d + "/tiny.gguf " + d + "/tiny-hf");
+    ASSERT_EQ(b.code, 0) << b.err;
+    auto be = make_cpu_backend(0);
+    std::vector<int32_t> ids = {3, 77, 200, 5, 383, 12, 99, 150, 42, 7};
+    std::vector<std::vector<float>> logits;
+    for (const std::string& p : {src, d + "/tiny.gguf", d + "/tiny-hf"}) {
+        auto m = Model::load(p);
+        Session s(*m, *be, 16);
+        s.forward(ids.data(), int64_t(ids.size()));
+        logits.push_back(s.last_logits());
+    }
+    EXPECT_LT(max_rel_err(logits[1], logits[0]), 1e-6);
+    EXPECT_LT(max_rel_err(logits[2], logits[0]), 1e-6);
+    // Quantised output: the Q8_0 GGUF computes exactly what its own dequantised f32 copy computes.
+    Result q = run("convert " + src + " " + d + "/tiny-q8.gguf --type q8_0");
+    ASSERT_EQ(q.code, 0) << q.err;
+    Result qf = run("convert " + d + "/tiny-q8.gguf " + d + "/tiny-q8-hf");
+    ASSERT_EQ(qf.code, 0) << qf.err;
+    std::vector<std::vector<float>> ql;
+    for (const std::string& p : {d + "/tiny-q8.gguf", d + "/tiny-q8-hf"}) {
+        auto m = Model::load(p);
+        Session s(*m, *be, 16);
+        s.forward(ids.data(), int64_t(ids.size()));
+        ql.push_back(s.last_logits());
+    }
+    EXPECT_LT(max_rel_err(ql[0], ql[1]), 1e-5);
+}
+
+TEST(Cli, SmolLM2ChatSaysParis) {
+    const std::string model = default_model_path();
+    if (!file_exists(model)) GTEST_SKIP() << "default model not fetched (make model)";
+    Result r = run("run -m " + model + " --chat -p \"What is the capital of France?\" -n 12 --temp 0");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+    EXPECT_NE(r.err.find("prefill"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("peak memory"), std::string::npos) << r.err;
+    // The prompt longer than the context is refused.
+    Result big = run("run -m " + model + " -p \"one two three four five six\" --ctx 3");
+    EXPECT_EQ(big.code, 1);
+    EXPECT_NE(big.err.find("more than --ctx"), std::string::npos) << big.err;
+    // A round trip of the real model: GGUF -> HF directory, loaded back, same greedy answer.
+    const std::string d = tmp_dir();
+    Result c = run("convert " + model + " " + d + "/smol-hf --type bf16");
+    ASSERT_EQ(c.code, 0) << c.err;
+    Result r2 = run("run -m " + d + "/smol-hf --chat -p \"What is the capital of France?\" -n 12 --temp 0");
+    EXPECT_EQ(r2.code, 0) << r2.err;
+    EXPECT_NE(r2.out.find("Paris"), std::string::npos) << r2.out;
+}
+
+TEST(Cli, PplJson) {
+    const std::string model = default_model_path();
+    if (!file_exists(model)) GTEST_SKIP() << "default model not fetched (make model)";
+    const std::string d = tmp_dir();
+    std::ofstream(d + "/text.txt") << "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog.";
+    Result r = run("ppl -m " + model + " -f " + d + "/text.txt --json --per-token --ctx 16");
+    ASSERT_EQ(r.code, 0) << r.err;
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_GT(j["tokens"].get<int>(), 16);
+    EXPECT_GT(j["ppl"].get<double>(), 1.0);
+    EXPECT_EQ(j["per_token"].size(), j["tokens"].get<size_t>());
+    EXPECT_TRUE(j["per_token"][0]["logprob"].is_null());
+    EXPECT_TRUE(j["per_token"][16]["logprob"].is_null());  // first token of the second window
+}
