@@ -43,7 +43,7 @@ struct RouterLayer {
 struct RouterDecision {
     std::vector<float> logits;   // [H_kv, 2] softmax variant; [H_kv, 1] sigmoid variant, after the LayerNorm
                                  // (the reference's `binary_logits`: LayerNorm is its module .5)
-    std::vector<float> prob_fa;  // [H_kv] softmax(logits)[1], or sigmoid(LayerNorm(logits))
+    std::vector<float> prob_fa;  // [H_kv] softmax(logits)[1], or sigmoid(logits)
     std::vector<uint8_t> full;   // [H_kv] 1 = full attention, 0 = sparse
     std::vector<float> margin;   // [H_kv] logit1 - logit0 (softmax) or prob_fa - 0.5 (sigmoid): > 0 <=> FA
 };
@@ -51,7 +51,8 @@ struct RouterDecision {
 // Boundary pooling with Python slice semantics: out[h, :] = mean of the rows of
 // concat(k[:window], k[-window:]) (the reference's `x[:, :100]`, `x[:, -100:]`), i.e. rows
 // 0..min(window,T)-1 then max(0,T-window)..T-1; rows in both slices count twice. (Not k[T-window:T]
-// literally: for window/2 < T < window Python would wrap that negative start to 2T-window.) k [T, H_kv, d] token-major; out [H_kv, d]. T >= 1.
+// literally: for window/2 < T < window Python would wrap that negative start to 2T-window.)
+// k [T, H_kv, d] token-major; out [H_kv, d]; T >= 1.
 void router_pool(const float* k, int64_t T, int n_kv_head, int head_dim, int window, float* out);
 
 class Router {
