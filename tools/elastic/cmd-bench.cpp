@@ -105,6 +105,7 @@ void add_bench(CLI::App& app) {
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--json", o->json, "Print one JSON object");
     c->callback([o] { bench_model(*o); });
+    add_bench_attention(b);
 }
 
 }  // namespace elastic::cli

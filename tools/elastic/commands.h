@@ -10,6 +10,7 @@ void add_ppl(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_bench_attention(CLI::App* bench);  // cmd-bench-attention.cpp
 
 // Shared helpers.
 std::string read_file(const std::string& path);

@@ -1,0 +1,177 @@
+// XAttention block estimation, CPU. The antidiagonal sum over t of q[S r + S-1-t] · k[S c + t] is
+// one dot product of two length-S·d vectors (the S query rows concatenated in reverse, the S key
+// rows in order), so the strided scores of a run of strided query rows are one sgemm against the
+// strided K of the head. Work items are (query head of the group, 64 strided rows).
+#include "attention/xattention.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "attention/hybrid-attention.h"
+#include "core/error.h"
+
+namespace elastic::cpu {
+
+namespace {
+
+constexpr int64_t kItemRows = 64;  // strided query rows per sgemm
+
+void check(int64_t T, int n_head, int n_kv_head, int g, const XAParams& p) {
+    ELASTIC_ASSERT(T > 0 && n_kv_head > 0 && n_head % n_kv_head == 0 && g >= 0 && g < n_kv_head);
+    ELASTIC_ASSERT(p.stride > 0 && p.block > 0 && p.block % p.stride == 0 && p.chunk_rows > 0);
+    ELASTIC_ASSERT(p.threshold > 0.0 && p.threshold <= 1.0);
+}
+
+// s [qb + 1]: summed scores of query block qb; appends the kept block ids (ascending) to out.
+void select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out,
+                   std::vector<int32_t>& order) {
+    const double total = std::accumulate(s, s + qb + 1, 0.0);
+    const size_t first = out.size();
+    out.push_back(0);
+    double mass = s[0];
+    if (qb > 0) {
+        out.push_back(int32_t(qb));
+        mass += s[qb];
+    }
+    order.resize(size_t(std::max<int64_t>(0, qb - 1)));
+    std::iota(order.begin(), order.end(), 1);
+    std::sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
+    for (int32_t kb : order) {
+        if (mass >= threshold * total) break;
+        out.push_back(kb);
+        mass += s[kb];
+    }
+    std::sort(out.begin() + std::ptrdiff_t(first), out.end());
+}
+
+}  // namespace
+
+BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim, int g,
+                           const XAParams& p) {
+    check(T, n_head, n_kv_head, g, p);
+    const int group = n_head / n_kv_head;
+    const int64_t S = p.stride, rb = p.block / S, d = head_dim, W = S * d;
+    const int64_t R = (T + S - 1) / S, nb = (T + p.block - 1) / p.block;
+    const int64_t chunk_blocks = std::max<int64_t>(1, p.chunk_rows / p.block);
+    const int64_t item_blocks = std::max<int64_t>(1, kItemRows / rb);
+    const float alpha = float(1.4426950408889634 / (std::sqrt(double(d)) * double(S)));  // base-2 softmax
+
+    // ks [R, S·d]: strided K of head g, zero past T.
+    std::vector<float> ks(size_t(R * W), 0.0f);
+#pragma omp parallel for
+    for (int64_t c = 0; c < R; ++c)
+        for (int64_t t = 0; t < S && S * c + t < T; ++t)
+            std::copy_n(k + ((S * c + t) * n_kv_head + g) * d, d, ks.begin() + c * W + t * d);
+
+    BlockList bl;
+    bl.offsets.push_back(0);
+    std::vector<double> score;  // [group, chunk query blocks, nb]
+    std::vector<int32_t> order;
+    for (int64_t qb0 = 0; qb0 < nb; qb0 += chunk_blocks) {
+        const int64_t qb1 = std::min(nb, qb0 + chunk_blocks), ncb = qb1 - qb0;
+        score.assign(size_t(group * ncb * nb), 0.0);
+        const int64_t per_head = (ncb + item_blocks - 1) / item_blocks, n_items = group * per_head;
+#pragma omp parallel
+        {
+            std::vector<float> qs, a;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < n_items; ++it) {
+                const int hh = int(it % group);
+                const int64_t ib = per_head - 1 - it / group;  // longest (latest) rows first
+                const int64_t qbA = qb0 + ib * item_blocks, qbB = std::min(qb1, qbA + item_blocks);
+                const int64_t r0 = qbA * rb, r1 = std::min(qbB * rb, R), nr = r1 - r0, ncol = r1;
+                const int h = g * group + hh;
+                // qs [nr, S·d]: row r holds q[S r + S-1-t], t = 0..S-1, zero past T.
+                qs.assign(size_t(nr * W), 0.0f);
+                for (int64_t r = 0; r < nr; ++r)
+                    for (int64_t t = 0; t < S; ++t) {
+                        const int64_t pos = S * (r0 + r) + S - 1 - t;
+                        if (pos < T) std::copy_n(q + (pos * n_head + h) * d, d, qs.begin() + r * W + t * d);
+                    }
+                a.resize(size_t(nr * ncol));
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nr), int(ncol), int(W), alpha, qs.data(),
+                            int(W), ks.data(), int(W), 0.0f, a.data(), int(ncol));
+                for (int64_t r = 0; r < nr; ++r) {
+                    const int64_t rr = r0 + r, n = rr + 1;  // causal strided columns [0, rr]
+                    float* row = a.data() + r * ncol;
+                    float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+                    for (int64_t c = 0; c < n; ++c) mx = std::max(mx, row[c]);
+                    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                    for (int64_t c = 0; c < n; ++c) {
+                        row[c] = exp2_nonpos(row[c] - mx);
+                        sum += row[c];
+                    }
+                    const double inv = 1.0 / double(sum);
+                    double* srow = score.data() + (hh * ncb + rr / rb - qb0) * nb;
+                    for (int64_t kb = 0; kb * rb < n; ++kb) {
+                        float bs = 0.0f;
+                        for (int64_t c = kb * rb; c < std::min(n, (kb + 1) * rb); ++c) bs += row[c];
+                        srow[kb] += double(bs) * inv;
+                    }
+                }
+            }
+        }
+        std::vector<double> tot(static_cast<size_t>(nb));
+        for (int64_t qb = qb0; qb < qb1; ++qb) {
+            std::fill(tot.begin(), tot.end(), 0.0);
+            for (int hh = 0; hh < group; ++hh)
+                for (int64_t kb = 0; kb <= qb; ++kb) tot[size_t(kb)] += score[size_t((hh * ncb + qb - qb0) * nb + kb)];
+            select_blocks(tot.data(), qb, p.threshold, bl.blocks, order);
+            bl.offsets.push_back(int64_t(bl.blocks.size()));
+        }
+    }
+    return bl;
+}
+
+void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                  const XAParams& p, LayerPlan& plan) {
+    ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head));
+    plan.xa.resize(size_t(n_kv_head));
+    for (int g = 0; g < n_kv_head; ++g)
+        if (plan.mode[size_t(g)] == HeadMode::XA) plan.xa[size_t(g)] = xa_estimate_head(q, k, T, n_head, n_kv_head, head_dim, g, p);
+}
+
+BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                                 int g, const XAParams& p) {
+    check(T, n_head, n_kv_head, g, p);
+    const int group = n_head / n_kv_head;
+    const int64_t S = p.stride, rb = p.block / S, d = head_dim;
+    const int64_t R = (T + S - 1) / S, nb = (T + p.block - 1) / p.block;
+    const double scale = 1.0 / (std::sqrt(double(d)) * double(S));
+    std::vector<double> score(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
+    for (int hh = 0; hh < group; ++hh) {
+        const int h = g * group + hh;
+        for (int64_t r = 0; r < R; ++r) {
+            double mx = -1e300;
+            for (int64_t c = 0; c <= r; ++c) {
+                double dot = 0;
+                for (int64_t t = 0; t < S; ++t) {
+                    const int64_t qi = S * r + S - 1 - t, ki = S * c + t;
+                    if (qi >= T || ki >= T) continue;
+                    for (int64_t x = 0; x < d; ++x) dot += double(q[(qi * n_head + h) * d + x]) * k[(ki * n_kv_head + g) * d + x];
+                }
+                a[size_t(c)] = dot * scale;
+                mx = std::max(mx, a[size_t(c)]);
+            }
+            double sum = 0;
+            for (int64_t c = 0; c <= r; ++c) sum += (a[size_t(c)] = std::exp(a[size_t(c)] - mx));
+            for (int64_t c = 0; c <= r; ++c) score[size_t((r / rb) * nb + c / rb)] += a[size_t(c)] / sum;
+        }
+    }
+    BlockList bl;
+    bl.offsets.push_back(0);
+    std::vector<int32_t> order;
+    for (int64_t qb = 0; qb < nb; ++qb) {
+        select_blocks(score.data() + qb * nb, qb, p.threshold, bl.blocks, order);
+        bl.offsets.push_back(int64_t(bl.blocks.size()));
+    }
+    return bl;
+}
+
+}  // namespace elastic::cpu
