@@ -36,7 +36,7 @@ void check_golden(const Model& m, const std::string& golden, int64_t chunk, doub
         std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
         std::vector<double> want = c["logprobs"].get<std::vector<double>>();
         ASSERT_EQ(want.size() + 1, ids.size());
-        Session s(m, *be, int64_t(ids.size()), chunk);
+        Session s(m, *be, int64_t(ids.size()), AttentionSpec{}, nullptr, chunk);
         std::vector<double> got(want.size(), std::nan(""));
         s.forward(ids.data(), int64_t(ids.size()), true, [&](int64_t i, const float* logits) {
             if (size_t(i) + 1 < ids.size()) got[size_t(i)] = log_prob(logits, m.config.vocab, ids[size_t(i) + 1]);
@@ -91,7 +91,7 @@ TEST(Model, DecodeMatchesPrefill) {
     auto m = Model::load(source_path("tests/data/tiny-qwen3"));
     auto be = make_cpu_backend(0);
     std::vector<int32_t> ids = {5, 17, 300, 2, 99, 511, 0, 42};
-    Session a(*m, *be, 16), b(*m, *be, 16, 3);
+    Session a(*m, *be, 16), b(*m, *be, 16, AttentionSpec{}, nullptr, 3);
     a.forward(ids.data(), int64_t(ids.size()));
     for (int32_t id : ids) b.forward(&id, 1);
     std::vector<float> la = a.last_logits(), lb = b.last_logits();

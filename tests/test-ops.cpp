@@ -74,27 +74,6 @@ TEST(Ops, MatmulAllTypesAndShapes) {
     }
 }
 
-TEST(Ops, AttentionMatchesNaiveAcrossChunks) {
-    const uint64_t seed = fresh_seed();
-    SCOPED_TRACE("seed " + std::to_string(seed));
-    std::mt19937_64 rng(seed);
-    struct Case { int n_head, n_kv, hd; int64_t pos0, T; };
-    for (auto& be : backends()) {
-        for (Case c : {Case{4, 4, 64, 0, 1}, Case{9, 3, 64, 0, 130}, Case{8, 2, 128, 37, 70}, Case{6, 1, 32, 200, 1},
-                       Case{4, 2, 64, 64, 64}}) {
-            const int64_t cap = c.pos0 + c.T + 5;
-            std::vector<float> q = randn(size_t(c.T * c.n_head * c.hd), rng);
-            std::vector<float> k = randn(size_t(c.n_kv * cap * c.hd), rng), v = randn(size_t(c.n_kv * cap * c.hd), rng);
-            std::vector<float> ref(q.size());
-            cpu::attention_naive(q.data(), k.data(), v.data(), ref.data(), c.T, c.pos0, c.n_head, c.n_kv, c.hd, cap);
-            Buf bq(*be, q), bk(*be, k), bv(*be, v), bo(*be, poisoned(q.size()));
-            be->attention(bq.p, bk.p, bv.p, bo.p, c.T, c.pos0, c.n_head, c.n_kv, c.hd, cap);
-            EXPECT_LT(max_rel_err(bo.get(), ref), 2e-5) << be->name() << " heads " << c.n_head << "/" << c.n_kv << " d " << c.hd
-                                                        << " pos0 " << c.pos0 << " T " << c.T;
-        }
-    }
-}
-
 TEST(Ops, RmsNormRopeSwigluAgainstFormulas) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));

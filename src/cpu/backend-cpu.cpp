@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "attention/hybrid-attention.h"
+#include "attention/kv-cache.h"
+#include "attention/xattention.h"
 #include "cpu/ops.h"
 #include "model/backend.h"
 
@@ -39,12 +42,33 @@ public:
     }
     void swiglu(const float* gate, const float* up, float* out, int64_t n) override { cpu::swiglu(gate, up, out, n); }
     void add(float* y, const float* x, int64_t n) override { cpu::add(y, x, n); }
-    void kv_store(float* cache, const float* x, int64_t T, int64_t pos0, int n_kv_head, int head_dim, int64_t cap) override {
-        cpu::kv_store(cache, x, T, pos0, n_kv_head, head_dim, cap);
+    void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
+                             int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
+                             int64_t xa_block, float scale) override {
+        cpu::attn_hybrid_prefill(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale);
     }
-    void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0, int n_head,
-                   int n_kv_head, int head_dim, int64_t cap) override {
-        cpu::attention(q, k, v, out, T, pos0, n_head, n_kv_head, head_dim, cap);
+    void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                      const XAParams& p, LayerPlan& plan) override {
+        cpu::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
+    }
+    struct Cache final : LayerCache {
+        cpu::LayerKVCache c;
+        size_t bytes() const override { return c.bytes(); }
+    };
+    std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
+                                                int n_kv_head, int head_dim) override {
+        auto c = std::make_unique<Cache>();
+        c->c.init(plan, win, capacity, n_kv_head, head_dim);
+        return c;
+    }
+    void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) override {
+        static_cast<Cache&>(c).c.store_prefill(k, v, T);
+    }
+    void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) override {
+        static_cast<Cache&>(c).c.append(k_tok, v_tok, pos);
+    }
+    void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) override {
+        cpu::attn_decode(q, static_cast<const Cache&>(c).c, pos, out, n_head, scale);
     }
 };
 }  // namespace

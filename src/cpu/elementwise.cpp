@@ -1,6 +1,5 @@
-// Row-wise and element-wise ops: RMSNorm, SwiGLU, residual add, KV-cache store.
+// Row-wise and element-wise ops: RMSNorm, SwiGLU, residual add, RoPE.
 #include <cmath>
-#include <cstring>
 
 #include "cpu/ops.h"
 
@@ -29,13 +28,6 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
 void add(float* y, const float* x, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
-
-void kv_store(float* cache, const float* x, int64_t T, int64_t pos0, int n_kv_head, int head_dim, int64_t cap) {
-    for (int64_t t = 0; t < T; ++t)
-        for (int h = 0; h < n_kv_head; ++h)
-            std::memcpy(cache + (int64_t(h) * cap + pos0 + t) * head_dim, x + (t * n_kv_head + h) * head_dim,
-                        sizeof(float) * size_t(head_dim));
 }
 
 void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) {

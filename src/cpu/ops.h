@@ -13,13 +13,8 @@ void matmul(const Weight& W, const float* x, float* y, int64_t T);
 void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq);
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
 void add(float* y, const float* x, int64_t n);
-void kv_store(float* cache, const float* x, int64_t T, int64_t pos0, int n_kv_head, int head_dim, int64_t cap);
-void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0, int n_head,
-               int n_kv_head, int head_dim, int64_t cap);
 
-// Naive references used by tests (no tiling, no BLAS).
+// Naive reference used by tests (no tiling, no BLAS).
 void matmul_naive(const Weight& W, const float* x, float* y, int64_t T);
-void attention_naive(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0, int n_head,
-                     int n_kv_head, int head_dim, int64_t cap);
 
 }  // namespace elastic::cpu

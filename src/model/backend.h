@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "attention/plan.h"
 #include "model/weights.h"
 
 namespace elastic {
@@ -33,12 +34,26 @@ public:
     virtual void swiglu(const float* gate, const float* up, float* out, int64_t n) = 0;
     // y[n] += x[n]
     virtual void add(float* y, const float* x, int64_t n) = 0;
-    // cache[h, pos0 + t, :] = x[t, h, :]   (cache [n_kv_head, cap, head_dim])
-    virtual void kv_store(float* cache, const float* x, int64_t T, int64_t pos0, int n_kv_head, int head_dim, int64_t cap) = 0;
-    // Causal GQA attention of T queries at positions pos0..pos0+T-1 over cache rows 0..pos0+t.
-    // q, out [T, n_head, head_dim]; k, v [n_kv_head, cap, head_dim]
-    virtual void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t pos0,
-                           int n_head, int n_kv_head, int head_dim, int64_t cap) = 0;
+    // --- Elastic attention (DESIGN.md §1.2, §1.5, §1.6) ---
+    // Layer-major prefill of positions 0..T-1, every KV head in its plan's mode, one pass.
+    // q, out [T, n_head, head_dim]; k, v [T, n_kv_head, head_dim]
+    virtual void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
+                                     int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
+                                     int64_t xa_block, float scale) = 0;
+    // XAttention block lists for the plan's XA heads from the (post-RoPE) q [T, n_head, d], k [T, n_kv_head, d].
+    virtual void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                              const XAParams& p, LayerPlan& plan) = 0;
+    // The KV cache of one layer of one sequence: each head keeps what its mode needs.
+    struct LayerCache {
+        virtual ~LayerCache() = default;
+        virtual size_t bytes() const = 0;
+    };
+    virtual std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win,
+                                                        int64_t capacity, int n_kv_head, int head_dim) = 0;
+    virtual void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) = 0;  // k, v [T, n_kv_head, d]
+    virtual void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) = 0;  // [n_kv_head, d]
+    // One query token at position pos (already appended): q, out [n_head, head_dim].
+    virtual void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) = 0;
 };
 
 // CPU reference backend (fp32, OpenMP threads, OpenBLAS for dense products).

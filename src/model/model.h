@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "attention/elastic.h"
+#include "attention/router.h"
 #include "model/backend.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -27,10 +29,16 @@ public:
     std::string path;
 };
 
+// One sequence. Prefill (the first call, from position 0) runs layer-major over the whole prompt:
+// per layer, Q/K/V of every token, the router on the pre-RoPE keys, the plan, XAttention
+// estimation for XA heads, one hybrid attention pass, then each head's KV cache keeps what its mode
+// needs. Later tokens are decoded one at a time against those caches.
 class Session {
 public:
     // capacity: the most tokens this sequence will hold (prompt + generated); <= config.max_ctx.
-    Session(const Model& model, Backend& backend, int64_t capacity, int64_t chunk = 512);
+    // chunk: rows per matmul/FFN step in prefill (bounds scratch memory).
+    Session(const Model& model, Backend& backend, int64_t capacity, const AttentionSpec& spec = AttentionSpec{},
+            const Router* router = nullptr, int64_t chunk = 512);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -38,7 +46,7 @@ public:
     // Called with (index of the token within this call, logits [vocab]) for each requested row.
     using LogitsFn = std::function<void(int64_t, const float*)>;
 
-    // Appends n tokens at positions pos()..pos()+n-1, processing them in chunks.
+    // Appends n tokens at positions pos()..pos()+n-1 (prefill when pos() == 0, else decode steps).
     // all_logits=false: only the last token's logits are computed (returned by last_logits()).
     // all_logits=true: on_logits is called for every token in order.
     void forward(const int32_t* ids, int64_t n, bool all_logits = false, const LogitsFn& on_logits = nullptr);
@@ -46,18 +54,28 @@ public:
 
     int64_t pos() const { return pos_; }
     int64_t capacity() const { return cap_; }
-    void reset() { pos_ = 0; }
-    size_t kv_bytes() const;  // bytes of the KV cache in use
+    void reset();
+    size_t kv_bytes() const;                              // bytes of the KV caches of all layers
+    const AttentionStats& stats() const { return stats_; }  // of the last prefill
+    const std::vector<LayerPlan>& plans() const { return plans_; }
 
 private:
-    void forward_chunk(const int32_t* ids, int64_t n, bool all_logits, int64_t base, const LogitsFn& on_logits);
-    void logits_rows(const float* h, int64_t rows, float* out);
+    void prefill(const int32_t* ids, int64_t T, bool all_logits, const LogitsFn& on_logits);
+    void decode(int32_t id, bool want_logits, int64_t index, const LogitsFn& on_logits);
+    void ensure_scratch(int64_t rows, int64_t chunk_rows);
+    void logits_of(const float* x, int64_t T, bool all_logits, const LogitsFn& on_logits);
 
     const Model& m_;
     Backend& be_;
     int64_t cap_, chunk_;
+    AttentionSpec spec_;
+    const Router* router_;
     int64_t pos_ = 0;
-    std::vector<float*> k_cache_, v_cache_;  // per layer [n_kv_head, cap, head_dim]
+    std::vector<LayerPlan> plans_;                           // [layer]
+    std::vector<std::unique_ptr<Backend::LayerCache>> caches_;  // [layer]
+    AttentionStats stats_;
+    // Scratch: whole-prompt rows (x, h, q, k, v, att) and chunk rows (gate, up, logits).
+    int64_t rows_ = 0, chunk_rows_ = 0;
     float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;
     float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
     std::vector<float> last_logits_;
