@@ -58,6 +58,12 @@ public:
     size_t kv_bytes() const;                              // bytes of the KV caches of all layers
     const AttentionStats& stats() const { return stats_; }  // of the last prefill
     const std::vector<LayerPlan>& plans() const { return plans_; }
+    // Called after each layer of a prefill (layer, n_layer), e.g. for a progress line.
+    void set_progress(std::function<void(int, int)> fn) { progress_ = std::move(fn); }
+    // Reference decode (tests, --check-decode): also keep the full K/V of every layer on the host and
+    // compute decode attention with the fp64 naive kernel over it, using the same plan's masks.
+    // Set before the prefill.
+    void set_reference_decode(bool on) { reference_decode_ = on; }
 
 private:
     void prefill(const int32_t* ids, int64_t T, bool all_logits, const LogitsFn& on_logits);
@@ -74,6 +80,9 @@ private:
     std::vector<LayerPlan> plans_;                           // [layer]
     std::vector<std::unique_ptr<Backend::LayerCache>> caches_;  // [layer]
     AttentionStats stats_;
+    std::function<void(int, int)> progress_;
+    bool reference_decode_ = false;
+    std::vector<std::vector<float>> ref_k_, ref_v_;  // [layer][pos, n_kv_head, head_dim], reference decode only
     // Scratch: whole-prompt rows (x, h, q, k, v, att) and chunk rows (gate, up, logits).
     int64_t rows_ = 0, chunk_rows_ = 0;
     float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;

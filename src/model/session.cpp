@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "attention/hybrid-attention.h"
+#include "attention/kv-cache.h"
 #include "core/error.h"
 #include "model/model.h"
 
@@ -102,6 +103,8 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(t);
     plans_.assign(size_t(c.n_layer), LayerPlan{});
     caches_.clear();
+    ref_k_.assign(reference_decode_ ? size_t(c.n_layer) : 0, {});
+    ref_v_.assign(reference_decode_ ? size_t(c.n_layer) : 0, {});
     int64_t sparse_so_far = 0;
     std::vector<float> k_host;
 
@@ -155,6 +158,12 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
         stats_.attention_seconds += now_seconds() - t1;
         caches_.push_back(be_.new_layer_cache(plan, spec_.win, cap_, c.n_kv_head, int(hd)));
         be_.cache_store_prefill(*caches_.back(), k_, v_, T);
+        if (reference_decode_) {
+            ref_k_[size_t(l)].resize(size_t(T * kvd));
+            ref_v_[size_t(l)].resize(size_t(T * kvd));
+            be_.download(ref_k_[size_t(l)].data(), k_, size_t(T * kvd));
+            be_.download(ref_v_[size_t(l)].data(), v_, size_t(T * kvd));
+        }
         std::vector<double> pruned(static_cast<size_t>(H));
         const double causal = double(T) * double(T + 1) / 2.0;
         for (int64_t g = 0; g < H; ++g) {
@@ -176,6 +185,7 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
             be_.matmul(L.w_down, gate_, hr, n);
             be_.add(xr, hr, n * D);
         }
+        if (progress_) progress_(l, c.n_layer);
     }
     pos_ = T;
     logits_of(x_, T, all_logits, on_logits);
@@ -215,7 +225,22 @@ void Session::decode(int32_t id, bool want_logits, int64_t index, const LogitsFn
         be_.rope(q_, 1, c.n_head, int(hd), &p, m_.inv_freq.data());
         be_.rope(k_, 1, c.n_kv_head, int(hd), &p, m_.inv_freq.data());
         be_.cache_append(*caches_[size_t(l)], k_, v_, pos_);
-        be_.attn_decode(q_, *caches_[size_t(l)], pos_, att_, c.n_head, scale);
+        if (reference_decode_) {
+            const int64_t kvd = int64_t(c.n_kv_head) * hd, qd = int64_t(c.n_head) * hd;
+            std::vector<float>& rk = ref_k_[size_t(l)];
+            std::vector<float>& rv = ref_v_[size_t(l)];
+            rk.resize(size_t((pos_ + 1) * kvd));
+            rv.resize(size_t((pos_ + 1) * kvd));
+            be_.download(rk.data() + pos_ * kvd, k_, size_t(kvd));
+            be_.download(rv.data() + pos_ * kvd, v_, size_t(kvd));
+            std::vector<float> q(static_cast<size_t>(qd)), o(static_cast<size_t>(qd));
+            be_.download(q.data(), q_, size_t(qd));
+            cpu::attn_decode_naive(q.data(), rk.data(), rv.data(), pos_, o.data(), c.n_head, c.n_kv_head, int(hd),
+                                   plans_[size_t(l)], spec_.win, scale);
+            be_.upload(att_, o.data(), size_t(qd));
+        } else {
+            be_.attn_decode(q_, *caches_[size_t(l)], pos_, att_, c.n_head, scale);
+        }
         be_.matmul(L.wo, att_, h_, 1);
         be_.add(x_, h_, D);
         be_.rms_norm(x_, L.ffn_norm.data(), h_, 1, D, c.rms_eps);

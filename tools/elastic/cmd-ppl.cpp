@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -21,6 +22,7 @@ struct PplOptions {
     int threads = 0;
     bool per_token = false;
     bool json = false;
+    AttentionOptions attn;
 };
 
 void ppl(const PplOptions& o) {
@@ -31,8 +33,12 @@ void ppl(const PplOptions& o) {
     int64_t ctx = o.ctx > 0 ? o.ctx : std::min<int64_t>(model->config.max_ctx, 2048);
     if (ctx < 2) fail("ppl: --ctx must be at least 2");
     if (ctx > model->config.max_ctx) fail("ppl: --ctx %lld exceeds the model's context of %d", (long long)ctx, model->config.max_ctx);
+    std::unique_ptr<Router> router;
+    const AttentionSpec spec = o.attn.resolve(*model, router);
     auto backend = make_cpu_backend(o.threads);
-    Session s(*model, *backend, ctx);
+    Session s(*model, *backend, ctx, spec, router.get());
+    double msr_sum = 0, esr_sum = 0;
+    int windows = 0;
     const int32_t V = model->config.vocab;
 
     std::vector<double> lp(ids.size(), 0.0);  // lp[i] = log p(ids[i] | window prefix); lp[window start] unused
@@ -50,6 +56,9 @@ void ppl(const PplOptions& o) {
                 scored[t] = 1;
             }
         });
+        msr_sum += s.stats().omega_msr;
+        esr_sum += s.stats().omega_esr;
+        ++windows;
         if (tty) std::fprintf(stderr, "\rppl %zu/%zu tokens", w0 + n, ids.size());
     }
     if (tty) std::fprintf(stderr, "\r\033[K");
@@ -69,6 +78,9 @@ void ppl(const PplOptions& o) {
         j["mean_nll"] = mean;
         j["ppl"] = std::exp(mean);
         j["seconds"] = secs;
+        j["attention"] = spec.name;
+        j["omega_msr"] = msr_sum / std::max(windows, 1);
+        j["omega_esr"] = esr_sum / std::max(windows, 1);
         if (o.per_token) {
             nlohmann::json pt = nlohmann::json::array();
             for (size_t i = 0; i < ids.size(); ++i)
@@ -96,6 +108,7 @@ void add_ppl(CLI::App& app) {
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--per-token", o->per_token, "Also print each token's log-prob");
     c->add_flag("--json", o->json, "Print one JSON object");
+    o->attn.add_to(c);
     c->callback([o] { ppl(*o); });
 }
 

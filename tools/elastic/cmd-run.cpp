@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <string>
 
+#include <fstream>
+
+#include "attention-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -19,6 +22,8 @@ struct RunOptions {
     int64_t ctx = 0;
     bool chat = false;
     SamplerParams sp{0.8f, 40, 0.95f, 0};
+    AttentionOptions attn;
+    std::string stats_json;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -48,17 +53,19 @@ void run(const RunOptions& o) {
     int64_t cap = o.ctx > 0 ? o.ctx : std::min<int64_t>(max_ctx, int64_t(ids.size()) + o.n_predict);
     if (int64_t(ids.size()) > cap) fail("run: the prompt has %zu tokens, more than --ctx %lld", ids.size(), (long long)cap);
 
+    std::unique_ptr<Router> router;
+    const AttentionSpec spec = o.attn.resolve(*model, router);
     auto backend = make_cpu_backend(o.threads);
-    Session s(*model, *backend, cap);
+    Session s(*model, *backend, cap, spec, router.get());
     Sampler sampler(o.sp);
 
     auto t0 = std::chrono::steady_clock::now();
-    const int64_t step = 512;
-    for (size_t i = 0; i < ids.size(); i += step) {
-        int64_t n = std::min<int64_t>(step, int64_t(ids.size() - i));
-        s.forward(ids.data() + i, n);
-        if (tty) std::fprintf(stderr, "\rprefill %zu/%zu tokens", i + size_t(n), ids.size());
-    }
+    if (tty)
+        s.set_progress([&](int layer, int n_layer) {
+            std::fprintf(stderr, "\rprefill %zu tokens: layer %d/%d", ids.size(), layer + 1, n_layer);
+        });
+    s.forward(ids.data(), int64_t(ids.size()));
+    s.set_progress(nullptr);
     if (tty) std::fprintf(stderr, "\r\033[K");
     const double t_prefill = seconds_since(t0);
 
@@ -93,9 +100,17 @@ void run(const RunOptions& o) {
     std::fputc('\n', stdout);
     std::fflush(stdout);
     const double t_decode = seconds_since(t1);
-    std::fprintf(stderr, "prompt %zu tokens | prefill %.1f tok/s | decode %.1f tok/s (%zu tokens) | peak memory %.0f MiB\n",
-                 ids.size(), double(ids.size()) / t_prefill, out.empty() ? 0.0 : double(out.size()) / t_decode,
-                 out.size(), double(peak_rss_bytes()) / (1 << 20));
+    const AttentionStats& st = s.stats();
+    std::fprintf(stderr,
+                 "prompt %zu tokens | prefill %.1f tok/s | decode %.1f tok/s (%zu tokens) | peak memory %.0f MiB | "
+                 "attention %s: MSR %.3f ESR %.3f, KV cache %.1f MiB, attention %.0f%% of prefill\n",
+                 ids.size(), double(ids.size()) / t_prefill, out.empty() ? 0.0 : double(out.size()) / t_decode, out.size(),
+                 double(peak_rss_bytes()) / (1 << 20), spec.name.c_str(), st.omega_msr, st.omega_esr,
+                 double(s.kv_bytes()) / (1 << 20), 100.0 * st.attention_seconds / std::max(st.prefill_seconds, 1e-9));
+    if (!o.stats_json.empty()) {
+        std::ofstream f(o.stats_json);
+        if (!(f << st.to_json(true) << "\n")) fail("%s: cannot write", o.stats_json.c_str());
+    }
 }
 
 }  // namespace
@@ -115,6 +130,8 @@ void add_run(CLI::App& app) {
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
     c->add_option("--system", o->system, "System message for --chat");
+    o->attn.add_to(c);
+    c->add_option("--stats-json", o->stats_json, "Write attention statistics (Ω_MSR, Ω_ESR, per-layer decisions, KV bytes, times)");
     c->callback([o] { run(*o); });
 }
 

@@ -10,6 +10,8 @@ void add_ppl(CLI::App& app);
 void add_tokenize(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_inspect(CLI::App& app);
+void add_router_init(CLI::App& app);
 void add_bench_attention(CLI::App* bench);  // cmd-bench-attention.cpp
 
 // Shared helpers.

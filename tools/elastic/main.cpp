@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
     elastic::cli::add_tokenize(app);
     elastic::cli::add_convert(app);
     elastic::cli::add_bench(app);
+    elastic::cli::add_inspect(app);
+    elastic::cli::add_router_init(app);
     if (argc > 1 && argv[1][0] != '-') {
         std::string names;
         bool known = false;

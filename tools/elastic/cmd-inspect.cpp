@@ -1,0 +1,89 @@
+// `elastic inspect`: what a model is (without -f), or how it routes one input (with -f): the
+// layer x KV-head map of attention modes as a PNG (--png) and JSON (--json), with Ω_MSR / Ω_ESR.
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "attention-options.h"
+#include "attention/heatmap.h"
+#include "commands.h"
+#include "core/error.h"
+#include "model/model.h"
+
+namespace elastic::cli {
+
+namespace {
+
+struct InspectOptions {
+    std::string model, file, png;
+    bool json = false;
+    int threads = 0;
+    AttentionOptions attn;
+};
+
+void describe(const Model& m, bool json) {
+    const ModelConfig& c = m.config;
+    nlohmann::json j = {{"name", c.name},        {"arch", c.arch_name()},     {"layers", c.n_layer},
+                        {"hidden", c.d_model},   {"heads", c.n_head},         {"kv_heads", c.n_kv_head},
+                        {"head_dim", c.head_dim}, {"ffn", c.d_ff},            {"vocab", c.vocab},
+                        {"context", c.max_ctx},  {"rope_theta", c.rope_theta}, {"tied_embeddings", c.tie_embeddings},
+                        {"weight_bytes", m.weights.bytes()}, {"weight_type", dtype_name(m.weights.layers[0].wq.type)}};
+    if (json) {
+        std::printf("%s\n", j.dump().c_str());
+        return;
+    }
+    for (auto it = j.begin(); it != j.end(); ++it) std::printf("%-16s %s\n", it.key().c_str(), it.value().dump().c_str());
+}
+
+void inspect(const InspectOptions& o) {
+    auto model = Model::load(o.model);
+    if (o.file.empty()) {
+        if (!o.png.empty()) fail("inspect: --png needs an input (-f FILE)");
+        describe(*model, o.json);
+        return;
+    }
+    std::vector<int32_t> ids = model->tok().encode(read_file(o.file));
+    if (ids.empty()) fail("inspect: %s has no tokens", o.file.c_str());
+    if (int64_t(ids.size()) > model->config.max_ctx)
+        fail("inspect: %s has %zu tokens, more than the model's context of %d", o.file.c_str(), ids.size(), model->config.max_ctx);
+    std::unique_ptr<Router> router;
+    const AttentionSpec spec = o.attn.resolve(*model, router);
+    auto be = make_cpu_backend(o.threads);
+    Session s(*model, *be, int64_t(ids.size()), spec, router.get());
+    s.forward(ids.data(), int64_t(ids.size()));
+    const AttentionStats& st = s.stats();
+    if (!o.png.empty()) write_routing_png(o.png, st.modes);
+    if (o.json) {
+        nlohmann::json j = nlohmann::json::parse(st.to_json(true));
+        j["attention"] = spec.name;
+        j["model"] = o.model;
+        std::printf("%s\n", j.dump().c_str());
+        return;
+    }
+    std::printf("%s, %lld tokens, attention %s: Ω_MSR %.3f, Ω_ESR %.3f (all layers %.3f)\n", o.file.c_str(), (long long)st.tokens,
+                spec.name.c_str(), st.omega_msr, st.omega_esr, st.omega_esr_all);
+    std::printf("layer  modes (one per KV head)\n");
+    for (size_t l = 0; l < st.modes.size(); ++l) {
+        std::printf("%5zu ", l);
+        for (HeadMode m : st.modes[l]) std::printf(" %-3s", head_mode_name(m));
+        std::printf("\n");
+    }
+    if (!o.png.empty()) std::printf("heatmap: %s (rows = layers from the top, columns = KV heads; red FA, blue SSA, amber XA)\n", o.png.c_str());
+}
+
+}  // namespace
+
+void add_inspect(CLI::App& app) {
+    auto o = std::make_shared<InspectOptions>();
+    CLI::App* c = app.add_subcommand("inspect", "Describe a model, or show how it routes an input (-f)");
+    c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
+    c->add_option("-f,--file", o->file, "Input text whose routing to show");
+    c->add_option("--png", o->png, "Write the layer x head routing map as a PNG");
+    c->add_flag("--json", o->json, "Print JSON");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    o->attn.add_to(c);
+    c->callback([o] { inspect(*o); });
+}
+
+}  // namespace elastic::cli
