@@ -62,7 +62,7 @@ TEST_F(HybridAttention, PrefillMatchesNaiveOnGrid) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const StreamingWindow win{16, 48};
-    const Shape shapes[] = {{2, 2, 64}, {6, 2, 128}, {8, 2, 64}, {3, 3, 128}, {4, 1, 64}};
+    const Shape shapes[] = {{2, 2, 64}, {6, 2, 128}, {8, 2, 64}, {3, 3, 128}, {4, 1, 64}, {12, 2, 64}};
     const int64_t Ts[] = {1, 7, 15, 64, 100, 129, 199, 300, 517};
     enum Kind { AllFA, AllSSA, AllXAEstimated, AllXARandom, Mixed, NKinds };
     const char* kind_name[] = {"all-FA", "all-SSA", "all-XA(estimated)", "all-XA(random lists)", "mixed"};

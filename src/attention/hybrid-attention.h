@@ -54,4 +54,9 @@ inline float exp2_nonpos(float x) {
     return p * __builtin_bit_cast(float, bits);
 }
 
+// max(init, x[0..n)).
+float row_max(const float* x, int64_t n, float init);
+// x[j] = 2^(x[j] - m) in place (m >= every x[j]; -inf entries give 0); returns the sum.
+float exp2_row(float* x, int64_t n, float m);
+
 }  // namespace elastic::cpu
