@@ -1,11 +1,11 @@
-// Hybrid prefill attention, CPU: one OpenMP pass over (query head, query tile) work items, each
-// running its KV head's mode (FA / SSA / XA) as a flash-attention loop over the key ranges the
-// mode attends. Per work item:
+// Hybrid prefill attention, CPU: one OpenMP pass over work items (up to 4 query heads of one GQA
+// group × 64 query rows), each running its KV head's mode (FA / SSA / XA) as a flash-attention
+// loop over the key ranges the mode attends. Per work item:
 //   - key ranges are token-exact and ascending (FA: [0, i1); SSA: sink ∪ window; XA: the kept
-//     blocks, merged when adjacent), split into chunks of at most kChunkK keys;
-//   - per chunk: S = Q K^T (one sgemm, pre-scaled by scale·log2 e), mask inside partial chunks,
-//     online softmax in base 2 (running max m and sum l per row), O = α O + P V (one sgemm,
-//     accumulated in place in `out`); finally O /= l.
+//     blocks, merged when adjacent), split evenly into chunks of at most kChunkK keys;
+//   - per chunk: S = Q K^T (one sgemm over the packed query rows, pre-scaled by scale·log2 e),
+//     -inf outside the mask in partial chunks only, online softmax in base 2 (running max m and
+//     sum l per row), O = α O + P V (one sgemm); finally out = O / l.
 // Items are sorted by cost (rows × keys) so FA tiles at the end of the sequence start first and
 // short SSA tiles fill the tail (DESIGN.md §1.5).
 #include "attention/hybrid-attention.h"
