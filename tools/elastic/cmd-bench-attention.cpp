@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention/hybrid-attention.h"
+#include "attention/kv-cache.h"
 #include "attention/xattention.h"
 #include "commands.h"
 #include "core/error.h"
@@ -166,6 +167,11 @@ void bench_attention(const AttnBenchOptions& o) {
         checked_rows = int64_t(rows.size());
     }
 
+    // KV memory of this layer for a sequence of T tokens with the lean per-head cache (§1.6).
+    cpu::LayerKVCache kv, kv_full;
+    kv.init(plan, win, T, Hkv, d);
+    kv_full.init(full, win, T, Hkv, d);
+
     std::string sparse_heads = n_sparse ? "0.." + std::to_string(n_sparse - 1) : "none";
     const double omega = o.config == "ssa" || o.config == "xa" ? 1.0 : double(n_sparse) / Hkv;
     if (o.json) {
@@ -178,7 +184,8 @@ void bench_attention(const AttnBenchOptions& o) {
                             {"full_time_ms", {{"median", sf.median * 1e3}, {"min", sf.min * 1e3}, {"max", sf.max * 1e3}}},
                             {"gflops", pairs_cfg * flop_per_pair / sc.median * 1e-9},
                             {"full_gflops", pairs_full * flop_per_pair / sf.median * 1e-9}, {"density", density},
-                            {"speedup", speedup}, {"ideal_speedup", ideal}, {"fraction_of_ideal", speedup / ideal}};
+                            {"speedup", speedup}, {"ideal_speedup", ideal}, {"fraction_of_ideal", speedup / ideal},
+                            {"kv_bytes", kv.bytes()}, {"kv_bytes_full", kv_full.bytes()}};
         if (has_xa(plan)) {
             j["xa_estimate_ms"] = {{"median", se.median * 1e3}, {"min", se.min * 1e3}, {"max", se.max * 1e3}};
             j["speedup_incl_estimate"] = speedup_est;
@@ -201,6 +208,8 @@ void bench_attention(const AttnBenchOptions& o) {
                 pairs_cfg * flop_per_pair / sc.median * 1e-9, speedup, ideal, 100.0 * speedup / ideal);
     if (o.check) std::printf(" %.2e (%lld rows) |", check_err, (long long)checked_rows);
     std::printf("\n");
+    std::printf("KV cache of the layer at T: %.1f MiB (all-FA %.1f MiB, %.2fx less)\n", double(kv.bytes()) / (1 << 20),
+                double(kv_full.bytes()) / (1 << 20), double(kv_full.bytes()) / double(kv.bytes()));
     if (has_xa(plan))
         std::printf("XA estimation: %.1f ms (%.1f-%.1f); speed-up vs full including it: %.2f\n", se.median * 1e3,
                     se.min * 1e3, se.max * 1e3, speedup_est);
