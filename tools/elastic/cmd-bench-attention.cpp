@@ -46,7 +46,8 @@ struct Stat {
 };
 Stat stats(std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v.front(), v.back()};
+    const size_t n = v.size();
+    return {n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v.front(), v.back()};
 }
 
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
