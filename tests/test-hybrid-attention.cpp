@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cblas.h>
 #include <cmath>
 
 #include "attention/hybrid-attention.h"

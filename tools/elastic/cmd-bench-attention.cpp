@@ -10,7 +10,6 @@
 // exists; the actual Ω is printed.
 //
 //   elastic bench attention --seq 8192 --q-heads 9 --kv-heads 3 --head-dim 64 --sink 64 --local 512 --config fa-ssa
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -77,6 +76,7 @@ void bench_attention(const AttnBenchOptions& o) {
         fail("bench attention: need --seq, --reps, heads, --head-dim >= 1 and q-heads a multiple of kv-heads");
     if (o.sink < 0 || o.local < 1) fail("bench attention: need --sink >= 0 and --local >= 1");
     if (o.xa_block < 16 || o.xa_block % 16) fail("bench attention: --xa-block must be a multiple of the stride 16");
+    if (!(o.xa_threshold > 0.0 && o.xa_threshold <= 1.0)) fail("bench attention: --xa-threshold must be in (0, 1]");
     openblas_set_num_threads(1);
     if (o.threads > 0) omp_set_num_threads(o.threads);
 
@@ -131,8 +131,8 @@ void bench_attention(const AttnBenchOptions& o) {
     auto pairs = [&](const LayerPlan& p) {
         double n = 0;
         for (int g = 0; g < Hkv; ++g)
-            n += double(group) * double(cpu::attended_pairs(p.mode[size_t(g)], win, has_xa(p) && p.mode[size_t(g)] == HeadMode::XA
-                                                                                         ? &p.xa[size_t(g)] : nullptr,
+            n += double(group) * double(cpu::attended_pairs(p.mode[size_t(g)], win,
+                                                            p.mode[size_t(g)] == HeadMode::XA ? &p.xa[size_t(g)] : nullptr,
                                                             o.xa_block, T));
         return n;
     };
