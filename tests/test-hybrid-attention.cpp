@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cblas.h>
 #include <cmath>
 
 #include "attention/hybrid-attention.h"
@@ -62,8 +61,13 @@ TEST_F(HybridAttention, PrefillMatchesNaiveOnGrid) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const StreamingWindow win{16, 48};
-    const Shape shapes[] = {{2, 2, 64}, {6, 2, 128}, {8, 2, 64}, {3, 3, 128}, {4, 1, 64}};
-    const int64_t Ts[] = {1, 7, 15, 64, 100, 129, 199, 300, 517};
+    const Shape shapes[] = {{2, 2, 64}, {6, 2, 128}, {8, 2, 64}, {3, 3, 128}, {4, 1, 64}, {12, 2, 64}};
+    // Fixed edge lengths (T = 1, T < sink, multiples of the tile / block and one past) plus two
+    // fresh random lengths per run.
+    std::vector<int64_t> Ts = {1, 7, 15, 64, 100, 129, 199, 300, 517};
+    std::uniform_int_distribution<int64_t> rand_T(1, 700);
+    Ts.push_back(rand_T(rng));
+    Ts.push_back(rand_T(rng));
     enum Kind { AllFA, AllSSA, AllXAEstimated, AllXARandom, Mixed, NKinds };
     const char* kind_name[] = {"all-FA", "all-SSA", "all-XA(estimated)", "all-XA(random lists)", "mixed"};
     int n = 0;

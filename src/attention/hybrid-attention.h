@@ -14,8 +14,9 @@ namespace elastic::cpu {
 //   q, out [T, n_head, head_dim]; k, v [T, n_kv_head, head_dim]
 // Query head h reads KV head h / (n_head / n_kv_head) (GQA, K/V never repeated). XA heads read
 // plan.xa[g] with blocks of xa_block tokens. Tiled with online softmax: memory per thread is
-// O(tile), and key tiles a head does not attend are skipped. Parallel over (query head, query
-// tile) with OpenMP, longest items first; OpenBLAS must be single-threaded (backend-cpu.cpp).
+// O(tile), and key tiles a head does not attend are skipped. Parallel with OpenMP over (query
+// tile, query heads of one group packed together), longest items first; OpenBLAS must be
+// single-threaded (backend-cpu.cpp).
 void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
                          int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
                          int64_t xa_block, float scale);
@@ -53,5 +54,10 @@ inline float exp2_nonpos(float x) {
     const int32_t bits = (int32_t(n) + 127) << 23;           // 2^n; n = -127 gives +0
     return p * __builtin_bit_cast(float, bits);
 }
+
+// max(init, x[0..n)).
+float row_max(const float* x, int64_t n, float init);
+// x[j] = 2^(x[j] - m) in place (m >= every x[j]; -inf entries give 0); returns the sum.
+float exp2_row(float* x, int64_t n, float m);
 
 }  // namespace elastic::cpu

@@ -122,15 +122,8 @@ void decode_piece(const float* qg, int G, const float* kh, const float* vh, int6
                     s.data(), int(n));
         for (int r = 0; r < G; ++r) {
             float* row = s.data() + r * n;
-            float mx = m[r];
-#pragma omp simd reduction(max : mx)
-            for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < n; ++j) {
-                row[j] = exp2_nonpos(row[j] - mx);
-                sum += row[j];
-            }
+            const float mx = row_max(row, n, m[r]);
+            const float sum = exp2_row(row, n, mx);
             const float alpha = exp2_nonpos(m[r] - mx);
             l[r] = l[r] * alpha + sum;
             m[r] = mx;

@@ -98,15 +98,8 @@ BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head
                 for (int64_t r = 0; r < nr; ++r) {
                     const int64_t rr = r0 + r, n = rr + 1;  // causal strided columns [0, rr]
                     float* row = a.data() + r * ncol;
-                    float mx = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : mx)
-                    for (int64_t c = 0; c < n; ++c) mx = std::max(mx, row[c]);
-                    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                    for (int64_t c = 0; c < n; ++c) {
-                        row[c] = exp2_nonpos(row[c] - mx);
-                        sum += row[c];
-                    }
+                    const float mx = row_max(row, n, -std::numeric_limits<float>::infinity());
+                    const float sum = exp2_row(row, n, mx);
                     const double inv = 1.0 / double(sum);
                     double* srow = score.data() + (hh * ncb + rr / rb - qb0) * nb;
                     for (int64_t kb = 0; kb * rb < n; ++kb) {
