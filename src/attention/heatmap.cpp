@@ -2,6 +2,7 @@
 
 #include <png.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -19,13 +20,14 @@ Rgb color_of(HeadMode m) { return m == HeadMode::FA ? kFA : m == HeadMode::SSA ?
 void write_routing_png(const std::string& path, const std::vector<std::vector<HeadMode>>& modes, int cell) {
     if (modes.empty() || modes[0].empty()) fail("heatmap: nothing to draw");
     const int rows = int(modes.size()), cols = int(modes[0].size());
-    const int w = cols * cell + 1, h = rows * cell + 1;
+    const int cw = std::max(cell, 160 / cols), ch = cell;  // few heads: wider cells
+    const int w = cols * cw + 1, h = rows * ch + 1;
     std::vector<uint8_t> img(size_t(w) * size_t(h) * 3, 255);
     for (int y = 0; y < h; ++y)
         for (int x = 0; x < w; ++x) {
             Rgb c = kGrid;
-            if (x % cell != 0 && y % cell != 0) {
-                const int l = y / cell, k = x / cell;
+            if (x % cw != 0 && y % ch != 0) {
+                const int l = y / ch, k = x / cw;
                 c = k < int(modes[size_t(l)].size()) ? color_of(modes[size_t(l)][size_t(k)]) : kGrid;
             }
             uint8_t* p = &img[(size_t(y) * size_t(w) + size_t(x)) * 3];
