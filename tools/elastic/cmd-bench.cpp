@@ -1,6 +1,7 @@
 // `elastic bench model`: llama-bench-style prefill and decode throughput of a model on this
-// machine. For each prompt length: a prefill of that many tokens (a real text, tokenised and
-// repeated to length), then `-n` decoded tokens; repeated `-r` times; median and spread.
+// machine. For each length N (tokens of a real text, repeated to length): the prefill of N tokens,
+// and the decode of `-n` tokens at context N (a prefill of N - n tokens, then n decode steps, so the
+// last one sees N tokens); repeated `-r` times; median and range. Attention flags as `run`.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -20,6 +22,7 @@ struct BenchOptions {
     std::string model, text_file = "/usr/share/common-licenses/GPL-3", lengths = "512,2048,8192";
     int n_gen = 32, reps = 3, threads = 0;
     bool json = false;
+    AttentionOptions attn;
 };
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -51,39 +54,51 @@ void bench_model(const BenchOptions& o) {
     auto model = Model::load(o.model);
     std::vector<int32_t> base = model->tok().encode(read_file(o.text_file), false);
     if (base.empty()) fail("bench: %s has no tokens", o.text_file.c_str());
+    std::unique_ptr<Router> router;
+    const AttentionSpec spec = o.attn.resolve(*model, router);
     auto be = make_cpu_backend(o.threads);
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json)
-        std::printf("| model | prompt tokens | prefill tok/s | decode tok/s (%d tokens) | KV cache MiB |\n|---|---|---|---|---|\n", o.n_gen);
+        std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR |\n"
+                    "|---|---|---|---|---|---|---|---|\n", o.n_gen);
     for (int64_t len : parse_list(o.lengths)) {
-        if (len + o.n_gen > model->config.max_ctx)
-            fail("bench: %lld + %d tokens exceed the model's context of %d", (long long)len, o.n_gen, model->config.max_ctx);
+        if (len > model->config.max_ctx)
+            fail("bench: %lld tokens exceed the model's context of %d", (long long)len, model->config.max_ctx);
+        if (len <= o.n_gen) fail("bench: each length must exceed -n (%d)", o.n_gen);
         std::vector<int32_t> ids(static_cast<size_t>(len));
         for (int64_t i = 0; i < len; ++i) ids[size_t(i)] = base[size_t(i) % base.size()];
         std::vector<double> pre, dec;
         size_t kv = 0;
+        AttentionStats st;
         for (int r = 0; r < o.reps; ++r) {
-            Session s(*model, *be, len + o.n_gen);
-            auto t0 = std::chrono::steady_clock::now();
-            s.forward(ids.data(), len);
+            {
+                Session s(*model, *be, len, spec, router.get());
+                auto t0 = std::chrono::steady_clock::now();
+                s.forward(ids.data(), len);
+                pre.push_back(double(len) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                kv = s.kv_bytes();
+                st = s.stats();
+            }
+            Session s(*model, *be, len, spec, router.get());
+            s.forward(ids.data(), len - o.n_gen);
             auto t1 = std::chrono::steady_clock::now();
             for (int g = 0; g < o.n_gen; ++g) {
-                int32_t next = int32_t(std::max_element(s.last_logits().begin(), s.last_logits().end()) - s.last_logits().begin());
+                int32_t next = ids[size_t(len - o.n_gen + g)];
                 s.forward(&next, 1);
             }
-            auto t2 = std::chrono::steady_clock::now();
-            pre.push_back(double(len) / std::chrono::duration<double>(t1 - t0).count());
-            dec.push_back(double(o.n_gen) / std::chrono::duration<double>(t2 - t1).count());
-            kv = s.kv_bytes();
+            dec.push_back(double(o.n_gen) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
         }
         Stat p = stats(pre), d = stats(dec);
         if (o.json) {
             rows.push_back({{"prompt_tokens", len}, {"gen_tokens", o.n_gen}, {"reps", o.reps},
                             {"prefill_tok_s", {{"median", p.median}, {"min", p.min}, {"max", p.max}}},
-                            {"decode_tok_s", {{"median", d.median}, {"min", d.min}, {"max", d.max}}}, {"kv_bytes", kv}});
+                            {"decode_tok_s", {{"median", d.median}, {"min", d.min}, {"max", d.max}}}, {"kv_bytes", kv},
+                            {"attention", spec.name}, {"omega_msr", st.omega_msr}, {"omega_esr", st.omega_esr},
+                            {"attention_seconds", st.attention_seconds}, {"prefill_seconds", st.prefill_seconds}});
         } else {
-            std::printf("| %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f |\n", model->config.name.c_str(),
-                        (long long)len, p.median, p.min, p.max, d.median, d.min, d.max, double(kv) / (1 << 20));
+            std::printf("| %s | %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f | %.3f | %.3f |\n",
+                        model->config.name.c_str(), spec.name.c_str(), (long long)len, p.median, p.min, p.max, d.median,
+                        d.min, d.max, double(kv) / (1 << 20), st.omega_msr, st.omega_esr);
             std::fflush(stdout);
         }
     }
@@ -104,6 +119,7 @@ void add_bench(CLI::App& app) {
     c->add_option("--text", o->text_file, "Text whose tokens fill the prompt")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--json", o->json, "Print one JSON object");
+    o->attn.add_to(c);
     c->callback([o] { bench_model(*o); });
     add_bench_attention(b);
 }
