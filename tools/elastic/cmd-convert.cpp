@@ -16,6 +16,7 @@
 #include "formats/safetensors.h"
 #include "formats/tokenizer-meta.h"
 #include "model/model.h"
+#include "model/tensor-names.h"
 
 namespace elastic::cli {
 
@@ -52,6 +53,28 @@ std::vector<uint8_t> encode_weight(const Weight& w, DType type) {
     return out;
 }
 
+// Emits every tensor of the model under its name in `layout` (src/model/tensor-names.h); GGUF gets
+// llama's permuted Q/K rows back.
+template <typename MatrixFn, typename VectorFn>
+void write_weights(const ModelConfig& c, const ModelWeights& w, Layout layout, MatrixFn&& matrix, VectorFn&& vec) {
+    matrix(embedding_name(layout), w.tok_embd);
+    if (!c.tie_embeddings) matrix(output_name(layout), w.output);
+    vec(output_norm_name(layout), w.out_norm);
+    for (int l = 0; l < c.n_layer; ++l) {
+        const LayerWeights& L = w.layers[size_t(l)];
+        const std::string p = layer_prefix(layout, l);
+        for (const VectorSlot& s : kLayerVectors)
+            if (!s.qk_norm || c.qk_norm) vec(p + slot_name(layout, s), L.*s.field);
+        for (const MatrixSlot& s : kLayerMatrices) {
+            const Weight& m = L.*s.field;
+            if (layout == Layout::GGUF && gguf_permutes(c, s.field))
+                matrix(p + slot_name(layout, s), permute_qk_rows(m, qk_heads(c, s.field), c.head_dim));
+            else
+                matrix(p + slot_name(layout, s), m);
+        }
+    }
+}
+
 void write_text(const std::string& path, const std::string& text) {
     std::ofstream o(path, std::ios::binary);
     if (!o || !(o << text) || !o.flush()) fail("%s: cannot write", path.c_str());
@@ -74,26 +97,7 @@ void gguf_to_hf(const ConvertOptions& o) {
     auto vec = [&](const std::string& name, const std::vector<float>& v) {
         sw.add_tensor(name, DType::F32, {int64_t(v.size())}, v.data());
     };
-    matrix("model.embed_tokens.weight", w.tok_embd);
-    if (!c.tie_embeddings) matrix("lm_head.weight", w.output);
-    vec("model.norm.weight", w.out_norm);
-    for (int l = 0; l < c.n_layer; ++l) {
-        const LayerWeights& L = w.layers[size_t(l)];
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        vec(p + "input_layernorm.weight", L.attn_norm);
-        vec(p + "post_attention_layernorm.weight", L.ffn_norm);
-        matrix(p + "self_attn.q_proj.weight", L.wq);
-        matrix(p + "self_attn.k_proj.weight", L.wk);
-        matrix(p + "self_attn.v_proj.weight", L.wv);
-        matrix(p + "self_attn.o_proj.weight", L.wo);
-        matrix(p + "mlp.gate_proj.weight", L.w_gate);
-        matrix(p + "mlp.up_proj.weight", L.w_up);
-        matrix(p + "mlp.down_proj.weight", L.w_down);
-        if (c.qk_norm) {
-            vec(p + "self_attn.q_norm.weight", L.q_norm);
-            vec(p + "self_attn.k_norm.weight", L.k_norm);
-        }
-    }
+    write_weights(c, w, Layout::HF, matrix, vec);
     sw.write(o.out + "/model.safetensors");
     HFConfig hc = config_to_hf(c);
     if (model->tokenizer) {
@@ -160,28 +164,7 @@ void hf_to_gguf(const ConvertOptions& o) {
         gw.set_f32("elastic.rope.llama3.high_freq_factor", c.rope_scaling.high_freq_factor);
         gw.set_u32("elastic.rope.llama3.original_context_length", uint32_t(c.rope_scaling.original_max_pos));
     }
-    matrix("token_embd.weight", w.tok_embd);
-    if (!c.tie_embeddings) matrix("output.weight", w.output);
-    vec("output_norm.weight", w.out_norm);
-    const int hd = c.head_dim;
-    for (int l = 0; l < c.n_layer; ++l) {
-        const LayerWeights& L = w.layers[size_t(l)];
-        const std::string p = "blk." + std::to_string(l) + ".";
-        vec(p + "attn_norm.weight", L.attn_norm);
-        vec(p + "ffn_norm.weight", L.ffn_norm);
-        const bool llama = c.arch == Arch::Llama;
-        matrix(p + "attn_q.weight", llama ? permute_qk_rows(L.wq, c.n_head, hd) : L.wq);
-        matrix(p + "attn_k.weight", llama ? permute_qk_rows(L.wk, c.n_kv_head, hd) : L.wk);
-        matrix(p + "attn_v.weight", L.wv);
-        matrix(p + "attn_output.weight", L.wo);
-        matrix(p + "ffn_gate.weight", L.w_gate);
-        matrix(p + "ffn_up.weight", L.w_up);
-        matrix(p + "ffn_down.weight", L.w_down);
-        if (c.qk_norm) {
-            vec(p + "attn_q_norm.weight", L.q_norm);
-            vec(p + "attn_k_norm.weight", L.k_norm);
-        }
-    }
+    write_weights(c, w, Layout::GGUF, matrix, vec);
     struct stat st;
     const std::string tj = o.in + "/tokenizer.json";
     if (stat(tj.c_str(), &st) == 0) tokenizer_to_gguf(tj, gw);
