@@ -1,4 +1,5 @@
 # Thin wrapper over CMake presets. Quick start: `make demo`, `make test`.
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc)
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN := build/bin/elastic
