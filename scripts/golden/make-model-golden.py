@@ -8,7 +8,9 @@
            tests/golden/logprobs-smollm2.json: per-token log-probs of a few prompts, one of more
            than 2000 tokens, tokenised by HF `tokenizers` from HF_DIR/tokenizer.json.
 
-HF runs in float32 on the CPU (TF32 does not apply there; it is also switched off explicitly).
+HF runs in float32, on the CPU by default (TF32 does not apply there), or on the GPU with
+ELASTIC_GOLDEN_DEVICE=cuda (TF32 switched off). `compare A.json B.json` prints the largest
+difference between two golden files' log-probs (e.g. a GPU-made file against the committed one).
 Each file records the library versions that produced it. Run from the repository root, e.g.
   build/bin/elastic convert models/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/smollm2-hf
   python3 scripts/golden/make-model-golden.py smollm2 /tmp/smollm2-hf
@@ -30,11 +32,14 @@ def versions():
     return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
+DEVICE = __import__("os").environ.get("ELASTIC_GOLDEN_DEVICE", "cpu")
+
+
 @torch.no_grad()
 def logprobs(model, ids):
-    x = torch.tensor([ids], dtype=torch.long)
+    x = torch.tensor([ids], dtype=torch.long, device=DEVICE)
     logits = model(x).logits[0].double()
-    lp = torch.log_softmax(logits, dim=-1)
+    lp = torch.log_softmax(logits, dim=-1).cpu()
     tgt = torch.tensor(ids[1:])
     return lp[:-1].gather(1, tgt[:, None])[:, 0].tolist(), lp[-1].topk(5)
 
@@ -79,10 +84,18 @@ def tiny():
         print(name, "ok", len(lp))
 
 
-def smollm2(hf_dir):
+def compare(a, b):
+    ca, cb = json.load(open(a))["cases"], json.load(open(b))["cases"]
+    for x, y in zip(ca, cb):
+        assert x["ids"] == y["ids"], x["name"]
+        d = max(abs(p - q) for p, q in zip(x["logprobs"], y["logprobs"]))
+        print(f"{x['name']}: {len(x['ids'])} tokens, max |Δ log-prob| = {d:.2e}")
+
+
+def smollm2(hf_dir, out="tests/golden/logprobs-smollm2.json"):
     import tokenizers
     tok = tokenizers.Tokenizer.from_file(f"{hf_dir}/tokenizer.json")
-    model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval().to(DEVICE)
     gpl = open("/usr/share/common-licenses/GPL-3").read()
     texts = {
         "short": "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is",
@@ -99,15 +112,18 @@ def smollm2(hf_dir):
         cases.append({"name": name, "ids": ids, "logprobs": lp,
                       "last_top5_ids": top.indices.tolist(), "last_top5_logprobs": top.values.tolist()})
         print(name, len(ids), "tokens")
-    out = {"versions": versions(), "model": "SmolLM2-135M-Instruct.Q4_1.gguf via elastic convert (f32)", "cases": cases}
-    with open("tests/golden/logprobs-smollm2.json", "w") as f:
+    out = {"versions": versions(), "device": DEVICE,
+           "model": "SmolLM2-135M-Instruct.Q4_1.gguf via elastic convert (f32)", "cases": cases}
+    with open(out, "w") as f:
         json.dump(out, f)
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "tiny":
         tiny()
-    elif len(sys.argv) == 3 and sys.argv[1] == "smollm2":
-        smollm2(sys.argv[2])
+    elif len(sys.argv) in (3, 4) and sys.argv[1] == "smollm2":
+        smollm2(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "compare":
+        compare(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)
