@@ -1,6 +1,5 @@
-// Shared pieces of the attention kernels: error checks, the per-head metadata the prefill kernel
-// reads, the key-tile enumeration of each mode (one function used by the host scheduler and the
-// kernel, so costs and work always agree), and the PTX wrappers (cp.async, ldmatrix, mma.sync).
+// Shared pieces of the attention kernels: error checks, the PTX wrappers (cp.async, ldmatrix,
+// mma.sync); the tile enumeration shared with the host lives in attention-tiles.h.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -9,6 +8,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+
+#include "cuda/attention-tiles.h"
 
 #ifndef CUDA_CHECK
 #define CUDA_CHECK(expr)                                                                              \
@@ -24,73 +25,6 @@
 #define ELASTIC_ATTN_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
 
 namespace elastic::cuda::detail {
-
-constexpr int kModeFA = 0, kModeSSA = 1, kModeXA = 2;  // = HeadMode values
-
-// Per (sequence, KV head).
-struct HeadMeta {
-    int32_t mode;     // kModeFA / kModeSSA / kModeXA
-    int32_t xa_base;  // XA: index into xa_offsets of this head's query block 0 (n_qblocks + 1 entries)
-};
-
-// Work item of the prefill kernel: one query tile of one query head of one sequence.
-struct WorkItem {
-    int32_t seq, head, tile, cost;  // cost = key tiles
-};
-
-// Key tiles (of kBlockN keys, counted from the sequence start) that query rows [m0, m1) of a
-// head visit, as at most two ascending runs [0, a) ∪ [b, last] (FA, SSA) or the XA list. XA
-// needs m0, m1 in one query block (block_m divides xa_block) and kBlockN dividing xa_block; the
-// host checks that each list is ascending with its diagonal block last, so every listed block
-// but the last is whole.
-struct TileRange {
-    int32_t count;    // tiles to visit
-    int32_t a, b;     // FA / SSA: tile t is t (t < a) or b + t - a
-    int32_t xa_off;   // XA: first list entry
-    int32_t tpb;      // XA: key tiles per block
-};
-
-__host__ __device__ inline TileRange tile_range(int mode, int m0, int m1, int block_n, int sink, int local,
-                                                int xa_block, const int32_t* xa_offsets, int xa_base) {
-    TileRange r{0, 0, 0, 0, 1};
-    const int last = (m1 - 1) / block_n;
-    if (mode == kModeSSA) {
-        const int sink_end = sink < m1 ? sink : m1;
-        const int a = (sink_end + block_n - 1) / block_n;
-        const int win_begin = m0 - local + 1 > 0 ? m0 - local + 1 : 0;
-        const int b = win_begin / block_n;
-        if (b <= a) {
-            r.count = last + 1;
-            r.a = last + 1;
-            r.b = last + 1;
-        } else {
-            r.count = a + (last - b + 1);
-            r.a = a;
-            r.b = b;
-        }
-    } else if (mode == kModeXA) {
-        const int qb = m0 / xa_block;
-        const int e0 = xa_offsets[xa_base + qb], e1 = xa_offsets[xa_base + qb + 1];
-        const int tpb = xa_block / block_n;
-        const int ne = e1 - e0;
-        // Entries before the diagonal are whole blocks; the diagonal block qb is clipped at last.
-        int diag = last + 1 - qb * tpb;
-        diag = diag < tpb ? diag : tpb;
-        r.count = ne > 0 ? (ne - 1) * tpb + diag : 0;
-        r.xa_off = e0;
-        r.tpb = tpb;
-    } else {
-        r.count = last + 1;
-        r.a = last + 1;
-        r.b = last + 1;
-    }
-    return r;
-}
-
-__host__ __device__ inline int tile_at(const TileRange& r, int mode, int t, const int32_t* xa_blocks) {
-    if (mode == kModeXA) return xa_blocks[r.xa_off + t / r.tpb] * r.tpb + t % r.tpb;
-    return t < r.a ? t : r.b + (t - r.a);
-}
 
 // ---- PTX wrappers (sm_80+) ----
 

@@ -26,54 +26,6 @@ constexpr int kMaxG = 16;      // query heads per KV head supported by the decod
 constexpr int kDecKT = 64;     // keys per tile
 constexpr int kDecThreads = 128;
 
-struct CacheHead {
-    int64_t off;      // element offset of slot 0 in the K and V buffers
-    int32_t mode;     // HeadMode
-    int32_t n_sink;   // SSA: slots [0, n_sink) sink, [n_sink, n_sink + n_ring) ring
-    int32_t n_ring;
-    int32_t slots;
-};
-
-// Slot ranges [b, e) of the positions ≤ pos a head keeps (cpu::LayerKVCache::spans).
-__host__ __device__ inline int cache_spans(const CacheHead& h, int64_t sink, int64_t local, int64_t pos, int64_t* b,
-                                           int64_t* e) {
-    if (h.mode != kModeSSA) {
-        b[0] = 0;
-        e[0] = pos + 1;
-        return 1;
-    }
-    int n = 0;
-    const int64_t sink_end = sink < pos + 1 ? sink : pos + 1;
-    if (sink_end > 0) {
-        b[n] = 0;
-        e[n] = sink_end;
-        ++n;
-    }
-    const int64_t w0 = sink > pos - local + 1 ? sink : pos - local + 1;
-    if (w0 <= pos) {
-        const int64_t len = pos - w0 + 1, s0 = (w0 - sink) % local;
-        if (s0 + len <= local) {
-            b[n] = h.n_sink + s0;
-            e[n] = h.n_sink + s0 + len;
-            ++n;
-        } else {
-            b[n] = h.n_sink + s0;
-            e[n] = h.n_sink + local;
-            ++n;
-            b[n] = h.n_sink;
-            e[n] = h.n_sink + s0 + len - local;
-            ++n;
-        }
-    }
-    return n;
-}
-
-__host__ __device__ inline int64_t spans_total(const int64_t* b, const int64_t* e, int n) {
-    int64_t t = 0;
-    for (int i = 0; i < n; ++i) t += e[i] - b[i];
-    return t;
-}
-
 __global__ void cache_store_kernel(const float* __restrict__ k, const float* __restrict__ v, __nv_bfloat16* kc,
                                    __nv_bfloat16* vc, const CacheHead* __restrict__ heads, int n_kv, int D, int64_t j0,
                                    int64_t n, int64_t t_rule, int64_t sink, int64_t local) {
@@ -84,11 +36,8 @@ __global__ void cache_store_kernel(const float* __restrict__ k, const float* __r
         const int g = int((idx / D) % n_kv);
         const int64_t j = j0 + idx / (int64_t(D) * n_kv);
         const CacheHead h = heads[g];
-        int64_t slot = j;
-        if (h.mode == kModeSSA) {
-            if (j >= sink && j < t_rule - local) continue;  // prefill: no later query sees it
-            if (j >= sink) slot = h.n_sink + (j - sink) % local;
-        }
+        if (h.mode == kModeSSA && j >= sink && j < t_rule - local) continue;  // prefill: no later query sees it
+        const int64_t slot = cache_slot(h, sink, local, j);
         kc[h.off + slot * D + d] = __float2bfloat16_rn(k[idx]);
         vc[h.off + slot * D + d] = __float2bfloat16_rn(v[idx]);
     }

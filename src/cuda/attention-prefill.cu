@@ -227,9 +227,7 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
             }
 
             // Token-exact mask, only where some (row, key) of the tile may be invisible.
-            const bool need_mask = n0 + BN - 1 > m0 || n0 + BN > L ||
-                                   (mode == kModeSSA && !(n0 + BN <= p.sink || (m0 + BM - 1) - n0 < p.local));
-            if (need_mask) {
+            if (tile_needs_mask(mode, m0, BM, n0, BN, L, p.sink, p.local)) {
 #pragma unroll
                 for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -238,8 +236,7 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
                         for (int e = 0; e < 4; ++e) {
                             const int i = m0 + wrow + mi * 16 + (lane >> 2) + (e >= 2 ? 8 : 0);
                             const int j = n0 + nf * 8 + (lane & 3) * 2 + (e & 1);
-                            const bool ok = j <= i && j < L && (mode != kModeSSA || j < p.sink || i - j < p.local);
-                            if (!ok) s[mi][nf][e] = -INFINITY;
+                            if (!tile_visible(mode, i, j, L, p.sink, p.local)) s[mi][nf][e] = -INFINITY;
                         }
             }
 
