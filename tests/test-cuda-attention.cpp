@@ -368,6 +368,56 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
             }
 }
 
+// Strided views: q, k, v as slices of one fused QKV projection [T, (Hq + 2 Hkv) · d] (what a
+// backend gets from one GEMM), output with a padded row stride.
+TEST_F(CudaAttention, PrefillStridedQKV) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const int Hq = 8, Hkv = 2, d = 128;
+    const int64_t T = 333, block = 64, W = int64_t(Hq + 2 * Hkv) * d, OW = int64_t(Hq) * d + 64;
+    const StreamingWindow win{16, 100};
+    std::vector<float> qkv = randn(size_t(T * W), rng);
+    for (float& x : qkv) x = round_lp(x, cuda::DType::BF16);
+    std::vector<float> q(size_t(T * Hq * d)), k(size_t(T * Hkv * d)), v(size_t(T * Hkv * d));
+    for (int64_t i = 0; i < T; ++i) {
+        std::copy_n(qkv.begin() + i * W, Hq * d, q.begin() + i * Hq * d);
+        std::copy_n(qkv.begin() + i * W + Hq * d, Hkv * d, k.begin() + i * Hkv * d);
+        std::copy_n(qkv.begin() + i * W + (Hq + Hkv) * d, Hkv * d, v.begin() + i * Hkv * d);
+    }
+    const LayerPlan plan = make_plan(Mixed, T, Hq, Hkv, d, block, q, k, rng);
+    DevBuf<uint16_t> dqkv(encode(qkv, cuda::DType::BF16)), dout(size_t(T * OW));
+    dout.poison();
+    auto dp = cuda::upload_plan(plan, T, block, nullptr);
+    cuda::HybridParams p;
+    p.q = dqkv.p;
+    p.k = dqkv.p + Hq * d;
+    p.v = dqkv.p + (Hq + Hkv) * d;
+    p.out = dout.p;
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = W;
+    p.o_row_stride = OW;
+    p.n_head = Hq;
+    p.n_kv_head = Hkv;
+    p.head_dim = d;
+    p.scale = 1.0f / std::sqrt(float(d));
+    p.win = win;
+    p.plan = dp.get();
+    cuda::hybrid_prefill(p, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> all = decode(dout.get(), cuda::DType::BF16);
+    std::vector<float> got(q.size());
+    for (int64_t i = 0; i < T; ++i) {
+        std::copy_n(all.begin() + i * OW, Hq * d, got.begin() + i * Hq * d);
+        for (int64_t x = Hq * d; x < OW; ++x) ASSERT_TRUE(std::isnan(all[size_t(i * OW + x)])) << "write past the row";
+    }
+    std::vector<float> ref(q.size()), lowp;
+    cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, p.scale);
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, p.scale, cuda::DType::BF16);
+    size_t wg = 0, wl = 0;
+    const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+    EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref)) << "err " << eg << " naive " << el << " worst " << wg;
+}
+
 TEST_F(CudaAttention, DecodeMatchesNaive) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
