@@ -333,15 +333,18 @@ void attn_decode(const float* q, const DeviceLayerCache& c, int64_t pos, float* 
     ELASTIC_ASSERT(n_head % c.n_kv == 0 && pos >= 0 && pos < c.capacity);
     const int G = n_head / c.n_kv, D = c.head_dim;
     ELASTIC_ASSERT_MSG(G <= kMaxG, "decode kernel supports up to 16 query heads per KV head");
-    int64_t n_max = 1;
+    int64_t n_max = 1, n_total = 0;
     for (const CacheHead& h : c.h_heads) {
         int64_t b[3], e[3];
-        n_max = std::max(n_max, spans_total(b, e, cache_spans(h, c.win.sink, c.win.local, pos, b, e)));
+        const int64_t n = spans_total(b, e, cache_spans(h, c.win.sink, c.win.local, pos, b, e));
+        n_max = std::max(n_max, n);
+        n_total += n;
     }
-    // About two CTAs per SM over all heads; pieces of at least 4 tiles so the merge stays cheap.
+    // Pieces sized from the keys of all heads together (about two CTAs per SM): with FA-SSA the
+    // FA heads get many pieces and the short SSA heads few, instead of the FA heads setting the
+    // piece length and leaving SMs idle. At least 4 tiles per piece so the merge stays cheap.
     static const int sms = device_sm_count();
-    const int64_t per_head = std::max<int64_t>(1, (2 * sms + c.n_kv - 1) / c.n_kv);
-    int64_t chunk = (n_max + per_head - 1) / per_head;
+    int64_t chunk = (n_total + 2 * sms - 1) / (2 * sms);
     chunk = std::max<int64_t>(4 * kDecKT, (chunk + kDecKT - 1) / kDecKT * kDecKT);
     const int max_splits = int((n_max + chunk - 1) / chunk);
     const size_t need = size_t(c.n_kv) * size_t(max_splits) * size_t(G) * size_t(D + 2);
