@@ -57,13 +57,13 @@ def ssa_pairs(T, sink, local):
     return n
 
 
+_cbm_compiled = torch.compile(create_block_mask)
+
+
 def block_mask(mask_mod, H, T, dev):
-    """Block mask without materialising the [H, T, T] boolean mask (at 128K that would not fit):
-    create_block_mask's compiled path evaluates the mask_mod block by block."""
-    try:
-        return create_block_mask(mask_mod, None, H, T, T, device=dev, _compile=True)
-    except TypeError:  # a torch without the _compile flag
-        return create_block_mask(mask_mod, None, H, T, T, device=dev)
+    """Block mask without materialising the [H, T, T] boolean mask (at 128K it would not fit):
+    the compiled create_block_mask evaluates the mask_mod block by block."""
+    return _cbm_compiled(mask_mod, B=None, H=H, Q_LEN=T, KV_LEN=T, device=dev)
 
 
 def bench_ms(fn):
