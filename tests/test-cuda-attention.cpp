@@ -120,16 +120,20 @@ std::vector<float> decode(const std::vector<uint16_t>& x, cuda::DType t) {
 
 // Naive low-precision attention: inputs rounded, fp32 scores and softmax, P rounded before P·V,
 // fp32 accumulation, output rounded. Same arguments as cpu::attn_hybrid_naive.
+// rows: the query positions to compute (empty: all); other rows of out stay 0.
 void naive_lowp(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                 std::vector<float>& out, int64_t T, int Hq, int Hkv, int d, const LayerPlan& plan,
-                const StreamingWindow& win, int64_t block, float scale, cuda::DType t) {
+                const StreamingWindow& win, int64_t block, float scale, cuda::DType t,
+                const std::vector<int64_t>& rows = {}) {
     std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
     for (size_t i = 0; i < q.size(); ++i) qr[i] = round_lp(q[i], t);
     for (size_t i = 0; i < k.size(); ++i) kr[i] = round_lp(k[i], t), vr[i] = round_lp(v[i], t);
     out.assign(q.size(), 0.0f);
     const int G = Hq / Hkv;
+    const int64_t n_rows = rows.empty() ? T : int64_t(rows.size());
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < T; ++i) {
+    for (int64_t x = 0; x < n_rows; ++x) {
+        const int64_t i = rows.empty() ? x : rows[size_t(x)];
         std::vector<float> s(static_cast<size_t>(i + 1)), acc(static_cast<size_t>(d));
         for (int h = 0; h < Hq; ++h) {
             const int g = h / G;
@@ -295,6 +299,47 @@ TEST_F(CudaAttention, PrefillPaperWindow) {
     std::mt19937_64 rng(seed);
     check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng);
     check_prefill_case({AllSSA, 2211, 4, 1, 64, 64, {128, 2048}}, rng);
+}
+
+// A long sequence (many key tiles and work items, SSA windows far from the sink, XA lists over
+// 128 blocks) checked on a sample of rows: the first and last tiles, tile edges, random rows.
+TEST_F(CudaAttention, PrefillLongSampledRows) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const int Hq = 8, Hkv = 4, d = 128;
+    const int64_t T = 16411, block = 128;
+    const StreamingWindow win{128, 2048};
+    const std::vector<float> q = randn(size_t(T * Hq * d), rng), k = randn(size_t(T * Hkv * d), rng),
+                             v = randn(size_t(T * Hkv * d), rng);
+    LayerPlan plan;
+    plan.mode = {HeadMode::FA, HeadMode::SSA, HeadMode::XA, HeadMode::SSA};
+    plan.xa.resize(size_t(Hkv));
+    plan.xa[2] = random_blocks(T, block, 0.2, rng);
+    std::vector<int64_t> rows = {0, 1, 63, 64, 127, 128, 2047, 2048, 2175, 2176, 2177, T - 65, T - 64, T - 2, T - 1};
+    std::uniform_int_distribution<int64_t> any(0, T - 1);
+    for (int x = 0; x < 49; ++x) rows.push_back(any(rng));
+    const float scale = 1.0f / std::sqrt(float(d));
+    std::vector<float> ref(q.size(), 0.0f), lowp;
+    cpu::attn_hybrid_naive_rows(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, scale, rows);
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, scale, cuda::DType::BF16, rows);
+    DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
+    dout.poison();
+    auto dp = cuda::upload_plan(plan, T, block, nullptr);
+    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, Hq, Hkv, d, *dp, win, block, scale, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> all = dout.get();
+    for (float x : all) ASSERT_TRUE(std::isfinite(x)) << "unwritten or non-finite output";
+    std::vector<float> got, r, l;
+    for (int64_t i : rows) {
+        got.insert(got.end(), all.begin() + i * Hq * d, all.begin() + (i + 1) * Hq * d);
+        r.insert(r.end(), ref.begin() + i * Hq * d, ref.begin() + (i + 1) * Hq * d);
+        l.insert(l.end(), lowp.begin() + i * Hq * d, lowp.begin() + (i + 1) * Hq * d);
+    }
+    size_t wg = 0, wl = 0;
+    const double eg = max_abs_err(got, r, &wg), el = max_abs_err(l, r, &wl);
+    EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(r)) << "err " << eg << " naive " << el << " worst sampled row "
+                                                << rows[wg / size_t(Hq * d)] << " head " << wg / size_t(d) % size_t(Hq);
 }
 
 // Native entry: a varlen batch of 3 sequences, each with its own plan, bf16 and fp16, both tile
