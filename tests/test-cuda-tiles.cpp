@@ -123,3 +123,139 @@ TEST(CudaTiles, DecodeSpansMatchCpuCache) {
         }
     (void)rng;
 }
+
+// ---- mma.sync fragment addressing of the prefill kernel against the PTX ISA layouts ----
+namespace {
+
+struct Reg {  // one 32-bit register holding two 16-bit elements (lo = lower address / column)
+    float lo, hi;
+};
+
+// ldmatrix.sync.aligned.m8n8.x4(.trans).b16: matrix m's row r starts at the address of lane
+// 8m + r; without .trans lane t gets (row t/4, columns 2(t%4), 2(t%4)+1) of matrix m in register
+// m, with .trans (rows 2(t%4), 2(t%4)+1, column t/4).
+void ldmatrix_x4(const std::vector<float>& smem, const int (&addr)[32], bool trans, Reg (&out)[32][4]) {
+    for (int m = 0; m < 4; ++m)
+        for (int t = 0; t < 32; ++t) {
+            if (!trans) {
+                const int base = addr[8 * m + t / 4];
+                out[t][m] = {smem[size_t(base + 2 * (t % 4))], smem[size_t(base + 2 * (t % 4) + 1)]};
+            } else {
+                out[t][m] = {smem[size_t(addr[8 * m + 2 * (t % 4)] + t / 4)],
+                             smem[size_t(addr[8 * m + 2 * (t % 4) + 1] + t / 4)]};
+            }
+        }
+}
+
+// mma.sync.aligned.m16n8k16.row.col: A register i of lane t holds row t/4 + 8(i&1), columns
+// 2(t%4) + {0,1} + 8(i>>1); B register i holds k = 2(t%4) + {0,1} + 8i of column t/4; C element e
+// is row t/4 + 8(e>>1), column 2(t%4) + (e&1).
+void mma(const Reg (&a)[32][4], const Reg (&b)[32][2], float (&c)[32][4]) {
+    float A[16][16], B[16][8];
+    for (int t = 0; t < 32; ++t) {
+        for (int i = 0; i < 4; ++i) {
+            const int r = t / 4 + 8 * (i & 1), k = 2 * (t % 4) + 8 * (i >> 1);
+            A[r][k] = a[t][i].lo;
+            A[r][k + 1] = a[t][i].hi;
+        }
+        for (int i = 0; i < 2; ++i) {
+            const int k = 2 * (t % 4) + 8 * i, n = t / 4;
+            B[k][n] = b[t][i].lo;
+            B[k + 1][n] = b[t][i].hi;
+        }
+    }
+    for (int t = 0; t < 32; ++t)
+        for (int e = 0; e < 4; ++e) {
+            const int r = t / 4 + 8 * (e >> 1), n = 2 * (t % 4) + (e & 1);
+            for (int k = 0; k < 16; ++k) c[t][e] += A[r][k] * B[k][n];
+        }
+}
+
+}  // namespace
+
+// One warp of the prefill kernel, emulated: S = Q Kᵀ and O = P V through the kernel's own
+// fragment offsets (frag_* in attention-tiles.h) and the PTX layouts above; small integer inputs
+// make every sum exact.
+TEST(CudaTiles, MmaFragmentsComputeQKAndPV) {
+    std::mt19937_64 rng(fresh_seed());
+    std::uniform_int_distribution<int> val(-2, 2);
+    for (int D : {64, 128}) {
+        const int S = D + 8, BN = 64, NF = BN / 8, DF = D / 8;
+        for (int row0 : {0, 16, 48}) {
+            std::vector<float> sQ(size_t(64 * S)), sK(size_t(BN * S)), sV(size_t(BN * S));
+            for (float& x : sQ) x = float(val(rng));
+            for (float& x : sK) x = float(val(rng));
+            for (float& x : sV) x = float(val(rng));
+            float acc[32][4];
+            std::vector<float> S_exact(size_t(16 * BN));
+            for (int r = 0; r < 16; ++r)
+                for (int c = 0; c < BN; ++c) {
+                    float x = 0;
+                    for (int k = 0; k < D; ++k) x += sQ[size_t((row0 + r) * S + k)] * sK[size_t(c * S + k)];
+                    S_exact[size_t(r * BN + c)] = x;
+                }
+            // S = Q Kᵀ
+            std::vector<float> sacc(size_t(NF * 32 * 4), 0.0f);
+            auto SA = [&](int nf, int t, int e) -> float& { return sacc[size_t((nf * 32 + t) * 4 + e)]; };
+            for (int ks = 0; ks < D / 16; ++ks) {
+                int addr[32];
+                Reg a[32][4], b[32][4];
+                for (int t = 0; t < 32; ++t) addr[t] = frag_a_offset(t, row0, ks * 16, S);
+                ldmatrix_x4(sQ, addr, false, a);
+                for (int nf2 = 0; nf2 < NF / 2; ++nf2) {
+                    for (int t = 0; t < 32; ++t) addr[t] = frag_bk_offset(t, nf2 * 16, ks * 16, S);
+                    ldmatrix_x4(sK, addr, false, b);
+                    for (int half = 0; half < 2; ++half) {
+                        Reg bb[32][2];
+                        for (int t = 0; t < 32; ++t) bb[t][0] = b[t][2 * half], bb[t][1] = b[t][2 * half + 1];
+                        const int nf = 2 * nf2 + half;
+                        for (int t = 0; t < 32; ++t)
+                            for (int e = 0; e < 4; ++e) acc[t][e] = SA(nf, t, e);
+                        mma(a, bb, acc);
+                        for (int t = 0; t < 32; ++t)
+                            for (int e = 0; e < 4; ++e) SA(nf, t, e) = acc[t][e];
+                    }
+                }
+            }
+            for (int nf = 0; nf < NF; ++nf)
+                for (int t = 0; t < 32; ++t)
+                    for (int e = 0; e < 4; ++e)
+                        ASSERT_EQ(SA(nf, t, e), S_exact[size_t(frag_c_row(t, e) * BN + nf * 8 + frag_c_col(t, e))])
+                            << "S: d " << D << " row0 " << row0 << " nf " << nf << " lane " << t << " e " << e;
+            // O = P V with P = S taken from the accumulators
+            std::vector<float> oacc(size_t(DF * 32 * 4), 0.0f);
+            auto OA = [&](int df, int t, int e) -> float& { return oacc[size_t((df * 32 + t) * 4 + e)]; };
+            for (int kk = 0; kk < BN / 16; ++kk) {
+                Reg a[32][4], b[32][4];
+                for (int t = 0; t < 32; ++t) {
+                    float lo[4], hi[4];
+                    for (int e = 0; e < 4; ++e) lo[e] = SA(2 * kk, t, e), hi[e] = SA(2 * kk + 1, t, e);
+                    frag_a_from_c(lo, hi, a[t], [](float x, float y) { return Reg{x, y}; });
+                }
+                for (int df2 = 0; df2 < DF / 2; ++df2) {
+                    int addr[32];
+                    for (int t = 0; t < 32; ++t) addr[t] = frag_bv_offset(t, kk * 16, df2 * 16, S);
+                    ldmatrix_x4(sV, addr, true, b);
+                    for (int half = 0; half < 2; ++half) {
+                        Reg bb[32][2];
+                        for (int t = 0; t < 32; ++t) bb[t][0] = b[t][2 * half], bb[t][1] = b[t][2 * half + 1];
+                        const int df = 2 * df2 + half;
+                        for (int t = 0; t < 32; ++t)
+                            for (int e = 0; e < 4; ++e) acc[t][e] = OA(df, t, e);
+                        mma(a, bb, acc);
+                        for (int t = 0; t < 32; ++t)
+                            for (int e = 0; e < 4; ++e) OA(df, t, e) = acc[t][e];
+                    }
+                }
+            }
+            for (int df = 0; df < DF; ++df)
+                for (int t = 0; t < 32; ++t)
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = frag_c_row(t, e), col = df * 8 + frag_c_col(t, e);
+                        float want = 0;
+                        for (int c = 0; c < BN; ++c) want += S_exact[size_t(r * BN + c)] * sV[size_t(c * S + col)];
+                        ASSERT_EQ(OA(df, t, e), want) << "O: d " << D << " row0 " << row0 << " df " << df << " lane " << t;
+                    }
+        }
+    }
+}

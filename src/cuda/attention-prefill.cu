@@ -211,13 +211,11 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
                 uint32_t a[MI][4];
 #pragma unroll
                 for (int mi = 0; mi < MI; ++mi)
-                    ldmatrix_x4(a[mi][0], a[mi][1], a[mi][2], a[mi][3],
-                                sQ + (wrow + mi * 16 + (lane & 15)) * S + ks * 16 + (lane >> 4) * 8);
+                    ldmatrix_x4(a[mi][0], a[mi][1], a[mi][2], a[mi][3], sQ + frag_a_offset(lane, wrow + mi * 16, ks * 16, S));
 #pragma unroll
                 for (int nf2 = 0; nf2 < NF / 2; ++nf2) {
                     uint32_t b0, b1, b2, b3;
-                    ldmatrix_x4(b0, b1, b2, b3,
-                                sk + (nf2 * 16 + (lane & 7) + ((lane >> 4) << 3)) * S + ks * 16 + ((lane >> 3) & 1) * 8);
+                    ldmatrix_x4(b0, b1, b2, b3, sk + frag_bk_offset(lane, nf2 * 16, ks * 16, S));
 #pragma unroll
                     for (int mi = 0; mi < MI; ++mi) {
                         Mma::run(s[mi][2 * nf2], a[mi], b0, b1);
@@ -234,8 +232,8 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
                     for (int nf = 0; nf < NF; ++nf)
 #pragma unroll
                         for (int e = 0; e < 4; ++e) {
-                            const int i = m0 + wrow + mi * 16 + (lane >> 2) + (e >= 2 ? 8 : 0);
-                            const int j = n0 + nf * 8 + (lane & 3) * 2 + (e & 1);
+                            const int i = m0 + wrow + mi * 16 + frag_c_row(lane, e);
+                            const int j = n0 + nf * 8 + frag_c_col(lane, e);
                             if (!tile_visible(mode, i, j, L, p.sink, p.local)) s[mi][nf][e] = -INFINITY;
                         }
             }
@@ -276,17 +274,12 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
             for (int kk = 0; kk < BN / 16; ++kk) {
                 uint32_t a[MI][4];
 #pragma unroll
-                for (int mi = 0; mi < MI; ++mi) {
-                    a[mi][0] = Mma::pack(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-                    a[mi][1] = Mma::pack(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-                    a[mi][2] = Mma::pack(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-                    a[mi][3] = Mma::pack(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
-                }
+                for (int mi = 0; mi < MI; ++mi)
+                    frag_a_from_c(s[mi][2 * kk], s[mi][2 * kk + 1], a[mi], [](float x, float y) { return Mma::pack(x, y); });
 #pragma unroll
                 for (int df2 = 0; df2 < DF / 2; ++df2) {
                     uint32_t b0, b1, b2, b3;
-                    ldmatrix_x4_trans(b0, b1, b2, b3,
-                                      sv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + df2 * 16 + (lane >> 4) * 8);
+                    ldmatrix_x4_trans(b0, b1, b2, b3, sv + frag_bv_offset(lane, kk * 16, df2 * 16, S));
 #pragma unroll
                     for (int mi = 0; mi < MI; ++mi) {
                         Mma::run(o[mi][2 * df2], a[mi], b0, b1);
@@ -311,10 +304,10 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
                 l += __shfl_xor_sync(0xffffffffu, l, 2);
                 inv[hr] = l > 0.0f ? 1.0f / l : 0.0f;
             }
-            const int r = wrow + mi * 16 + (lane >> 2);
+            const int r = wrow + mi * 16 + frag_c_row(lane, 0);  // and r + 8 for elements 2, 3
 #pragma unroll
             for (int df = 0; df < DF; ++df) {
-                const int c = df * 8 + (lane & 3) * 2;
+                const int c = df * 8 + frag_c_col(lane, 0);
                 *reinterpret_cast<uint32_t*>(sQ + r * S + c) = Mma::pack(o[mi][df][0] * inv[0], o[mi][df][1] * inv[0]);
                 *reinterpret_cast<uint32_t*>(sQ + (r + 8) * S + c) =
                     Mma::pack(o[mi][df][2] * inv[1], o[mi][df][3] * inv[1]);

@@ -94,6 +94,36 @@ ELASTIC_HD bool tile_needs_mask(int mode, int m0, int block_m, int n0, int block
            (mode == kModeSSA && !(n0 + block_n <= sink || (m0 + block_m - 1) - n0 < local));
 }
 
+// ---- mma.sync m16n8k16 fragment addressing (prefill kernel; checked on the CPU against the PTX
+// fragment layouts by tests/test-cuda-tiles.cpp) ----
+// Element offset, in a shared tile of row stride `stride`, that `lane` hands to ldmatrix.x4 for
+// the A fragment of rows [row0, row0 + 16) × k [k0, k0 + 16) (Q, row-major).
+ELASTIC_HD int frag_a_offset(int lane, int row0, int k0, int stride) {
+    return (row0 + (lane & 15)) * stride + k0 + (lane >> 4) * 8;
+}
+// ldmatrix.x4 on a [n][k] tile (K): B fragments {r0, r1} of keys [n0, n0 + 8) and {r2, r3} of
+// keys [n0 + 8, n0 + 16), k [k0, k0 + 16).
+ELASTIC_HD int frag_bk_offset(int lane, int n0, int k0, int stride) {
+    return (n0 + (lane & 7) + ((lane >> 4) << 3)) * stride + k0 + ((lane >> 3) & 1) * 8;
+}
+// ldmatrix.x4.trans on a [k][n] tile (V): B fragments {r0, r1} of columns [n0, n0 + 8) and
+// {r2, r3} of [n0 + 8, n0 + 16), k (keys) [k0, k0 + 16).
+ELASTIC_HD int frag_bv_offset(int lane, int k0, int n0, int stride) {
+    return (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + n0 + (lane >> 4) * 8;
+}
+// Row and column, inside its 16 × 8 block, of accumulator element e (0..3) of `lane`.
+ELASTIC_HD int frag_c_row(int lane, int e) { return (lane >> 2) + (e >= 2 ? 8 : 0); }
+ELASTIC_HD int frag_c_col(int lane, int e) { return (lane & 3) * 2 + (e & 1); }
+// The A fragment (16 rows × 16 k) made of two accumulator blocks: lo = columns k 0..7, hi = 8..15
+// (P of P·V straight from the S accumulators). pack(x, y) puts x in the low half.
+template <typename U, typename Pack>
+ELASTIC_HD void frag_a_from_c(const float (&lo)[4], const float (&hi)[4], U (&a)[4], Pack pack) {
+    a[0] = pack(lo[0], lo[1]);
+    a[1] = pack(lo[2], lo[3]);
+    a[2] = pack(hi[0], hi[1]);
+    a[3] = pack(hi[2], hi[3]);
+}
+
 // ---- decode: KV-cache layout of one head (cpu::LayerKVCache) ----
 struct CacheHead {
     int64_t off;      // element offset of slot 0 in the K and V buffers
