@@ -1,0 +1,580 @@
+// CUDA elastic attention against the CPU specification (compiled only with ELASTIC_CUDA; skipped
+// without a device):
+//   - fused hybrid prefill (bf16 via the fp32 wrapper, fp16 and varlen batches via the native
+//     entry) vs cpu::attn_hybrid_naive over modes FA / SSA / XA / mixed, T = 1, T < sink, T not a
+//     multiple of the tile, GQA 1 / 4 / 8, head_dim 64 / 128;
+//   - decode over the bf16 lean cache (SSA ring wrapping included) vs cpu::attn_decode_naive;
+//   - XA estimation: block scores vs an fp64 evaluation of the definition, lists vs cpu::xa_estimate_head.
+// Tolerance (FlashAttention's rule): max |gpu − ref| ≤ 2 · max |naive_lowp − ref| + floor, where
+// naive_lowp rounds inputs to bf16/fp16, accumulates in fp32, rounds P before P·V and the output
+// at the end; floor = 1e-3 · max |ref| (below one bf16 ulp of the largest output). Outputs are
+// poisoned with NaN first, so an unwritten element fails. Fresh random inputs; the seed is traced.
+#ifdef ELASTIC_HAVE_CUDA
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "attention/hybrid-attention.h"
+#include "attention/kv-cache.h"
+#include "attention/xattention.h"
+#include "cuda/attention.h"
+#include "test-helpers.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+using namespace elastic;
+using namespace elastic::test;
+
+namespace {
+
+#define TCUDA(x) ASSERT_EQ((x), cudaSuccess) << cudaGetErrorString(x)
+
+bool have_device() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+template <typename T>
+struct DevBuf {
+    T* p = nullptr;
+    size_t n = 0;
+    explicit DevBuf(size_t n_) : n(n_) {
+        if (cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)) != cudaSuccess) std::abort();
+    }
+    DevBuf(const std::vector<T>& h) : DevBuf(h.size()) {
+        if (cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
+    }
+    ~DevBuf() { cudaFree(p); }
+    DevBuf(const DevBuf&) = delete;
+    std::vector<T> get() const {
+        std::vector<T> h(n);
+        if (cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) std::abort();
+        return h;
+    }
+    void poison() { cudaMemset(p, 0xff, n * sizeof(T)); }  // all-ones bytes: NaN for float and bf16/fp16
+};
+
+// ---- low-precision rounding on the host (round to nearest even; inputs finite) ----
+uint16_t to_bf16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return uint16_t(x >> 16);
+}
+float from_bf16(uint16_t h) {
+    const uint32_t x = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+uint16_t to_f16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const int32_t e = int32_t((x >> 23) & 0xff) - 127 + 15;
+    uint32_t m = x & 0x7fffffu;
+    if (e <= 0) {
+        if (e < -10) return uint16_t(sign);
+        m |= 0x800000u;
+        const int shift = 14 - e;
+        uint32_t hm = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (hm & 1u))) ++hm;
+        return uint16_t(sign | hm);
+    }
+    if (e >= 31) return uint16_t(sign | 0x7c00u);
+    uint32_t h = sign | (uint32_t(e) << 10) | (m >> 13);
+    const uint32_t rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carry into the exponent is correct rounding
+    return uint16_t(h);
+}
+float from_f16(uint16_t h) {
+    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+    const int e = (h >> 10) & 0x1f;
+    const uint32_t m = h & 0x3ffu;
+    float f;
+    if (e == 0) f = std::ldexp(float(m), -24);
+    else if (e == 31) f = m ? NAN : INFINITY;
+    else f = std::ldexp(float(m | 0x400u), e - 25);
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    x |= sign;
+    std::memcpy(&f, &x, 4);
+    return f;
+}
+float round_lp(float f, cuda::DType t) { return t == cuda::DType::BF16 ? from_bf16(to_bf16(f)) : from_f16(to_f16(f)); }
+std::vector<uint16_t> encode(const std::vector<float>& x, cuda::DType t) {
+    std::vector<uint16_t> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = t == cuda::DType::BF16 ? to_bf16(x[i]) : to_f16(x[i]);
+    return y;
+}
+std::vector<float> decode(const std::vector<uint16_t>& x, cuda::DType t) {
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = t == cuda::DType::BF16 ? from_bf16(x[i]) : from_f16(x[i]);
+    return y;
+}
+
+// Naive low-precision attention: inputs rounded, fp32 scores and softmax, P rounded before P·V,
+// fp32 accumulation, output rounded. Same arguments as cpu::attn_hybrid_naive.
+// rows: the query positions to compute (empty: all); other rows of out stay 0.
+void naive_lowp(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                std::vector<float>& out, int64_t T, int Hq, int Hkv, int d, const LayerPlan& plan,
+                const StreamingWindow& win, int64_t block, float scale, cuda::DType t,
+                const std::vector<int64_t>& rows = {}) {
+    std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
+    for (size_t i = 0; i < q.size(); ++i) qr[i] = round_lp(q[i], t);
+    for (size_t i = 0; i < k.size(); ++i) kr[i] = round_lp(k[i], t), vr[i] = round_lp(v[i], t);
+    out.assign(q.size(), 0.0f);
+    const int G = Hq / Hkv;
+    const int64_t n_rows = rows.empty() ? T : int64_t(rows.size());
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t x = 0; x < n_rows; ++x) {
+        const int64_t i = rows.empty() ? x : rows[size_t(x)];
+        std::vector<float> s(static_cast<size_t>(i + 1)), acc(static_cast<size_t>(d));
+        for (int h = 0; h < Hq; ++h) {
+            const int g = h / G;
+            const HeadMode m = plan.mode[size_t(g)];
+            const BlockList* xa = m == HeadMode::XA ? &plan.xa[size_t(g)] : nullptr;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j <= i; ++j) {
+                if (!plan_allows(m, win, xa, block, i, j)) {
+                    s[size_t(j)] = -INFINITY;
+                    continue;
+                }
+                float dot = 0.0f;
+                for (int c = 0; c < d; ++c) dot += qr[size_t((i * Hq + h) * d + c)] * kr[size_t((j * Hkv + g) * d + c)];
+                s[size_t(j)] = dot * scale;
+                mx = std::max(mx, s[size_t(j)]);
+            }
+            float l = 0.0f;
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int64_t j = 0; j <= i; ++j) {
+                if (s[size_t(j)] == -INFINITY) continue;
+                const float p = std::exp(s[size_t(j)] - mx);
+                l += p;
+                const float pl = round_lp(p, t);
+                for (int c = 0; c < d; ++c) acc[size_t(c)] += pl * vr[size_t((j * Hkv + g) * d + c)];
+            }
+            for (int c = 0; c < d; ++c) out[size_t((i * Hq + h) * d + c)] = round_lp(acc[size_t(c)] / l, t);
+        }
+    }
+}
+
+double max_abs(const std::vector<float>& x) {
+    double m = 0;
+    for (float f : x) m = std::max(m, double(std::fabs(f)));
+    return m;
+}
+double max_abs_err(const std::vector<float>& a, const std::vector<float>& b, size_t* worst) {
+    double e = 0;
+    *worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        double x = std::fabs(double(a[i]) - double(b[i]));
+        if (!std::isfinite(a[i])) x = INFINITY;
+        if (x > e) e = x, *worst = i;
+    }
+    return e;
+}
+
+BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_64& rng) {
+    BlockList bl;
+    bl.offsets.push_back(0);
+    std::bernoulli_distribution keep(p);
+    for (int64_t qb = 0; qb * block < T; ++qb) {
+        for (int64_t kb = 0; kb <= qb; ++kb)
+            if (kb == 0 || kb == qb || keep(rng)) bl.blocks.push_back(int32_t(kb));
+        bl.offsets.push_back(int64_t(bl.blocks.size()));
+    }
+    return bl;
+}
+
+enum Kind { AllFA, AllSSA, AllXARandom, AllXAEstimated, Mixed };
+const char* kind_name(Kind k) {
+    const char* n[] = {"all-FA", "all-SSA", "all-XA(random)", "all-XA(estimated)", "mixed"};
+    return n[k];
+}
+
+LayerPlan make_plan(Kind kind, int64_t T, int Hq, int Hkv, int d, int64_t block, const std::vector<float>& q,
+                    const std::vector<float>& k, std::mt19937_64& rng) {
+    LayerPlan plan;
+    plan.mode.resize(size_t(Hkv));
+    for (int g = 0; g < Hkv; ++g) {
+        switch (kind) {
+            case AllFA: plan.mode[size_t(g)] = HeadMode::FA; break;
+            case AllSSA: plan.mode[size_t(g)] = HeadMode::SSA; break;
+            case AllXARandom:
+            case AllXAEstimated: plan.mode[size_t(g)] = HeadMode::XA; break;
+            case Mixed: plan.mode[size_t(g)] = HeadMode(g % 3); break;
+        }
+    }
+    if (kind == AllXAEstimated) {
+        XAParams xp;
+        xp.block = block;
+        cpu::xa_fill_plan(q.data(), k.data(), T, Hq, Hkv, d, xp, plan);
+    } else {
+        plan.xa.resize(size_t(Hkv));
+        for (int g = 0; g < Hkv; ++g)
+            if (plan.mode[size_t(g)] == HeadMode::XA) plan.xa[size_t(g)] = random_blocks(T, block, 0.4, rng);
+    }
+    return plan;
+}
+
+struct Case {
+    Kind kind;
+    int64_t T;
+    int Hq, Hkv, d;
+    int64_t block;
+    StreamingWindow win;
+};
+
+class CudaAttention : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!have_device()) GTEST_SKIP() << "no CUDA device";
+        openblas_set_num_threads(1);
+    }
+};
+
+// Runs one single-sequence case through hybrid_prefill_f32io (bf16) and checks it.
+void check_prefill_case(const Case& c, std::mt19937_64& rng) {
+    const int64_t T = c.T;
+    const std::vector<float> q = randn(size_t(T * c.Hq * c.d), rng), k = randn(size_t(T * c.Hkv * c.d), rng),
+                             v = randn(size_t(T * c.Hkv * c.d), rng);
+    const LayerPlan plan = make_plan(c.kind, T, c.Hq, c.Hkv, c.d, c.block, q, k, rng);
+    const float scale = 1.0f / std::sqrt(float(c.d));
+    std::vector<float> ref(q.size()), lowp;
+    cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale);
+    naive_lowp(q, k, v, lowp, T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale, cuda::DType::BF16);
+
+    DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
+    dout.poison();
+    auto dp = cuda::upload_plan(plan, T, c.block, nullptr);
+    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> got = dout.get();
+
+    size_t wg = 0, wl = 0;
+    const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+    const double tol = 2.0 * el + 1e-3 * max_abs(ref);
+    const size_t row = wg / size_t(c.Hq * c.d), head = wg / size_t(c.d) % size_t(c.Hq);
+    EXPECT_LE(eg, tol) << kind_name(c.kind) << " T " << T << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d
+                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << ": err " << eg
+                       << " (naive bf16 " << el << ") worst element " << wg << " (row " << row << ", head " << head
+                       << "): got " << got[wg] << " want " << ref[wg];
+}
+
+}  // namespace
+
+TEST_F(CudaAttention, PrefillMatchesNaiveOnGrid) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    struct Shape {
+        int Hq, Hkv, d;
+    };
+    const Shape shapes[] = {{4, 4, 64}, {8, 2, 128}, {16, 2, 64}, {8, 1, 128}, {3, 3, 128}, {8, 2, 64}};
+    const StreamingWindow windows[] = {{16, 48}, {20, 100}, {0, 70}, {128, 64}};
+    std::vector<int64_t> Ts = {1, 7, 15, 64, 100, 129, 300, 517};
+    std::uniform_int_distribution<int64_t> rand_T(1, 700);
+    Ts.push_back(rand_T(rng));
+    int n = 0;
+    for (Kind kind : {AllFA, AllSSA, AllXARandom, AllXAEstimated, Mixed})
+        for (int64_t T : Ts) {
+            const Shape s = shapes[size_t(n) % std::size(shapes)];
+            const Case c{kind, T, s.Hq, s.Hkv, s.d, (n / 2) % 2 ? 128 : 64, windows[size_t(n) % std::size(windows)]};
+            ++n;
+            check_prefill_case(c, rng);
+            if (HasFatalFailure()) return;
+        }
+}
+
+// The paper's window (sink 128, local 2048) past the end of the first window, FA-SSA.
+TEST_F(CudaAttention, PrefillPaperWindow) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng);
+    check_prefill_case({AllSSA, 2211, 4, 1, 64, 64, {128, 2048}}, rng);
+}
+
+// A long sequence (many key tiles and work items, SSA windows far from the sink, XA lists over
+// 128 blocks) checked on a sample of rows: the first and last tiles, tile edges, random rows.
+TEST_F(CudaAttention, PrefillLongSampledRows) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const int Hq = 8, Hkv = 4, d = 128;
+    const int64_t T = 16411, block = 128;
+    const StreamingWindow win{128, 2048};
+    const std::vector<float> q = randn(size_t(T * Hq * d), rng), k = randn(size_t(T * Hkv * d), rng),
+                             v = randn(size_t(T * Hkv * d), rng);
+    LayerPlan plan;
+    plan.mode = {HeadMode::FA, HeadMode::SSA, HeadMode::XA, HeadMode::SSA};
+    plan.xa.resize(size_t(Hkv));
+    plan.xa[2] = random_blocks(T, block, 0.2, rng);
+    std::vector<int64_t> rows = {0, 1, 63, 64, 127, 128, 2047, 2048, 2175, 2176, 2177, T - 65, T - 64, T - 2, T - 1};
+    std::uniform_int_distribution<int64_t> any(0, T - 1);
+    for (int x = 0; x < 49; ++x) rows.push_back(any(rng));
+    const float scale = 1.0f / std::sqrt(float(d));
+    std::vector<float> ref(q.size(), 0.0f), lowp;
+    cpu::attn_hybrid_naive_rows(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, scale, rows);
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, scale, cuda::DType::BF16, rows);
+    DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
+    dout.poison();
+    auto dp = cuda::upload_plan(plan, T, block, nullptr);
+    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, Hq, Hkv, d, *dp, win, block, scale, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> all = dout.get();
+    for (float x : all) ASSERT_TRUE(std::isfinite(x)) << "unwritten or non-finite output";
+    std::vector<float> got, r, l;
+    for (int64_t i : rows) {
+        got.insert(got.end(), all.begin() + i * Hq * d, all.begin() + (i + 1) * Hq * d);
+        r.insert(r.end(), ref.begin() + i * Hq * d, ref.begin() + (i + 1) * Hq * d);
+        l.insert(l.end(), lowp.begin() + i * Hq * d, lowp.begin() + (i + 1) * Hq * d);
+    }
+    size_t wg = 0, wl = 0;
+    const double eg = max_abs_err(got, r, &wg), el = max_abs_err(l, r, &wl);
+    EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(r)) << "err " << eg << " naive " << el << " worst sampled row "
+                                                << rows[wg / size_t(Hq * d)] << " head " << wg / size_t(d) % size_t(Hq);
+}
+
+// Native entry: a varlen batch of 3 sequences, each with its own plan, bf16 and fp16, both tile
+// heights; outputs of each sequence vs the naive reference of that sequence alone.
+TEST_F(CudaAttention, PrefillVarlenBatchNative) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const StreamingWindow win{16, 80};
+    for (cuda::DType dt : {cuda::DType::BF16, cuda::DType::F16})
+        for (int d : {64, 128})
+            for (int bm : {64, 128}) {
+                const int Hq = 8, Hkv = 2;
+                const int64_t block = 128;
+                const std::vector<int64_t> lens = {300, 1, 190};
+                const Kind kinds[] = {Mixed, AllFA, AllXARandom};
+                int64_t total = 0;
+                for (int64_t L : lens) total += L;
+                std::vector<float> q = randn(size_t(total * Hq * d), rng), k = randn(size_t(total * Hkv * d), rng),
+                                   v = randn(size_t(total * Hkv * d), rng);
+                // Round once so the reference sees exactly the device inputs.
+                for (float& x : q) x = round_lp(x, dt);
+                for (float& x : k) x = round_lp(x, dt);
+                for (float& x : v) x = round_lp(x, dt);
+                std::vector<LayerPlan> plans;
+                int64_t off = 0;
+                for (size_t b = 0; b < lens.size(); ++b) {
+                    const std::vector<float> qs(q.begin() + off * Hq * d, q.begin() + (off + lens[b]) * Hq * d);
+                    const std::vector<float> ks(k.begin() + off * Hkv * d, k.begin() + (off + lens[b]) * Hkv * d);
+                    plans.push_back(make_plan(kinds[b], lens[b], Hq, Hkv, d, block, qs, ks, rng));
+                    off += lens[b];
+                }
+                DevBuf<uint16_t> dq(encode(q, dt)), dk(encode(k, dt)), dv(encode(v, dt)), dout(q.size());
+                dout.poison();
+                auto dp = cuda::upload_batch_plan(plans, lens, block, nullptr);
+                cuda::HybridParams p;
+                p.dtype = dt;
+                p.q = dq.p;
+                p.k = dk.p;
+                p.v = dv.p;
+                p.out = dout.p;
+                p.n_head = Hq;
+                p.n_kv_head = Hkv;
+                p.head_dim = d;
+                p.scale = 1.0f / std::sqrt(float(d));
+                p.win = win;
+                p.plan = dp.get();
+                p.force_block_m = bm;
+                cuda::hybrid_prefill(p, nullptr);
+                ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+                const std::vector<float> got = decode(dout.get(), dt);
+                off = 0;
+                for (size_t b = 0; b < lens.size(); ++b) {
+                    const int64_t L = lens[b];
+                    const std::vector<float> qs(q.begin() + off * Hq * d, q.begin() + (off + L) * Hq * d);
+                    const std::vector<float> ks(k.begin() + off * Hkv * d, k.begin() + (off + L) * Hkv * d);
+                    const std::vector<float> vs(v.begin() + off * Hkv * d, v.begin() + (off + L) * Hkv * d);
+                    const std::vector<float> gs(got.begin() + off * Hq * d, got.begin() + (off + L) * Hq * d);
+                    std::vector<float> ref(qs.size()), lowp;
+                    cpu::attn_hybrid_naive(qs.data(), ks.data(), vs.data(), ref.data(), L, Hq, Hkv, d, plans[b], win,
+                                           block, p.scale);
+                    naive_lowp(qs, ks, vs, lowp, L, Hq, Hkv, d, plans[b], win, block, p.scale, dt);
+                    size_t wg = 0, wl = 0;
+                    const double eg = max_abs_err(gs, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+                    EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref))
+                        << (dt == cuda::DType::BF16 ? "bf16" : "fp16") << " d " << d << " block_m " << bm << " seq " << b
+                        << " (" << kind_name(kinds[b]) << ", T " << L << "): err " << eg << " naive " << el
+                        << " worst " << wg << " got " << gs[wg] << " want " << ref[wg];
+                    off += L;
+                }
+            }
+}
+
+// Strided views: q, k, v as slices of one fused QKV projection [T, (Hq + 2 Hkv) · d] (what a
+// backend gets from one GEMM), output with a padded row stride.
+TEST_F(CudaAttention, PrefillStridedQKV) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const int Hq = 8, Hkv = 2, d = 128;
+    const int64_t T = 333, block = 64, W = int64_t(Hq + 2 * Hkv) * d, OW = int64_t(Hq) * d + 64;
+    const StreamingWindow win{16, 100};
+    std::vector<float> qkv = randn(size_t(T * W), rng);
+    for (float& x : qkv) x = round_lp(x, cuda::DType::BF16);
+    std::vector<float> q(size_t(T * Hq * d)), k(size_t(T * Hkv * d)), v(size_t(T * Hkv * d));
+    for (int64_t i = 0; i < T; ++i) {
+        std::copy_n(qkv.begin() + i * W, Hq * d, q.begin() + i * Hq * d);
+        std::copy_n(qkv.begin() + i * W + Hq * d, Hkv * d, k.begin() + i * Hkv * d);
+        std::copy_n(qkv.begin() + i * W + (Hq + Hkv) * d, Hkv * d, v.begin() + i * Hkv * d);
+    }
+    const LayerPlan plan = make_plan(Mixed, T, Hq, Hkv, d, block, q, k, rng);
+    DevBuf<uint16_t> dqkv(encode(qkv, cuda::DType::BF16)), dout(size_t(T * OW));
+    dout.poison();
+    auto dp = cuda::upload_plan(plan, T, block, nullptr);
+    cuda::HybridParams p;
+    p.q = dqkv.p;
+    p.k = dqkv.p + Hq * d;
+    p.v = dqkv.p + (Hq + Hkv) * d;
+    p.out = dout.p;
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = W;
+    p.o_row_stride = OW;
+    p.n_head = Hq;
+    p.n_kv_head = Hkv;
+    p.head_dim = d;
+    p.scale = 1.0f / std::sqrt(float(d));
+    p.win = win;
+    p.plan = dp.get();
+    cuda::hybrid_prefill(p, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> all = decode(dout.get(), cuda::DType::BF16);
+    std::vector<float> got(q.size());
+    for (int64_t i = 0; i < T; ++i) {
+        std::copy_n(all.begin() + i * OW, Hq * d, got.begin() + i * Hq * d);
+        for (int64_t x = Hq * d; x < OW; ++x) ASSERT_TRUE(std::isnan(all[size_t(i * OW + x)])) << "write past the row";
+    }
+    std::vector<float> ref(q.size()), lowp;
+    cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, p.scale);
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, p.scale, cuda::DType::BF16);
+    size_t wg = 0, wl = 0;
+    const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+    EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref)) << "err " << eg << " naive " << el << " worst " << wg;
+}
+
+TEST_F(CudaAttention, DecodeMatchesNaive) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    struct DCase {
+        int Hq, Hkv, d;
+        int64_t T0, n_gen;
+        StreamingWindow win;
+    };
+    const DCase cases[] = {{8, 2, 128, 300, 40, {8, 40}},    {4, 4, 64, 5, 60, {8, 40}},
+                           {16, 2, 64, 2000, 20, {16, 256}}, {8, 1, 128, 1500, 8, {128, 512}},
+                           {6, 3, 64, 90, 70, {0, 33}}};
+    for (const DCase& c : cases) {
+        const int64_t cap = c.T0 + c.n_gen;
+        const std::vector<float> kall = randn(size_t(cap * c.Hkv * c.d), rng), vall = randn(size_t(cap * c.Hkv * c.d), rng);
+        LayerPlan plan;
+        for (int g = 0; g < c.Hkv; ++g) plan.mode.push_back(HeadMode(g % 3));
+        plan.xa.resize(size_t(c.Hkv));
+        auto cache = cuda::new_layer_cache(plan, c.win, cap, c.Hkv, c.d);
+        cpu::LayerKVCache cpu_cache;
+        cpu_cache.init(plan, c.win, cap, c.Hkv, c.d);
+        EXPECT_EQ(cuda::cache_bytes(*cache) * 2, cpu_cache.bytes());  // bf16 vs fp32
+        DevBuf<float> dk(kall), dv(vall);
+        cuda::cache_store_prefill(*cache, dk.p, dv.p, c.T0, nullptr);
+        std::vector<float> kb(kall.size()), vb(vall.size());
+        for (size_t i = 0; i < kall.size(); ++i) kb[i] = round_lp(kall[i], cuda::DType::BF16), vb[i] = round_lp(vall[i], cuda::DType::BF16);
+        const float scale = 1.0f / std::sqrt(float(c.d));
+        for (int64_t pos = c.T0 - 1; pos < cap; ++pos) {
+            if (pos >= c.T0)
+                cuda::cache_append(*cache, dk.p + pos * c.Hkv * c.d, dv.p + pos * c.Hkv * c.d, pos, nullptr);
+            if (pos < 0) continue;
+            const std::vector<float> q = randn(size_t(c.Hq * c.d), rng);
+            DevBuf<float> dq(q), dout(q.size());
+            dout.poison();
+            cuda::attn_decode(dq.p, *cache, pos, dout.p, c.Hq, scale, nullptr);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            const std::vector<float> got = dout.get();
+            std::vector<float> ref(q.size()), lowp(q.size());
+            cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), pos, ref.data(), c.Hq, c.Hkv, c.d, plan, c.win, scale);
+            cpu::attn_decode_naive(q.data(), kb.data(), vb.data(), pos, lowp.data(), c.Hq, c.Hkv, c.d, plan, c.win, scale);
+            size_t wg = 0, wl = 0;
+            const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+            ASSERT_LE(eg, 2.0 * el + 1e-4 * max_abs(ref))
+                << "heads " << c.Hq << "/" << c.Hkv << " d " << c.d << " pos " << pos << " window " << c.win.sink << "/"
+                << c.win.local << " splits " << cuda::decode_splits(*cache) << ": err " << eg << " (bf16 cache " << el
+                << ") worst " << wg << " got " << got[wg] << " want " << ref[wg];
+        }
+    }
+}
+
+// Block scores against the definition in fp64 (small T), then lists against the CPU estimate.
+TEST_F(CudaAttention, XAEstimationMatchesCpu) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    struct XCase {
+        int64_t T;
+        int Hq, Hkv, d;
+        int64_t block;
+    };
+    for (const XCase& c : {XCase{700, 4, 2, 64, 64}, XCase{1000, 8, 2, 128, 128}, XCase{129, 3, 3, 64, 128},
+                           XCase{3000, 8, 1, 64, 64}}) {
+        const std::vector<float> q = randn(size_t(c.T * c.Hq * c.d), rng), k = randn(size_t(c.T * c.Hkv * c.d), rng);
+        XAParams xp;
+        xp.block = c.block;
+        DevBuf<float> dq(q), dk(k);
+        const int64_t S = xp.stride, R = (c.T + S - 1) / S, nb = (c.T + c.block - 1) / c.block, rb = c.block / S;
+        const int G = c.Hq / c.Hkv;
+        if (c.T <= 1000) {  // fp64 definition of the scores of KV head 0
+            std::vector<double> want(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
+            for (int hh = 0; hh < G; ++hh)
+                for (int64_t r = 0; r < R; ++r) {
+                    double mx = -1e300;
+                    for (int64_t col = 0; col <= r; ++col) {
+                        double dot = 0;
+                        for (int64_t t = 0; t < S; ++t) {
+                            const int64_t qi = S * r + S - 1 - t, ki = S * col + t;
+                            if (qi >= c.T || ki >= c.T) continue;
+                            for (int x = 0; x < c.d; ++x)
+                                dot += double(q[size_t((qi * c.Hq + hh) * c.d + x)]) * k[size_t((ki * c.Hkv) * c.d + x)];
+                        }
+                        a[size_t(col)] = dot / (std::sqrt(double(c.d)) * double(S));
+                        mx = std::max(mx, a[size_t(col)]);
+                    }
+                    double sum = 0;
+                    for (int64_t col = 0; col <= r; ++col) sum += (a[size_t(col)] = std::exp(a[size_t(col)] - mx));
+                    for (int64_t col = 0; col <= r; ++col) want[size_t((r / rb) * nb + col / rb)] += a[size_t(col)] / sum;
+                }
+            const std::vector<double> got = cuda::xa_block_scores(dq.p, dk.p, c.T, c.Hq, c.Hkv, c.d, 0, xp, nullptr);
+            double worst = 0;
+            for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+            EXPECT_LE(worst, 1e-4 * double(rb)) << "T " << c.T << " block " << c.block << ": max score error " << worst;
+        }
+        LayerPlan gpu_plan, cpu_plan;
+        gpu_plan.mode.assign(size_t(c.Hkv), HeadMode::XA);
+        cpu_plan.mode = gpu_plan.mode;
+        cuda::xa_fill_plan(dq.p, dk.p, c.T, c.Hq, c.Hkv, c.d, xp, gpu_plan, nullptr);
+        cpu::xa_fill_plan(q.data(), k.data(), c.T, c.Hq, c.Hkv, c.d, xp, cpu_plan);
+        for (int g = 0; g < c.Hkv; ++g) {
+            const BlockList &a = gpu_plan.xa[size_t(g)], &b = cpu_plan.xa[size_t(g)];
+            ASSERT_EQ(a.n_query_blocks(), b.n_query_blocks());
+            int differ = 0;
+            for (int64_t qb = 0; qb < a.n_query_blocks(); ++qb) {
+                const std::vector<int32_t> la(a.blocks.begin() + a.offsets[size_t(qb)], a.blocks.begin() + a.offsets[size_t(qb) + 1]);
+                const std::vector<int32_t> lb(b.blocks.begin() + b.offsets[size_t(qb)], b.blocks.begin() + b.offsets[size_t(qb) + 1]);
+                differ += la != lb;
+            }
+            // Float ties at the threshold may flip a block in a rare query block, never more.
+            EXPECT_LE(differ, 1) << "T " << c.T << " head " << g << ": " << differ << " of " << a.n_query_blocks()
+                                 << " query blocks select different key blocks";
+        }
+    }
+}
+
+#endif  // ELASTIC_HAVE_CUDA
