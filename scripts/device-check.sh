@@ -99,7 +99,6 @@ deps_env() {  # the paths the configure, the build and the test run need
     -DCMAKE_LIBRARY_PATH="$DEPS/usr/lib/$ARCH;$DEPS/usr/lib/$ARCH/openblas-pthread"
     -DCMAKE_INCLUDE_PATH="$DEPS/usr/include;$DEPS/usr/include/$ARCH/openblas-pthread"
     -DPKG_CONFIG_EXECUTABLE="${PKG_CONFIG:-$(command -v pkg-config)}"
-    -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON
   )
 }
 

@@ -182,6 +182,12 @@ TEST(Ops, RmsNormRopeSwigluAddAgainstFormulas) {
 }
 
 #ifdef ELASTIC_HAVE_CUDA
+// Says in the test report whether the op tests above covered the CUDA backend.
+TEST(Ops, CudaBackendCovered) {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the op tests ran on the CPU backend only";
+    SUCCEED();
+}
+
 // Device problems are user-facing errors, not crashes: a GPU that is not there, or no GPU at all.
 TEST(Ops, CudaMissingDeviceIsAnError) {
     const int n = cuda_device_count();
