@@ -3,8 +3,10 @@ MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc)
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN := build/bin/elastic
+# nvcc for the cuda-release preset when it is not on PATH (the toolkit's usual place).
+export CUDACXX ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 
-.PHONY: all setup build model demo test test-long fuzz bench clean
+.PHONY: all setup build cuda model demo test test-long fuzz bench clean
 
 all: build
 
@@ -15,6 +17,11 @@ build: setup
 	@cmake --preset cpu-release >/dev/null
 	@cmake --build build -j $(JOBS)
 
+# The CUDA backend build (build-cuda/). Compiles without a GPU; its tests skip when none is present.
+cuda: setup
+	@cmake --preset cuda-release >/dev/null
+	@cmake --build build-cuda -j $(JOBS)
+
 model: $(MODEL)
 $(MODEL):
 	@bash scripts/get-model.sh
@@ -22,7 +29,8 @@ $(MODEL):
 demo: build model
 	@bash scripts/demo.sh
 
-test: build model
+# The CPU ctest is the test run; the CUDA build must also compile (CI has nvcc but no GPU).
+test: build cuda model
 	@cd build && ctest --output-on-failure -j $(JOBS)
 
 # Long mode: the tests plus a minute of fuzzing per parser.

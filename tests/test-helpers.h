@@ -1,8 +1,12 @@
 // Shared test utilities: fresh random inputs, poisoned outputs, error measures, paths.
 #pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -39,6 +43,49 @@ inline double max_rel_err(const std::vector<float>& a, const std::vector<float>&
     }
     if (worst) *worst = wi;
     return me / std::max(mb, 1e-30);
+}
+
+// x rounded to bf16 (round to nearest even), as the CUDA backend stores weights and GEMM inputs.
+inline float round_bf16(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return x;
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+inline std::vector<float> round_bf16(std::vector<float> v) {
+    for (float& x : v) x = round_bf16(x);
+    return v;
+}
+
+// The tolerance rule (CONVENTIONS.md #5), one place for every test that compares a backend:
+//  - fp32 (naive == nullptr): max |out - ref| <= rel * max |ref|.
+//  - bf16: max |out - ref| <= 2 * max |naive - ref| + rel * max |ref|, where `naive` is a naive
+//    implementation with the same tensors rounded to bf16 and fp32 accumulation (FlashAttention's
+//    rule; the floor covers outputs that bf16 happens to represent exactly).
+// On failure the message names the worst element with its values.
+inline ::testing::AssertionResult close_enough(const std::vector<float>& out, const std::vector<float>& ref,
+                                               const std::vector<float>* naive = nullptr, double rel = 1e-5) {
+    if (out.size() != ref.size() || (naive && naive->size() != ref.size()))
+        return ::testing::AssertionFailure() << "size mismatch: " << out.size() << " vs " << ref.size();
+    double mref = 0, err = 0, nerr = 0;
+    size_t worst = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        mref = std::max(mref, double(std::fabs(ref[i])));
+        double e = std::fabs(double(out[i]) - double(ref[i]));
+        if (std::isnan(e)) e = std::numeric_limits<double>::infinity();
+        if (e > err) { err = e; worst = i; }
+        if (naive) nerr = std::max(nerr, std::fabs(double((*naive)[i]) - double(ref[i])));
+    }
+    const double allowed = (naive ? 2.0 * nerr : 0.0) + rel * mref;
+    if (err <= allowed) return ::testing::AssertionSuccess();
+    auto f = ::testing::AssertionFailure();
+    f << "max error " << err << " > allowed " << allowed << " (" << (naive ? "2x naive bf16 error " : "fp32 rule, ")
+      << (naive ? std::to_string(nerr) + " + " : "") << rel << " x max|ref| " << mref << "); worst element [" << worst
+      << "]: got " << out[worst] << ", reference " << ref[worst];
+    if (naive) f << ", naive bf16 " << (*naive)[worst];
+    return f;
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(ELASTIC_SOURCE_DIR) + "/" + rel; }

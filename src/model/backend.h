@@ -59,4 +59,12 @@ public:
 // CPU reference backend (fp32, OpenMP threads, OpenBLAS for dense products).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
+#ifdef ELASTIC_HAVE_CUDA
+// CUDA backend on one GPU (src/cuda): fp32 activations, bf16 weights and GEMM inputs with fp32
+// accumulation. Throws elastic::Error when CUDA cannot start or the device does not exist.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+// Usable CUDA devices; 0 when there is no driver or no GPU.
+int cuda_device_count();
+#endif
+
 }  // namespace elastic

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention-options.h"
+#include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -23,6 +24,7 @@ struct BenchOptions {
     int n_gen = 32, reps = 3, threads = 0;
     bool json = false;
     AttentionOptions attn;
+    BackendOptions backend;
 };
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -56,7 +58,7 @@ void bench_model(const BenchOptions& o) {
     if (base.empty()) fail("bench: %s has no tokens", o.text_file.c_str());
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto be = make_cpu_backend(o.threads);
+    auto be = o.backend.make(o.threads);
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json)
         std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR |\n"
@@ -120,6 +122,7 @@ void add_bench(CLI::App& app) {
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--json", o->json, "Print one JSON object");
     o->attn.add_to(c);
+    o->backend.add_to(c);
     c->callback([o] { bench_model(*o); });
     add_bench_attention(b);
 }

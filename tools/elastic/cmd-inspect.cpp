@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention-options.h"
+#include "backend-options.h"
 #include "attention/heatmap.h"
 #include "commands.h"
 #include "core/error.h"
@@ -20,6 +21,7 @@ struct InspectOptions {
     bool json = false;
     int threads = 0;
     AttentionOptions attn;
+    BackendOptions backend;
 };
 
 void describe(const Model& m, bool json) {
@@ -49,7 +51,7 @@ void inspect(const InspectOptions& o) {
         fail("inspect: %s has %zu tokens, more than the model's context of %d", o.file.c_str(), ids.size(), model->config.max_ctx);
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto be = make_cpu_backend(o.threads);
+    auto be = o.backend.make(o.threads);
     Session s(*model, *be, int64_t(ids.size()), spec, router.get());
     s.forward(ids.data(), int64_t(ids.size()));
     const AttentionStats& st = s.stats();
@@ -83,6 +85,7 @@ void add_inspect(CLI::App& app) {
     c->add_flag("--json", o->json, "Print JSON");
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     o->attn.add_to(c);
+    o->backend.add_to(c);
     c->callback([o] { inspect(*o); });
 }
 

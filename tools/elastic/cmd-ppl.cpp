@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention-options.h"
+#include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -23,6 +24,7 @@ struct PplOptions {
     bool per_token = false;
     bool json = false;
     AttentionOptions attn;
+    BackendOptions backend;
 };
 
 void ppl(const PplOptions& o) {
@@ -35,7 +37,7 @@ void ppl(const PplOptions& o) {
     if (ctx > model->config.max_ctx) fail("ppl: --ctx %lld exceeds the model's context of %d", (long long)ctx, model->config.max_ctx);
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto backend = make_cpu_backend(o.threads);
+    auto backend = o.backend.make(o.threads);
     Session s(*model, *backend, ctx, spec, router.get());
     double msr_sum = 0, esr_sum = 0;
     int windows = 0;
@@ -109,6 +111,7 @@ void add_ppl(CLI::App& app) {
     c->add_flag("--per-token", o->per_token, "Also print each token's log-prob");
     c->add_flag("--json", o->json, "Print one JSON object");
     o->attn.add_to(c);
+    o->backend.add_to(c);
     c->callback([o] { ppl(*o); });
 }
 

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "attention-options.h"
+#include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -23,6 +24,7 @@ struct RunOptions {
     bool chat = false;
     SamplerParams sp{0.8f, 40, 0.95f, 0};
     AttentionOptions attn;
+    BackendOptions backend;
     std::string stats_json;
 };
 
@@ -55,7 +57,7 @@ void run(const RunOptions& o) {
 
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto backend = make_cpu_backend(o.threads);
+    auto backend = o.backend.make(o.threads);
     Session s(*model, *backend, cap, spec, router.get());
     Sampler sampler(o.sp);
 
@@ -131,6 +133,7 @@ void add_run(CLI::App& app) {
     c->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
     c->add_option("--system", o->system, "System message for --chat");
     o->attn.add_to(c);
+    o->backend.add_to(c);
     c->add_option("--stats-json", o->stats_json, "Write attention statistics (Ω_MSR, Ω_ESR, per-layer decisions, KV bytes, times)");
     c->callback([o] { run(*o); });
 }

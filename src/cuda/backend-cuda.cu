@@ -1,0 +1,230 @@
+// The CUDA backend: device fp32 activation buffers, bf16 weights, one stream and one cuBLAS handle
+// per backend (no globals: two backends may serve two sessions, even on two devices).
+// Host-side inputs of the interface (token ids, positions, norm vectors, inv_freq, weights) are
+// moved to the device here: weights and vectors once, cached by their host address; ids and
+// positions per call, or as a kernel argument when they are one token or consecutive.
+// The elastic attention ops are the kernels of src/cuda/attention.h.
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/attention.h"
+#include "cuda/cuda-check.h"
+#include "cuda/ops.h"
+#include "cuda/weight-upload.h"
+#include "model/backend.h"
+
+namespace elastic {
+
+namespace {
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        CUDA_CHECK(cudaSetDevice(device));
+        // A blocking stream: anything a kernel launcher queues on the legacy default stream still
+        // waits for our work and vice versa.
+        CUDA_CHECK(cudaStreamCreate(&stream_));
+        CUBLAS_CHECK(cublasCreate(&blas_));
+        CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    }
+    ~CudaBackend() override {  // no aborts here: tear down what can be
+        cudaSetDevice(device_);
+        cudaStreamSynchronize(stream_);
+        plan_.reset();
+        for (auto& kv : weights_) cudaFree(kv.second.dev);
+        for (auto& kv : vectors_) cudaFree(kv.second.dev);
+        cudaFree(xb_);
+        cudaFree(ints_);
+        cublasDestroy(blas_);
+        cudaStreamDestroy(stream_);
+    }
+    const char* name() const override { return "cuda"; }
+
+    float* alloc(size_t n) override {
+        bind();
+        return cuda::device_alloc<float>(n, "activations");
+    }
+    void release(float* p) override {
+        bind();
+        CUDA_CHECK(cudaFree(p));  // waits for queued work that may still use p
+    }
+    void upload(float* dst, const float* host, size_t n) override {
+        bind();
+        CUDA_CHECK(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free host at once
+    }
+    void download(float* host, const float* src, size_t n) override {
+        bind();
+        CUDA_CHECK(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) override {
+        bind();
+        const __nv_bfloat16* table = weight_bf16(E);  // shared with the output matmul when tied
+        if (T == 1) {
+            cuda::embedding_bf16(table, E.cols, nullptr, ids[0], 1, out, stream_);
+        } else {
+            cuda::embedding_bf16(table, E.cols, device_ints(ids, T), 0, T, out, stream_);
+        }
+    }
+    void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) override {
+        bind();
+        cuda::rms_norm(x, device_vector(w, size_t(dim)), y, rows, dim, eps, stream_);
+    }
+    void matmul(const Weight& W, const float* x, float* y, int64_t T) override {
+        bind();
+        const __nv_bfloat16* w = weight_bf16(W);
+        const size_t need = size_t(T * W.cols);
+        if (need > xb_n_) {
+            CUDA_CHECK(cudaFree(xb_));
+            xb_ = cuda::device_alloc<__nv_bfloat16>(need, "bf16 activations");
+            xb_n_ = need;
+        }
+        cuda::matmul_bf16(blas_, w, W.rows, W.cols, x, xb_, y, T, stream_);
+    }
+    void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) override {
+        bind();
+        const float* freq = device_vector(inv_freq, size_t(head_dim / 2));
+        bool consecutive = true;  // the forward's positions always are: then no copy at all
+        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
+        const int32_t* dpos = consecutive ? nullptr : device_ints(pos, T);
+        cuda::rope(x, T, n_heads, head_dim, dpos, T > 0 ? pos[0] : 0, freq, stream_);
+    }
+    void swiglu(const float* gate, const float* up, float* out, int64_t n) override {
+        bind();
+        cuda::swiglu(gate, up, out, n, stream_);
+    }
+    void add(float* y, const float* x, int64_t n) override {
+        bind();
+        cuda::add(y, x, n, stream_);
+    }
+
+    void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
+                             int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
+                             int64_t xa_block, float scale) override {
+        bind();
+        plan_ = cuda::upload_plan(plan, T, xa_block, stream_);  // kept until the next layer's: its kernels read it
+        cuda::hybrid_prefill_f32io(q, k, v, out, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block, scale, stream_);
+    }
+    void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                      const XAParams& p, LayerPlan& plan) override {
+        bind();
+        cuda::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan, stream_);
+    }
+    struct Cache final : LayerCache {
+        std::unique_ptr<cuda::DeviceLayerCache> c;
+        size_t bytes() const override { return cuda::cache_bytes(*c); }
+    };
+    std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
+                                                int n_kv_head, int head_dim) override {
+        bind();
+        auto c = std::make_unique<Cache>();
+        c->c = cuda::new_layer_cache(plan, win, capacity, n_kv_head, head_dim);
+        return c;
+    }
+    void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) override {
+        bind();
+        cuda::cache_store_prefill(*static_cast<Cache&>(c).c, k, v, T, stream_);
+    }
+    void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) override {
+        bind();
+        cuda::cache_append(*static_cast<Cache&>(c).c, k_tok, v_tok, pos, stream_);
+    }
+    void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) override {
+        bind();
+        cuda::attn_decode(q, *static_cast<const Cache&>(c).c, pos, out, n_head, scale, stream_);
+    }
+
+private:
+    struct CachedWeight {
+        uint64_t fingerprint;
+        __nv_bfloat16* dev;  // [rows, cols]
+    };
+    struct CachedVector {
+        std::vector<float> host;  // the contents uploaded, compared on every use
+        float* dev;
+    };
+
+    // The device thread state is per host thread: every entry point selects our device first.
+    void bind() const { CUDA_CHECK(cudaSetDevice(device_)); }
+
+    // W as bf16 on the device, dequantised and uploaded on first use (DESIGN.md §2: the GPU keeps
+    // bf16 weights). Keyed by W.data; the fingerprint notices a freed matrix's reused address.
+    const __nv_bfloat16* weight_bf16(const Weight& W) {
+        const uint64_t fp = cuda::weight_fingerprint(W);
+        auto it = weights_.find(W.data);
+        if (it != weights_.end()) {
+            if (it->second.fingerprint == fp) return it->second.dev;
+            CUDA_CHECK(cudaFree(it->second.dev));
+            weights_.erase(it);
+        }
+        __nv_bfloat16* dev = cuda::upload_weight_bf16(W, stream_);
+        weights_.emplace(W.data, CachedWeight{fp, dev});
+        return dev;
+    }
+
+    // A small host vector (norm weights, inv_freq) on the device, cached by address and contents.
+    const float* device_vector(const float* host, size_t n) {
+        CachedVector& e = vectors_[host];
+        if (e.dev && e.host.size() == n && std::memcmp(e.host.data(), host, n * sizeof(float)) == 0) return e.dev;
+        if (e.host.size() != n) {
+            CUDA_CHECK(cudaFree(e.dev));
+            e.dev = cuda::device_alloc<float>(n, "a norm or frequency vector");
+        }
+        e.host.assign(host, host + n);
+        CUDA_CHECK(cudaMemcpyAsync(e.dev, e.host.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));  // e.host may change on the next call
+        return e.dev;
+    }
+
+    // Host int32 values (token ids, positions) in a device scratch buffer. The stream orders the
+    // buffer's reuse after the kernels that read it.
+    const int32_t* device_ints(const int32_t* host, int64_t n) {
+        if (size_t(n) > ints_n_) {
+            CUDA_CHECK(cudaFree(ints_));
+            ints_ = cuda::device_alloc<int32_t>(size_t(n), "token ids");
+            ints_n_ = size_t(n);
+        }
+        CUDA_CHECK(cudaMemcpyAsync(ints_, host, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+        return ints_;
+    }
+
+    int device_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t blas_ = nullptr;
+    std::unordered_map<const uint8_t*, CachedWeight> weights_;
+    std::unordered_map<const float*, CachedVector> vectors_;
+    __nv_bfloat16* xb_ = nullptr;  // x rounded to bf16 for the GEMM, [xb_n_]
+    size_t xb_n_ = 0;
+    int32_t* ints_ = nullptr;  // [ints_n_]
+    size_t ints_n_ = 0;
+    std::unique_ptr<cuda::DevicePlan> plan_;  // the last prefill's plan
+};
+
+}  // namespace
+
+int cuda_device_count() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        fail("CUDA: no usable GPU (%s)", cudaGetErrorString(err));
+    }
+    if (n == 0) fail("CUDA: no GPU found");
+    if (device < 0 || device >= n) fail("CUDA: device %d does not exist (this machine has %d)", device, n);
+    return std::make_unique<CudaBackend>(device);
+}
+
+}  // namespace elastic

@@ -1,0 +1,34 @@
+// CUDA launchers of the backend's small ops and GEMM (src/model/backend.h semantics), one file per
+// op family as in src/cpu: elementwise.cu (rms_norm, rope, swiglu, add), matmul.cu (matmul,
+// embedding, fp32 -> bf16). All pointers are device pointers; everything is queued on stream s.
+// Precision: activations stay fp32; weights and the GEMM's inputs are bf16 with fp32 accumulation.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace elastic::cuda {
+
+// y[rows, dim] = x / rms(x) * w     (y may equal x); w [dim]
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps, cudaStream_t s);
+// x[T, n_heads, head_dim] rotated in place (HF rotate_half); positions pos[t], or pos0 + t when pos is null.
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
+          cudaStream_t s);
+// out[n] = silu(gate[n]) * up[n]
+void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
+// y[n] += x[n]
+void add(float* y, const float* x, int64_t n, cudaStream_t s);
+
+// y[n] = bf16(x[n]), round to nearest even
+void f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t n, cudaStream_t s);
+// out[T, cols] = rows ids[t] of E[vocab, cols] as fp32; ids may be null for T == 1 (then row id0).
+void embedding_bf16(const __nv_bfloat16* E, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out,
+                    cudaStream_t s);
+// y[T, rows] = bf16(x[T, cols]) @ W[rows, cols]^T, fp32 accumulation and output; xb: scratch of T * cols.
+// The handle must already be bound to stream s.
+void matmul_bf16(cublasHandle_t h, const __nv_bfloat16* W, int64_t rows, int64_t cols, const float* x, __nv_bfloat16* xb,
+                 float* y, int64_t T, cudaStream_t s);
+
+}  // namespace elastic::cuda
