@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEPS=${DEPS:-/tmp/deps}
 JOBS=${JOBS:-$(nproc)}
-STEPS=${STEPS:-"deps build smi test bench"}
+STEPS=${STEPS:-"deps build smi test sanitize kernels bench peers"}
 PRESET=${PRESET:-cuda-release}
 BUILD=${BUILD:-build-cuda}
 LOGS=${OUT:-$BUILD/device-logs}
@@ -105,7 +105,9 @@ deps_env() {  # the paths the configure, the build and the test run need
 configure_and_build() {
   deps_env
   rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"
-  cmake --preset "$PRESET" -B "$BUILD" "${CMAKE_DEPS[@]}"
+  # CUDA_ARCHS (default 90, the H100/H200 here) keeps the build on that machine short; the
+  # preset itself builds sm_80 and sm_90.
+  cmake --preset "$PRESET" -B "$BUILD" "${CMAKE_DEPS[@]}" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}"
   # Every dependency must come from $DEPS, not from a system copy that happens to exist.
   grep -E '^(PCRE2_LINK_LIBRARIES|BLAS_openblas_LIBRARY|CBLAS_INCLUDE_DIR|PNG_LIBRARY_RELEASE|nlohmann_json_DIR|CLI11_DIR|GTest_DIR)' \
     "$BUILD/CMakeCache.txt"
@@ -120,7 +122,8 @@ run_tests() {
   deps_env
   local xml=""
   [ -n "${OUT:-}" ] && xml="--gtest_output=xml:$OUT/tests.xml"
-  OMP_WAIT_POLICY=PASSIVE "$BUILD/bin/elastic_tests" $xml
+  # GTEST_FILTER narrows the run (e.g. when ../shared/fixtures did not travel).
+  OMP_WAIT_POLICY=PASSIVE "$BUILD/bin/elastic_tests" $xml ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER}
 }
 
 model_path() {
@@ -135,8 +138,22 @@ run_benchmarks() {
   # Model throughput, CPU then CUDA (llama-bench style table; JSON with --json).
   "$BUILD/bin/elastic" bench model -m "$m" --backend cpu -r 1 -p 512,2048
   "$BUILD/bin/elastic" bench model -m "$m" --backend cuda -r 3 -p 512,2048,8192
-  # TODO(attention kernels): kernel benchmark of hybrid prefill / decode on the GPU.
-  # TODO(lead): long-context runs, eval, golden comparisons.
+}
+
+# The fused hybrid kernel and decode, 32/8 heads, d 128, bf16: Ω sweep at 8K/32K/128K (JSON in $LOGS).
+run_kernel_bench() {
+  deps_env
+  "$BUILD/bin/bench-attention-cuda" --json "$LOGS/bench-cuda.json"
+}
+
+# Peers in their own run on the same machine: SDPA flash / cuDNN, FlexAttention, serial dispatch.
+run_peers() { python3 bench/peers/peers.py --json "$LOGS/peers.json"; }
+
+# compute-sanitizer memcheck on the hybrid kernel and decode tests.
+run_sanitizer() {
+  deps_env
+  compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/bin/elastic_tests" \
+    --gtest_filter='CudaAttention.PrefillVarlenBatchNative:CudaAttention.PrefillStridedQKV:CudaAttention.DecodeMatchesNaive'
 }
 
 stop() { printf 'device-check: %s\n' "$*" >&2; summary; exit 1; }
@@ -144,6 +161,9 @@ step deps deps_unpack || stop "unpacking the dependencies failed (see $LOGS/deps
 step build configure_and_build || stop "the build failed (see $LOGS/build.log)"
 step smi smi || stop "nvidia-smi failed: no GPU visible"
 step test run_tests || true
+step sanitize run_sanitizer || true
+step kernels run_kernel_bench || true
 step bench run_benchmarks || true
+step peers run_peers || true
 summary
 exit "$FAILED"
