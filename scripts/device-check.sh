@@ -104,11 +104,18 @@ deps_env() {  # the paths the configure, the build and the test run need
 
 configure_and_build() {
   deps_env
-  rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"
+  # A build tree made with another generator cannot be reused; otherwise keep it (incremental).
+  if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -qx "CMAKE_GENERATOR:INTERNAL=$GEN" "$BUILD/CMakeCache.txt"; then
+    rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"
+  fi
   cmake --preset "$PRESET" -B "$BUILD" "${CMAKE_DEPS[@]}"
   # Every dependency must come from $DEPS, not from a system copy that happens to exist.
-  grep -E '^(PCRE2_LINK_LIBRARIES|BLAS_openblas_LIBRARY|CBLAS_INCLUDE_DIR|PNG_LIBRARY_RELEASE|nlohmann_json_DIR|CLI11_DIR|GTest_DIR)' \
-    "$BUILD/CMakeCache.txt"
+  local found bad
+  found=$(grep -E '^(pkgcfg_lib_PCRE2_pcre2-8|PCRE2_INCLUDEDIR|BLAS_openblas_LIBRARY|CBLAS_INCLUDE_DIR|PNG_LIBRARY_RELEASE|PNG_PNG_INCLUDE_DIR|nlohmann_json_DIR|CLI11_DIR|GTest_DIR)[:=]' \
+    "$BUILD/CMakeCache.txt")
+  echo "$found"
+  bad=$(echo "$found" | grep -vF "$DEPS" || true)
+  if [ -n "$bad" ]; then echo "dependencies found outside $DEPS:"; echo "$bad"; return 1; fi
   cmake --build "$BUILD" -j "$JOBS"
   echo "libraries of the elastic binary from $DEPS:"
   ldd "$BUILD/bin/elastic" | grep -F "$DEPS" || echo "  (none)"
@@ -120,6 +127,8 @@ run_tests() {
   deps_env
   local xml=""
   [ -n "${OUT:-}" ] && xml="--gtest_output=xml:$OUT/tests.xml"
+  local m; m=$(model_path)
+  if [ -n "$m" ]; then export ELASTIC_MODEL=$m; else echo "no model: model tests use the tiny test model or skip"; fi
   OMP_WAIT_POLICY=PASSIVE "$BUILD/bin/elastic_tests" $xml
 }
 
