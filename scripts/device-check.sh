@@ -104,14 +104,21 @@ deps_env() {  # the paths the configure, the build and the test run need
 
 configure_and_build() {
   deps_env
-  rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"
+  # A build tree made with another generator cannot be reused; otherwise keep it (incremental).
+  if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -qx "CMAKE_GENERATOR:INTERNAL=$GEN" "$BUILD/CMakeCache.txt"; then
+    rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"
+  fi
   # CUDA_ARCHS (default 90, the H100/H200 here) keeps the build on that machine short; the
-  # preset itself builds sm_80 and sm_90.
+  # preset itself builds sm_80 and sm_90. No -Werror with that machine's other compiler (GCC 13).
   cmake --preset "$PRESET" -B "$BUILD" "${CMAKE_DEPS[@]}" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
-    -DELASTIC_WERROR="${WERROR:-OFF}"  # another compiler there (GCC 13): its new warnings do not stop the run
+    -DELASTIC_WERROR="${WERROR:-OFF}"
   # Every dependency must come from $DEPS, not from a system copy that happens to exist.
-  grep -E '^(PCRE2_LINK_LIBRARIES|BLAS_openblas_LIBRARY|CBLAS_INCLUDE_DIR|PNG_LIBRARY_RELEASE|nlohmann_json_DIR|CLI11_DIR|GTest_DIR)' \
-    "$BUILD/CMakeCache.txt"
+  local found bad
+  found=$(grep -E '^(pkgcfg_lib_PCRE2_pcre2-8|PCRE2_INCLUDEDIR|BLAS_openblas_LIBRARY|CBLAS_INCLUDE_DIR|PNG_LIBRARY_RELEASE|PNG_PNG_INCLUDE_DIR|nlohmann_json_DIR|CLI11_DIR|GTest_DIR)[:=]' \
+    "$BUILD/CMakeCache.txt")
+  echo "$found"
+  bad=$(echo "$found" | grep -vF "$DEPS" || true)
+  if [ -n "$bad" ]; then echo "dependencies found outside $DEPS:"; echo "$bad"; return 1; fi
   cmake --build "$BUILD" -j "$JOBS" || return 1  # explicit: errexit is off inside `step ... || stop`
   echo "libraries of the elastic binary from $DEPS:"
   ldd "$BUILD/bin/elastic" | grep -F "$DEPS" || echo "  (none)"
@@ -123,8 +130,9 @@ run_tests() {
   deps_env
   local xml=""
   [ -n "${OUT:-}" ] && xml="--gtest_output=xml:$OUT/tests.xml"
-  # GTEST_FILTER narrows the run (e.g. when ../shared/fixtures did not travel).
-  OMP_WAIT_POLICY=PASSIVE "$BUILD/bin/elastic_tests" $xml ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER}
+  local m; m=$(model_path)
+  if [ -n "$m" ]; then export ELASTIC_MODEL=$m; else echo "no model: model tests use the tiny test model or skip"; fi
+  OMP_WAIT_POLICY=PASSIVE "$BUILD/bin/elastic_tests" $xml
 }
 
 model_path() {
