@@ -121,7 +121,9 @@ TEST(CudaModel, LogitsWithin2xOfNaiveBf16) {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
     // SmolLM2 when fetched, else the tiny Qwen3 of tests/data (qk-norm path, random weights).
     const std::string p = default_model_path();
-    auto model = Model::load(file_exists(p) ? p : source_path("tests/data/tiny-qwen3"));
+    // The kernels take head_dim 64 or 128: SmolLM2 (64); the tiny test models (16, 32) do not fit.
+    if (!file_exists(p)) GTEST_SKIP() << "default model not present (ELASTIC_MODEL)";
+    auto model = Model::load(p);
     std::vector<int32_t> ids(260);
     std::mt19937_64 rng(5);
     for (auto& x : ids) x = int32_t(rng() % uint64_t(std::min(model->config.vocab, 20000)));

@@ -23,6 +23,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from triton.testing import do_bench
 
+# One compiled graph per shape and mask: raise dynamo's recompile limit, or after 8 shapes it
+# silently falls back to eager flex_attention, which materialises the full score matrix.
+torch._dynamo.config.cache_size_limit = 256
+if hasattr(torch._dynamo.config, "recompile_limit"):
+    torch._dynamo.config.recompile_limit = 256
+if hasattr(torch._dynamo.config, "accumulated_recompile_limit"):
+    torch._dynamo.config.accumulated_recompile_limit = 4096
+torch.set_grad_enabled(False)
 flex = torch.compile(flex_attention, dynamic=False)
 
 

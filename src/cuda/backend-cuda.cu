@@ -105,6 +105,8 @@ public:
     void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
                              int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
                              int64_t xa_block, float scale) override {
+        if (head_dim != 64 && head_dim != 128)
+            fail("the CUDA attention kernels take head_dim 64 or 128; this model has %d (use --backend cpu)", head_dim);
         bind();
         plan_ = cuda::upload_plan(plan, T, xa_block, stream_);  // kept until the next layer's: its kernels read it
         cuda::hybrid_prefill_f32io(q, k, v, out, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block, scale, stream_);
