@@ -64,6 +64,11 @@ public:
     // compute decode attention with the fp64 naive kernel over it, using the same plan's masks.
     // Set before the prefill.
     void set_reference_decode(bool on) { reference_decode_ = on; }
+    // Eval hook (`elastic inspect --retrieval-scores`): with reference decode on, called in every
+    // decode step for each layer with the step's query q [n_head, head_dim] (after RoPE) and the
+    // whole K history k [n_keys, n_kv_head, head_dim]. The normal decode path never calls it.
+    using DecodeObserver = std::function<void(int layer, const float* q, const float* k, int64_t n_keys)>;
+    void set_decode_observer(DecodeObserver fn) { decode_observer_ = std::move(fn); }
 
 private:
     void prefill(const int32_t* ids, int64_t T, bool all_logits, const LogitsFn& on_logits);
@@ -82,6 +87,7 @@ private:
     AttentionStats stats_;
     std::function<void(int, int)> progress_;
     bool reference_decode_ = false;
+    DecodeObserver decode_observer_;
     std::vector<std::vector<float>> ref_k_, ref_v_;  // [layer][pos, n_kv_head, head_dim], reference decode only
     // Scratch: whole-prompt rows (x, h, q, k, v, att) and chunk rows (gate, up, logits).
     int64_t rows_ = 0, chunk_rows_ = 0;

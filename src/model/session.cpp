@@ -235,6 +235,7 @@ void Session::decode(int32_t id, bool want_logits, int64_t index, const LogitsFn
             be_.download(rv.data() + pos_ * kvd, v_, size_t(kvd));
             std::vector<float> q(static_cast<size_t>(qd)), o(static_cast<size_t>(qd));
             be_.download(q.data(), q_, size_t(qd));
+            if (decode_observer_) decode_observer_(l, q.data(), rk.data(), pos_ + 1);
             cpu::attn_decode_naive(q.data(), rk.data(), rv.data(), pos_, o.data(), c.n_head, c.n_kv_head, int(hd),
                                    plans_[size_t(l)], spec_.win, scale);
             be_.upload(att_, o.data(), size_t(qd));

@@ -17,9 +17,11 @@ namespace elastic::cli {
 namespace {
 
 struct InspectOptions {
-    std::string model, file, png;
+    std::string model, file, png, retrieval, aggregate = "max";
     bool json = false;
-    int threads = 0;
+    int threads = 0, samples = 4;
+    int64_t length = 2048;
+    uint64_t seed = 0;
     AttentionOptions attn;
     BackendOptions backend;
 };
@@ -39,6 +41,11 @@ void describe(const Model& m, bool json) {
 }
 
 void inspect(const InspectOptions& o) {
+    if (!o.retrieval.empty()) {
+        if (o.aggregate != "max" && o.aggregate != "mean") fail("inspect: --aggregate must be max or mean");
+        inspect_retrieval_scores(o.model, o.retrieval, o.samples, o.length, o.seed, o.aggregate == "max", o.threads);
+        return;
+    }
     auto model = Model::load(o.model);
     if (o.file.empty()) {
         if (!o.png.empty()) fail("inspect: --png needs an input (-f FILE)");
@@ -84,6 +91,11 @@ void add_inspect(CLI::App& app) {
     c->add_option("--png", o->png, "Write the layer x head routing map as a PNG");
     c->add_flag("--json", o->json, "Print JSON");
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("--retrieval-scores", o->retrieval, "Write per-head retrieval scores (Wu et al. 2024) on NIAH samples as JSON for static:FILE");
+    c->add_option("--samples", o->samples, "--retrieval-scores: NIAH samples")->capture_default_str();
+    c->add_option("--length", o->length, "--retrieval-scores: sample length in tokens")->capture_default_str();
+    c->add_option("--seed", o->seed, "--retrieval-scores: data seed")->capture_default_str();
+    c->add_option("--aggregate", o->aggregate, "--retrieval-scores: query heads to their KV head by max or mean")->capture_default_str();
     o->attn.add_to(c);
     o->backend.add_to(c);
     c->callback([o] { inspect(*o); });

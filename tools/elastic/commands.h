@@ -12,7 +12,12 @@ void add_convert(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_router_init(CLI::App& app);
+void add_eval(CLI::App& app);
 void add_bench_attention(CLI::App* bench);  // cmd-bench-attention.cpp
+void add_eval_report(CLI::App* eval);      // cmd-eval-report.cpp
+// cmd-inspect-retrieval.cpp: per-head retrieval scores on NIAH samples, written for static:FILE.
+void inspect_retrieval_scores(const std::string& model, const std::string& out, int samples, int64_t length, uint64_t seed,
+                              bool aggregate_max, int threads);
 
 // Shared helpers.
 std::string read_file(const std::string& path);

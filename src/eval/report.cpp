@@ -1,0 +1,138 @@
+#include "eval/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <cstdio>
+#include <set>
+
+#include "core/error.h"
+
+namespace elastic::eval {
+
+namespace {
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string fmt(double x, const char* f) {
+    if (std::isnan(x)) return "–";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, x);
+    return buf;
+}
+}  // namespace
+
+Report build_report(const std::vector<RunFile>& runs) {
+    if (runs.empty()) fail("report: no result files");
+    std::set<std::string> models;
+    for (const auto& f : runs) models.insert(f.model);
+    auto row_name = [&](const RunFile& f) {
+        if (models.size() <= 1) return f.attention;
+        std::string m = f.model.substr(f.model.find_last_of('/') + 1);
+        return m + " / " + f.attention;
+    };
+    Report rep;
+    std::map<std::pair<std::string, int64_t>, size_t> col_of;  // (family, length) -> column
+    for (const auto& f : runs)
+        for (const auto& t : f.results) {
+            std::string name = row_name(f);
+            if (std::find(rep.rows.begin(), rep.rows.end(), name) == rep.rows.end()) rep.rows.push_back(name);
+            const auto key = std::make_pair(t.family, t.length);
+            if (!col_of.count(key)) {
+                col_of[key] = rep.columns.size();
+                rep.columns.push_back({t.family, t.length_label, t.length, t.higher_is_better});
+            }
+        }
+    // order columns: by first appearance of the family, then by length
+    std::vector<std::string> fam_order;
+    for (const auto& c : rep.columns)
+        if (std::find(fam_order.begin(), fam_order.end(), c.family) == fam_order.end()) fam_order.push_back(c.family);
+    std::stable_sort(rep.columns.begin(), rep.columns.end(), [&](const Report::Column& a, const Report::Column& b) {
+        const long fa = std::find(fam_order.begin(), fam_order.end(), a.family) - fam_order.begin();
+        const long fb = std::find(fam_order.begin(), fam_order.end(), b.family) - fam_order.begin();
+        return fa != fb ? fa < fb : a.length < b.length;
+    });
+    col_of.clear();
+    for (size_t c = 0; c < rep.columns.size(); ++c) col_of[{rep.columns[c].family, rep.columns[c].length}] = c;
+
+    const size_t R = rep.rows.size(), C = rep.columns.size();
+    std::vector<std::vector<double>> sum(R, std::vector<double>(C, 0.0));
+    std::vector<std::vector<int>> cnt(R, std::vector<int>(C, 0));
+    std::vector<double> msr(R, 0), esr(R, 0);
+    std::vector<int> n(R, 0);
+    // prefill seconds per (row, task, length) for the speed-up
+    std::vector<std::map<std::pair<std::string, int64_t>, double>> prefill(R);
+    for (const auto& f : runs) {
+        const size_t r = size_t(std::find(rep.rows.begin(), rep.rows.end(), row_name(f)) - rep.rows.begin());
+        for (const auto& t : f.results) {
+            const size_t c = col_of[{t.family, t.length}];
+            sum[r][c] += t.score;
+            ++cnt[r][c];
+            msr[r] += t.omega_msr;
+            esr[r] += t.omega_esr;
+            ++n[r];
+            prefill[r][{t.task, t.length}] += t.prefill_seconds * std::max(1, t.samples);
+        }
+    }
+    rep.cells.assign(R, std::vector<double>(C, kNaN));
+    for (size_t r = 0; r < R; ++r) {
+        for (size_t c = 0; c < C; ++c)
+            if (cnt[r][c]) rep.cells[r][c] = sum[r][c] / cnt[r][c];
+        rep.omega_msr.push_back(n[r] ? msr[r] / n[r] : kNaN);
+        rep.omega_esr.push_back(n[r] ? esr[r] / n[r] : kNaN);
+    }
+    // speed-up: total prefill time of the `full` row over this row's, on the (task, length) both ran
+    for (size_t r = 0; r < R; ++r) {
+        double sp = kNaN;
+        const std::string& name = rep.rows[r];
+        const std::string prefix = name.find(" / ") != std::string::npos ? name.substr(0, name.find(" / ") + 3) : "";
+        auto full = std::find(rep.rows.begin(), rep.rows.end(), prefix + "full");
+        if (full != rep.rows.end()) {
+            const auto& fp = prefill[size_t(full - rep.rows.begin())];
+            double a = 0, b = 0;
+            for (const auto& [key, secs] : prefill[r]) {
+                auto it = fp.find(key);
+                if (it == fp.end()) continue;
+                a += it->second;
+                b += secs;
+            }
+            if (b > 0) sp = a / b;
+        }
+        rep.speedup.push_back(sp);
+    }
+    return rep;
+}
+
+std::string report_markdown(const Report& r) {
+    std::string s = "| attention |";
+    std::string sep = "|---|";
+    for (const auto& c : r.columns) {
+        s += " " + c.family + " " + c.label + (c.higher_is_better ? "" : " ↓") + " |";
+        sep += "---:|";
+    }
+    s += " Ω_MSR | Ω_ESR | prefill speed-up vs full |\n";
+    sep += "---:|---:|---:|\n";
+    s += sep;
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+        s += "| " + r.rows[i] + " |";
+        for (size_t c = 0; c < r.columns.size(); ++c) s += " " + fmt(r.cells[i][c], "%.2f") + " |";
+        s += " " + fmt(r.omega_msr[i], "%.3f") + " | " + fmt(r.omega_esr[i], "%.3f") + " | " + fmt(r.speedup[i], "%.2f×") + " |\n";
+    }
+    return s;
+}
+
+std::map<std::string, std::vector<std::pair<double, double>>> score_vs_length(const Report& r) {
+    std::map<std::string, std::vector<std::pair<double, double>>> out;
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+        std::map<int64_t, std::pair<double, int>> by_len;
+        for (size_t c = 0; c < r.columns.size(); ++c) {
+            const auto& col = r.columns[c];
+            if (!col.higher_is_better || col.length <= 0 || std::isnan(r.cells[i][c])) continue;
+            by_len[col.length].first += r.cells[i][c];
+            ++by_len[col.length].second;
+        }
+        for (const auto& [len, v] : by_len) out[r.rows[i]].push_back({double(len), v.first / v.second});
+    }
+    return out;
+}
+
+}  // namespace elastic::eval

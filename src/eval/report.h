@@ -1,0 +1,32 @@
+// `elastic eval report`: merges result files into one Markdown table (rows = attention modes,
+// columns = task family x length, then mean Ω_MSR, Ω_ESR and prefill speed-up against `full`)
+// and the data of the score-versus-length plot.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "eval/results.h"
+
+namespace elastic::eval {
+
+struct Report {
+    struct Column {
+        std::string family, label;
+        int64_t length = 0;
+        bool higher_is_better = true;
+    };
+    std::vector<std::string> rows;  // attention modes (prefixed by the model when several)
+    std::vector<Column> columns;
+    // cells[row][col]: mean score of the family's tasks at that length (NaN: not run)
+    std::vector<std::vector<double>> cells;
+    std::vector<double> omega_msr, omega_esr, speedup;  // per row; speedup NaN when no full run matches
+};
+
+Report build_report(const std::vector<RunFile>& runs);
+std::string report_markdown(const Report& r);
+
+// Series for the plot: per row, (length, mean score over the higher-is-better families at that length).
+std::map<std::string, std::vector<std::pair<double, double>>> score_vs_length(const Report& r);
+
+}  // namespace elastic::eval

@@ -1,0 +1,30 @@
+// `elastic eval report FILES... [--png FILE]`: one Markdown table (stdout) from the JSON of several
+// eval runs, and optionally the score-versus-length plot.
+#include <cstdio>
+
+#include "commands.h"
+#include "core/error.h"
+#include "eval/plot.h"
+#include "eval/report.h"
+
+namespace elastic::cli {
+
+void add_eval_report(CLI::App* ev) {
+    struct Options {
+        std::vector<std::string> files;
+        std::string png;
+    };
+    auto o = std::make_shared<Options>();
+    CLI::App* c = ev->add_subcommand("report", "Merge `elastic eval ... --json` results into a Markdown table (and a plot)");
+    c->add_option("files", o->files, "Result JSON files")->required();
+    c->add_option("--png", o->png, "Also draw score versus length per attention mode");
+    c->callback([o] {
+        std::vector<eval::RunFile> runs;
+        for (const auto& f : o->files) runs.push_back(eval::read_run_file(f));
+        const eval::Report rep = eval::build_report(runs);
+        std::printf("%s", eval::report_markdown(rep).c_str());
+        if (!o->png.empty()) eval::write_score_plot(o->png, eval::score_vs_length(rep));
+    });
+}
+
+}  // namespace elastic::cli
