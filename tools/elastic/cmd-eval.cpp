@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention-options.h"
+#include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "eval/corpus.h"
@@ -78,13 +79,13 @@ struct Runner {
     nlohmann::json predictions = nlohmann::json::array();
 
     explicit Runner(const EvalOptions& opts) : o(opts) {
-        if (o.backend == "cuda") fail("eval: --backend cuda: this build has no CUDA backend");
-        if (o.backend != "cpu") fail("eval: --backend must be cpu or cuda");
         if (o.samples < 1) fail("eval: --samples must be at least 1");
         model = Model::load(o.model);
         model->tok();
         spec = o.attn.resolve(*model, router);
-        backend = make_cpu_backend(o.threads);
+        BackendOptions bo;
+        bo.backend = o.backend;
+        backend = bo.make(o.threads);
     }
     Engine engine() { return Engine{*model, *backend, spec, router.get()}; }
     void progress(const std::string& what) {
@@ -270,7 +271,7 @@ void add_common(CLI::App* c, EvalOptions& o) {
     c->add_option("-m,--model", o.model, "GGUF file or HF directory")->required();
     c->add_option("--samples", o.samples, "Samples per task and length (LongBench: first N lines per file)")->capture_default_str();
     c->add_option("--seed", o.seed, "Seed of the generated data")->capture_default_str();
-    c->add_option("--backend", o.backend, "cpu | cuda")->capture_default_str();
+    c->add_option("--backend", o.backend, "cpu | cuda | cuda:N")->capture_default_str();
     c->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
     c->add_flag("--json", o.json, "Print one JSON object (for `elastic eval report`)");
     c->add_flag("--predictions", o.predictions, "Include every prediction in the JSON");
