@@ -47,6 +47,7 @@ AttentionSpec AttentionSpec::parse(const std::string& mode, double msr) {
     }
     if (s.kind != Kind::Static && s.kind != Kind::MSR && msr >= 0) fail("--msr applies to static:FILE only (use msr:X to force Ω_MSR with the router)");
     if (!(s.msr < 0 || (s.msr >= 0 && s.msr <= 1))) fail("--msr must be in [0, 1]");
+    if (s.kind == Kind::Static && s.msr >= 0) s.name += strprintf(" --msr %g", s.msr);  // two static runs differ by it
     return s;
 }
 
