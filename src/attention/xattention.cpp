@@ -26,8 +26,9 @@ void check(int64_t T, int n_head, int n_kv_head, int g, const XAParams& p) {
     ELASTIC_ASSERT(p.threshold > 0.0 && p.threshold <= 1.0);
 }
 
-// s [qb + 1]: summed scores of query block qb; appends the kept block ids (ascending) to out.
-void select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out,
+}  // namespace
+
+void xa_select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out,
                    std::vector<int32_t>& order) {
     const double total = std::accumulate(s, s + qb + 1, 0.0);
     const size_t first = out.size();
@@ -48,7 +49,6 @@ void select_blocks(const double* s, int64_t qb, double threshold, std::vector<in
     std::sort(out.begin() + std::ptrdiff_t(first), out.end());
 }
 
-}  // namespace
 
 BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim, int g,
                            const XAParams& p) {
@@ -115,7 +115,7 @@ BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head
             std::fill(tot.begin(), tot.end(), 0.0);
             for (int hh = 0; hh < group; ++hh)
                 for (int64_t kb = 0; kb <= qb; ++kb) tot[size_t(kb)] += score[size_t((hh * ncb + qb - qb0) * nb + kb)];
-            select_blocks(tot.data(), qb, p.threshold, bl.blocks, order);
+            xa_select_blocks(tot.data(), qb, p.threshold, bl.blocks, order);
             bl.offsets.push_back(int64_t(bl.blocks.size()));
         }
     }
@@ -161,7 +161,7 @@ BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int 
     bl.offsets.push_back(0);
     std::vector<int32_t> order;
     for (int64_t qb = 0; qb < nb; ++qb) {
-        select_blocks(score.data() + qb * nb, qb, p.threshold, bl.blocks, order);
+        xa_select_blocks(score.data() + qb * nb, qb, p.threshold, bl.blocks, order);
         bl.offsets.push_back(int64_t(bl.blocks.size()));
     }
     return bl;

@@ -30,6 +30,11 @@ BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head
 void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                   const XAParams& p, LayerPlan& plan);
 
+// The selection rule, shared by every backend: s [qb + 1] are the summed scores of query block
+// qb; blocks 0 and qb first, then descending score (ties: lower id) while the kept mass is below
+// threshold · total; appends the kept ids, ascending, to out. `order` is scratch.
+void xa_select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out, std::vector<int32_t>& order);
+
 // Reference: straightforward fp64 loops over the definition above.
 BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                                  int g, const XAParams& p);

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <vector>
 
+#include "attention/xattention.h"
 #include "core/error.h"
 #include "cuda/attention-common.cuh"
 #include "cuda/attention.h"
@@ -149,29 +150,6 @@ __global__ void __launch_bounds__(kXThreads) xa_scores_kernel(const XAKernelPara
     }
 }
 
-// cpu xattention.cpp select_blocks: blocks 0 and qb first, then descending score (ties: lower
-// id) while the kept mass is below threshold · total; ascending on return.
-void select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out,
-                   std::vector<int32_t>& order) {
-    const double total = std::accumulate(s, s + qb + 1, 0.0);
-    const size_t first = out.size();
-    out.push_back(0);
-    double mass = s[0];
-    if (qb > 0) {
-        out.push_back(int32_t(qb));
-        mass += s[qb];
-    }
-    order.resize(size_t(std::max<int64_t>(0, qb - 1)));
-    std::iota(order.begin(), order.end(), 1);
-    std::sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
-    for (int32_t kb : order) {
-        if (mass >= threshold * total) break;
-        out.push_back(kb);
-        mass += s[kb];
-    }
-    std::sort(out.begin() + std::ptrdiff_t(first), out.end());
-}
-
 }  // namespace
 
 std::vector<double> xa_block_scores(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
@@ -226,7 +204,7 @@ void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_k
         BlockList bl;
         bl.offsets.push_back(0);
         for (int64_t qb = 0; qb < nb; ++qb) {
-            select_blocks(sc.data() + qb * nb, qb, p.threshold, bl.blocks, order);
+            cpu::xa_select_blocks(sc.data() + qb * nb, qb, p.threshold, bl.blocks, order);
             bl.offsets.push_back(int64_t(bl.blocks.size()));
         }
         plan.xa[size_t(g)] = std::move(bl);
