@@ -180,18 +180,6 @@ double max_abs_err(const std::vector<float>& a, const std::vector<float>& b, siz
     return e;
 }
 
-BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_64& rng) {
-    BlockList bl;
-    bl.offsets.push_back(0);
-    std::bernoulli_distribution keep(p);
-    for (int64_t qb = 0; qb * block < T; ++qb) {
-        for (int64_t kb = 0; kb <= qb; ++kb)
-            if (kb == 0 || kb == qb || keep(rng)) bl.blocks.push_back(int32_t(kb));
-        bl.offsets.push_back(int64_t(bl.blocks.size()));
-    }
-    return bl;
-}
-
 enum Kind { AllFA, AllSSA, AllXARandom, AllXAEstimated, Mixed };
 const char* kind_name(Kind k) {
     const char* n[] = {"all-FA", "all-SSA", "all-XA(random)", "all-XA(estimated)", "mixed"};

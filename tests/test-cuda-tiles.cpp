@@ -17,18 +17,6 @@ using namespace elastic::test;
 
 namespace {
 
-BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_64& rng) {
-    BlockList bl;
-    bl.offsets.push_back(0);
-    std::bernoulli_distribution keep(p);
-    for (int64_t qb = 0; qb * block < T; ++qb) {
-        for (int64_t kb = 0; kb <= qb; ++kb)
-            if (kb == 0 || kb == qb || keep(rng)) bl.blocks.push_back(int32_t(kb));
-        bl.offsets.push_back(int64_t(bl.blocks.size()));
-    }
-    return bl;
-}
-
 }  // namespace
 
 TEST(CudaTiles, VisitedTilesAndMaskEqualPlanAllows) {

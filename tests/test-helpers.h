@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <vector>
 
+#include "attention/plan.h"
+
 namespace elastic::test {
 
 // A fresh seed per run (printed on failure by the caller through SCOPED_TRACE), unless
@@ -86,6 +88,20 @@ inline ::testing::AssertionResult close_enough(const std::vector<float>& out, co
       << "]: got " << out[worst] << ", reference " << ref[worst];
     if (naive) f << ", naive bf16 " << (*naive)[worst];
     return f;
+}
+
+// A valid random XA block list over T positions: block 0 and the diagonal always, the others
+// with probability p.
+inline BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_64& rng) {
+    BlockList bl;
+    bl.offsets.push_back(0);
+    std::bernoulli_distribution keep(p);
+    for (int64_t qb = 0; qb * block < T; ++qb) {
+        for (int64_t kb = 0; kb <= qb; ++kb)
+            if (kb == 0 || kb == qb || keep(rng)) bl.blocks.push_back(int32_t(kb));
+        bl.offsets.push_back(int64_t(bl.blocks.size()));
+    }
+    return bl;
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(ELASTIC_SOURCE_DIR) + "/" + rel; }

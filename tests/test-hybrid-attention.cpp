@@ -26,19 +26,6 @@ struct Shape {
     int n_head, n_kv, hd;
 };
 
-// A valid random block list: block 0 and the diagonal always, others with probability p.
-BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_64& rng) {
-    BlockList bl;
-    bl.offsets.push_back(0);
-    std::bernoulli_distribution keep(p);
-    for (int64_t qb = 0; qb * block < T; ++qb) {
-        for (int64_t kb = 0; kb <= qb; ++kb)
-            if (kb == 0 || kb == qb || keep(rng)) bl.blocks.push_back(int32_t(kb));
-        bl.offsets.push_back(int64_t(bl.blocks.size()));
-    }
-    return bl;
-}
-
 std::string describe(const std::vector<float>& got, const std::vector<float>& ref, size_t worst, const Shape& s) {
     const size_t row = worst / size_t(s.n_head * s.hd), head = worst / size_t(s.hd) % size_t(s.n_head);
     return "worst element " + std::to_string(worst) + " (row " + std::to_string(row) + ", head " + std::to_string(head) +

@@ -1,6 +1,5 @@
 #include "eval/plot.h"
 
-#include <png.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +8,7 @@
 #include <memory>
 #include <set>
 
+#include "attention/heatmap.h"
 #include "core/error.h"
 #include "eval/results.h"
 
@@ -87,25 +87,7 @@ public:
     }
     static int text_width(const std::string& s, int scale = 1) { return int(s.size()) * 6 * scale; }
     void write(const std::string& path) const {
-        std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-        if (!f) fail("%s: cannot write", path.c_str());
-        png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-        png_infop info = png ? png_create_info_struct(png) : nullptr;
-        if (!png || !info) {
-            png_destroy_write_struct(&png, &info);
-            fail("%s: libpng could not start", path.c_str());
-        }
-        if (setjmp(png_jmpbuf(png))) {
-            png_destroy_write_struct(&png, &info);
-            fail("%s: libpng write error", path.c_str());
-        }
-        png_init_io(png, f.get());
-        png_set_IHDR(png, info, png_uint_32(w_), png_uint_32(h_), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-        png_write_info(png, info);
-        for (int y = 0; y < h_; ++y) png_write_row(png, &px_[size_t(y) * size_t(w_) * 3]);
-        png_write_end(png, nullptr);
-        png_destroy_write_struct(&png, &info);
+        write_png_rgb(path, w_, h_, px_);
     }
 
 private:
