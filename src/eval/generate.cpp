@@ -46,7 +46,8 @@ Generation generate(const Engine& e, const std::vector<int32_t>& ids, int max_ne
         if (i < min_new_tokens)
             for (int32_t id : stops)
                 if (id >= 0 && id < c.vocab) logits[size_t(id)] = -std::numeric_limits<float>::infinity();
-        const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        // Only ids the tokenizer has (a padded vocabulary's extra rows decode to nothing).
+        const int32_t next = int32_t(std::max_element(logits.begin(), logits.begin() + tok.vocab_size()) - logits.begin());
         if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
         out.push_back(next);
         if (s.pos() >= cap || i + 1 == max_new_tokens) break;

@@ -1,19 +1,15 @@
-// safetensors reader and writer (format: https://github.com/huggingface/safetensors).
+// safetensors reader (format: https://github.com/huggingface/safetensors).
 // File layout: u64 little-endian header length N, N bytes of JSON header, then the data region.
 // The header maps tensor name -> {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative
 // to the data region) plus an optional "__metadata__" string->string map.
 // The reader never trusts the file: every size is checked before it is used, and nothing is
 // allocated in proportion to a number read from the file (only to the header's own size, <= 100 MB).
+// The writers are in safetensors-writer.cpp.
 #include "formats/safetensors.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <fcntl.h>
 #include <filesystem>
-#include <set>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -80,19 +76,6 @@ bool parse_dtype(const std::string& s, DType* t) {
     return false;
 }
 
-const char* safetensors_dtype_name(DType t) {
-    switch (t) {
-        case DType::F32: return "F32";
-        case DType::F16: return "F16";
-        case DType::BF16: return "BF16";
-        case DType::I32: return "I32";
-        case DType::I64: return "I64";
-        case DType::I8: return "I8";
-        case DType::U8: return "U8";
-        default: return nullptr;
-    }
-}
-
 struct Entry {
     TensorRef ref;
     uint64_t begin = 0, end = 0;
@@ -144,52 +127,6 @@ Entry parse_entry(const std::string& what, const std::string& name, const json& 
              (unsigned long long)e.end, (unsigned long long)(e.end - e.begin));
     e.ref.nbytes = size_t(nbytes);
     return e;
-}
-
-// Writes all of buf to fd or throws.
-void write_all(int fd, const void* buf, size_t n, const std::string& path) {
-    const uint8_t* p = static_cast<const uint8_t*>(buf);
-    while (n > 0) {
-        ssize_t k = ::write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) fail("%s: write failed: %s", path.c_str(), std::strerror(errno));
-        p += k;
-        n -= size_t(k);
-    }
-}
-
-// Writes the pieces to "<path>.tmp", syncs it and renames it over path, so readers see either
-// the old file or the complete new one, never a truncated one.
-void write_file_atomic(const std::string& path, const std::vector<std::pair<const void*, size_t>>& pieces) {
-    std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) fail("%s: cannot create: %s", tmp.c_str(), std::strerror(errno));
-    try {
-        for (const auto& [p, n] : pieces) write_all(fd, p, n, tmp);
-        if (::fsync(fd) != 0) fail("%s: fsync failed: %s", tmp.c_str(), std::strerror(errno));
-    } catch (...) {
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw;
-    }
-    if (::close(fd) != 0) {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        fail("%s: close failed: %s", tmp.c_str(), std::strerror(e));
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        fail("%s: cannot rename into place: %s", path.c_str(), std::strerror(e));
-    }
-}
-
-std::string dump_json(const nlohmann::ordered_json& j, int indent, const std::string& what) {
-    try {
-        return j.dump(indent);
-    } catch (const nlohmann::ordered_json::exception& e) {  // e.g. a name that is not valid UTF-8
-        fail("%s: cannot encode header: %s", what.c_str(), e.what());
-    }
 }
 
 }  // namespace
@@ -338,100 +275,6 @@ std::vector<const TensorRef*> SafetensorsCheckpoint::tensors() const {
     out.reserve(index_.size());
     for (const auto& kv : index_) out.push_back(kv.second);
     return out;
-}
-
-// ---- writer -----------------------------------------------------------------------------------
-
-void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) { meta_[key] = value; }
-
-void SafetensorsWriter::add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape,
-                                   const void* data) {
-    if (!safetensors_dtype_name(type))
-        fail("safetensors writer: tensor '%s': dtype %s cannot be stored in safetensors", printable(name).c_str(),
-             dtype_name(type));
-    if (name == "__metadata__") fail("safetensors writer: \"__metadata__\" is reserved, not a tensor name");
-    for (const T& t : tensors_)
-        if (t.name == name) fail("safetensors writer: tensor '%s' added twice", printable(name).c_str());
-    uint64_t numel = 1;
-    for (int64_t d : shape) {
-        if (d < 0) fail("safetensors writer: tensor '%s' has a negative dimension", printable(name).c_str());
-        if (__builtin_mul_overflow(numel, uint64_t(d), &numel) || numel > uint64_t(INT64_MAX))
-            fail("safetensors writer: tensor '%s' has too many elements", printable(name).c_str());
-    }
-    size_t nbytes = dtype_nbytes(type, int64_t(numel));
-    T t{name, type, shape, {}};
-    if (nbytes) t.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
-    tensors_.push_back(std::move(t));
-}
-
-void SafetensorsWriter::write(const std::string& path) const {
-    std::vector<size_t> all(tensors_.size());
-    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    write_subset(path, all);
-}
-
-// Header as the reference implementation writes it: "__metadata__" first, then the tensors with
-// contiguous offsets, compact JSON padded with spaces so the data region starts 8-byte aligned.
-void SafetensorsWriter::write_subset(const std::string& path, const std::vector<size_t>& which) const {
-    nlohmann::ordered_json header = nlohmann::ordered_json::object();
-    if (!meta_.empty()) header["__metadata__"] = meta_;
-    uint64_t offset = 0;
-    for (size_t i : which) {
-        const T& t = tensors_[i];
-        nlohmann::ordered_json e;
-        e["dtype"] = safetensors_dtype_name(t.type);
-        e["shape"] = t.shape;
-        e["data_offsets"] = {offset, offset + t.bytes.size()};
-        offset += t.bytes.size();
-        header[t.name] = std::move(e);
-    }
-    std::string text = dump_json(header, -1, path);
-    text.append((8 - text.size() % 8) % 8, ' ');
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
-
-    std::vector<std::pair<const void*, size_t>> pieces = {{len, 8}, {text.data(), text.size()}};
-    for (size_t i : which)
-        if (!tensors_[i].bytes.empty()) pieces.push_back({tensors_[i].bytes.data(), tensors_[i].bytes.size()});
-    write_file_atomic(path, pieces);
-}
-
-void SafetensorsWriter::write_sharded(const std::string& dir, size_t max_shard_bytes) const {
-    if (max_shard_bytes == 0) fail("%s: shard size limit must be positive", dir.c_str());
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) fail("%s: cannot create directory: %s", dir.c_str(), ec.message().c_str());
-
-    // Greedy in insertion order, as transformers does; a tensor larger than the limit gets a shard of its own.
-    std::vector<std::vector<size_t>> shards;
-    size_t cur = 0;
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-        size_t n = tensors_[i].bytes.size();
-        if (shards.empty() || (!shards.back().empty() && cur + n > max_shard_bytes)) {
-            shards.emplace_back();
-            cur = 0;
-        }
-        shards.back().push_back(i);
-        cur += n;
-    }
-    if (shards.empty()) shards.emplace_back();
-
-    std::map<std::string, std::string> weight_map;
-    uint64_t total = 0;
-    for (size_t s = 0; s < shards.size(); ++s) {
-        std::string name = strprintf("model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-        write_subset((fs::path(dir) / name).string(), shards[s]);
-        for (size_t i : shards[s]) {
-            weight_map[tensors_[i].name] = name;
-            total += tensors_[i].bytes.size();
-        }
-    }
-    nlohmann::ordered_json index;
-    index["metadata"] = {{"total_size", total}};
-    index["weight_map"] = std::move(weight_map);
-    std::string path = (fs::path(dir) / "model.safetensors.index.json").string();
-    std::string text = dump_json(index, 2, path) + "\n";
-    write_file_atomic(path, {{text.data(), text.size()}});
 }
 
 }  // namespace elastic

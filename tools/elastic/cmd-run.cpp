@@ -76,7 +76,9 @@ void run(const RunOptions& o) {
     std::string printed;
     const auto& stops = tok.stop_ids();
     for (int i = 0; i < o.n_predict && s.pos() < cap; ++i) {
-        int32_t next = sampler.sample(s.last_logits().data(), model->config.vocab);
+        // Only ids the tokenizer has: a padded vocabulary (Qwen3: 151936 rows, 151669 tokens) has rows
+        // no text maps to, which random weights (`elastic random-model`) do pick.
+        int32_t next = sampler.sample(s.last_logits().data(), tok.vocab_size());
         if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
         out.push_back(next);
         std::string all = tok.decode(out, /*skip_special=*/true);

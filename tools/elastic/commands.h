@@ -12,6 +12,7 @@ void add_convert(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_router_init(CLI::App& app);
+void add_random_model(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_bench_attention(CLI::App* bench);  // cmd-bench-attention.cpp
 void add_eval_report(CLI::App* eval);      // cmd-eval-report.cpp

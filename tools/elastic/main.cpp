@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     elastic::cli::add_bench(app);
     elastic::cli::add_inspect(app);
     elastic::cli::add_router_init(app);
+    elastic::cli::add_random_model(app);
     elastic::cli::add_eval(app);
     if (argc > 1 && argv[1][0] != '-') {
         std::string names;
