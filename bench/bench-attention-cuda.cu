@@ -9,7 +9,7 @@
 //
 //   build-cuda/bin/bench-attention-cuda [--seqs 8192,32768,131072] [--omegas 0,0.25,0.5,0.75,1]
 //       [--iters 20] [--warmup 5] [--decode-ctx 32768,131072] [--decode-omega 0.75] [--json out.json]
-//       [--block-m 64|128] [--heads 32 --kv-heads 8 --head-dim 128 --sink 128 --local 2048]
+//       [--block-m 64|128] [--block-n 32|64] [--heads 32 --kv-heads 8 --head-dim 128 --sink 128 --local 2048]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -75,7 +75,7 @@ LayerPlan fa_ssa_plan(int n_kv, double omega) {
 
 int main(int argc, char** argv) {
     std::vector<double> seqs = {8192, 32768, 131072}, omegas = {0, 0.25, 0.5, 0.75, 1}, dctx = {32768, 131072};
-    int iters = 20, warmup = 5, Hq = 32, Hkv = 8, d = 128, block_m = 0;
+    int iters = 20, warmup = 5, Hq = 32, Hkv = 8, d = 128, block_m = 0, block_n = 0;
     double dec_omega = 0.75;
     const char* json = nullptr;
     StreamingWindow win{128, 2048};
@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
         else if (a == "--local") win.local = std::atoll(next());
         else if (a == "--json") json = next();
         else if (a == "--block-m") block_m = std::atoi(next());  // 64 / 128 (0: the kernel's choice)
+        else if (a == "--block-n") block_n = std::atoi(next());  // 32 / 64 (0: the kernel's choice)
         else {
             std::fprintf(stderr, "unknown argument %s\n", a.c_str());
             return 1;
@@ -110,7 +111,7 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device %s, %d SMs; %d/%d heads, d %d, bf16, batch 1, sink %lld local %lld\n", prop.name,
                 prop.multiProcessorCount, Hq, Hkv, d, (long long)win.sink, (long long)win.local);
-    std::string js = "{\"device\": \"" + std::string(prop.name) + "\", \"block_m\": " + std::to_string(block_m) +
+    std::string js = "{\"device\": \"" + std::string(prop.name) + "\", \"block_m\": " + std::to_string(block_m) + ", \"block_n\": " + std::to_string(block_n) +
                      ", \"heads\": " + std::to_string(Hq) + ", \"kv_heads\": " + std::to_string(Hkv) +
                      ", \"head_dim\": " + std::to_string(d) + ", \"prefill\": [";
     cudaStream_t s;
@@ -155,6 +156,7 @@ int main(int argc, char** argv) {
             p.win = win;
             p.plan = dp.get();
             p.force_block_m = block_m;
+            p.force_block_n = block_n;
             std::vector<float> ms;
             for (int it = 0; it < warmup + iters; ++it) {
                 const int r = it % n_rot;

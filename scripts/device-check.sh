@@ -2,7 +2,9 @@
 # Builds and checks Elastic on the GPU machine (bare: nvcc, cmake, ninja, python; no network, none
 # of our Debian dependencies). Run from the repository root after scripts/pack-device.sh filled
 # .carry/debs here and .carry travelled along:
-#   bash scripts/device-check.sh            # deps, build, nvidia-smi, tests, benchmarks, summary
+#   bash scripts/device-check.sh            # deps, build, nvidia-smi, tests, sanitizer, kernel
+#                                           # benchmarks and peers (same run), model checks, the
+#                                           # 8B-shaped end-to-end prefill; the comparison table last
 #   STEPS="deps build test" bash scripts/device-check.sh    # a subset
 # Environment: OUT (logs and results go there when set), DEPS (default /tmp/deps), JOBS (default
 # all cores), ELASTIC_MODEL (a model for the model tests and benchmarks; default models/*.gguf),
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 DEPS=${DEPS:-/tmp/deps}
 JOBS=${JOBS:-$(nproc)}
-STEPS=${STEPS:-"deps build smi test sanitize kernels bench peers"}
+STEPS=${STEPS:-"deps build smi test kernels peers model e2e table sanitize"}
 PRESET=${PRESET:-cuda-release}
 BUILD=${BUILD:-build-cuda}
 LOGS=${OUT:-$BUILD/device-logs}
@@ -149,14 +151,43 @@ run_benchmarks() {
   "$BUILD/bin/elastic" bench model -m "$m" --backend cuda -r 3 -p 512,2048,8192
 }
 
-# The fused hybrid kernel and decode, 32/8 heads, d 128, bf16: Ω sweep at 8K/32K/128K (JSON in $LOGS).
+# The fused hybrid kernel and decode, 32/8 heads, d 128, bf16: Ω sweep at 8K/32K/128K (JSON in
+# $LOGS), with the kernel's own tile choice, then the previous tile shape (64 query rows × 64 keys)
+# at 8K and 32K for comparison.
 run_kernel_bench() {
   deps_env
   "$BUILD/bin/bench-attention-cuda" --json "$LOGS/bench-cuda.json"
+  echo "--- previous tile shape (--block-m 64 --block-n 64)"
+  "$BUILD/bin/bench-attention-cuda" --seqs 8192,32768 --decode-ctx 32768 --block-m 64 --block-n 64 \
+    --json "$LOGS/bench-cuda-bm64.json"
 }
 
-# Peers in their own run on the same machine: SDPA flash / cuDNN, FlexAttention, serial dispatch.
+# Peers in the same run on the same machine: SDPA flash / cuDNN, FlexAttention, serial dispatch.
 run_peers() { python3 bench/peers/peers.py --json "$LOGS/peers.json"; }
+
+# Our kernel against the peers, one table (printed last, kept as $LOGS/table.md).
+run_table() { python3 bench/peers/compare.py "$LOGS/bench-cuda.json" "$LOGS/peers.json" --markdown "$LOGS/table.md"; }
+
+# SmolLM2 on the GPU: log-probs vs the CPU per precision, demo answer, throughput, router cost.
+run_model_checks() {
+  local m; m=$(model_path)
+  if [ -z "$m" ]; then echo "no model (set ELASTIC_MODEL or carry models/): model checks skipped"; return 0; fi
+  DEPS=$DEPS BUILD=$BUILD OUT=$LOGS MODEL=$m bash scripts/device-model-checks.sh
+}
+
+# End to end: a Qwen3-8B-shaped model with random weights written here by our safetensors writer,
+# prefill of 32768 tokens, full vs fa-ssa at Ω_MSR 0.75 (router-init routers, --attention msr:0.75).
+run_e2e() {
+  deps_env
+  local dir=${E2E_DIR:-/tmp/qwen3-8b-random}
+  local tok=${E2E_TOKENIZER:-.carry/fixtures/tokenizers/qwen3/tokenizer.json}
+  [ -f "$tok" ] || { echo "no tokenizer at $tok (carry .carry/fixtures: a copy of ../shared/fixtures): e2e skipped"; return 0; }
+  [ -f "$dir/config.json" ] || "$BUILD/bin/elastic" random-model --arch qwen3-8b --tokenizer "$tok" -o "$dir" --force
+  [ -f "$dir/router.safetensors" ] || "$BUILD/bin/elastic" router-init -m "$dir" -o "$dir/router.safetensors"
+  for a in "full" "msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"; do
+    "$BUILD/bin/elastic" bench model -m "$dir" --backend cuda -p 32768 -n 8 -r 2 --attention $a
+  done
+}
 
 # compute-sanitizer memcheck on the hybrid kernel and decode tests.
 run_sanitizer() {
@@ -170,9 +201,12 @@ step deps deps_unpack || stop "unpacking the dependencies failed (see $LOGS/deps
 step build configure_and_build || stop "the build failed (see $LOGS/build.log)"
 step smi smi || stop "nvidia-smi failed: no GPU visible"
 step test run_tests || true
-step sanitize run_sanitizer || true
 step kernels run_kernel_bench || true
 step bench run_benchmarks || true
 step peers run_peers || true
+step model run_model_checks || true
+step e2e run_e2e || true
+step table run_table || true
+step sanitize run_sanitizer || true
 summary
 exit "$FAILED"

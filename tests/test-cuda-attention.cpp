@@ -227,8 +227,9 @@ protected:
     }
 };
 
-// Runs one single-sequence case through hybrid_prefill_f32io (bf16) and checks it.
-void check_prefill_case(const Case& c, std::mt19937_64& rng) {
+// Runs one single-sequence case through hybrid_prefill_f32io and checks it: bf16 / fp16 by the
+// 2x-naive-low-precision rule, fp32 by the fp32 rule (1e-5 of the largest output).
+void check_prefill_case(const Case& c, std::mt19937_64& rng, cuda::DType dtype = cuda::DType::BF16) {
     const int64_t T = c.T;
     const std::vector<float> q = randn(size_t(T * c.Hq * c.d), rng), k = randn(size_t(T * c.Hkv * c.d), rng),
                              v = randn(size_t(T * c.Hkv * c.d), rng);
@@ -236,21 +237,23 @@ void check_prefill_case(const Case& c, std::mt19937_64& rng) {
     const float scale = 1.0f / std::sqrt(float(c.d));
     std::vector<float> ref(q.size()), lowp;
     cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale);
-    naive_lowp(q, k, v, lowp, T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale, cuda::DType::BF16);
+    const bool f32 = dtype == cuda::DType::F32;
+    if (!f32) naive_lowp(q, k, v, lowp, T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale, dtype);
 
     DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
     dout.poison();
     auto dp = cuda::upload_plan(plan, T, c.block, nullptr);
-    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale, nullptr);
+    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale, dtype, nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::vector<float> got = dout.get();
 
     size_t wg = 0, wl = 0;
-    const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
-    const double tol = 2.0 * el + 1e-3 * max_abs(ref);
+    const double eg = max_abs_err(got, ref, &wg), el = f32 ? 0.0 : max_abs_err(lowp, ref, &wl);
+    const double tol = f32 ? 1e-5 * max_abs(ref) : 2.0 * el + 1e-3 * max_abs(ref);
     const size_t row = wg / size_t(c.Hq * c.d), head = wg / size_t(c.d) % size_t(c.Hq);
     EXPECT_LE(eg, tol) << kind_name(c.kind) << " T " << T << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d
-                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << ": err " << eg
+                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << " dtype "
+                       << int(dtype) << ": err " << eg
                        << " (naive bf16 " << el << ") worst element " << wg << " (row " << row << ", head " << head
                        << "): got " << got[wg] << " want " << ref[wg];
 }
@@ -275,8 +278,10 @@ TEST_F(CudaAttention, PrefillMatchesNaiveOnGrid) {
             const Shape s = shapes[size_t(n) % std::size(shapes)];
             const Case c{kind, T, s.Hq, s.Hkv, s.d, (n / 2) % 2 ? 128 : 64, windows[size_t(n) % std::size(windows)]};
             ++n;
-            check_prefill_case(c, rng);
-            if (HasFatalFailure()) return;
+            for (cuda::DType t : {cuda::DType::BF16, cuda::DType::F16, cuda::DType::F32}) {
+                check_prefill_case(c, rng, t);
+                if (HasFatalFailure()) return;
+            }
         }
 }
 
@@ -287,6 +292,8 @@ TEST_F(CudaAttention, PrefillPaperWindow) {
     std::mt19937_64 rng(seed);
     check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng);
     check_prefill_case({AllSSA, 2211, 4, 1, 64, 64, {128, 2048}}, rng);
+    check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng, cuda::DType::F32);
+    check_prefill_case({Mixed, 2211, 9, 3, 64, 64, {128, 2048}}, rng, cuda::DType::F32);
 }
 
 // A long sequence (many key tiles and work items, SSA windows far from the sink, XA lists over
@@ -314,7 +321,8 @@ TEST_F(CudaAttention, PrefillLongSampledRows) {
     DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
     dout.poison();
     auto dp = cuda::upload_plan(plan, T, block, nullptr);
-    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, Hq, Hkv, d, *dp, win, block, scale, nullptr);
+    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, Hq, Hkv, d, *dp, win, block, scale, cuda::DType::BF16,
+                               nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::vector<float> all = dout.get();
     for (float x : all) ASSERT_TRUE(std::isfinite(x)) << "unwritten or non-finite output";
@@ -339,7 +347,9 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
     const StreamingWindow win{16, 80};
     for (cuda::DType dt : {cuda::DType::BF16, cuda::DType::F16})
         for (int d : {64, 128})
-            for (int bm : {64, 128}) {
+            for (int bm : {64, 128})
+            for (int bn : {64, 32}) {
+                if (bn == 32 && !(d == 128 && bm == 128)) continue;  // the one 32-key configuration
                 const int Hq = 8, Hkv = 2;
                 const int64_t block = 128;
                 const std::vector<int64_t> lens = {300, 1, 190};
@@ -376,6 +386,7 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
                 p.win = win;
                 p.plan = dp.get();
                 p.force_block_m = bm;
+                p.force_block_n = bn;
                 cuda::hybrid_prefill(p, nullptr);
                 ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
                 const std::vector<float> got = decode(dout.get(), dt);
@@ -393,7 +404,7 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
                     size_t wg = 0, wl = 0;
                     const double eg = max_abs_err(gs, ref, &wg), el = max_abs_err(lowp, ref, &wl);
                     EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref))
-                        << (dt == cuda::DType::BF16 ? "bf16" : "fp16") << " d " << d << " block_m " << bm << " seq " << b
+                        << (dt == cuda::DType::BF16 ? "bf16" : "fp16") << " d " << d << " block_m " << bm << " block_n " << bn << " seq " << b
                         << " (" << kind_name(kinds[b]) << ", T " << L << "): err " << eg << " naive " << el
                         << " worst " << wg << " got " << gs[wg] << " want " << ref[wg];
                     off += L;

@@ -120,15 +120,37 @@ RouterDecision Router::decide(const RouterLayer& r, const float* x, int n_kv_hea
     return d;
 }
 
-RouterDecision Router::route(int layer, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
-                             std::vector<float>* pooled) const {
-    if (!has_layer(layer)) fail("router: no router for layer %d (router has %d layers)", layer, n_layer());
-    const RouterLayer& r = layers_[size_t(layer)];
+namespace {
+const RouterLayer& checked_layer(const Router& router, int layer, int64_t T, int n_kv_head, int head_dim) {
+    if (!router.has_layer(layer)) fail("router: no router for layer %d (router has %d layers)", layer, router.n_layer());
+    const RouterLayer& r = router.layer(layer);
     if (head_dim != r.head_dim())
         fail("router: layer %d expects head_dim %d, keys have %d", layer, r.head_dim(), head_dim);
     if (T < 1 || n_kv_head < 1) fail("router: cannot route %lld tokens of %d KV heads", (long long)T, n_kv_head);
+    return r;
+}
+}  // namespace
+
+RouterDecision Router::route(int layer, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
+                             std::vector<float>* pooled) const {
+    const RouterLayer& r = checked_layer(*this, layer, T, n_kv_head, head_dim);
     std::vector<float> x(size_t(n_kv_head) * head_dim);  // [H_kv, d]
     router_pool(k_prerope, T, n_kv_head, head_dim, window_, x.data());
+    return decide(r, x.data(), n_kv_head, pooled);
+}
+
+Router::PoolRows Router::pool_rows(int64_t T) const {
+    const int64_t head_end = std::min<int64_t>(window_, T), tail_begin = std::max<int64_t>(0, T - window_);
+    return {head_end, tail_begin, head_end + (T - tail_begin)};
+}
+
+RouterDecision Router::route_rows(int layer, const float* rows, int64_t n_rows, int n_kv_head, int head_dim,
+                                  std::vector<float>* pooled) const {
+    const RouterLayer& r = checked_layer(*this, layer, n_rows, n_kv_head, head_dim);
+    std::vector<float> x(size_t(n_kv_head) * head_dim);
+    // The mean of the concatenated rows: router_pool with a window covering them all (each row
+    // then counts twice, which leaves the mean as it is).
+    router_pool(rows, n_rows, n_kv_head, head_dim, int(std::min<int64_t>(n_rows, 1 << 30)), x.data());
     return decide(r, x.data(), n_kv_head, pooled);
 }
 

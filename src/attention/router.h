@@ -85,6 +85,16 @@ public:
     RouterDecision route(int layer, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
                          std::vector<float>* pooled = nullptr) const;
 
+    // The same decision from only the key rows the pooling reads (a GPU backend downloads just
+    // these): rows [0, head_end) then [tail_begin, T) of pool_rows(T), concatenated in `rows`
+    // [n_rows, n_kv_head, head_dim] (rows in both ranges appear twice, as in router_pool).
+    struct PoolRows {
+        int64_t head_end, tail_begin, n_rows;
+    };
+    PoolRows pool_rows(int64_t T) const;
+    RouterDecision route_rows(int layer, const float* rows, int64_t n_rows, int n_kv_head, int head_dim,
+                              std::vector<float>* pooled = nullptr) const;
+
     // The MLPs and the decision on already pooled keys x [n_kv_head, d].
     static RouterDecision decide(const RouterLayer& r, const float* x, int n_kv_head, std::vector<float>* pooled = nullptr);
 

@@ -73,12 +73,12 @@ T* upload_vec(const std::vector<T>& h, cudaStream_t s) {
 
 // ---------------------------------------------------------------- kernel
 
-template <typename T_, int D, int BM>
+template <typename T_, int D, int BM, int BN = 64>
 struct PrefillTraits {
     using T = T_;
     static constexpr int kHeadDim = D;
     static constexpr int kBlockM = BM;
-    static constexpr int kBlockN = 64;
+    static constexpr int kBlockN = BN;
     static constexpr int kWarps = 4;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kMI = BM / (16 * kWarps);  // m16 fragments per warp
@@ -90,6 +90,7 @@ struct PrefillTraits {
     static constexpr int kTileKV = kBlockN * kStride;
     static constexpr size_t kSmem = size_t(kTileQ + 4 * kTileKV) * sizeof(T);  // Q + 2 stages × (K, V)
     static_assert(BM % 64 == 0 && kMI >= 1, "4 warps × 16 rows × kMI");
+    static_assert(BN == 32 || BN == 64, "key tiles of 32 or 64");
     static_assert(D % 16 == 0 && (D / 8) % 2 == 0, "head_dim multiple of 16");
 };
 
@@ -206,7 +207,7 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
                 for (int nf = 0; nf < NF; ++nf)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) s[mi][nf][e] = 0.0f;
-#pragma unroll
+#pragma unroll(Tr::kMI > 1 ? 2 : 16)  // MI 2: keeps d 128 × 128 rows in 255 registers
             for (int ks = 0; ks < D / 16; ++ks) {
                 uint32_t a[MI][4];
 #pragma unroll
@@ -326,15 +327,114 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
     }
 }
 
+
+// ---------------------------------------------------------------- fp32 kernel
+// The accurate path (GpuPrecision f32): the same fused launch over every head in its mode, fp32
+// inputs and FMA on the CUDA cores, no rounding of q, k, v or P. A CTA of 4 warps owns 16 query
+// rows of one query head (4 rows per warp); key tiles of 32 (the mode's tiles, tile_range) arrive
+// in shared memory; lane j scores key j of the tile for each of its warp's rows, the warp reduces
+// max and sum by shuffles, and lane l accumulates output dims l, l + 32, ... (P broadcast by shuffle).
+constexpr int kF32Rows = 16, kF32Keys = 32, kF32Warps = 4;
+
+struct F32KernelParams {
+    const float* q;
+    const float* k;
+    const float* v;
+    float* out;
+    int L, n_head, n_kv_head, group;
+    const HeadMeta* meta;
+    const int32_t* xa_offsets;
+    const int32_t* xa_blocks;
+    int sink, local, xa_block;
+    float scale_log2;
+};
+
+template <int D>
+__global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32KernelParams p) {
+    constexpr int R = kF32Rows / kF32Warps, NK = kF32Keys, DL = D / 32;
+    __shared__ float sQ[kF32Rows][D];
+    __shared__ float sK[NK][D + 1];  // +1: lane j reads row j, column c: distinct banks
+    __shared__ float sV[NK][D];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int head = blockIdx.y, g = head / p.group;
+    const HeadMeta hm = p.meta[g];
+    const int m0 = blockIdx.x * kF32Rows, m1 = min(m0 + kF32Rows, p.L);
+    const TileRange tr = tile_range(hm.mode, m0, m1, NK, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
+    const int64_t qrow = int64_t(p.n_head) * D, krow = int64_t(p.n_kv_head) * D;
+    for (int e = tid; e < kF32Rows * D; e += blockDim.x) {
+        const int r = e / D, c = e % D;
+        sQ[r][c] = m0 + r < p.L ? p.q[int64_t(m0 + r) * qrow + int64_t(head) * D + c] : 0.0f;
+    }
+    float o[R][DL], mrow[R], lrow[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        mrow[r] = -INFINITY;
+        lrow[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < DL; ++c) o[r][c] = 0.0f;
+    }
+    for (int t = 0; t < tr.count; ++t) {
+        const int n0 = tile_at(tr, hm.mode, t, p.xa_blocks) * NK;
+        __syncthreads();  // the previous tile is no longer read (and sQ is written, the first time)
+        for (int e = tid; e < NK * D; e += blockDim.x) {
+            const int j = e / D, c = e % D;
+            const bool ok = n0 + j < p.L;
+            const int64_t off = int64_t(n0 + j) * krow + int64_t(g) * D + c;
+            sK[j][c] = ok ? p.k[off] : 0.0f;
+            sV[j][c] = ok ? p.v[off] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int row = warp * R + r, i = m0 + row;
+            if (i >= p.L) continue;  // warp-uniform
+            const int j = n0 + lane;
+            float sc = 0.0f;
+#pragma unroll 16
+            for (int c = 0; c < D; ++c) sc = fmaf(sQ[row][c], sK[lane][c], sc);
+            sc = tile_visible(hm.mode, i, j, p.L, p.sink, p.local) ? sc * p.scale_log2 : -INFINITY;
+            float mx = sc;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            const float mnew = fmaxf(mrow[r], mx);
+            if (mnew == -INFINITY) continue;  // nothing visible yet in this row
+            const float alpha = exp2f(mrow[r] - mnew);
+            const float pj = exp2f(sc - mnew);
+            float sum = pj;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            lrow[r] = lrow[r] * alpha + sum;
+            mrow[r] = mnew;
+#pragma unroll
+            for (int c = 0; c < DL; ++c) o[r][c] *= alpha;
+            for (int jj = 0; jj < NK; ++jj) {
+                const float pb = __shfl_sync(0xffffffffu, pj, jj);
+#pragma unroll
+                for (int c = 0; c < DL; ++c) o[r][c] = fmaf(pb, sV[jj][lane + 32 * c], o[r][c]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int i = m0 + warp * R + r;
+        if (i >= p.L) continue;
+        const float inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
+#pragma unroll
+        for (int c = 0; c < DL; ++c) p.out[int64_t(i) * qrow + int64_t(head) * D + lane + 32 * c] = o[r][c] * inv;
+    }
+}
+
 // ---------------------------------------------------------------- host side
 
+// Tile shape. 128-row tiles (2 m16 fragments per warp) halve the shared-memory traffic of K/V per
+// FLOP against 64 rows and need XA blocks of 128. ptxas sm_90, bf16: d 64 × 128 rows × 64 keys:
+// 250 registers, no spill; d 128 × 128 × 64: 255 + 192 B spilled; d 128 × 128 × 32 keys (half
+// the S accumulators, QKᵀ k-loop unrolled by 2): 254, no spill; d 128 × 64 × 64: 174.
 int auto_block_m(int head_dim, const DevicePlan& plan) {
-    // 128-row tiles halve the shared-memory traffic of K/V per FLOP and need XA blocks of 128. At
-    // d 128 they do not fit the registers (ptxas sm_90: 255 registers + 120 B spills, against 168
-    // and none for 64 rows), so d 128 uses 64-row tiles; d 64 fits 128 rows in 235 registers.
     const bool xa_ok = !plan.has_xa || plan.xa_block % 128 == 0;
-    return head_dim == 64 && xa_ok ? 128 : 64;
+    return xa_ok ? 128 : 64;
 }
+int auto_block_n(int head_dim, int bm) { return head_dim == 128 && bm == 128 ? 32 : 64; }
 
 void build_items(const DevicePlan& plan, int n_head, int bm, int sink, int local, cudaStream_t s) {
     if (plan.d_items && plan.key_head == n_head && plan.key_bm == bm && plan.key_sink == sink && plan.key_local == local)
@@ -379,23 +479,26 @@ void launch(const PrefillKernelParams& kp, cudaStream_t s) {
 }
 
 template <typename T>
-void dispatch(const PrefillKernelParams& kp, int head_dim, int bm, cudaStream_t s) {
+void dispatch(const PrefillKernelParams& kp, int head_dim, int bm, int bn, cudaStream_t s) {
     if (head_dim == 64) {
         if (bm == 128) launch<PrefillTraits<T, 64, 128>>(kp, s);
         else launch<PrefillTraits<T, 64, 64>>(kp, s);
+    } else if (bm == 128) {
+        if (bn == 32) launch<PrefillTraits<T, 128, 128, 32>>(kp, s);
+        else launch<PrefillTraits<T, 128, 128>>(kp, s);
     } else {
-        if (bm == 128) launch<PrefillTraits<T, 128, 128>>(kp, s);
-        else launch<PrefillTraits<T, 128, 64>>(kp, s);
+        launch<PrefillTraits<T, 128, 64>>(kp, s);
     }
 }
 
-__global__ void f32_to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, int64_t n) {
+__device__ __forceinline__ void convert(float x, __nv_bfloat16& y) { y = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void convert(float x, __half& y) { y = __float2half_rn(x); }
+__device__ __forceinline__ void convert(__nv_bfloat16 x, float& y) { y = __bfloat162float(x); }
+__device__ __forceinline__ void convert(__half x, float& y) { y = __half2float(x); }
+template <typename A, typename B>
+__global__ void convert_kernel(const A* __restrict__ x, B* __restrict__ y, int64_t n) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        y[i] = __float2bfloat16_rn(x[i]);
-}
-__global__ void bf16_to_f32_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ y, int64_t n) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        y[i] = __bfloat162float(x[i]);
+        convert(x[i], y[i]);
 }
 int elementwise_grid(int64_t n) { return int(std::min<int64_t>((n + 255) / 256, 65535)); }
 
@@ -505,28 +608,64 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     kp.local = local;
     kp.xa_block = int(plan.has_xa ? plan.xa_block : 64);
     kp.scale_log2 = p.scale * 1.4426950408889634f;
-    if (p.dtype == DType::BF16) dispatch<__nv_bfloat16>(kp, p.head_dim, bm, s);
-    else dispatch<__half>(kp, p.head_dim, bm, s);
+    ELASTIC_ASSERT_MSG(p.dtype != DType::F32, "the tensor-core kernel takes bf16 or fp16 (fp32: hybrid_prefill_f32io)");
+    // Key tiles: 64, or 32 for 128-row tiles at d 128 (half the S registers: no spills).
+    const int bn = p.force_block_n ? p.force_block_n : auto_block_n(p.head_dim, bm);
+    ELASTIC_ASSERT_MSG(bn == 64 || (bn == 32 && bm == 128 && p.head_dim == 128), "32-key tiles: d 128 with 128-row tiles only");
+    if (p.dtype == DType::BF16) dispatch<__nv_bfloat16>(kp, p.head_dim, bm, bn, s);
+    else dispatch<__half>(kp, p.head_dim, bm, bn, s);
 }
 
 void hybrid_prefill_f32io(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
                           int n_kv_head, int head_dim, const DevicePlan& plan, const StreamingWindow& win,
-                          int64_t xa_block, float scale, cudaStream_t s) {
+                          int64_t xa_block, float scale, DType dtype, cudaStream_t s) {
     ELASTIC_ASSERT(plan.n_seq == 1 && plan.h_cu[1] == T);
     if (plan.has_xa) ELASTIC_ASSERT(plan.xa_block == xa_block);
     if (T == 0) return;
+    ELASTIC_ASSERT(head_dim == 64 || head_dim == 128);
+    ELASTIC_ASSERT(n_kv_head == plan.n_kv && n_head % n_kv_head == 0);
+    if (dtype == DType::F32) {
+        F32KernelParams kp{};
+        kp.q = q;
+        kp.k = k;
+        kp.v = v;
+        kp.out = out;
+        kp.L = int(T);
+        kp.n_head = n_head;
+        kp.n_kv_head = n_kv_head;
+        kp.group = n_head / n_kv_head;
+        kp.meta = plan.d_meta;
+        kp.xa_offsets = plan.d_xa_off;
+        kp.xa_blocks = plan.d_xa_blocks;
+        kp.sink = int(std::min<int64_t>(win.sink, int64_t(1) << 30));
+        kp.local = int(std::min<int64_t>(win.local, int64_t(1) << 30));
+        kp.xa_block = int(plan.has_xa ? plan.xa_block : 64);
+        kp.scale_log2 = scale * 1.4426950408889634f;
+        const dim3 grid(unsigned((T + kF32Rows - 1) / kF32Rows), unsigned(n_head));
+        if (head_dim == 64) prefill_f32_kernel<64><<<grid, 32 * kF32Warps, 0, s>>>(kp);
+        else prefill_f32_kernel<128><<<grid, 32 * kF32Warps, 0, s>>>(kp);
+        ELASTIC_ATTN_LAUNCH_CHECK();
+        return;
+    }
+    // 16-bit: convert, run the tensor-core kernel, convert back.
     const int64_t nq = T * n_head * head_dim, nk = T * n_kv_head * head_dim;
-    __nv_bfloat16 *qb = nullptr, *kb = nullptr, *vb = nullptr, *ob = nullptr;
+    uint16_t *qb = nullptr, *kb = nullptr, *vb = nullptr, *ob = nullptr;
     CUDA_CHECK(cudaMallocAsync(&qb, size_t(nq) * 2, s));
     CUDA_CHECK(cudaMallocAsync(&kb, size_t(nk) * 2, s));
     CUDA_CHECK(cudaMallocAsync(&vb, size_t(nk) * 2, s));
     CUDA_CHECK(cudaMallocAsync(&ob, size_t(nq) * 2, s));
-    f32_to_bf16_kernel<<<elementwise_grid(nq), 256, 0, s>>>(q, qb, nq);
-    f32_to_bf16_kernel<<<elementwise_grid(nk), 256, 0, s>>>(k, kb, nk);
-    f32_to_bf16_kernel<<<elementwise_grid(nk), 256, 0, s>>>(v, vb, nk);
+    if (dtype == DType::BF16) {
+        convert_kernel<<<elementwise_grid(nq), 256, 0, s>>>(q, reinterpret_cast<__nv_bfloat16*>(qb), nq);
+        convert_kernel<<<elementwise_grid(nk), 256, 0, s>>>(k, reinterpret_cast<__nv_bfloat16*>(kb), nk);
+        convert_kernel<<<elementwise_grid(nk), 256, 0, s>>>(v, reinterpret_cast<__nv_bfloat16*>(vb), nk);
+    } else {
+        convert_kernel<<<elementwise_grid(nq), 256, 0, s>>>(q, reinterpret_cast<__half*>(qb), nq);
+        convert_kernel<<<elementwise_grid(nk), 256, 0, s>>>(k, reinterpret_cast<__half*>(kb), nk);
+        convert_kernel<<<elementwise_grid(nk), 256, 0, s>>>(v, reinterpret_cast<__half*>(vb), nk);
+    }
     ELASTIC_ATTN_LAUNCH_CHECK();
     HybridParams p;
-    p.dtype = DType::BF16;
+    p.dtype = dtype;
     p.q = qb;
     p.k = kb;
     p.v = vb;
@@ -538,7 +677,8 @@ void hybrid_prefill_f32io(const float* q, const float* k, const float* v, float*
     p.win = win;
     p.plan = &plan;
     hybrid_prefill(p, s);
-    bf16_to_f32_kernel<<<elementwise_grid(nq), 256, 0, s>>>(ob, out, nq);
+    if (dtype == DType::BF16) convert_kernel<<<elementwise_grid(nq), 256, 0, s>>>(reinterpret_cast<__nv_bfloat16*>(ob), out, nq);
+    else convert_kernel<<<elementwise_grid(nq), 256, 0, s>>>(reinterpret_cast<__half*>(ob), out, nq);
     ELASTIC_ATTN_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(qb, s));
     CUDA_CHECK(cudaFreeAsync(kb, s));

@@ -41,7 +41,7 @@ struct default_delete<elastic::cuda::DeviceLayerCache> {
 
 namespace elastic::cuda {
 
-enum class DType : int { BF16 = 0, F16 = 1 };
+enum class DType : int { BF16 = 0, F16 = 1, F32 = 2 };  // F32: hybrid_prefill_f32io only
 
 // One sequence of T tokens. XA heads need plan.xa[g] with ceil(T / xa_block) query blocks,
 // xa_block a multiple of 64.
@@ -72,14 +72,16 @@ struct HybridParams {
     StreamingWindow win;
     const DevicePlan* plan = nullptr;
     int force_block_m = 0;  // 0: automatic (128 rows at d 64, 64 at d 128 or with 64-token XA blocks)
+    int force_block_n = 0;  // 0: automatic (64 keys); 32 only with 128-row tiles at d 128
 };
 void hybrid_prefill(const HybridParams& p, cudaStream_t s);
 
-// fp32 in/out device buffers (q, out [T, Hq, d]; k, v [T, Hkv, d]): converts to bf16, runs the
-// kernel, converts back. Same arguments as cpu::attn_hybrid_prefill.
+// fp32 in/out device buffers (q, out [T, Hq, d]; k, v [T, Hkv, d]), one sequence. dtype BF16 / F16:
+// converts to it, runs the tensor-core kernel, converts back; F32: the fp32 CUDA-core kernel (same
+// fused launch and tiles, nothing rounded). Same arguments as cpu::attn_hybrid_prefill.
 void hybrid_prefill_f32io(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
                           int n_kv_head, int head_dim, const DevicePlan& plan, const StreamingWindow& win,
-                          int64_t xa_block, float scale, cudaStream_t s);
+                          int64_t xa_block, float scale, DType dtype, cudaStream_t s);
 
 // XAttention estimation: device q [T, Hq, d], k [T, Hkv, d] fp32; block scores on the GPU (fp32
 // dot products, fp64 block sums), selection on the host with cpu::xa_estimate's rule. Fills

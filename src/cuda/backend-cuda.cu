@@ -1,5 +1,6 @@
-// The CUDA backend: device fp32 activation buffers, bf16 weights, one stream and one cuBLAS handle
-// per backend (no globals: two backends may serve two sessions, even on two devices).
+// The CUDA backend: device fp32 activation buffers, weights in the precision's type (bf16, fp16 or
+// fp32; GpuPrecision in src/model/backend.h), one stream and one cuBLAS handle per backend (no
+// globals: two backends may serve two sessions, even on two devices).
 // Host-side inputs of the interface (token ids, positions, norm vectors, inv_freq, weights) are
 // moved to the device here: weights and vectors once, cached by their host address; ids and
 // positions per call, or as a kernel argument when they are one token or consecutive.
@@ -21,7 +22,12 @@ namespace {
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int device) : device_(device) {
+    CudaBackend(int device, GpuPrecision precision) : device_(device), precision_(precision) {
+        switch (precision) {
+        case GpuPrecision::BF16: wtype_ = cuda::WeightType::BF16; attn_ = cuda::DType::BF16; break;
+        case GpuPrecision::F16: wtype_ = cuda::WeightType::F16; attn_ = cuda::DType::F16; break;
+        case GpuPrecision::F32: wtype_ = cuda::WeightType::F32; attn_ = cuda::DType::F32; break;
+        }
         CUDA_CHECK(cudaSetDevice(device));
         // A blocking stream: anything a kernel launcher queues on the legacy default stream still
         // waits for our work and vice versa.
@@ -35,12 +41,19 @@ public:
         plan_.reset();
         for (auto& kv : weights_) cudaFree(kv.second.dev);
         for (auto& kv : vectors_) cudaFree(kv.second.dev);
-        cudaFree(xb_);
+        cudaFree(xs_);
         cudaFree(ints_);
         cublasDestroy(blas_);
         cudaStreamDestroy(stream_);
     }
-    const char* name() const override { return "cuda"; }
+    const char* name() const override {
+        switch (precision_) {
+        case GpuPrecision::BF16: return "cuda (bf16)";
+        case GpuPrecision::F16: return "cuda (f16)";
+        case GpuPrecision::F32: break;
+        }
+        return "cuda (f32)";
+    }
 
     float* alloc(size_t n) override {
         bind();
@@ -61,13 +74,18 @@ public:
         CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
 
+    void sync() override {
+        bind();
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
     void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) override {
         bind();
-        const __nv_bfloat16* table = weight_bf16(E);  // shared with the output matmul when tied
+        const void* table = weight(E);  // shared with the output matmul when tied
         if (T == 1) {
-            cuda::embedding_bf16(table, E.cols, nullptr, ids[0], 1, out, stream_);
+            cuda::embedding(table, wtype_, E.cols, nullptr, ids[0], 1, out, stream_);
         } else {
-            cuda::embedding_bf16(table, E.cols, device_ints(ids, T), 0, T, out, stream_);
+            cuda::embedding(table, wtype_, E.cols, device_ints(ids, T), 0, T, out, stream_);
         }
     }
     void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) override {
@@ -76,14 +94,14 @@ public:
     }
     void matmul(const Weight& W, const float* x, float* y, int64_t T) override {
         bind();
-        const __nv_bfloat16* w = weight_bf16(W);
-        const size_t need = size_t(T * W.cols);
-        if (need > xb_n_) {
-            CUDA_CHECK(cudaFree(xb_));
-            xb_ = cuda::device_alloc<__nv_bfloat16>(need, "bf16 activations");
-            xb_n_ = need;
+        const void* w = weight(W);
+        const size_t need = wtype_ == cuda::WeightType::F32 ? 0 : size_t(T * W.cols) * cuda::weight_elem_bytes(wtype_);
+        if (need > xs_n_) {
+            CUDA_CHECK(cudaFree(xs_));
+            xs_ = cuda::device_alloc<uint8_t>(need, "GEMM inputs");
+            xs_n_ = need;
         }
-        cuda::matmul_bf16(blas_, w, W.rows, W.cols, x, xb_, y, T, stream_);
+        cuda::matmul(blas_, w, wtype_, W.rows, W.cols, x, xs_, y, T, stream_);
     }
     void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) override {
         bind();
@@ -109,7 +127,8 @@ public:
             fail("the CUDA attention kernels take head_dim 64 or 128; this model has %d (use --backend cpu)", head_dim);
         bind();
         plan_ = cuda::upload_plan(plan, T, xa_block, stream_);  // kept until the next layer's: its kernels read it
-        cuda::hybrid_prefill_f32io(q, k, v, out, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block, scale, stream_);
+        cuda::hybrid_prefill_f32io(q, k, v, out, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block, scale, attn_,
+                                   stream_);
     }
     void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                       const XAParams& p, LayerPlan& plan) override {
@@ -143,7 +162,7 @@ public:
 private:
     struct CachedWeight {
         uint64_t fingerprint;
-        __nv_bfloat16* dev;  // [rows, cols]
+        void* dev;  // [rows, cols] of wtype_
     };
     struct CachedVector {
         std::vector<float> host;  // the contents uploaded, compared on every use
@@ -153,9 +172,9 @@ private:
     // The device thread state is per host thread: every entry point selects our device first.
     void bind() const { CUDA_CHECK(cudaSetDevice(device_)); }
 
-    // W as bf16 on the device, dequantised and uploaded on first use (DESIGN.md §2: the GPU keeps
-    // bf16 weights). Keyed by W.data; the fingerprint notices a freed matrix's reused address.
-    const __nv_bfloat16* weight_bf16(const Weight& W) {
+    // W on the device in wtype_, dequantised and uploaded on first use (DESIGN.md §2: the GPU keeps
+    // bf16 weights by default). Keyed by W.data; the fingerprint notices a freed matrix's reused address.
+    const void* weight(const Weight& W) {
         const uint64_t fp = cuda::weight_fingerprint(W);
         auto it = weights_.find(W.data);
         if (it != weights_.end()) {
@@ -163,7 +182,7 @@ private:
             CUDA_CHECK(cudaFree(it->second.dev));
             weights_.erase(it);
         }
-        __nv_bfloat16* dev = cuda::upload_weight_bf16(W, stream_);
+        void* dev = cuda::upload_weight(W, wtype_, stream_);
         weights_.emplace(W.data, CachedWeight{fp, dev});
         return dev;
     }
@@ -195,12 +214,15 @@ private:
     }
 
     int device_;
+    GpuPrecision precision_;
+    cuda::WeightType wtype_ = cuda::WeightType::BF16;
+    cuda::DType attn_ = cuda::DType::BF16;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     std::unordered_map<const uint8_t*, CachedWeight> weights_;
     std::unordered_map<const float*, CachedVector> vectors_;
-    __nv_bfloat16* xb_ = nullptr;  // x rounded to bf16 for the GEMM, [xb_n_]
-    size_t xb_n_ = 0;
+    uint8_t* xs_ = nullptr;  // x rounded to wtype_ for the GEMM, [xs_n_] bytes
+    size_t xs_n_ = 0;
     int32_t* ints_ = nullptr;  // [ints_n_]
     size_t ints_n_ = 0;
     std::unique_ptr<cuda::DevicePlan> plan_;  // the last prefill's plan
@@ -217,7 +239,7 @@ int cuda_device_count() {
     return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
+std::unique_ptr<Backend> make_cuda_backend(int device, GpuPrecision precision) {
     int n = 0;
     const cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {
@@ -226,7 +248,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
     }
     if (n == 0) fail("CUDA: no GPU found");
     if (device < 0 || device >= n) fail("CUDA: device %d does not exist (this machine has %d)", device, n);
-    return std::make_unique<CudaBackend>(device);
+    return std::make_unique<CudaBackend>(device, precision);
 }
 
 }  // namespace elastic

@@ -1,10 +1,12 @@
 // CUDA launchers of the backend's small ops and GEMM (src/model/backend.h semantics), one file per
 // op family as in src/cpu: elementwise.cu (rms_norm, rope, swiglu, add), matmul.cu (matmul,
 // embedding, fp32 -> bf16). All pointers are device pointers; everything is queued on stream s.
-// Precision: activations stay fp32; weights and the GEMM's inputs are bf16 with fp32 accumulation.
+// Precision: activations stay fp32; weights and the GEMM's inputs are bf16, fp16 or fp32 (the
+// backend's GpuPrecision) with fp32 accumulation.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -21,14 +23,20 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStrea
 // y[n] += x[n]
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
 
-// y[n] = bf16(x[n]), round to nearest even
+// How the device stores weights and rounds GEMM inputs (GpuPrecision of src/model/backend.h).
+enum class WeightType { BF16, F16, F32 };
+size_t weight_elem_bytes(WeightType t);
+
+// y[n] = x[n] in type t, round to nearest even (a device copy for F32)
+void f32_to_weight_type(const float* x, void* y, WeightType t, int64_t n, cudaStream_t s);
 void f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t n, cudaStream_t s);
-// out[T, cols] = rows ids[t] of E[vocab, cols] as fp32; ids may be null for T == 1 (then row id0).
-void embedding_bf16(const __nv_bfloat16* E, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out,
-                    cudaStream_t s);
-// y[T, rows] = bf16(x[T, cols]) @ W[rows, cols]^T, fp32 accumulation and output; xb: scratch of T * cols.
-// The handle must already be bound to stream s.
-void matmul_bf16(cublasHandle_t h, const __nv_bfloat16* W, int64_t rows, int64_t cols, const float* x, __nv_bfloat16* xb,
-                 float* y, int64_t T, cudaStream_t s);
+// out[T, cols] = rows ids[t] of E[vocab, cols] (type t) as fp32; ids may be null for T == 1 (then row id0).
+void embedding(const void* E, WeightType t, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out,
+               cudaStream_t s);
+// y[T, rows] = x[T, cols] @ W[rows, cols]^T with W of type t and x rounded to t, fp32 accumulation
+// and output; xs: scratch of T * cols elements of t (unused for F32). The handle must already be
+// bound to stream s.
+void matmul(cublasHandle_t h, const void* W, WeightType t, int64_t rows, int64_t cols, const float* x, void* xs, float* y,
+            int64_t T, cudaStream_t s);
 
 }  // namespace elastic::cuda

@@ -1,5 +1,6 @@
 // Host side of the weight cache: dequantise rows to fp32 with OpenMP into pinned staging memory,
-// copy to the device and round to bf16 there (the same round-to-nearest-even as the activations).
+// copy to the device and round to the device type there (bf16 / fp16: the same round-to-nearest-even
+// as the activations; fp32: kept as is).
 // Two staging buffers so that the dequantisation of one chunk overlaps the copy of the previous.
 #include "cuda/weight-upload.h"
 
@@ -16,9 +17,17 @@ namespace {
 constexpr int64_t kChunkElems = int64_t(8) << 20;  // 32 MiB of fp32 per staging buffer
 }
 
-__nv_bfloat16* upload_weight_bf16(const Weight& W, cudaStream_t s) {
+void* upload_weight(const Weight& W, WeightType t, cudaStream_t s) {
     const int64_t rows = W.rows, cols = W.cols;
-    __nv_bfloat16* dev = device_alloc<__nv_bfloat16>(size_t(rows * cols), "a bf16 weight matrix");
+    auto* dev = device_alloc<uint8_t>(size_t(rows * cols) * weight_elem_bytes(t), "a weight matrix");
+    // Stored already in the device type (a bf16 checkpoint on the bf16 path): one plain copy.
+    const bool same = (W.type == DType::BF16 && t == WeightType::BF16) || (W.type == DType::F16 && t == WeightType::F16) ||
+                      (W.type == DType::F32 && t == WeightType::F32);
+    if (same && W.row_bytes == size_t(cols) * weight_elem_bytes(t)) {
+        CUDA_CHECK(cudaMemcpyAsync(dev, W.data, W.nbytes(), cudaMemcpyHostToDevice, s));
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        return dev;
+    }
     const int64_t chunk_rows = std::max<int64_t>(1, std::min(rows, kChunkElems / std::max<int64_t>(cols, 1)));
     float* host[2] = {nullptr, nullptr};
     cudaEvent_t done[2];
@@ -35,7 +44,7 @@ __nv_bfloat16* upload_weight_bf16(const Weight& W, cudaStream_t s) {
         for (int64_t r = 0; r < n; ++r) dequantize(W.type, W.row(r0 + r), host[b] + r * cols, cols);
         CUDA_CHECK(cudaMemcpyAsync(staging, host[b], size_t(n * cols) * sizeof(float), cudaMemcpyHostToDevice, s));
         CUDA_CHECK(cudaEventRecord(done[b], s));
-        f32_to_bf16(staging, dev + r0 * cols, n * cols, s);
+        f32_to_weight_type(staging, dev + size_t(r0 * cols) * weight_elem_bytes(t), t, n * cols, s);
     }
     CUDA_CHECK(cudaStreamSynchronize(s));
     CUDA_CHECK(cudaFree(staging));

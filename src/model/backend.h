@@ -21,6 +21,8 @@ public:
     virtual void release(float* p) = 0;
     virtual void upload(float* dst, const float* host, size_t n) = 0;
     virtual void download(float* host, const float* src, size_t n) = 0;
+    // Waits for the queued work (a GPU backend runs asynchronously); for timing statistics.
+    virtual void sync() {}
 
     // out[T, d] = rows ids[t] of E[vocab, d]
     virtual void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) = 0;
@@ -59,10 +61,18 @@ public:
 // CPU reference backend (fp32, OpenMP threads, OpenBLAS for dense products).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
+// What the CUDA backend stores and multiplies in (activations between ops are fp32 in all three):
+//   BF16: weights, GEMM inputs and prefill attention inputs in bf16 (tensor cores), fp32 accumulation;
+//   F16:  the same in fp16 (3 more mantissa bits, 5 fewer exponent bits: inputs beyond 65504 overflow);
+//   F32:  fp32 weights and GEMMs (no TF32) and the fp32 attention kernel: nothing rounded, for small
+//         models and for checking against the CPU; slower and twice the weight memory of bf16.
+// The KV cache of decode is bf16 in all three.
+enum class GpuPrecision { BF16, F16, F32 };
+
 #ifdef ELASTIC_HAVE_CUDA
-// CUDA backend on one GPU (src/cuda): fp32 activations, bf16 weights and GEMM inputs with fp32
-// accumulation. Throws elastic::Error when CUDA cannot start or the device does not exist.
-std::unique_ptr<Backend> make_cuda_backend(int device);
+// CUDA backend on one GPU (src/cuda). Throws elastic::Error when CUDA cannot start or the device
+// does not exist.
+std::unique_ptr<Backend> make_cuda_backend(int device, GpuPrecision precision = GpuPrecision::BF16);
 // Usable CUDA devices; 0 when there is no driver or no GPU.
 int cuda_device_count();
 #endif

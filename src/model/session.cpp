@@ -123,10 +123,14 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
         RouterDecision decision;
         const bool routed = router_ && router_->has_layer(l) && spec_.needs_router();
         if (routed) {
+            // Only the rows the pooling reads leave the backend (2 x window rows, not all T).
+            be_.sync();  // the time below is the router's own, not the queued projections'
             const double t0 = now_seconds();
-            k_host.resize(size_t(T * kvd));
-            be_.download(k_host.data(), k_, size_t(T * kvd));
-            decision = router_->route(l, k_host.data(), T, c.n_kv_head, int(hd));
+            const Router::PoolRows pr = router_->pool_rows(T);
+            k_host.resize(size_t(pr.n_rows * kvd));
+            be_.download(k_host.data(), k_, size_t(pr.head_end * kvd));
+            be_.download(k_host.data() + pr.head_end * kvd, k_ + pr.tail_begin * kvd, size_t((T - pr.tail_begin) * kvd));
+            decision = router_->route_rows(l, k_host.data(), pr.n_rows, c.n_kv_head, int(hd));
             stats_.router_seconds += now_seconds() - t0;
         } else if (spec_.needs_router()) {  // a layer without router weights keeps full attention
             decision.full.assign(size_t(H), 1);
@@ -150,10 +154,12 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
         be_.rope(q_, T, c.n_head, int(hd), pos.data(), m_.inv_freq.data());
         be_.rope(k_, T, c.n_kv_head, int(hd), pos.data(), m_.inv_freq.data());
         const bool any_xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
+        be_.sync();  // (GPU: the times below are of the attention's own kernels)
         double t0 = now_seconds();
         if (any_xa) be_.xa_fill_plan(q_, k_, T, c.n_head, c.n_kv_head, int(hd), spec_.xa, plan);
         const double t1 = now_seconds();
         be_.attn_hybrid_prefill(q_, k_, v_, att_, T, c.n_head, c.n_kv_head, int(hd), plan, spec_.win, spec_.xa.block, scale);
+        be_.sync();
         stats_.xa_seconds += t1 - t0;
         stats_.attention_seconds += now_seconds() - t1;
         caches_.push_back(be_.new_layer_cache(plan, spec_.win, cap_, c.n_kv_head, int(hd)));

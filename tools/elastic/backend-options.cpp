@@ -5,11 +5,31 @@
 namespace elastic::cli {
 
 void BackendOptions::add_to(CLI::App* c) {
-    c->add_option("--backend", backend, "cpu, or cuda / cuda:N for GPU N (bf16 weights and GEMMs)")->capture_default_str();
+    c->add_option("--backend", backend, "cpu, or cuda / cuda:N for GPU N")->capture_default_str();
+    c->add_option("--precision", precision,
+                  "CUDA weights/GEMM/attention precision: bf16 | f16 | f32 | auto (f32 up to 2B parameters, else bf16)")
+        ->capture_default_str();
 }
 
-std::unique_ptr<Backend> BackendOptions::make(int threads) const {
-    if (backend == "cpu") return make_cpu_backend(threads);
+namespace {
+double parameter_count(const ModelConfig& c) {
+    const double d = c.d_model, q = double(c.n_head) * c.head_dim, kv = double(c.n_kv_head) * c.head_dim;
+    const double layer = d * (2 * q + 2 * kv) + 3 * d * c.d_ff;
+    return c.n_layer * layer + double(c.vocab) * d * (c.tie_embeddings ? 1 : 2);
+}
+}  // namespace
+
+std::unique_ptr<Backend> BackendOptions::make(int threads, const Model& m) const {
+    GpuPrecision prec = GpuPrecision::BF16;
+    if (precision == "bf16") prec = GpuPrecision::BF16;
+    else if (precision == "f16") prec = GpuPrecision::F16;
+    else if (precision == "f32") prec = GpuPrecision::F32;
+    else if (precision == "auto") prec = parameter_count(m.config) <= 2e9 ? GpuPrecision::F32 : GpuPrecision::BF16;
+    else fail("--precision: '%s' is not bf16, f16, f32 or auto", precision.c_str());
+    if (backend == "cpu") {
+        if (precision != "auto") fail("--precision applies to --backend cuda (the CPU backend computes in fp32)");
+        return make_cpu_backend(threads);
+    }
     if (backend.rfind("cuda", 0) != 0) fail("--backend: '%s' is not cpu, cuda or cuda:N", backend.c_str());
     int device = 0;
     if (backend.size() > 4) {
@@ -23,9 +43,10 @@ std::unique_ptr<Backend> BackendOptions::make(int threads) const {
         }
     }
 #ifdef ELASTIC_HAVE_CUDA
-    return make_cuda_backend(device);
+    return make_cuda_backend(device, prec);
 #else
     (void)device;
+    (void)prec;
     fail("--backend %s: this build has no CUDA backend (configure with the cuda-release preset: make cuda)",
          backend.c_str());
 #endif

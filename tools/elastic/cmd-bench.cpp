@@ -58,11 +58,11 @@ void bench_model(const BenchOptions& o) {
     if (base.empty()) fail("bench: %s has no tokens", o.text_file.c_str());
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto be = o.backend.make(o.threads);
+    auto be = o.backend.make(o.threads, *model);
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json)
-        std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR |\n"
-                    "|---|---|---|---|---|---|---|---|\n", o.n_gen);
+        std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR | attention s | router ms/layer |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|\n", o.n_gen);
     for (int64_t len : parse_list(o.lengths)) {
         if (len > model->config.max_ctx)
             fail("bench: %lld tokens exceed the model's context of %d", (long long)len, model->config.max_ctx);
@@ -96,11 +96,14 @@ void bench_model(const BenchOptions& o) {
                             {"prefill_tok_s", {{"median", p.median}, {"min", p.min}, {"max", p.max}}},
                             {"decode_tok_s", {{"median", d.median}, {"min", d.min}, {"max", d.max}}}, {"kv_bytes", kv},
                             {"attention", spec.name}, {"omega_msr", st.omega_msr}, {"omega_esr", st.omega_esr},
-                            {"attention_seconds", st.attention_seconds}, {"prefill_seconds", st.prefill_seconds}});
+                            {"attention_seconds", st.attention_seconds}, {"prefill_seconds", st.prefill_seconds},
+                            {"router_seconds", st.router_seconds}, {"xa_seconds", st.xa_seconds},
+                            {"router_ms_per_layer", 1e3 * st.router_seconds / model->config.n_layer}});
         } else {
-            std::printf("| %s | %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f | %.3f | %.3f |\n",
+            std::printf("| %s | %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f | %.3f | %.3f | %.3f | %.3f |\n",
                         model->config.name.c_str(), spec.name.c_str(), (long long)len, p.median, p.min, p.max, d.median,
-                        d.min, d.max, double(kv) / (1 << 20), st.omega_msr, st.omega_esr);
+                        d.min, d.max, double(kv) / (1 << 20), st.omega_msr, st.omega_esr, st.attention_seconds,
+                        1e3 * st.router_seconds / model->config.n_layer);
             std::fflush(stdout);
         }
     }

@@ -30,7 +30,7 @@ using namespace elastic::eval;
 namespace {
 
 struct EvalOptions {
-    std::string model, backend = "cpu", tasks = "niah_single_1,niah_single_2,vt,cwe", lengths = "1024", data, datasets;
+    std::string model, backend = "cpu", precision = "auto", tasks = "niah_single_1,niah_single_2,vt,cwe", lengths = "1024", data, datasets;
     std::string text_dir = kDefaultProseDir, code_dir = kDefaultCodeDir;
     int samples = 3, threads = 0;
     int64_t max_length = 0;
@@ -85,7 +85,8 @@ struct Runner {
         spec = o.attn.resolve(*model, router);
         BackendOptions bo;
         bo.backend = o.backend;
-        backend = bo.make(o.threads);
+        bo.precision = o.precision;
+        backend = bo.make(o.threads, *model);
     }
     Engine engine() { return Engine{*model, *backend, spec, router.get()}; }
     void progress(const std::string& what) {
@@ -106,7 +107,7 @@ struct Runner {
     void print(const std::string& command, const std::vector<TaskResult>& results, const nlohmann::json& extra = {}) {
         if (o.json) {
             nlohmann::json j = {{"command", command}, {"model", o.model},    {"attention", spec.name},
-                                {"backend", o.backend}, {"seed", o.seed},    {"samples_per_task", o.samples}};
+                                {"backend", o.backend}, {"precision", o.precision}, {"seed", o.seed},    {"samples_per_task", o.samples}};
             for (auto it = extra.begin(); extra.is_object() && it != extra.end(); ++it) j[it.key()] = it.value();
             j["results"] = nlohmann::json::array();
             for (const auto& r : results) j["results"].push_back(to_json(r));
@@ -272,6 +273,7 @@ void add_common(CLI::App* c, EvalOptions& o) {
     c->add_option("--samples", o.samples, "Samples per task and length (LongBench: first N lines per file)")->capture_default_str();
     c->add_option("--seed", o.seed, "Seed of the generated data")->capture_default_str();
     c->add_option("--backend", o.backend, "cpu | cuda | cuda:N")->capture_default_str();
+    c->add_option("--precision", o.precision, "CUDA precision: bf16 | f16 | f32 | auto")->capture_default_str();
     c->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
     c->add_flag("--json", o.json, "Print one JSON object (for `elastic eval report`)");
     c->add_flag("--predictions", o.predictions, "Include every prediction in the JSON");

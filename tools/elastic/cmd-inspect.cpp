@@ -58,7 +58,7 @@ void inspect(const InspectOptions& o) {
         fail("inspect: %s has %zu tokens, more than the model's context of %d", o.file.c_str(), ids.size(), model->config.max_ctx);
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto be = o.backend.make(o.threads);
+    auto be = o.backend.make(o.threads, *model);
     Session s(*model, *be, int64_t(ids.size()), spec, router.get());
     s.forward(ids.data(), int64_t(ids.size()));
     const AttentionStats& st = s.stats();

@@ -37,7 +37,7 @@ void ppl(const PplOptions& o) {
     if (ctx > model->config.max_ctx) fail("ppl: --ctx %lld exceeds the model's context of %d", (long long)ctx, model->config.max_ctx);
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto backend = o.backend.make(o.threads);
+    auto backend = o.backend.make(o.threads, *model);
     Session s(*model, *backend, ctx, spec, router.get());
     double msr_sum = 0, esr_sum = 0;
     int windows = 0;

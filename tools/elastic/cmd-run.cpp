@@ -57,7 +57,7 @@ void run(const RunOptions& o) {
 
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
-    auto backend = o.backend.make(o.threads);
+    auto backend = o.backend.make(o.threads, *model);
     Session s(*model, *backend, cap, spec, router.get());
     Sampler sampler(o.sp);
 
