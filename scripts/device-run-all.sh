@@ -27,10 +27,11 @@ case ${1:-status} in
     grep -E "^=== device-check|DONE" "$LOG" | tail -4
     tail -n "${LINES_TAIL:-15}" "$LOG"
     ;;
-  collect)
+  collect)  # one archive (the device tool returns at most 8 files) plus the log and the table
     mkdir -p "${OUT:?}"
     cp "$LOG" "$OUT/" 2>/dev/null
-    cp -r "$RES"/. "$OUT/" 2>/dev/null
-    ls "$OUT"
+    cp "$RES/table.md" "$OUT/" 2>/dev/null
+    tar czf "$OUT/results.tgz" -C "$RES" . "$LOG" 2>/dev/null
+    ls -la "$OUT"
     ;;
 esac
