@@ -73,6 +73,10 @@ public:
                       const XAParams& p, LayerPlan& plan) override {
         cpu_->xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
     }
+    void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+                       float* logits_host) override {
+        cpu_->router_logits(r, k, T, n_kv_head, head_dim, window, logits_host);
+    }
     std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
                                                 int n_kv_head, int head_dim) override {
         head_dim_ = head_dim;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "core/error.h"
 #include "cpu/ops.h"
@@ -183,6 +184,29 @@ TEST(Ops, RmsNormRopeSwigluAddAgainstFormulas) {
 
 #ifdef ELASTIC_HAVE_CUDA
 // Says in the test report whether the op tests above covered the CUDA backend.
+// The router op on every backend against the CPU reference (Router::route: router_pool + the
+// MLPs in fp32): fp32 rule. Sequences inside one pooling window, overlapping, and beyond; softmax
+// and sigmoid heads.
+TEST(Ops, RouterLogitsMatchReference) {
+    std::mt19937_64 rng(fresh_seed());
+    auto linear = [&](int in, int out) { return RouterLinear{in, out, randn(size_t(in) * out, rng, 0.3f), randn(size_t(out), rng, 0.1f)}; };
+    for (auto& tb : backends())
+        for (auto [d, H, n_out] : {std::tuple<int, int, int>{64, 3, 2}, {128, 8, 1}, {128, 8, 2}})
+            for (int64_t T : {1, 57, 150, 1000}) {
+                const RouterLayer r{linear(d, 4 * d), linear(4 * d, d), linear(d, 4 * d), linear(4 * d, d), linear(d, n_out)};
+                const std::vector<float> k = randn(size_t(T) * H * d, rng);
+                const Router router({r});
+                std::vector<float> ref(size_t(H) * n_out), x(size_t(H) * d);
+                router_pool(k.data(), T, H, d, router.window(), x.data());
+                Router::mlp(r, x.data(), H, ref.data());
+                Buf bk(*tb.be, k);
+                std::vector<float> got(ref.size(), std::nanf(""));
+                tb.be->router_logits(r, bk.p, T, H, d, router.window(), got.data());
+                EXPECT_TRUE(close_enough(got, ref, nullptr, 1e-5)) << tb.be->name() << " d " << d << " H " << H << " T " << T;
+                EXPECT_EQ(Router::decision(r, got, H).full, router.route(0, k.data(), T, H, d).full) << tb.be->name();
+            }
+}
+
 TEST(Ops, CudaBackendCovered) {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the op tests ran on the CPU backend only";
     SUCCEED();

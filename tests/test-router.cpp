@@ -176,26 +176,6 @@ TEST(RouterPool, OverlapCountsTwice) {
     EXPECT_FLOAT_EQ(out, 29.5f);
 }
 
-// route_rows on just the rows pool_rows names (what the GPU path downloads) decides as route on
-// all keys, for T inside one window, between one and two windows (overlap) and beyond.
-TEST(RouterPool, RouteRowsMatchesRoute) {
-    std::mt19937_64 rng(test::fresh_seed());
-    const int H = 3, d = 8;
-    Router router({router_layer_threshold(d, 2, 0.0f)});
-    for (int64_t T : {1, 60, 100, 150, 199, 200, 1000}) {
-        const std::vector<float> k = test::randn(size_t(T) * H * d, rng);
-        const Router::PoolRows pr = router.pool_rows(T);
-        std::vector<float> rows(k.begin(), k.begin() + pr.head_end * H * d);
-        rows.insert(rows.end(), k.begin() + pr.tail_begin * H * d, k.end());
-        ASSERT_EQ(int64_t(rows.size()), pr.n_rows * H * d);
-        std::vector<float> pa, pb;
-        const RouterDecision a = router.route(0, k.data(), T, H, d, &pa);
-        const RouterDecision b = router.route_rows(0, rows.data(), pr.n_rows, H, d, &pb);
-        EXPECT_EQ(a.full, b.full) << "T " << T;
-        expect_close(pb, pa, 1e-5, "pooled features");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sigmoid variant, by hand: d = 2, hidden widths 1 and 2, one token so the pooled keys are the keys.
 //   fe0 [1,2] = [1 0]: a = silu(x0);  fe2 [2,1] = [1;0]: f = [a, 0]

@@ -112,10 +112,10 @@ def smollm2(hf_dir, out="tests/golden/logprobs-smollm2.json"):
         cases.append({"name": name, "ids": ids, "logprobs": lp,
                       "last_top5_ids": top.indices.tolist(), "last_top5_logprobs": top.values.tolist()})
         print(name, len(ids), "tokens")
-    out = {"versions": versions(), "device": DEVICE,
+    doc = {"versions": versions(), "device": DEVICE,
            "model": "SmolLM2-135M-Instruct.Q4_1.gguf via elastic convert (f32)", "cases": cases}
     with open(out, "w") as f:
-        json.dump(out, f)
+        json.dump(doc, f)
 
 
 if __name__ == "__main__":

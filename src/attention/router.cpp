@@ -78,18 +78,29 @@ const RouterLayer& Router::layer(int l) const {
     return layers_[size_t(l)];
 }
 
-RouterDecision Router::decide(const RouterLayer& r, const float* x, int n_kv_head, std::vector<float>* pooled) {
+void Router::mlp(const RouterLayer& r, const float* x, int n_kv_head, float* logits, std::vector<float>* pooled) {
     const int H = n_kv_head;
     std::vector<float> h1(size_t(H) * r.fe0.out), f(size_t(H) * r.fe2.out), h2(size_t(H) * r.rh0.out),
         h3(size_t(H) * r.rh2.out);
-    RouterDecision d;
-    d.logits.resize(size_t(H) * r.rh4.out);
     linear_rows(r.fe0, x, H, h1.data(), true);
     linear_rows(r.fe2, h1.data(), H, f.data(), false);  // f [H, fe2.out]: the "pooled" task feature
     linear_rows(r.rh0, f.data(), H, h2.data(), true);
     linear_rows(r.rh2, h2.data(), H, h3.data(), true);
-    linear_rows(r.rh4, h3.data(), H, d.logits.data(), false);
+    linear_rows(r.rh4, h3.data(), H, logits, false);
     if (pooled) *pooled = f;
+}
+
+RouterDecision Router::decide(const RouterLayer& r, const float* x, int n_kv_head, std::vector<float>* pooled) {
+    std::vector<float> logits(size_t(n_kv_head) * r.rh4.out);
+    mlp(r, x, n_kv_head, logits.data(), pooled);
+    return decision(r, std::move(logits), n_kv_head);
+}
+
+RouterDecision Router::decision(const RouterLayer& r, std::vector<float> logits, int n_kv_head) {
+    const int H = n_kv_head;
+    ELASTIC_ASSERT(logits.size() == size_t(H) * size_t(r.rh4.out));
+    RouterDecision d;
+    d.logits = std::move(logits);
 
     d.prob_fa.resize(size_t(H));
     d.full.resize(size_t(H));
@@ -120,37 +131,20 @@ RouterDecision Router::decide(const RouterLayer& r, const float* x, int n_kv_hea
     return d;
 }
 
-namespace {
-const RouterLayer& checked_layer(const Router& router, int layer, int64_t T, int n_kv_head, int head_dim) {
-    if (!router.has_layer(layer)) fail("router: no router for layer %d (router has %d layers)", layer, router.n_layer());
-    const RouterLayer& r = router.layer(layer);
+const RouterLayer& Router::checked_layer(int layer, int64_t T, int n_kv_head, int head_dim) const {
+    if (!has_layer(layer)) fail("router: no router for layer %d (router has %d layers)", layer, n_layer());
+    const RouterLayer& r = layers_[size_t(layer)];
     if (head_dim != r.head_dim())
         fail("router: layer %d expects head_dim %d, keys have %d", layer, r.head_dim(), head_dim);
     if (T < 1 || n_kv_head < 1) fail("router: cannot route %lld tokens of %d KV heads", (long long)T, n_kv_head);
     return r;
 }
-}  // namespace
 
 RouterDecision Router::route(int layer, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
                              std::vector<float>* pooled) const {
-    const RouterLayer& r = checked_layer(*this, layer, T, n_kv_head, head_dim);
+    const RouterLayer& r = checked_layer(layer, T, n_kv_head, head_dim);
     std::vector<float> x(size_t(n_kv_head) * head_dim);  // [H_kv, d]
     router_pool(k_prerope, T, n_kv_head, head_dim, window_, x.data());
-    return decide(r, x.data(), n_kv_head, pooled);
-}
-
-Router::PoolRows Router::pool_rows(int64_t T) const {
-    const int64_t head_end = std::min<int64_t>(window_, T), tail_begin = std::max<int64_t>(0, T - window_);
-    return {head_end, tail_begin, head_end + (T - tail_begin)};
-}
-
-RouterDecision Router::route_rows(int layer, const float* rows, int64_t n_rows, int n_kv_head, int head_dim,
-                                  std::vector<float>* pooled) const {
-    const RouterLayer& r = checked_layer(*this, layer, n_rows, n_kv_head, head_dim);
-    std::vector<float> x(size_t(n_kv_head) * head_dim);
-    // The mean of the concatenated rows: router_pool with a window covering them all (each row
-    // then counts twice, which leaves the mean as it is).
-    router_pool(rows, n_rows, n_kv_head, head_dim, int(std::min<int64_t>(n_rows, 1 << 30)), x.data());
     return decide(r, x.data(), n_kv_head, pooled);
 }
 

@@ -85,15 +85,13 @@ public:
     RouterDecision route(int layer, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
                          std::vector<float>* pooled = nullptr) const;
 
-    // The same decision from only the key rows the pooling reads (a GPU backend downloads just
-    // these): rows [0, head_end) then [tail_begin, T) of pool_rows(T), concatenated in `rows`
-    // [n_rows, n_kv_head, head_dim] (rows in both ranges appear twice, as in router_pool).
-    struct PoolRows {
-        int64_t head_end, tail_begin, n_rows;
-    };
-    PoolRows pool_rows(int64_t T) const;
-    RouterDecision route_rows(int layer, const float* rows, int64_t n_rows, int n_kv_head, int head_dim,
-                              std::vector<float>* pooled = nullptr) const;
+    // The MLPs on already pooled keys x [n_kv_head, d] → logits [n_kv_head, r.rh4.out] (before the
+    // sigmoid variant's LayerNorm); pooled, if given, receives the task MLP's output.
+    static void mlp(const RouterLayer& r, const float* x, int n_kv_head, float* logits, std::vector<float>* pooled = nullptr);
+    // The decision from those logits (LayerNorm over the heads for the sigmoid variant).
+    static RouterDecision decision(const RouterLayer& r, std::vector<float> logits, int n_kv_head);
+    // Checks that layer l exists and takes this head_dim; elastic::Error otherwise.
+    const RouterLayer& checked_layer(int layer, int64_t T, int n_kv_head, int head_dim) const;
 
     // The MLPs and the decision on already pooled keys x [n_kv_head, d].
     static RouterDecision decide(const RouterLayer& r, const float* x, int n_kv_head, std::vector<float>* pooled = nullptr);

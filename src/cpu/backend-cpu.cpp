@@ -47,6 +47,12 @@ public:
                              int64_t xa_block, float scale) override {
         cpu::attn_hybrid_prefill(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale);
     }
+    void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+                       float* logits_host) override {
+        std::vector<float> x(size_t(n_kv_head) * size_t(head_dim));
+        router_pool(k, T, n_kv_head, head_dim, window, x.data());
+        Router::mlp(r, x.data(), n_kv_head, logits_host);
+    }
     void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                       const XAParams& p, LayerPlan& plan) override {
         cpu::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);

@@ -41,6 +41,7 @@ public:
         plan_.reset();
         for (auto& kv : weights_) cudaFree(kv.second.dev);
         for (auto& kv : vectors_) cudaFree(kv.second.dev);
+        for (auto& kv : consts_) cudaFree(kv.second.dev);
         cudaFree(xs_);
         cudaFree(ints_);
         cublasDestroy(blas_);
@@ -135,6 +136,14 @@ public:
         bind();
         cuda::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan, stream_);
     }
+    void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+                       float* logits_host) override {
+        bind();
+        const RouterLinear* src[5] = {&r.fe0, &r.fe2, &r.rh0, &r.rh2, &r.rh4};
+        cuda::RouterLinearDev dev[5];
+        for (int i = 0; i < 5; ++i) dev[i] = {device_const(src[i]->w), device_const(src[i]->b), src[i]->in, src[i]->out};
+        cuda::router_logits(blas_, dev, k, T, n_kv_head, head_dim, window, logits_host, stream_);
+    }
     struct Cache final : LayerCache {
         std::unique_ptr<cuda::DeviceLayerCache> c;
         size_t bytes() const override { return cuda::cache_bytes(*c); }
@@ -163,6 +172,10 @@ private:
     struct CachedWeight {
         uint64_t fingerprint;
         void* dev;  // [rows, cols] of wtype_
+    };
+    struct CachedConst {
+        uint64_t fingerprint = 0;
+        float* dev = nullptr;
     };
     struct CachedVector {
         std::vector<float> host;  // the contents uploaded, compared on every use
@@ -201,6 +214,26 @@ private:
         return e.dev;
     }
 
+    // A constant host array (router weights) on the device, uploaded on first use. Keyed by address;
+    // the size and a sampled fingerprint notice a freed array whose address was reused (unlike
+    // device_vector, the contents are not compared in full on every use: a router layer is 1-4 MB).
+    const float* device_const(const std::vector<float>& v) {
+        uint64_t fp = 1469598103934665603ull ^ v.size();
+        for (size_t i = 0; i < 16 && !v.empty(); ++i) {
+            uint32_t u;
+            std::memcpy(&u, &v[(v.size() - 1) * i / 15], 4);
+            fp = (fp ^ u) * 1099511628211ull;
+        }
+        CachedConst& e = consts_[v.data()];
+        if (e.dev && e.fingerprint == fp) return e.dev;
+        CUDA_CHECK(cudaFree(e.dev));
+        e.dev = cuda::device_alloc<float>(v.size(), "router weights");
+        e.fingerprint = fp;
+        CUDA_CHECK(cudaMemcpyAsync(e.dev, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        return e.dev;
+    }
+
     // Host int32 values (token ids, positions) in a device scratch buffer. The stream orders the
     // buffer's reuse after the kernels that read it.
     const int32_t* device_ints(const int32_t* host, int64_t n) {
@@ -221,6 +254,7 @@ private:
     cublasHandle_t blas_ = nullptr;
     std::unordered_map<const uint8_t*, CachedWeight> weights_;
     std::unordered_map<const float*, CachedVector> vectors_;
+    std::unordered_map<const float*, CachedConst> consts_;
     uint8_t* xs_ = nullptr;  // x rounded to wtype_ for the GEMM, [xs_n_] bytes
     size_t xs_n_ = 0;
     int32_t* ints_ = nullptr;  // [ints_n_]

@@ -39,4 +39,16 @@ void embedding(const void* E, WeightType t, int64_t cols, const int32_t* ids, in
 void matmul(cublasHandle_t h, const void* W, WeightType t, int64_t rows, int64_t cols, const float* x, void* xs, float* y,
             int64_t T, cudaStream_t s);
 
+// One Linear layer of a router on the device: w [out, in] row-major, b [out], fp32.
+struct RouterLinearDev {
+    const float* w;
+    const float* b;
+    int in, out;
+};
+// The router of a layer (fe0, fe2, rh0, rh2, rh4): k [T, n_kv_head, head_dim] pre-RoPE keys on the
+// device, pooled over the first and last `window` rows; logits_host [n_kv_head, layers[4].out] on
+// the host. Synchronises s.
+void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const float* k, int64_t T, int n_kv_head,
+                   int head_dim, int window, float* logits_host, cudaStream_t s);
+
 }  // namespace elastic::cuda

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "attention/plan.h"
+#include "attention/router.h"
 #include "model/weights.h"
 
 namespace elastic {
@@ -45,6 +46,11 @@ public:
     // XAttention block lists for the plan's XA heads from the (post-RoPE) q [T, n_head, d], k [T, n_kv_head, d].
     virtual void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                               const XAParams& p, LayerPlan& plan) = 0;
+    // Router of one layer (DESIGN.md §1.1): the pre-RoPE keys k [T, n_kv_head, head_dim] pooled over
+    // their first and last `window` rows (router_pool), through the layer's MLPs (Router::mlp);
+    // logits_host [n_kv_head, r.rh4.out] on the host, for Router::decision.
+    virtual void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+                               float* logits_host) = 0;
     // The KV cache of one layer of one sequence: each head keeps what its mode needs.
     struct LayerCache {
         virtual ~LayerCache() = default;

@@ -106,7 +106,6 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
     ref_k_.assign(reference_decode_ ? size_t(c.n_layer) : 0, {});
     ref_v_.assign(reference_decode_ ? size_t(c.n_layer) : 0, {});
     int64_t sparse_so_far = 0;
-    std::vector<float> k_host;
 
     be_.embedding(w.tok_embd, ids, T, x_);  // x [T, D]
     for (int l = 0; l < c.n_layer; ++l) {
@@ -123,14 +122,13 @@ void Session::prefill(const int32_t* ids, int64_t T, bool all_logits, const Logi
         RouterDecision decision;
         const bool routed = router_ && router_->has_layer(l) && spec_.needs_router();
         if (routed) {
-            // Only the rows the pooling reads leave the backend (2 x window rows, not all T).
+            // Pooling and MLPs on the backend (on a GPU nothing but the logits leaves it).
             be_.sync();  // the time below is the router's own, not the queued projections'
             const double t0 = now_seconds();
-            const Router::PoolRows pr = router_->pool_rows(T);
-            k_host.resize(size_t(pr.n_rows * kvd));
-            be_.download(k_host.data(), k_, size_t(pr.head_end * kvd));
-            be_.download(k_host.data() + pr.head_end * kvd, k_ + pr.tail_begin * kvd, size_t((T - pr.tail_begin) * kvd));
-            decision = router_->route_rows(l, k_host.data(), pr.n_rows, c.n_kv_head, int(hd));
+            const RouterLayer& rl = router_->checked_layer(l, T, c.n_kv_head, int(hd));
+            std::vector<float> logits(size_t(c.n_kv_head) * size_t(rl.rh4.out));
+            be_.router_logits(rl, k_, T, c.n_kv_head, int(hd), router_->window(), logits.data());
+            decision = Router::decision(rl, std::move(logits), c.n_kv_head);
             stats_.router_seconds += now_seconds() - t0;
         } else if (spec_.needs_router()) {  // a layer without router weights keeps full attention
             decision.full.assign(size_t(H), 1);
