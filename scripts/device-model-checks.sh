@@ -52,7 +52,8 @@ fi
 
 echo "== model throughput on the GPU (auto precision), router cost per layer"
 "$E" router-init -m "$M" -o /tmp/smol-router.safetensors >/dev/null
-for a in "full" "ssa --sink 64 --local 512" "msr:0.75 --router /tmp/smol-router.safetensors --sink 64 --local 512"; do
+for a in "full" "full --precision bf16" "ssa --sink 64 --local 512" "ssa --sink 64 --local 512 --precision bf16" \
+         "msr:0.75 --router /tmp/smol-router.safetensors --sink 64 --local 512"; do
   "$E" bench model -m "$M" --backend cuda -r 3 -p 512,2048,8192 -n 32 --attention $a
 done
 exit $FAIL

@@ -331,9 +331,11 @@ __global__ void __launch_bounds__(Tr::kThreads) hybrid_prefill_kernel(const Pref
 // ---------------------------------------------------------------- fp32 kernel
 // The accurate path (GpuPrecision f32): the same fused launch over every head in its mode, fp32
 // inputs and FMA on the CUDA cores, no rounding of q, k, v or P. A CTA of 4 warps owns 16 query
-// rows of one query head (4 rows per warp); key tiles of 32 (the mode's tiles, tile_range) arrive
-// in shared memory; lane j scores key j of the tile for each of its warp's rows, the warp reduces
-// max and sum by shuffles, and lane l accumulates output dims l, l + 32, ... (P broadcast by shuffle).
+// rows of one query head (4 rows per warp, processed together); key tiles of 32 (the mode's tiles,
+// tile_range) arrive in shared memory. Scores: lane j takes key j and all 4 rows of its warp,
+// 16-byte loads of K (row stride d + 4: conflict-free for 16-byte accesses) and broadcast 16-byte
+// loads of Q, so one K load serves 4 rows. Online softmax per row by warp shuffles; P goes to
+// shared memory and is read back as broadcasts; lane l accumulates output dims l, l + 32, ...
 constexpr int kF32Rows = 16, kF32Keys = 32, kF32Warps = 4;
 
 struct F32KernelParams {
@@ -351,10 +353,11 @@ struct F32KernelParams {
 
 template <int D>
 __global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32KernelParams p) {
-    constexpr int R = kF32Rows / kF32Warps, NK = kF32Keys, DL = D / 32;
-    __shared__ float sQ[kF32Rows][D];
-    __shared__ float sK[NK][D + 1];  // +1: lane j reads row j, column c: distinct banks
-    __shared__ float sV[NK][D];
+    constexpr int R = kF32Rows / kF32Warps, NK = kF32Keys, DL = D / 32, KS = D + 4;
+    __shared__ __align__(16) float sQ[kF32Rows][D];
+    __shared__ __align__(16) float sK[NK][KS];
+    __shared__ __align__(16) float sV[NK][D];
+    __shared__ __align__(16) float sP[kF32Rows][NK];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int head = blockIdx.y, g = head / p.group;
     const HeadMeta hm = p.meta[g];
@@ -373,6 +376,7 @@ __global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32Ke
 #pragma unroll
         for (int c = 0; c < DL; ++c) o[r][c] = 0.0f;
     }
+    const int row0 = warp * R;
     for (int t = 0; t < tr.count; ++t) {
         const int n0 = tile_at(tr, hm.mode, t, p.xa_blocks) * NK;
         __syncthreads();  // the previous tile is no longer read (and sQ is written, the first time)
@@ -384,22 +388,35 @@ __global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32Ke
             sV[j][c] = ok ? p.v[off] : 0.0f;
         }
         __syncthreads();
+        float sc[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) sc[r] = 0.0f;
+#pragma unroll 8
+        for (int c = 0; c < D; c += 4) {
+            const float4 kv = *reinterpret_cast<const float4*>(&sK[lane][c]);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float4 qv = *reinterpret_cast<const float4*>(&sQ[row0 + r][c]);
+                sc[r] = fmaf(qv.x, kv.x, sc[r]);
+                sc[r] = fmaf(qv.y, kv.y, sc[r]);
+                sc[r] = fmaf(qv.z, kv.z, sc[r]);
+                sc[r] = fmaf(qv.w, kv.w, sc[r]);
+            }
+        }
+        const int j = n0 + lane;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const int row = warp * R + r, i = m0 + row;
-            if (i >= p.L) continue;  // warp-uniform
-            const int j = n0 + lane;
-            float sc = 0.0f;
-#pragma unroll 16
-            for (int c = 0; c < D; ++c) sc = fmaf(sQ[row][c], sK[lane][c], sc);
-            sc = tile_visible(hm.mode, i, j, p.L, p.sink, p.local) ? sc * p.scale_log2 : -INFINITY;
-            float mx = sc;
+            const int i = m0 + row0 + r;
+            const float x = tile_visible(hm.mode, i, j, p.L, p.sink, p.local) ? sc[r] * p.scale_log2 : -INFINITY;
+            float mx = x;
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
             const float mnew = fmaxf(mrow[r], mx);
-            if (mnew == -INFINITY) continue;  // nothing visible yet in this row
-            const float alpha = exp2f(mrow[r] - mnew);
-            const float pj = exp2f(sc - mnew);
+            float pj = 0.0f, alpha = 1.0f;
+            if (mnew != -INFINITY) {  // warp-uniform; else nothing visible yet in this row
+                alpha = exp2f(mrow[r] - mnew);
+                pj = exp2f(x - mnew);
+            }
             float sum = pj;
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
@@ -407,16 +424,31 @@ __global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32Ke
             mrow[r] = mnew;
 #pragma unroll
             for (int c = 0; c < DL; ++c) o[r][c] *= alpha;
-            for (int jj = 0; jj < NK; ++jj) {
-                const float pb = __shfl_sync(0xffffffffu, pj, jj);
-#pragma unroll
-                for (int c = 0; c < DL; ++c) o[r][c] = fmaf(pb, sV[jj][lane + 32 * c], o[r][c]);
-            }
+            sP[row0 + r][lane] = pj;
         }
+        __syncwarp();
+#pragma unroll 2
+        for (int jj = 0; jj < NK; jj += 4) {
+            float4 pr[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) pr[r] = *reinterpret_cast<const float4*>(&sP[row0 + r][jj]);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+#pragma unroll
+                for (int c = 0; c < DL; ++c) {
+                    const float vv = sV[jj + u][lane + 32 * c];
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        const float pu = u == 0 ? pr[r].x : u == 1 ? pr[r].y : u == 2 ? pr[r].z : pr[r].w;
+                        o[r][c] = fmaf(pu, vv, o[r][c]);
+                    }
+                }
+        }
+        __syncwarp();  // sP is rewritten by the next tile
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-        const int i = m0 + warp * R + r;
+        const int i = m0 + row0 + r;
         if (i >= p.L) continue;
         const float inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
 #pragma unroll

@@ -32,6 +32,13 @@ public:
         // A blocking stream: anything a kernel launcher queues on the legacy default stream still
         // waits for our work and vice versa.
         CUDA_CHECK(cudaStreamCreate(&stream_));
+        // Stream-ordered scratch (cudaMallocAsync: attention's 16-bit copies, the router's buffer)
+        // stays in the pool across synchronisations instead of going back to the driver at each
+        // one (the default threshold 0 makes every allocation after a sync map fresh memory).
+        cudaMemPool_t pool;
+        CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+        uint64_t keep = UINT64_MAX;
+        CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
         CUBLAS_CHECK(cublasCreate(&blas_));
         CUBLAS_CHECK(cublasSetStream(blas_, stream_));
     }

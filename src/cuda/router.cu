@@ -10,15 +10,30 @@ namespace elastic::cuda {
 
 namespace {
 
-// x[i] = mean of k[t * n + i] over t in [0, head_end) then [tail_begin, T) (both ranges, overlap twice).
-__global__ void router_pool_kernel(const float* __restrict__ k, int64_t T, int n, int64_t head_end, int64_t tail_begin,
-                                   float* __restrict__ x) {
-    const int i = int(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+// x[i] = mean of k[t * n + i] over t in [0, head_end) then [tail_begin, T) (both ranges, overlap
+// twice). A block owns 32 columns; its 8 warps split the (≤ 2 × window) rows, so each thread issues
+// a handful of coalesced loads instead of one long dependent chain, then sum in shared memory.
+constexpr int kPoolCols = 32, kPoolGroups = 8;
+__global__ void __launch_bounds__(kPoolCols * kPoolGroups)
+    router_pool_kernel(const float* __restrict__ k, int64_t T, int n, int64_t head_end, int64_t tail_begin,
+                       float* __restrict__ x) {
+    __shared__ double part[kPoolGroups][kPoolCols];
+    const int c = threadIdx.x % kPoolCols, g = threadIdx.x / kPoolCols;
+    const int i = int(blockIdx.x) * kPoolCols + c;
+    const int64_t rows = head_end + (T - tail_begin);
     double acc = 0.0;
-    for (int64_t t = 0; t < head_end; ++t) acc += k[t * n + i];
-    for (int64_t t = tail_begin; t < T; ++t) acc += k[t * n + i];
-    x[i] = float(acc / double(head_end + (T - tail_begin)));
+    if (i < n)
+        for (int64_t r = g; r < rows; r += kPoolGroups) {
+            const int64_t t = r < head_end ? r : tail_begin + (r - head_end);
+            acc += k[t * n + i];
+        }
+    part[g][c] = acc;
+    __syncthreads();
+    if (g == 0 && i < n) {
+        double s = 0.0;
+        for (int j = 0; j < kPoolGroups; ++j) s += part[j][c];
+        x[i] = float(s / double(rows));
+    }
 }
 
 // y[r, o] += b[o], then SiLU when act.
@@ -40,7 +55,8 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const f
     float* buf = nullptr;
     CUDA_CHECK(cudaMallocAsync(&buf, total * sizeof(float), s));
     const int64_t head_end = T < window ? T : window, tail_begin = T - window > 0 ? T - window : 0;
-    router_pool_kernel<<<unsigned((n + 127) / 128), 128, 0, s>>>(k, T, n, head_end, tail_begin, buf);
+    router_pool_kernel<<<unsigned((n + kPoolCols - 1) / kPoolCols), kPoolCols * kPoolGroups, 0, s>>>(k, T, n, head_end,
+                                                                                                  tail_begin, buf);
     CUDA_LAUNCH_CHECK();
     const float* x = buf;
     float* y = buf + n;

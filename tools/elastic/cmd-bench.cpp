@@ -60,6 +60,7 @@ void bench_model(const BenchOptions& o) {
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto be = o.backend.make(o.threads, *model);
     nlohmann::json rows = nlohmann::json::array();
+    if (!o.json) std::printf("\nbackend: %s\n\n", be->name());
     if (!o.json)
         std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR | attention s | router ms/layer |\n"
                     "|---|---|---|---|---|---|---|---|---|---|\n", o.n_gen);
