@@ -73,6 +73,9 @@ public:
                       const XAParams& p, LayerPlan& plan) override {
         cpu_->xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
     }
+    void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
+        cpu_->top_candidates(logits, n, k, out);
+    }
     void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {
         cpu_->router_logits(r, k, T, n_kv_head, head_dim, window, logits_host);

@@ -111,6 +111,49 @@ TEST(Model, BadInputsAreErrors) {
     EXPECT_THROW(Model::load(source_path("CMakeLists.txt")), Error);
 }
 
+// Sampling from the backend's top-k candidates draws the same tokens as sampling from all logits
+// (greedy; top-k with and without top-p; ties), for the same seed.
+TEST(Sampler, CandidatesDrawLikeFullLogits) {
+    std::mt19937_64 rng(fresh_seed());
+    auto be = make_cpu_backend(0);
+    for (SamplerParams sp : {SamplerParams{0.0f, 0, 1.0f, 1}, SamplerParams{0.8f, 40, 0.95f, 7},
+                             SamplerParams{1.3f, 5, 1.0f, 9}, SamplerParams{0.7f, 128, 0.5f, 11}}) {
+        Sampler full(sp), cand(sp);
+        ASSERT_TRUE(cand.uses_candidates(Backend::kMaxCandidates));
+        for (int step = 0; step < 60; ++step) {
+            std::vector<float> logits = randn(1000, rng, 3.0f);
+            for (int i = 0; i < 1000; i += 7) logits[size_t(i)] = std::round(logits[size_t(i)]);  // ties
+            std::vector<std::pair<float, int32_t>> top;
+            be->top_candidates(logits.data(), 1000, cand.candidates_needed(), top);
+            ASSERT_EQ(full.sample(logits.data(), 1000), cand.sample_candidates(top)) << "step " << step;
+        }
+    }
+    EXPECT_FALSE(Sampler({0.8f, 0, 0.95f, 0}).uses_candidates(Backend::kMaxCandidates));   // no top-k: host
+    EXPECT_FALSE(Sampler({0.8f, 500, 1.0f, 0}).uses_candidates(Backend::kMaxCandidates));  // k too large
+}
+
+// Session::sample_next (the selection on the backend) picks what the host sampler picks from
+// last_logits(), after a prefill and after decode steps, with the logits left on the backend.
+TEST(Model, SampleNextMatchesHostSampling) {
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    auto be = make_cpu_backend(0);
+    std::vector<int32_t> ids = {5, 17, 300, 2, 99};
+    for (SamplerParams sp : {SamplerParams{0.0f, 0, 1.0f, 0}, SamplerParams{0.9f, 20, 0.9f, 3}}) {
+        Session a(*m, *be, 16), b(*m, *be, 16);
+        b.set_host_logits(false);
+        Sampler sa(sp), sb(sp);
+        a.forward(ids.data(), int64_t(ids.size()));
+        b.forward(ids.data(), int64_t(ids.size()));
+        for (int step = 0; step < 6; ++step) {
+            const int32_t ta = sa.sample(a.last_logits().data(), 400), tb = b.sample_next(sb, 400);
+            ASSERT_EQ(ta, tb) << "step " << step;
+            ASSERT_LT(tb, 400);
+            a.forward(&ta, 1);
+            b.forward(&tb, 1);
+        }
+    }
+}
+
 TEST(Sampler, GreedyAndSeeded) {
     std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.9f};
     Sampler g({0.0f, 0, 1.0f, 0});

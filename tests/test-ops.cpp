@@ -4,6 +4,7 @@
 // GEMM inputs to bf16 (CUDA) within 2x the error of a naive bf16 implementation of the same op.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -182,8 +183,6 @@ TEST(Ops, RmsNormRopeSwigluAddAgainstFormulas) {
     }
 }
 
-#ifdef ELASTIC_HAVE_CUDA
-// Says in the test report whether the op tests above covered the CUDA backend.
 // The router op on every backend against the CPU reference (Router::route: router_pool + the
 // MLPs in fp32): fp32 rule. Sequences inside one pooling window, overlapping, and beyond; softmax
 // and sigmoid heads.
@@ -207,6 +206,30 @@ TEST(Ops, RouterLogitsMatchReference) {
             }
 }
 
+// top_candidates on every backend against a full sort: vocabulary sizes around the device's
+// block chunk (2048), ties, -inf entries, k from 1 to the maximum.
+TEST(Ops, TopCandidatesMatchFullSort) {
+    std::mt19937_64 rng(fresh_seed());
+    for (auto& tb : backends())
+        for (int32_t n : {1, 7, 2048, 2049, 49152, 151936})
+            for (int k : {1, 2, 40, Backend::kMaxCandidates}) {
+                std::vector<float> x = randn(size_t(n), rng, 4.0f);
+                for (int32_t i = 0; i < n; i += 5) x[size_t(i)] = std::round(x[size_t(i)]);  // ties
+                for (int32_t i = 3; i < n; i += 97) x[size_t(i)] = -INFINITY;
+                std::vector<std::pair<float, int32_t>> want(static_cast<size_t>(n));
+                for (int32_t i = 0; i < n; ++i) want[size_t(i)] = {x[size_t(i)], i};
+                std::sort(want.begin(), want.end(),
+                          [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+                want.resize(size_t(std::min<int32_t>(k, n)));
+                Buf bx(*tb.be, x);
+                std::vector<std::pair<float, int32_t>> got;
+                tb.be->top_candidates(bx.p, n, k, got);
+                EXPECT_EQ(got, want) << tb.be->name() << " n " << n << " k " << k;
+            }
+}
+
+#ifdef ELASTIC_HAVE_CUDA
+// Says in the test report whether the op tests above covered the CUDA backend.
 TEST(Ops, CudaBackendCovered) {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device: the op tests ran on the CPU backend only";
     SUCCEED();

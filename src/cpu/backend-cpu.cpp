@@ -3,12 +3,14 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "attention/hybrid-attention.h"
 #include "attention/kv-cache.h"
 #include "attention/xattention.h"
+#include "core/error.h"
 #include "cpu/ops.h"
 #include "model/backend.h"
 
@@ -46,6 +48,16 @@ public:
                              int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
                              int64_t xa_block, float scale) override {
         cpu::attn_hybrid_prefill(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale);
+    }
+    void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
+        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
+        k = std::min(k, int(n));
+        std::vector<std::pair<float, int32_t>> all(static_cast<size_t>(n));
+        for (int32_t i = 0; i < n; ++i) all[size_t(i)] = {logits[i], i};
+        std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const auto& a, const auto& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
+        out.assign(all.begin(), all.begin() + k);
     }
     void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {

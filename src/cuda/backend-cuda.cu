@@ -5,6 +5,7 @@
 // moved to the device here: weights and vectors once, cached by their host address; ids and
 // positions per call, or as a kernel argument when they are one token or consecutive.
 // The elastic attention ops are the kernels of src/cuda/attention.h.
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
@@ -142,6 +143,13 @@ public:
                       const XAParams& p, LayerPlan& plan) override {
         bind();
         cuda::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan, stream_);
+    }
+    void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
+        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
+        bind();
+        k = std::min(k, int(n));
+        out.resize(size_t(k));
+        cuda::top_candidates(logits, n, k, out.data(), stream_);
     }
     void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace elastic::cuda {
 
@@ -50,5 +51,9 @@ struct RouterLinearDev {
 // the host. Synchronises s.
 void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const float* k, int64_t T, int n_kv_head,
                    int head_dim, int window, float* logits_host, cudaStream_t s);
+
+// The k largest of logits[0, n) (device), value descending, lower index first on ties, into
+// out_host[0, k) (host); k <= n, k <= Backend::kMaxCandidates. Synchronises s.
+void top_candidates(const float* logits, int32_t n, int k, std::pair<float, int32_t>* out_host, cudaStream_t s);
 
 }  // namespace elastic::cuda

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "attention/plan.h"
 #include "attention/router.h"
@@ -51,6 +53,10 @@ public:
     // logits_host [n_kv_head, r.rh4.out] on the host, for Router::decision.
     virtual void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
                                float* logits_host) = 0;
+    // Sampling on the backend: the k largest of logits[0, n) as (value, index), value descending,
+    // lower index first on ties (std::max_element's choice for k = 1). 1 <= k <= kMaxCandidates.
+    static constexpr int kMaxCandidates = 128;
+    virtual void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) = 0;
     // The KV cache of one layer of one sequence: each head keeps what its mode needs.
     struct LayerCache {
         virtual ~LayerCache() = default;

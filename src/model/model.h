@@ -11,6 +11,7 @@
 #include "attention/router.h"
 #include "model/backend.h"
 #include "model/config.h"
+#include "model/sampler.h"
 #include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 
@@ -51,6 +52,14 @@ public:
     // all_logits=true: on_logits is called for every token in order.
     void forward(const int32_t* ids, int64_t n, bool all_logits = false, const LogitsFn& on_logits = nullptr);
     const std::vector<float>& last_logits() const { return last_logits_; }
+    // The next token from the last position's logits. Greedy and top-k sampling run their
+    // selection on the backend (on a GPU only k candidates leave it, not the vocabulary); other
+    // settings sample on the host. limit: only ids [0, limit) (a tokenizer smaller than the
+    // padded vocabulary); <= 0 means the whole vocabulary.
+    int32_t sample_next(Sampler& sampler, int32_t limit = 0);
+    // false: forward() leaves the last logits on the backend (last_logits() is then stale) for
+    // sample_next(); true (default): they are copied to the host after every forward().
+    void set_host_logits(bool on) { host_logits_ = on; }
 
     int64_t pos() const { return pos_; }
     int64_t capacity() const { return cap_; }
@@ -87,6 +96,9 @@ private:
     AttentionStats stats_;
     std::function<void(int, int)> progress_;
     bool reference_decode_ = false;
+    bool host_logits_ = true;
+    int64_t last_row_ = 0;  // row of logits_ that holds the last position's logits
+    std::vector<std::pair<float, int32_t>> cand_;
     DecodeObserver decode_observer_;
     std::vector<std::vector<float>> ref_k_, ref_v_;  // [layer][pos, n_kv_head, head_dim], reference decode only
     // Scratch: whole-prompt rows (x, h, q, k, v, att) and chunk rows (gate, up, logits).

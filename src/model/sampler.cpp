@@ -13,11 +13,16 @@ Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {
     if (!(p.top_p > 0 && p.top_p <= 1)) fail("top-p must be in (0, 1]");
 }
 
+namespace {
+bool by_logit(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+}  // namespace
+
 int32_t Sampler::sample(const float* logits, int32_t vocab) {
     if (p_.temperature == 0.0f) return int32_t(std::max_element(logits, logits + vocab) - logits);
     cand_.resize(size_t(vocab));
     for (int32_t i = 0; i < vocab; ++i) cand_[size_t(i)] = {logits[i] / p_.temperature, i};
-    auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
     size_t n = cand_.size();
     if (p_.top_k > 0 && size_t(p_.top_k) < n) {
         std::partial_sort(cand_.begin(), cand_.begin() + p_.top_k, cand_.end(), by_logit);
@@ -25,6 +30,19 @@ int32_t Sampler::sample(const float* logits, int32_t vocab) {
     } else {
         std::sort(cand_.begin(), cand_.end(), by_logit);
     }
+    return draw(n);
+}
+
+int32_t Sampler::sample_candidates(const std::vector<std::pair<float, int32_t>>& top) {
+    if (top.empty()) fail("sampler: no candidates");
+    if (p_.temperature == 0.0f) return top[0].second;
+    cand_.resize(top.size());
+    for (size_t i = 0; i < top.size(); ++i) cand_[i] = {top[i].first / p_.temperature, top[i].second};
+    std::sort(cand_.begin(), cand_.end(), by_logit);
+    return draw(cand_.size());
+}
+
+int32_t Sampler::draw(size_t n) {
     const float mx = cand_[0].first;
     double sum = 0;
     std::vector<double> pr(n);

@@ -259,7 +259,8 @@ void Session::decode(int32_t id, bool want_logits, int64_t index, const LogitsFn
     if (want_logits) {
         be_.rms_norm(x_, w.out_norm.data(), h_, 1, D, c.rms_eps);
         be_.matmul(w.output, h_, logits_, 1);
-        be_.download(last_logits_.data(), logits_, size_t(c.vocab));
+        last_row_ = 0;
+        if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c.vocab));
         if (on_logits) on_logits(index, last_logits_.data());
     }
 }
@@ -271,7 +272,8 @@ void Session::logits_of(const float* x, int64_t T, bool all_logits, const Logits
     if (!all_logits) {
         be_.rms_norm(x + (T - 1) * D, w.out_norm.data(), h_, 1, D, c.rms_eps);
         be_.matmul(w.output, h_, logits_, 1);
-        be_.download(last_logits_.data(), logits_, size_t(c.vocab));
+        last_row_ = 0;
+        if (host_logits_) be_.download(last_logits_.data(), logits_, size_t(c.vocab));
         return;
     }
     be_.rms_norm(x, w.out_norm.data(), h_, T, D, c.rms_eps);
@@ -282,8 +284,23 @@ void Session::logits_of(const float* x, int64_t T, bool all_logits, const Logits
         be_.download(host.data(), logits_, size_t(nr * c.vocab));
         for (int64_t i = 0; i < nr; ++i)
             if (on_logits) on_logits(r + i, host.data() + i * c.vocab);
-        if (r + nr == T) std::copy(host.begin() + (nr - 1) * c.vocab, host.begin() + nr * c.vocab, last_logits_.begin());
+        if (r + nr == T) {
+            std::copy(host.begin() + (nr - 1) * c.vocab, host.begin() + nr * c.vocab, last_logits_.begin());
+            last_row_ = nr - 1;
+        }
     }
+}
+
+int32_t Session::sample_next(Sampler& sampler, int32_t limit) {
+    const int32_t vocab = m_.config.vocab;
+    if (limit <= 0 || limit > vocab) limit = vocab;
+    if (pos_ == 0) fail("sample_next: nothing has been run yet");
+    if (sampler.uses_candidates(Backend::kMaxCandidates)) {
+        be_.top_candidates(logits_ + last_row_ * vocab, limit, std::min(sampler.candidates_needed(), int(limit)), cand_);
+        return sampler.sample_candidates(cand_);
+    }
+    if (!host_logits_) be_.download(last_logits_.data(), logits_ + last_row_ * vocab, size_t(vocab));
+    return sampler.sample(last_logits_.data(), limit);
 }
 
 size_t peak_rss_bytes() {

@@ -60,6 +60,8 @@ void run(const RunOptions& o) {
     auto backend = o.backend.make(o.threads, *model);
     Session s(*model, *backend, cap, spec, router.get());
     Sampler sampler(o.sp);
+    // Greedy / top-k: the selection runs on the backend; the logits stay there.
+    s.set_host_logits(!sampler.uses_candidates(Backend::kMaxCandidates));
 
     auto t0 = std::chrono::steady_clock::now();
     if (tty)
@@ -78,7 +80,7 @@ void run(const RunOptions& o) {
     for (int i = 0; i < o.n_predict && s.pos() < cap; ++i) {
         // Only ids the tokenizer has: a padded vocabulary (Qwen3: 151936 rows, 151669 tokens) has rows
         // no text maps to, which random weights (`elastic random-model`) do pick.
-        int32_t next = sampler.sample(s.last_logits().data(), tok.vocab_size());
+        int32_t next = s.sample_next(sampler, tok.vocab_size());
         if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
         out.push_back(next);
         std::string all = tok.decode(out, /*skip_special=*/true);
