@@ -1,6 +1,7 @@
 // LongBench metrics against values worked out by hand from metrics.py (and the `rouge` and
 // fuzzywuzzy packages it calls), including its quirks; prompts and the JSONL reader.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -81,7 +82,7 @@ TEST(EvalLongBench, PromptsAndFiles) {
               "Please complete the code given below. \nint a;\nint b;\nNext line of code:\n");
     EXPECT_EQ(fill_prompt("{context} {input}", "{input}", "x"), "{input} x");  // values are not re-expanded
 
-    const std::string dir = std::filesystem::temp_directory_path() / "elastic-lb-test";
+    const std::string dir = std::filesystem::temp_directory_path() / ("elastic-lb-test-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
     std::ofstream(dir + "/hotpotqa.jsonl") << R"({"input": "Who?", "context": "Passage 1: Ann wrote it.", "answers": ["Ann"], "length": 5, "all_classes": null})"
                                            << "\n\n"

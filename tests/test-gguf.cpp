@@ -2,6 +2,7 @@
 // hostile files (each must give elastic::Error, never a crash), and the real SmolLM2 file when present
 // (values cross-checked with the Python `gguf` package 0.19, committed below as constants).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,8 +20,10 @@ using namespace elastic;
 
 namespace {
 
+// One file per process: ctest runs the tests of this file as parallel processes, and two of them
+// writing and reading one shared path saw each other's half-written file.
 std::string tmp_path(const std::string& name) {
-    return std::string(ELASTIC_BINARY_DIR) + "/test-gguf-" + name + ".gguf";
+    return std::string(ELASTIC_BINARY_DIR) + "/test-gguf-" + name + "-" + std::to_string(getpid()) + ".gguf";
 }
 
 std::vector<uint8_t> read_all(const std::string& path) {
