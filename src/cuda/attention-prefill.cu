@@ -458,6 +458,18 @@ __global__ void __launch_bounds__(32 * kF32Warps) prefill_f32_kernel(const F32Ke
 
 // ---------------------------------------------------------------- host side
 
+// What both prefill kernels take from the window, the plan and the scale: the window clamped to
+// int range (a window covering the whole sequence behaves like FA), the XA block (64 when no head
+// is XA) and the softmax scale in base 2.
+struct LaunchConsts {
+    int sink, local, xa_block;
+    float scale_log2;
+};
+LaunchConsts launch_consts(const StreamingWindow& win, const DevicePlan& plan, float scale) {
+    return {int(std::min<int64_t>(win.sink, int64_t(1) << 30)), int(std::min<int64_t>(win.local, int64_t(1) << 30)),
+            int(plan.has_xa ? plan.xa_block : 64), scale * 1.4426950408889634f};
+}
+
 // Tile shape. 128-row tiles (2 m16 fragments per warp) halve the shared-memory traffic of K/V per
 // FLOP against 64 rows and need XA blocks of 128. ptxas sm_90, bf16: d 64 × 128 rows × 64 keys:
 // 250 registers, no spill; d 128 × 128 × 64: 255 + 192 B spilled; d 128 × 128 × 32 keys (half
@@ -623,10 +635,8 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     int bm = p.force_block_m ? p.force_block_m : auto_block_m(p.head_dim, plan);
     ELASTIC_ASSERT(bm == 64 || bm == 128);
     if (plan.has_xa) ELASTIC_ASSERT_MSG(plan.xa_block % bm == 0, "query tile must lie in one XA block");
-    // Window clamped to int range (a window covering the whole sequence behaves like FA).
-    const int sink = int(std::min<int64_t>(p.win.sink, int64_t(1) << 30));
-    const int local = int(std::min<int64_t>(p.win.local, int64_t(1) << 30));
-    build_items(plan, p.n_head, bm, sink, local, s);
+    const LaunchConsts lc = launch_consts(p.win, plan, p.scale);
+    build_items(plan, p.n_head, bm, lc.sink, lc.local, s);
     kp.cu_seqlens = p.cu_seqlens ? p.cu_seqlens : plan.d_cu;
     kp.meta = plan.d_meta;
     kp.xa_offsets = plan.d_xa_off;
@@ -636,10 +646,10 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     kp.counter = plan.d_counter;
     kp.n_kv_head = p.n_kv_head;
     kp.group = p.n_head / p.n_kv_head;
-    kp.sink = sink;
-    kp.local = local;
-    kp.xa_block = int(plan.has_xa ? plan.xa_block : 64);
-    kp.scale_log2 = p.scale * 1.4426950408889634f;
+    kp.sink = lc.sink;
+    kp.local = lc.local;
+    kp.xa_block = lc.xa_block;
+    kp.scale_log2 = lc.scale_log2;
     ELASTIC_ASSERT_MSG(p.dtype != DType::F32, "the tensor-core kernel takes bf16 or fp16 (fp32: hybrid_prefill_f32io)");
     // Key tiles: 64, or 32 for 128-row tiles at d 128 (half the S registers: no spills).
     const int bn = p.force_block_n ? p.force_block_n : auto_block_n(p.head_dim, bm);
@@ -669,10 +679,11 @@ void hybrid_prefill_f32io(const float* q, const float* k, const float* v, float*
         kp.meta = plan.d_meta;
         kp.xa_offsets = plan.d_xa_off;
         kp.xa_blocks = plan.d_xa_blocks;
-        kp.sink = int(std::min<int64_t>(win.sink, int64_t(1) << 30));
-        kp.local = int(std::min<int64_t>(win.local, int64_t(1) << 30));
-        kp.xa_block = int(plan.has_xa ? plan.xa_block : 64);
-        kp.scale_log2 = scale * 1.4426950408889634f;
+        const LaunchConsts lc = launch_consts(win, plan, scale);
+        kp.sink = lc.sink;
+        kp.local = lc.local;
+        kp.xa_block = lc.xa_block;
+        kp.scale_log2 = lc.scale_log2;
         const dim3 grid(unsigned((T + kF32Rows - 1) / kF32Rows), unsigned(n_head));
         if (head_dim == 64) prefill_f32_kernel<64><<<grid, 32 * kF32Warps, 0, s>>>(kp);
         else prefill_f32_kernel<128><<<grid, 32 * kF32Warps, 0, s>>>(kp);
