@@ -151,15 +151,13 @@ run_benchmarks() {
   "$BUILD/bin/elastic" bench model -m "$m" --backend cuda -r 3 -p 512,2048,8192
 }
 
-# The fused hybrid kernel and decode, 32/8 heads, d 128, bf16: Ω sweep at 8K/32K/128K (JSON in
-# $LOGS), with the kernel's own tile choice, then the previous tile shape (64 query rows × 64 keys)
-# at 8K and 32K for comparison.
+# The fused hybrid kernel and decode through the backend, 32/8 heads, d 128, bf16, sink 128 / local
+# 2048: Ω sweep at 8K/32K/128K and decode at 32K/128K (JSON in $LOGS), then the same as a table.
 run_kernel_bench() {
   deps_env
-  "$BUILD/bin/bench-attention-cuda" --json "$LOGS/bench-cuda.json"
-  echo "--- previous tile shape (--block-m 64 --block-n 64)"
-  "$BUILD/bin/bench-attention-cuda" --seqs 8192,32768 --decode-ctx 32768 --block-m 64 --block-n 64 \
-    --json "$LOGS/bench-cuda-bm64.json"
+  local args="--backend cuda --precision bf16 --config fa-ssa --seq 8192,32768,131072 --msr 0,0.25,0.5,0.75,1 --decode-ctx 32768,131072 -r 10"
+  "$BUILD/bin/elastic" bench attention $args --json > "$LOGS/bench-cuda.json"
+  "$BUILD/bin/elastic" bench attention --backend cuda --precision bf16 --seq 32768 --msr 0,0.75 -r 5 --check
 }
 
 # Peers in the same run on the same machine: SDPA flash / cuDNN, FlexAttention, serial dispatch.

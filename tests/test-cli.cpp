@@ -114,7 +114,8 @@ TEST(Cli, ConvertHfToGgufAndBackKeepsLogits) {
     std::vector<std::vector<float>> logits;
     for (const std::string& p : {src, d + "/tiny.gguf", d + "/tiny-hf"}) {
         auto m = Model::load(p);
-        Session s(*m, *be, 16);
+        Engine e(*m, *be);
+        Session s(e, 16);
         s.forward(ids.data(), int64_t(ids.size()));
         logits.push_back(s.last_logits());
     }
@@ -128,7 +129,8 @@ TEST(Cli, ConvertHfToGgufAndBackKeepsLogits) {
     std::vector<std::vector<float>> ql;
     for (const std::string& p : {d + "/tiny-q8.gguf", d + "/tiny-q8-hf"}) {
         auto m = Model::load(p);
-        Session s(*m, *be, 16);
+        Engine e(*m, *be);
+        Session s(e, 16);
         s.forward(ids.data(), int64_t(ids.size()));
         ql.push_back(s.last_logits());
     }

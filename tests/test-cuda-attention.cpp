@@ -1,10 +1,13 @@
-// CUDA elastic attention against the CPU specification (compiled only with ELASTIC_CUDA; skipped
-// without a device):
-//   - fused hybrid prefill (bf16 via the fp32 wrapper, fp16 and varlen batches via the native
-//     entry) vs cpu::attn_hybrid_naive over modes FA / SSA / XA / mixed, T = 1, T < sink, T not a
-//     multiple of the tile, GQA 1 / 4 / 8, head_dim 64 / 128;
-//   - decode over the bf16 lean cache (SSA ring wrapping included) vs cpu::attn_decode_naive;
-//   - XA estimation: block scores vs an fp64 evaluation of the definition, lists vs cpu::xa_estimate_head.
+// CUDA elastic attention against the CPU specification (src/cpu/attention.h; compiled only with
+// ELASTIC_CUDA; skipped without a device):
+//   - fused hybrid prefill (the backend's op cuda::attn_hybrid_prefill in bf16 / fp16 / fp32, inputs
+//     converted on the device from fp32 as a backend's GEMMs would write them; varlen batches and
+//     strided views via the native entry) vs cpu::attn_hybrid_naive over modes FA / SSA / XA /
+//     mixed, T = 1, T < sink, T not a multiple of the tile, GQA 1 / 4 / 8, head_dim 64 / 128;
+//   - decode over the bf16 lean cache (SSA ring wrapping included), q / k / v / out in each
+//     attention type, vs cpu::attn_decode_naive;
+//   - XA estimation, q / k in each attention type: block scores vs an fp64 evaluation of the
+//     definition on the same (rounded) inputs, lists vs cpu::xa_fill_plan.
 // Tolerance (FlashAttention's rule): max |gpu − ref| ≤ 2 · max |naive_lowp − ref| + floor, where
 // naive_lowp rounds inputs to bf16/fp16, accumulates in fp32, rounds P before P·V and the output
 // at the end; floor = 1e-3 · max |ref| (below one bf16 ulp of the largest output). Outputs are
@@ -18,10 +21,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "attention/hybrid-attention.h"
-#include "attention/kv-cache.h"
-#include "attention/xattention.h"
+#include "core/dtype.h"
+#include "cpu/attention.h"
 #include "cuda/attention.h"
+#include "cuda/ops.h"
 #include "test-helpers.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -58,63 +61,51 @@ struct DevBuf {
     void poison() { cudaMemset(p, 0xff, n * sizeof(T)); }  // all-ones bytes: NaN for float and bf16/fp16
 };
 
-// ---- low-precision rounding on the host (round to nearest even; inputs finite) ----
-uint16_t to_bf16(float f) {
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return uint16_t(x >> 16);
-}
-float from_bf16(uint16_t h) {
-    const uint32_t x = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &x, 4);
-    return f;
-}
-uint16_t to_f16(float f) {
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    const int32_t e = int32_t((x >> 23) & 0xff) - 127 + 15;
-    uint32_t m = x & 0x7fffffu;
-    if (e <= 0) {
-        if (e < -10) return uint16_t(sign);
-        m |= 0x800000u;
-        const int shift = 14 - e;
-        uint32_t hm = m >> shift;
-        const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (hm & 1u))) ++hm;
-        return uint16_t(sign | hm);
+// A device tensor of n elements of type t (F32, BF16, F16). From host fp32 values it is filled as
+// a backend's GEMM would write it: copied in fp32 and converted on the device (cuda::convert,
+// round to nearest even); get() converts back to fp32 on the device.
+struct DevTensor {
+    DevBuf<uint8_t> mem;
+    size_t n;
+    DType t;
+    DevTensor(size_t n_, DType t_) : mem(n_ * cuda::elem_bytes(t_)), n(n_), t(t_) {}
+    DevTensor(const std::vector<float>& h, DType t_) : DevTensor(h.size(), t_) {
+        DevBuf<float> f(h);
+        cuda::convert(f.p, DType::F32, mem.p, t, int64_t(n), nullptr);
+        if (cudaDeviceSynchronize() != cudaSuccess) std::abort();
     }
-    if (e >= 31) return uint16_t(sign | 0x7c00u);
-    uint32_t h = sign | (uint32_t(e) << 10) | (m >> 13);
-    const uint32_t rem = m & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carry into the exponent is correct rounding
-    return uint16_t(h);
-}
-float from_f16(uint16_t h) {
-    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-    const int e = (h >> 10) & 0x1f;
-    const uint32_t m = h & 0x3ffu;
-    float f;
-    if (e == 0) f = std::ldexp(float(m), -24);
-    else if (e == 31) f = m ? NAN : INFINITY;
-    else f = std::ldexp(float(m | 0x400u), e - 25);
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
-    x |= sign;
-    std::memcpy(&f, &x, 4);
+    void* p() const { return mem.p; }
+    // Element offset i (for per-token slices).
+    void* at(int64_t i) const { return mem.p + size_t(i) * cuda::elem_bytes(t); }
+    std::vector<float> get() const {
+        DevBuf<float> f(n);
+        cuda::convert(mem.p, t, f.p, DType::F32, int64_t(n), nullptr);
+        if (cudaDeviceSynchronize() != cudaSuccess) std::abort();
+        return f.get();
+    }
+    void poison() { mem.poison(); }
+};
+
+const char* type_name(DType t) { return t == DType::BF16 ? "bf16" : t == DType::F16 ? "fp16" : "fp32"; }
+
+// ---- low-precision rounding on the host (round to nearest even; inputs finite) ----
+float round_lp(float f, DType t) {
+    if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(f));
+    if (t == DType::F16) return fp16_to_f32(f32_to_fp16(f));
     return f;
 }
-float round_lp(float f, cuda::DType t) { return t == cuda::DType::BF16 ? from_bf16(to_bf16(f)) : from_f16(to_f16(f)); }
-std::vector<uint16_t> encode(const std::vector<float>& x, cuda::DType t) {
+std::vector<float> rounded(std::vector<float> x, DType t) {
+    for (float& e : x) e = round_lp(e, t);
+    return x;
+}
+std::vector<uint16_t> encode(const std::vector<float>& x, DType t) {
     std::vector<uint16_t> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = t == cuda::DType::BF16 ? to_bf16(x[i]) : to_f16(x[i]);
+    for (size_t i = 0; i < x.size(); ++i) y[i] = t == DType::BF16 ? f32_to_bf16(x[i]) : f32_to_fp16(x[i]);
     return y;
 }
-std::vector<float> decode(const std::vector<uint16_t>& x, cuda::DType t) {
+std::vector<float> decode(const std::vector<uint16_t>& x, DType t) {
     std::vector<float> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = t == cuda::DType::BF16 ? from_bf16(x[i]) : from_f16(x[i]);
+    for (size_t i = 0; i < x.size(); ++i) y[i] = t == DType::BF16 ? bf16_to_f32(x[i]) : fp16_to_f32(x[i]);
     return y;
 }
 
@@ -123,7 +114,7 @@ std::vector<float> decode(const std::vector<uint16_t>& x, cuda::DType t) {
 // rows: the query positions to compute (empty: all); other rows of out stay 0.
 void naive_lowp(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                 std::vector<float>& out, int64_t T, int Hq, int Hkv, int d, const LayerPlan& plan,
-                const StreamingWindow& win, int64_t block, float scale, cuda::DType t,
+                const StreamingWindow& win, int64_t block, float scale, DType t,
                 const std::vector<int64_t>& rows = {}) {
     std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
     for (size_t i = 0; i < q.size(); ++i) qr[i] = round_lp(q[i], t);
@@ -227,9 +218,10 @@ protected:
     }
 };
 
-// Runs one single-sequence case through hybrid_prefill_f32io and checks it: bf16 / fp16 by the
-// 2x-naive-low-precision rule, fp32 by the fp32 rule (1e-5 of the largest output).
-void check_prefill_case(const Case& c, std::mt19937_64& rng, cuda::DType dtype = cuda::DType::BF16) {
+// Runs one single-sequence case through cuda::attn_hybrid_prefill in type dtype (fp32 inputs
+// converted on the device) and checks it: bf16 / fp16 by the 2x-naive-low-precision rule, fp32 by
+// the fp32 rule (1e-5 of the largest output).
+void check_prefill_case(const Case& c, std::mt19937_64& rng, DType dtype = DType::BF16) {
     const int64_t T = c.T;
     const std::vector<float> q = randn(size_t(T * c.Hq * c.d), rng), k = randn(size_t(T * c.Hkv * c.d), rng),
                              v = randn(size_t(T * c.Hkv * c.d), rng);
@@ -237,13 +229,15 @@ void check_prefill_case(const Case& c, std::mt19937_64& rng, cuda::DType dtype =
     const float scale = 1.0f / std::sqrt(float(c.d));
     std::vector<float> ref(q.size()), lowp;
     cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale);
-    const bool f32 = dtype == cuda::DType::F32;
+    const bool f32 = dtype == DType::F32;
     if (!f32) naive_lowp(q, k, v, lowp, T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale, dtype);
 
-    DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
+    const DevTensor dq(q, dtype), dk(k, dtype), dv(v, dtype);
+    DevTensor dout(q.size(), dtype);
     dout.poison();
     auto dp = cuda::upload_plan(plan, T, c.block, nullptr);
-    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale, dtype, nullptr);
+    cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), dtype, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale,
+                              nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::vector<float> got = dout.get();
 
@@ -252,9 +246,8 @@ void check_prefill_case(const Case& c, std::mt19937_64& rng, cuda::DType dtype =
     const double tol = f32 ? 1e-5 * max_abs(ref) : 2.0 * el + 1e-3 * max_abs(ref);
     const size_t row = wg / size_t(c.Hq * c.d), head = wg / size_t(c.d) % size_t(c.Hq);
     EXPECT_LE(eg, tol) << kind_name(c.kind) << " T " << T << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d
-                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << " dtype "
-                       << int(dtype) << ": err " << eg
-                       << " (naive bf16 " << el << ") worst element " << wg << " (row " << row << ", head " << head
+                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << " "
+                       << type_name(dtype) << ": err " << eg << " (naive " << type_name(dtype) << " " << el << ") worst element " << wg << " (row " << row << ", head " << head
                        << "): got " << got[wg] << " want " << ref[wg];
 }
 
@@ -278,7 +271,7 @@ TEST_F(CudaAttention, PrefillMatchesNaiveOnGrid) {
             const Shape s = shapes[size_t(n) % std::size(shapes)];
             const Case c{kind, T, s.Hq, s.Hkv, s.d, (n / 2) % 2 ? 128 : 64, windows[size_t(n) % std::size(windows)]};
             ++n;
-            for (cuda::DType t : {cuda::DType::BF16, cuda::DType::F16, cuda::DType::F32}) {
+            for (DType t : {DType::BF16, DType::F16, DType::F32}) {
                 check_prefill_case(c, rng, t);
                 if (HasFatalFailure()) return;
             }
@@ -292,8 +285,8 @@ TEST_F(CudaAttention, PrefillPaperWindow) {
     std::mt19937_64 rng(seed);
     check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng);
     check_prefill_case({AllSSA, 2211, 4, 1, 64, 64, {128, 2048}}, rng);
-    check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng, cuda::DType::F32);
-    check_prefill_case({Mixed, 2211, 9, 3, 64, 64, {128, 2048}}, rng, cuda::DType::F32);
+    check_prefill_case({Mixed, 2300, 8, 2, 128, 128, {128, 2048}}, rng, DType::F32);
+    check_prefill_case({Mixed, 2211, 9, 3, 64, 64, {128, 2048}}, rng, DType::F32);
 }
 
 // A long sequence (many key tiles and work items, SSA windows far from the sink, XA lists over
@@ -317,12 +310,13 @@ TEST_F(CudaAttention, PrefillLongSampledRows) {
     const float scale = 1.0f / std::sqrt(float(d));
     std::vector<float> ref(q.size(), 0.0f), lowp;
     cpu::attn_hybrid_naive_rows(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, scale, rows);
-    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, scale, cuda::DType::BF16, rows);
-    DevBuf<float> dq(q), dk(k), dv(v), dout(q.size());
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, scale, DType::BF16, rows);
+    const DevTensor dq(q, DType::BF16), dk(k, DType::BF16), dv(v, DType::BF16);
+    DevTensor dout(q.size(), DType::BF16);
     dout.poison();
     auto dp = cuda::upload_plan(plan, T, block, nullptr);
-    cuda::hybrid_prefill_f32io(dq.p, dk.p, dv.p, dout.p, T, Hq, Hkv, d, *dp, win, block, scale, cuda::DType::BF16,
-                               nullptr);
+    cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), DType::BF16, T, Hq, Hkv, d, *dp, win, block, scale,
+                              nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::vector<float> all = dout.get();
     for (float x : all) ASSERT_TRUE(std::isfinite(x)) << "unwritten or non-finite output";
@@ -345,7 +339,7 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
     const StreamingWindow win{16, 80};
-    for (cuda::DType dt : {cuda::DType::BF16, cuda::DType::F16})
+    for (DType dt : {DType::BF16, DType::F16})
         for (int d : {64, 128})
             for (int bm : {64, 128})
             for (int bn : {64, 32}) {
@@ -404,7 +398,7 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
                     size_t wg = 0, wl = 0;
                     const double eg = max_abs_err(gs, ref, &wg), el = max_abs_err(lowp, ref, &wl);
                     EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref))
-                        << (dt == cuda::DType::BF16 ? "bf16" : "fp16") << " d " << d << " block_m " << bm << " block_n " << bn << " seq " << b
+                        << type_name(dt) << " d " << d << " block_m " << bm << " block_n " << bn << " seq " << b
                         << " (" << kind_name(kinds[b]) << ", T " << L << "): err " << eg << " naive " << el
                         << " worst " << wg << " got " << gs[wg] << " want " << ref[wg];
                     off += L;
@@ -422,7 +416,7 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
     const int64_t T = 333, block = 64, W = int64_t(Hq + 2 * Hkv) * d, OW = int64_t(Hq) * d + 64;
     const StreamingWindow win{16, 100};
     std::vector<float> qkv = randn(size_t(T * W), rng);
-    for (float& x : qkv) x = round_lp(x, cuda::DType::BF16);
+    for (float& x : qkv) x = round_lp(x, DType::BF16);
     std::vector<float> q(size_t(T * Hq * d)), k(size_t(T * Hkv * d)), v(size_t(T * Hkv * d));
     for (int64_t i = 0; i < T; ++i) {
         std::copy_n(qkv.begin() + i * W, Hq * d, q.begin() + i * Hq * d);
@@ -430,7 +424,7 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
         std::copy_n(qkv.begin() + i * W + (Hq + Hkv) * d, Hkv * d, v.begin() + i * Hkv * d);
     }
     const LayerPlan plan = make_plan(Mixed, T, Hq, Hkv, d, block, q, k, rng);
-    DevBuf<uint16_t> dqkv(encode(qkv, cuda::DType::BF16)), dout(size_t(T * OW));
+    DevBuf<uint16_t> dqkv(encode(qkv, DType::BF16)), dout(size_t(T * OW));
     dout.poison();
     auto dp = cuda::upload_plan(plan, T, block, nullptr);
     cuda::HybridParams p;
@@ -448,7 +442,7 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
     p.plan = dp.get();
     cuda::hybrid_prefill(p, nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<float> all = decode(dout.get(), cuda::DType::BF16);
+    const std::vector<float> all = decode(dout.get(), DType::BF16);
     std::vector<float> got(q.size());
     for (int64_t i = 0; i < T; ++i) {
         std::copy_n(all.begin() + i * OW, Hq * d, got.begin() + i * Hq * d);
@@ -456,12 +450,16 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
     }
     std::vector<float> ref(q.size()), lowp;
     cpu::attn_hybrid_naive(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, p.scale);
-    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, p.scale, cuda::DType::BF16);
+    naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, p.scale, DType::BF16);
     size_t wg = 0, wl = 0;
     const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
     EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref)) << "err " << eg << " naive " << el << " worst " << wg;
 }
 
+// Decode with q, k, v and the output in each attention type (the cache is bf16 in all). The naive
+// low-precision reference reads what the kernel reads (q rounded to the type; k, v rounded to the
+// type, then to bf16) and rounds its output to the type; the floor is 1e-4 of the largest output
+// for an fp32 output, the prefill rule's 1e-3 for a 16-bit one (below one ulp of the largest).
 TEST_F(CudaAttention, DecodeMatchesNaive) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -474,45 +472,50 @@ TEST_F(CudaAttention, DecodeMatchesNaive) {
     const DCase cases[] = {{8, 2, 128, 300, 40, {8, 40}},    {4, 4, 64, 5, 60, {8, 40}},
                            {16, 2, 64, 2000, 20, {16, 256}}, {8, 1, 128, 1500, 8, {128, 512}},
                            {6, 3, 64, 90, 70, {0, 33}}};
-    for (const DCase& c : cases) {
-        const int64_t cap = c.T0 + c.n_gen;
-        const std::vector<float> kall = randn(size_t(cap * c.Hkv * c.d), rng), vall = randn(size_t(cap * c.Hkv * c.d), rng);
-        LayerPlan plan;
-        for (int g = 0; g < c.Hkv; ++g) plan.mode.push_back(HeadMode(g % 3));
-        plan.xa.resize(size_t(c.Hkv));
-        auto cache = cuda::new_layer_cache(plan, c.win, cap, c.Hkv, c.d);
-        cpu::LayerKVCache cpu_cache;
-        cpu_cache.init(plan, c.win, cap, c.Hkv, c.d);
-        EXPECT_EQ(cuda::cache_bytes(*cache) * 2, cpu_cache.bytes());  // bf16 vs fp32
-        DevBuf<float> dk(kall), dv(vall);
-        cuda::cache_store_prefill(*cache, dk.p, dv.p, c.T0, nullptr);
-        std::vector<float> kb(kall.size()), vb(vall.size());
-        for (size_t i = 0; i < kall.size(); ++i) kb[i] = round_lp(kall[i], cuda::DType::BF16), vb[i] = round_lp(vall[i], cuda::DType::BF16);
-        const float scale = 1.0f / std::sqrt(float(c.d));
-        for (int64_t pos = c.T0 - 1; pos < cap; ++pos) {
-            if (pos >= c.T0)
-                cuda::cache_append(*cache, dk.p + pos * c.Hkv * c.d, dv.p + pos * c.Hkv * c.d, pos, nullptr);
-            if (pos < 0) continue;
-            const std::vector<float> q = randn(size_t(c.Hq * c.d), rng);
-            DevBuf<float> dq(q), dout(q.size());
-            dout.poison();
-            cuda::attn_decode(dq.p, *cache, pos, dout.p, c.Hq, scale, nullptr);
-            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-            const std::vector<float> got = dout.get();
-            std::vector<float> ref(q.size()), lowp(q.size());
-            cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), pos, ref.data(), c.Hq, c.Hkv, c.d, plan, c.win, scale);
-            cpu::attn_decode_naive(q.data(), kb.data(), vb.data(), pos, lowp.data(), c.Hq, c.Hkv, c.d, plan, c.win, scale);
-            size_t wg = 0, wl = 0;
-            const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
-            ASSERT_LE(eg, 2.0 * el + 1e-4 * max_abs(ref))
-                << "heads " << c.Hq << "/" << c.Hkv << " d " << c.d << " pos " << pos << " window " << c.win.sink << "/"
-                << c.win.local << " splits " << cuda::decode_splits(*cache) << ": err " << eg << " (bf16 cache " << el
-                << ") worst " << wg << " got " << got[wg] << " want " << ref[wg];
+    for (DType t : {DType::F32, DType::BF16, DType::F16})
+        for (const DCase& c : cases) {
+            const int64_t cap = c.T0 + c.n_gen, kvd = int64_t(c.Hkv) * c.d;
+            const std::vector<float> kall = randn(size_t(cap * kvd), rng), vall = randn(size_t(cap * kvd), rng);
+            LayerPlan plan;
+            for (int g = 0; g < c.Hkv; ++g) plan.mode.push_back(HeadMode(g % 3));
+            plan.xa.resize(size_t(c.Hkv));
+            auto cache = cuda::new_layer_cache(plan, c.win, cap, c.Hkv, c.d);
+            cpu::LayerKVCache cpu_cache;
+            cpu_cache.init(plan, c.win, cap, c.Hkv, c.d);
+            EXPECT_EQ(cuda::cache_bytes(*cache) * 2, cpu_cache.bytes());  // bf16 vs fp32
+            const DevTensor dk(kall, t), dv(vall, t);
+            cuda::cache_store_prefill(*cache, dk.p(), dv.p(), t, c.T0, nullptr);
+            const std::vector<float> kb = rounded(rounded(kall, t), DType::BF16), vb = rounded(rounded(vall, t), DType::BF16);
+            const float scale = 1.0f / std::sqrt(float(c.d));
+            const double floor = t == DType::F32 ? 1e-4 : 1e-3;
+            for (int64_t pos = c.T0 - 1; pos < cap; ++pos) {
+                if (pos >= c.T0) cuda::cache_append(*cache, dk.at(pos * kvd), dv.at(pos * kvd), t, pos, nullptr);
+                if (pos < 0) continue;
+                const std::vector<float> q = randn(size_t(c.Hq * c.d), rng);
+                const DevTensor dq(q, t);
+                DevTensor dout(q.size(), t);
+                dout.poison();
+                cuda::attn_decode(dq.p(), *cache, pos, dout.p(), t, c.Hq, scale, nullptr);
+                ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+                const std::vector<float> got = dout.get();
+                std::vector<float> ref(q.size()), lowp(q.size());
+                cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), pos, ref.data(), c.Hq, c.Hkv, c.d, plan, c.win,
+                                       scale);
+                cpu::attn_decode_naive(rounded(q, t).data(), kb.data(), vb.data(), pos, lowp.data(), c.Hq, c.Hkv, c.d, plan,
+                                       c.win, scale);
+                lowp = rounded(lowp, t);
+                size_t wg = 0, wl = 0;
+                const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+                ASSERT_LE(eg, 2.0 * el + floor * max_abs(ref))
+                    << type_name(t) << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d << " pos " << pos << " window "
+                    << c.win.sink << "/" << c.win.local << " splits " << cuda::decode_splits(*cache) << ": err " << eg
+                    << " (naive " << el << ") worst " << wg << " got " << got[wg] << " want " << ref[wg];
+            }
         }
-    }
 }
 
-// Block scores against the definition in fp64 (small T), then lists against the CPU estimate.
+// q, k in each attention type: block scores against the definition in fp64 on the same rounded
+// values (small T), then lists against the CPU estimate from them.
 TEST_F(CudaAttention, XAEstimationMatchesCpu) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -522,58 +525,63 @@ TEST_F(CudaAttention, XAEstimationMatchesCpu) {
         int Hq, Hkv, d;
         int64_t block;
     };
-    for (const XCase& c : {XCase{700, 4, 2, 64, 64}, XCase{1000, 8, 2, 128, 128}, XCase{129, 3, 3, 64, 128},
-                           XCase{3000, 8, 1, 64, 64}}) {
-        const std::vector<float> q = randn(size_t(c.T * c.Hq * c.d), rng), k = randn(size_t(c.T * c.Hkv * c.d), rng);
-        XAParams xp;
-        xp.block = c.block;
-        DevBuf<float> dq(q), dk(k);
-        const int64_t S = xp.stride, R = (c.T + S - 1) / S, nb = (c.T + c.block - 1) / c.block, rb = c.block / S;
-        const int G = c.Hq / c.Hkv;
-        if (c.T <= 1000) {  // fp64 definition of the scores of KV head 0
-            std::vector<double> want(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
-            for (int hh = 0; hh < G; ++hh)
-                for (int64_t r = 0; r < R; ++r) {
-                    double mx = -1e300;
-                    for (int64_t col = 0; col <= r; ++col) {
-                        double dot = 0;
-                        for (int64_t t = 0; t < S; ++t) {
-                            const int64_t qi = S * r + S - 1 - t, ki = S * col + t;
-                            if (qi >= c.T || ki >= c.T) continue;
-                            for (int x = 0; x < c.d; ++x)
-                                dot += double(q[size_t((qi * c.Hq + hh) * c.d + x)]) * k[size_t((ki * c.Hkv) * c.d + x)];
+    for (DType t : {DType::F32, DType::BF16, DType::F16})
+        for (const XCase& c : {XCase{700, 4, 2, 64, 64}, XCase{1000, 8, 2, 128, 128}, XCase{129, 3, 3, 64, 128},
+                               XCase{3000, 8, 1, 64, 64}}) {
+            const std::vector<float> q = rounded(randn(size_t(c.T * c.Hq * c.d), rng), t),
+                                     k = rounded(randn(size_t(c.T * c.Hkv * c.d), rng), t);
+            XAParams xp;
+            xp.block = c.block;
+            const DevTensor dq(q, t), dk(k, t);
+            const int64_t S = xp.stride, R = (c.T + S - 1) / S, nb = (c.T + c.block - 1) / c.block, rb = c.block / S;
+            const int G = c.Hq / c.Hkv;
+            if (c.T <= 1000) {  // fp64 definition of the scores of KV head 0
+                std::vector<double> want(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
+                for (int hh = 0; hh < G; ++hh)
+                    for (int64_t r = 0; r < R; ++r) {
+                        double mx = -1e300;
+                        for (int64_t col = 0; col <= r; ++col) {
+                            double dot = 0;
+                            for (int64_t x = 0; x < S; ++x) {
+                                const int64_t qi = S * r + S - 1 - x, ki = S * col + x;
+                                if (qi >= c.T || ki >= c.T) continue;
+                                for (int e = 0; e < c.d; ++e)
+                                    dot += double(q[size_t((qi * c.Hq + hh) * c.d + e)]) * k[size_t((ki * c.Hkv) * c.d + e)];
+                            }
+                            a[size_t(col)] = dot / (std::sqrt(double(c.d)) * double(S));
+                            mx = std::max(mx, a[size_t(col)]);
                         }
-                        a[size_t(col)] = dot / (std::sqrt(double(c.d)) * double(S));
-                        mx = std::max(mx, a[size_t(col)]);
+                        double sum = 0;
+                        for (int64_t col = 0; col <= r; ++col) sum += (a[size_t(col)] = std::exp(a[size_t(col)] - mx));
+                        for (int64_t col = 0; col <= r; ++col) want[size_t((r / rb) * nb + col / rb)] += a[size_t(col)] / sum;
                     }
-                    double sum = 0;
-                    for (int64_t col = 0; col <= r; ++col) sum += (a[size_t(col)] = std::exp(a[size_t(col)] - mx));
-                    for (int64_t col = 0; col <= r; ++col) want[size_t((r / rb) * nb + col / rb)] += a[size_t(col)] / sum;
-                }
-            const std::vector<double> got = cuda::xa_block_scores(dq.p, dk.p, c.T, c.Hq, c.Hkv, c.d, 0, xp, nullptr);
-            double worst = 0;
-            for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-            EXPECT_LE(worst, 1e-4 * double(rb)) << "T " << c.T << " block " << c.block << ": max score error " << worst;
-        }
-        LayerPlan gpu_plan, cpu_plan;
-        gpu_plan.mode.assign(size_t(c.Hkv), HeadMode::XA);
-        cpu_plan.mode = gpu_plan.mode;
-        cuda::xa_fill_plan(dq.p, dk.p, c.T, c.Hq, c.Hkv, c.d, xp, gpu_plan, nullptr);
-        cpu::xa_fill_plan(q.data(), k.data(), c.T, c.Hq, c.Hkv, c.d, xp, cpu_plan);
-        for (int g = 0; g < c.Hkv; ++g) {
-            const BlockList &a = gpu_plan.xa[size_t(g)], &b = cpu_plan.xa[size_t(g)];
-            ASSERT_EQ(a.n_query_blocks(), b.n_query_blocks());
-            int differ = 0;
-            for (int64_t qb = 0; qb < a.n_query_blocks(); ++qb) {
-                const std::vector<int32_t> la(a.blocks.begin() + a.offsets[size_t(qb)], a.blocks.begin() + a.offsets[size_t(qb) + 1]);
-                const std::vector<int32_t> lb(b.blocks.begin() + b.offsets[size_t(qb)], b.blocks.begin() + b.offsets[size_t(qb) + 1]);
-                differ += la != lb;
+                const std::vector<double> got = cuda::xa_block_scores(dq.p(), dk.p(), t, c.T, c.Hq, c.Hkv, c.d, 0, xp, nullptr);
+                double worst = 0;
+                for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+                EXPECT_LE(worst, 1e-4 * double(rb))
+                    << type_name(t) << " T " << c.T << " block " << c.block << ": max score error " << worst;
             }
-            // Float ties at the threshold may flip a block in a rare query block, never more.
-            EXPECT_LE(differ, 1) << "T " << c.T << " head " << g << ": " << differ << " of " << a.n_query_blocks()
-                                 << " query blocks select different key blocks";
+            LayerPlan gpu_plan, cpu_plan;
+            gpu_plan.mode.assign(size_t(c.Hkv), HeadMode::XA);
+            cpu_plan.mode = gpu_plan.mode;
+            cuda::xa_fill_plan(dq.p(), dk.p(), t, c.T, c.Hq, c.Hkv, c.d, xp, gpu_plan, nullptr);
+            cpu::xa_fill_plan(q.data(), k.data(), c.T, c.Hq, c.Hkv, c.d, xp, cpu_plan);
+            for (int g = 0; g < c.Hkv; ++g) {
+                const BlockList &a = gpu_plan.xa[size_t(g)], &b = cpu_plan.xa[size_t(g)];
+                ASSERT_EQ(a.n_query_blocks(), b.n_query_blocks());
+                int differ = 0;
+                for (int64_t qb = 0; qb < a.n_query_blocks(); ++qb) {
+                    const std::vector<int32_t> la(a.blocks.begin() + a.offsets[size_t(qb)],
+                                                  a.blocks.begin() + a.offsets[size_t(qb) + 1]);
+                    const std::vector<int32_t> lb(b.blocks.begin() + b.offsets[size_t(qb)],
+                                                  b.blocks.begin() + b.offsets[size_t(qb) + 1]);
+                    differ += la != lb;
+                }
+                // Float ties at the threshold may flip a block in a rare query block, never more.
+                EXPECT_LE(differ, 1) << type_name(t) << " T " << c.T << " head " << g << ": " << differ << " of "
+                                     << a.n_query_blocks() << " query blocks select different key blocks";
+            }
         }
-    }
 }
 
 #endif  // ELASTIC_HAVE_CUDA

@@ -1,14 +1,21 @@
-// The CUDA backend on a whole model (SmolLM2; skipped without a GPU or the model) against the CPU
-// fp32 forward, in each GPU precision. Tolerance rule (CONVENTIONS.md #5) at model scale: the
-// logits of every prompt position and of a few decode steps may be off the fp32 reference by at
-// most 2x the error of the naive forward of that precision (tests/precision-emulation.h: the CPU
-// backend with exactly the tensors the CUDA backend rounds rounded the same way), plus 1e-3 of the
-// largest logit. Runs full attention and streaming attention (small window, so the mask matters).
+// The CUDA backend on a whole model (skipped without a GPU) against the CPU fp32 forward, in each
+// GPU precision. Tolerance rule (CONVENTIONS.md #5) at model scale: the logits of every prompt
+// position and of a few decode steps may be off the fp32 reference by at most 2x the error of the
+// naive forward of that precision (tests/precision-emulation.h: the CPU backend with exactly the
+// values the CUDA backend rounds rounded the same way), plus 1e-3 of the largest logit.
+// Attention: full; streaming (small window, so the mask matters); and a mixed plan forced by a
+// static head set (FA and SSA heads in every layer, whatever the model), so one prefill launch
+// runs heads of both modes and decode reads lean caches of both.
+// Model: SmolLM2 when fetched (ELASTIC_MODEL overrides); else tests/data/tiny-qwen3 (qk-norm path,
+// random weights) with its attention projections redrawn for head_dim 64, since the CUDA kernels
+// take head_dim 64 or 128 and the file's is 32: the test runs on a GPU machine without SmolLM2.
 #include <gtest/gtest.h>
 
 #ifdef ELASTIC_HAVE_CUDA
 
-#include <unordered_map>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "model/model.h"
 #include "precision-emulation.h"
@@ -19,14 +26,71 @@ using namespace elastic::test;
 
 namespace {
 
+Weight f32_weight(const std::vector<float>& x, int64_t rows, int64_t cols) {
+    Weight w;
+    w.type = DType::F32;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = size_t(cols) * 4;
+    w.owned = std::make_shared<std::vector<uint8_t>>(x.size() * 4);
+    std::memcpy(w.owned->data(), x.data(), x.size() * 4);
+    w.data = w.owned->data();
+    return w;
+}
+
+// tests/data/tiny-qwen3 at head_dim 64: new random wq, wk, wv, wo (std 1/sqrt(fan-in)), the q/k
+// norm weights repeated to the new width, RoPE frequencies for it; embeddings, norms and FFN as stored.
+std::unique_ptr<Model> tiny_qwen3_head_dim_64() {
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    ModelConfig& c = m->config;
+    const int old_hd = c.head_dim;
+    c.head_dim = 64;
+    const int64_t D = c.d_model, qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_kv_head) * c.head_dim;
+    std::mt19937_64 rng(11);
+    auto widened = [&](const std::vector<float>& v) {
+        std::vector<float> r(size_t(c.head_dim));
+        for (size_t i = 0; i < r.size(); ++i) r[i] = v[i % size_t(old_hd)];
+        return r;
+    };
+    for (LayerWeights& L : m->weights.layers) {
+        L.wq = f32_weight(randn(size_t(qd * D), rng, 1.0f / std::sqrt(float(D))), qd, D);
+        L.wk = f32_weight(randn(size_t(kvd * D), rng, 1.0f / std::sqrt(float(D))), kvd, D);
+        L.wv = f32_weight(randn(size_t(kvd * D), rng, 1.0f / std::sqrt(float(D))), kvd, D);
+        L.wo = f32_weight(randn(size_t(D * qd), rng, 1.0f / std::sqrt(float(qd))), D, qd);
+        L.q_norm = widened(L.q_norm);
+        L.k_norm = widened(L.k_norm);
+    }
+    m->inv_freq = rope_inv_freq(c);
+    return m;
+}
+
+std::unique_ptr<Model> load_test_model() {
+    const std::string p = default_model_path();
+    return file_exists(p) ? Model::load(p) : tiny_qwen3_head_dim_64();
+}
+
+// Every layer: KV head h keeps full attention when h + layer is even, the others stream.
+AttentionSpec forced_mixed(const ModelConfig& c) {
+    AttentionSpec s;
+    s.kind = AttentionSpec::Kind::Static;
+    s.full_mode = HeadMode::FA;
+    s.sparse_mode = HeadMode::SSA;
+    s.name = "mixed fa-ssa (static)";
+    for (int l = 0; l < c.n_layer; ++l) {
+        s.static_scores.emplace_back();
+        for (int h = 0; h < c.n_kv_head; ++h) s.static_scores.back().push_back((l + h) % 2 == 0 ? 1.0f : 0.0f);
+    }
+    return s;
+}
+
 // Logits of every position of a prefill of `ids`, then of `n_decode` decode steps (teacher-forced
 // with the same ids, so every backend sees the same tokens).
-std::vector<float> all_logits(const Model& m, Backend& be, const AttentionSpec& spec, const std::vector<int32_t>& ids,
+std::vector<float> all_logits(const Engine& e, const AttentionSpec& spec, const std::vector<int32_t>& ids,
                               int64_t n_decode) {
-    const int64_t T = int64_t(ids.size()) - n_decode;
-    Session s(m, be, int64_t(ids.size()), spec);
+    const int64_t T = int64_t(ids.size()) - n_decode, vocab = e.model.config.vocab;
+    Session s(e, int64_t(ids.size()), spec);
     std::vector<float> out;
-    auto keep = [&](int64_t, const float* l) { out.insert(out.end(), l, l + m.config.vocab); };
+    auto keep = [&](int64_t, const float* l) { out.insert(out.end(), l, l + vocab); };
     s.forward(ids.data(), T, true, keep);
     for (int64_t i = T; i < int64_t(ids.size()); ++i) s.forward(&ids[size_t(i)], 1, true, keep);
     return out;
@@ -36,29 +100,36 @@ std::vector<float> all_logits(const Model& m, Backend& be, const AttentionSpec& 
 
 TEST(CudaModel, LogitsWithin2xOfNaivePerPrecision) {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-    // SmolLM2 when fetched, else the tiny Qwen3 of tests/data (qk-norm path, random weights).
-    const std::string p = default_model_path();
-    // The kernels take head_dim 64 or 128: SmolLM2 (64); the tiny test models (16, 32) do not fit.
-    if (!file_exists(p)) GTEST_SKIP() << "default model not present (ELASTIC_MODEL)";
-    auto model = Model::load(p);
+    auto model = load_test_model();
+    const ModelConfig& c = model->config;
     std::vector<int32_t> ids(260);
     std::mt19937_64 rng(5);
-    for (auto& x : ids) x = int32_t(rng() % uint64_t(std::min(model->config.vocab, 20000)));
+    for (auto& x : ids) x = int32_t(rng() % uint64_t(std::min(c.vocab, 20000)));
+
+    std::vector<AttentionSpec> specs = {AttentionSpec::parse("full"), AttentionSpec::parse("ssa"), forced_mixed(c)};
+    ASSERT_GE(c.n_kv_head, 2) << "a mixed plan needs two KV heads per layer";
+    for (int l = 0; l < c.n_layer; ++l) {  // the static set really mixes the modes in every layer
+        const std::vector<HeadMode> m = choose_modes(specs[2], l, c.n_kv_head, c.n_layer, nullptr, 0, 0);
+        ASSERT_NE(std::count(m.begin(), m.end(), HeadMode::FA), 0) << "layer " << l;
+        ASSERT_NE(std::count(m.begin(), m.end(), HeadMode::SSA), 0) << "layer " << l;
+    }
     auto cpu = make_cpu_backend(0);
-    const std::pair<GpuPrecision, const char*> precisions[] = {
-        {GpuPrecision::BF16, "bf16"}, {GpuPrecision::F16, "f16"}, {GpuPrecision::F32, "f32"}};
-    for (const auto& [prec, pname] : precisions) {
+    const Engine cpu_e(*model, *cpu);
+    std::vector<std::vector<float>> ref;
+    for (AttentionSpec& spec : specs) {
+        spec.win.sink = 4;
+        spec.win.local = 64;
+        ref.push_back(all_logits(cpu_e, spec, ids, 4));
+    }
+    for (DType prec : {DType::BF16, DType::F16, DType::F32}) {
         auto cuda = make_cuda_backend(0, prec);
-        PrecisionEmulation naive(emulated(pname));
-        for (const char* mode : {"full", "ssa"}) {
-            AttentionSpec spec = AttentionSpec::parse(mode);
-            spec.win.sink = 4;
-            spec.win.local = 64;
-            const std::vector<float> ref = all_logits(*model, *cpu, spec, ids, 4);
-            const std::vector<float> nb = all_logits(*model, naive, spec, ids, 4);
-            const std::vector<float> got = all_logits(*model, *cuda, spec, ids, 4);
-            EXPECT_TRUE(close_enough(got, ref, &nb, 1e-3))
-                << pname << " " << mode << ": element i is position i / " << model->config.vocab;
+        PrecisionEmulation naive(emulated(prec), model->weights);
+        const Engine cuda_e(*model, *cuda), naive_e(*model, naive);
+        for (size_t i = 0; i < specs.size(); ++i) {
+            const std::vector<float> nb = all_logits(naive_e, specs[i], ids, 4);
+            const std::vector<float> got = all_logits(cuda_e, specs[i], ids, 4);
+            EXPECT_TRUE(close_enough(got, ref[i], &nb, 1e-3))
+                << emulated(prec).name << " " << specs[i].name << ": element i is position i / " << c.vocab;
         }
     }
 }

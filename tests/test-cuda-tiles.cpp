@@ -1,23 +1,20 @@
 // Host-side checks of the CUDA attention bookkeeping (src/cuda/attention-tiles.h), runnable
 // without a GPU: for every query tile of random plans, the key tiles the prefill kernel visits
 // plus its token mask give exactly the (i, j) pairs plan_allows() allows, no tile twice; tiles the
-// kernel leaves unmasked are fully visible; the decode spans and slots equal cpu::LayerKVCache's.
+// kernel leaves unmasked are fully visible; the decode spans and slots equal cpu::LayerKVCache's
+// (src/cpu/attention.h).
 #include <gtest/gtest.h>
 
 #include <set>
 
-#include "attention/kv-cache.h"
 #include "attention/plan.h"
+#include "cpu/attention.h"
 #include "cuda/attention-tiles.h"
 #include "test-helpers.h"
 
 using namespace elastic;
 using namespace elastic::cuda::detail;
 using namespace elastic::test;
-
-namespace {
-
-}  // namespace
 
 TEST(CudaTiles, VisitedTilesAndMaskEqualPlanAllows) {
     const uint64_t seed = fresh_seed();

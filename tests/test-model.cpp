@@ -32,11 +32,12 @@ nlohmann::json read_json(const std::string& path) {
 void check_golden(const Model& m, const std::string& golden, int64_t chunk, double tol) {
     nlohmann::json g = read_json(golden);
     auto be = make_cpu_backend(0);
+    Engine e(m, *be);
     for (const auto& c : g["cases"]) {
         std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
         std::vector<double> want = c["logprobs"].get<std::vector<double>>();
         ASSERT_EQ(want.size() + 1, ids.size());
-        Session s(m, *be, int64_t(ids.size()), AttentionSpec{}, nullptr, chunk);
+        Session s(e, int64_t(ids.size()), AttentionSpec{}, chunk);
         std::vector<double> got(want.size(), std::nan(""));
         s.forward(ids.data(), int64_t(ids.size()), true, [&](int64_t i, const float* logits) {
             if (size_t(i) + 1 < ids.size()) got[size_t(i)] = log_prob(logits, m.config.vocab, ids[size_t(i) + 1]);
@@ -91,7 +92,8 @@ TEST(Model, DecodeMatchesPrefill) {
     auto m = Model::load(source_path("tests/data/tiny-qwen3"));
     auto be = make_cpu_backend(0);
     std::vector<int32_t> ids = {5, 17, 300, 2, 99, 511, 0, 42};
-    Session a(*m, *be, 16), b(*m, *be, 16, AttentionSpec{}, nullptr, 3);
+    Engine e(*m, *be);
+    Session a(e, 16), b(e, 16, AttentionSpec{}, 3);
     a.forward(ids.data(), int64_t(ids.size()));
     for (int32_t id : ids) b.forward(&id, 1);
     std::vector<float> la = a.last_logits(), lb = b.last_logits();
@@ -101,12 +103,13 @@ TEST(Model, DecodeMatchesPrefill) {
 TEST(Model, BadInputsAreErrors) {
     auto m = Model::load(source_path("tests/data/tiny-qwen3"));
     auto be = make_cpu_backend(0);
-    Session s(*m, *be, 4);
+    Engine e(*m, *be);
+    Session s(e, 4);
     std::vector<int32_t> bad = {1, 512};
     EXPECT_THROW(s.forward(bad.data(), 2), Error);  // id outside the vocabulary
     std::vector<int32_t> many(5, 1);
     EXPECT_THROW(s.forward(many.data(), 5), Error);  // more than the capacity
-    EXPECT_THROW(Session(*m, *be, 100000), Error);   // more than the model's context
+    EXPECT_THROW(Session(e, 100000), Error);   // more than the model's context
     EXPECT_THROW(Model::load(source_path("tests/data/does-not-exist")), Error);
     EXPECT_THROW(Model::load(source_path("CMakeLists.txt")), Error);
 }
@@ -124,7 +127,7 @@ TEST(Sampler, CandidatesDrawLikeFullLogits) {
             std::vector<float> logits = randn(1000, rng, 3.0f);
             for (int i = 0; i < 1000; i += 7) logits[size_t(i)] = std::round(logits[size_t(i)]);  // ties
             std::vector<std::pair<float, int32_t>> top;
-            be->top_candidates(logits.data(), 1000, cand.candidates_needed(), top);
+            be->top_candidates(Buf{logits.data(), DType::F32}, 1000, cand.candidates_needed(), top);
             ASSERT_EQ(full.sample(logits.data(), 1000), cand.sample_candidates(top)) << "step " << step;
         }
     }
@@ -138,8 +141,9 @@ TEST(Model, SampleNextMatchesHostSampling) {
     auto m = Model::load(source_path("tests/data/tiny-qwen3"));
     auto be = make_cpu_backend(0);
     std::vector<int32_t> ids = {5, 17, 300, 2, 99};
+    Engine e(*m, *be);
     for (SamplerParams sp : {SamplerParams{0.0f, 0, 1.0f, 0}, SamplerParams{0.9f, 20, 0.9f, 3}}) {
-        Session a(*m, *be, 16), b(*m, *be, 16);
+        Session a(e, 16), b(e, 16);
         b.set_host_logits(false);
         Sampler sa(sp), sb(sp);
         a.forward(ids.data(), int64_t(ids.size()));

@@ -141,7 +141,8 @@ TEST(RandomModel, TinyLoadsAndRunsFinite) {
     auto be = make_cpu_backend(0);
     std::vector<int32_t> ids = m->tok().encode("The quick brown fox jumps over the lazy dog.");
     ASSERT_GT(ids.size(), 10u);
-    Session sess(*m, *be, 64);
+    Engine engine(*m, *be);
+    Session sess(engine, 64);
     sess.forward(ids.data(), int64_t(ids.size()));
     const std::vector<float>& logits = sess.last_logits();
     double lsq = 0;

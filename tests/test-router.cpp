@@ -8,8 +8,6 @@
 #include <stdlib.h>
 
 #include <algorithm>
-#include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -352,36 +350,4 @@ TEST(RouterLoad, Errors) {
     const std::vector<float> k(size_t(10) * 2 * 32, 1.0f);
     expect_error([&] { r.route(0, k.data(), 10, 2, 32); }, {"head_dim 64", "32"});
     expect_error([&] { r.route(1, k.data(), 10, 2, 64); }, {"layer 1"});
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cost of route() (informational).
-
-TEST(RouterTiming, PrintsRouteTime) {
-    std::mt19937_64 rng(1);
-    auto median_us = [](const std::function<void()>& f) {
-        std::vector<double> us;
-        for (int it = 0; it < 220; ++it) {
-            const auto t0 = std::chrono::steady_clock::now();
-            f();
-            const auto t1 = std::chrono::steady_clock::now();
-            if (it >= 20) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-        }
-        std::sort(us.begin(), us.end());
-        return std::array<double, 3>{us[us.size() / 10], us[us.size() / 2], us[us.size() * 9 / 10]};
-    };
-    for (auto [d, H] : {std::pair<int, int>{64, 3}, std::pair<int, int>{128, 8}, std::pair<int, int>{128, 32}}) {
-        const int64_t T = 4096;
-        const Router r({rand_layer(d, rng)});
-        const std::vector<float> k = test::randn(size_t(T) * H * d, rng);
-        std::vector<float> x(size_t(H) * d);
-        const auto all = median_us([&] { ASSERT_EQ(r.route(0, k.data(), T, H, d).full.size(), size_t(H)); });
-        const auto pool = median_us([&] { router_pool(k.data(), T, H, d, 100, x.data()); });
-        const auto mlp = median_us([&] { Router::decide(r.layer(0), x.data(), H); });
-        // fe0, fe2, rh0, rh2: 2*d*4d each per head; rh4: 2*d*2.
-        const double flops = 2.0 * H * (4.0 * d * 4 * d + 2.0 * d);
-        std::printf("[router] route() d=%d H_kv=%d: median %.1f us (p10 %.1f, p90 %.1f); pooling %.1f us, MLPs %.1f us "
-                    "(%.1f GFLOP/s)\n",
-                    d, H, all[1], all[0], all[2], pool[1], mlp[1], flops / mlp[1] / 1e3);
-    }
 }

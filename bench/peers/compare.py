@@ -3,7 +3,7 @@
 
   python3 bench/peers/compare.py OURS.json PEERS.json [--markdown out.md]
 
-OURS.json: build-cuda/bin/bench-attention-cuda --json; PEERS.json: bench/peers/peers.py --json,
+OURS.json: elastic bench attention --backend cuda --json; PEERS.json: bench/peers/peers.py --json,
 both measured on the same machine in the same scripts/device-check.sh run. Ratios are peer time /
 our time (> 1: we are faster). H100 dense bf16 peak for the fraction column: 989 TFLOP/s (SXM).
 """
@@ -18,7 +18,12 @@ def main():
     ap.add_argument("peers")
     ap.add_argument("--markdown", default=None)
     a = ap.parse_args()
-    ours = json.load(open(a.ours))
+    rows = json.load(open(a.ours))  # `elastic bench attention --backend cuda --json`: one object per row
+    prefill = [r for r in rows if "seq" in r]
+    decode = [r for r in rows if "decode_ctx" in r]
+    head = prefill[0] if prefill else {}
+    ours = {"device": head.get("backend"), "heads": head.get("q_heads"), "kv_heads": head.get("kv_heads"),
+            "head_dim": head.get("head_dim")}
     peers = json.load(open(a.peers))
 
     def peer(seq, om, method):
@@ -37,8 +42,8 @@ def main():
         "| seq | Ω_MSR | ours ms | ours TFLOP/s | of own ideal | FlexAttention ms | serial ms | SDPA flash (dense) | cuDNN (dense) | Flex / ours | serial / ours |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in ours["prefill"]:
-        seq, om = r["seq"], r["omega"]
+    for r in prefill:
+        seq, om = r["seq"], r["msr"]
         if om == 0:
             flex = peer(seq, 0.0, "flex-dense")
             serial = None
@@ -46,21 +51,23 @@ def main():
         else:
             flex, serial = peer(seq, om, "flex-hybrid"), peer(seq, om, "serial(flash+flex)")
             flash = cudnn = None
-        ms = r["ms_median"]
+        ms = r["time_ms"]["median"]
         lines.append(
             f"| {seq // 1024}K | {om:g} | {ms:.2f} | {r['tflops']:.0f} | {100 * r['fraction_of_ideal']:.0f} % | "
             f"{fmt(flex)}{' (dense)' if om == 0 and flex else ''} | {fmt(serial)} | {fmt(flash)} | {fmt(cudnn)} | "
             f"{fmt(flex / ms if flex else None)} | {fmt(serial / ms if serial else None)} |"
         )
-    lines += ["", "| context | config | ours ms | tok/s | GB/s | KV cache MB | SDPA flash dense ms | cuDNN dense ms |", "|---|---|---|---|---|---|---|---|"]
-    for r in ours.get("decode", []):
-        N = r["context"]
+    lines += ["", "| context | config | ours ms | GB/s | KV cache MB | SDPA flash dense ms | cuDNN dense ms |", "|---|---|---|---|---|---|---|"]
+    for r in decode:
+        N = r["decode_ctx"]
         pf = [p["ms"] for p in peers.get("decode", []) if p["context"] == N and p["method"] == "sdpa-flash"]
         pc = [p["ms"] for p in peers.get("decode", []) if p["context"] == N and p["method"] == "sdpa-cudnn"]
-        lines.append(
-            f"| {N // 1024}K | {r['config']} | {r['ms_median']:.4f} | {r['tok_per_s']:.0f} | {r['gb_per_s']:.0f} | "
-            f"{r['cache_bytes'] / 1e6:.1f} | {fmt(pf[0] if pf else None, '{:.4f}')} | {fmt(pc[0] if pc else None, '{:.4f}')} |"
-        )
+        for cfg, ms, gbs, kv in (("full", r["full_ms"], r["full_gbs"], r["full_kv_bytes"]),
+                                 (f"{r['config']} Ω {r['msr']:g}", r["ms"], r["gbs"], r["kv_bytes"])):
+            lines.append(
+                f"| {N // 1024}K | {cfg} | {ms:.4f} | {gbs:.0f} | {kv / 1e6:.1f} | "
+                f"{fmt(pf[0] if pf else None, '{:.4f}')} | {fmt(pc[0] if pc else None, '{:.4f}')} |"
+            )
     text = "\n".join(lines)
     print(text)
     if a.markdown:

@@ -1,6 +1,7 @@
 #include "attention/elastic.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <numeric>
@@ -163,6 +164,45 @@ std::string AttentionStats::to_json(bool per_layer) const {
         j["layers"] = layers;
     }
     return j.dump();
+}
+
+bool AttentionSpec::counts_as_sparse(HeadMode m) const {
+    switch (kind) {
+        case Kind::Full: return false;
+        case Kind::SSA: case Kind::XA: return true;
+        default: return m == sparse_mode && sparse_mode != full_mode;
+    }
+}
+
+void AttentionStats::record_layer(const LayerPlan& plan, const AttentionSpec& spec, int64_t T, std::vector<float> p_fa) {
+    const size_t H = plan.mode.size();
+    std::vector<double> pr(H);
+    const double causal = double(T) * double(T + 1) / 2.0;
+    for (size_t g = 0; g < H; ++g) {
+        const BlockList* xa = plan.mode[g] == HeadMode::XA ? &plan.xa[g] : nullptr;
+        pr[g] = 1.0 - double(attended_pairs(plan.mode[g], spec.win, xa, spec.xa.block, T)) / causal;
+    }
+    modes.push_back(plan.mode);
+    prob_fa.push_back(std::move(p_fa));
+    pruned.push_back(std::move(pr));
+}
+
+void AttentionStats::finish(int n_layer, int n_kv_head, int64_t sparse_heads, size_t kv_cache_bytes) {
+    const double total_heads = double(n_layer) * double(n_kv_head);
+    omega_msr = double(sparse_heads) / total_heads;
+    double last = 0, all = 0;
+    for (size_t l = 0; l < pruned.size(); ++l)
+        for (double p : pruned[l]) {
+            all += p;
+            if (l + 1 == pruned.size()) last += p;
+        }
+    omega_esr = last / double(n_kv_head);
+    omega_esr_all = all / total_heads;
+    kv_bytes = kv_cache_bytes;
+}
+
+double stats_clock() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace elastic

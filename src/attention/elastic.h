@@ -23,6 +23,9 @@ struct AttentionSpec {
     std::string name;  // as given on the command line
 
     bool needs_router() const { return kind == Kind::Routed || kind == Kind::MSR; }
+    // Whether a head in mode m counts toward Ω_MSR: SSA and XA in the all-sparse baselines; the
+    // sparse mode of a routed configuration otherwise (fa-xa's XA heads, xa-ssa's SSA heads).
+    bool counts_as_sparse(HeadMode m) const;
     // MODE: full | ssa | xa | fa-ssa | fa-xa | xa-ssa | static:FILE | msr:X. `msr` (from --msr) applies
     // to static:FILE. Throws Error for an unknown mode or a bad file.
     static AttentionSpec parse(const std::string& mode, double msr = -1);
@@ -50,6 +53,14 @@ struct AttentionStats {
     size_t kv_bytes = 0;
     double router_seconds = 0, xa_seconds = 0, attention_seconds = 0, prefill_seconds = 0;
     std::string to_json(bool per_layer) const;
+
+    // Appends one prefill layer's modes, router P(FA) (empty: no router) and pruned shares.
+    void record_layer(const LayerPlan& plan, const AttentionSpec& spec, int64_t T, std::vector<float> prob_fa);
+    // After the last layer: Ω_MSR from the count of sparse heads, Ω_ESR from the pruned shares.
+    void finish(int n_layer, int n_kv_head, int64_t sparse_heads, size_t kv_cache_bytes);
 };
+
+// Seconds on a monotonic clock, for the statistics' times.
+double stats_clock();
 
 }  // namespace elastic

@@ -41,4 +41,13 @@ struct LayerPlan {
 // The reference semantics every kernel must match.
 bool plan_allows(HeadMode m, const StreamingWindow& w, const BlockList* xa, int64_t block, int64_t i, int64_t j);
 
+// Number of (query, key) pairs one KV head's plan attends over positions 0..T-1 (per query head
+// of its group); T(T+1)/2 for FA. For FLOP counts, densities and Ω_ESR.
+int64_t attended_pairs(HeadMode m, const StreamingWindow& win, const BlockList* xa, int64_t xa_block, int64_t T);
+
+// XAttention's selection rule, shared by every backend: s [qb + 1] are the summed scores of query
+// block qb; blocks 0 and qb first, then descending score (ties: lower id) while the kept mass is
+// below threshold · total; appends the kept ids, ascending, to out. `order` is scratch.
+void xa_select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out, std::vector<int32_t>& order);
+
 }  // namespace elastic

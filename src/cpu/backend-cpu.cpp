@@ -1,16 +1,16 @@
-// The CPU backend: host buffers, ops from src/cpu/*.cpp. OpenBLAS runs single-threaded inside our
-// OpenMP tasks (set once here), so the two thread pools never oversubscribe the cores.
-#include <cblas.h>
+// The CPU backend: host buffers, ops from src/cpu/*.cpp, fp32 everywhere. Resident weights are the
+// stored matrices themselves (usually inside the mapped file: nothing is copied). OpenBLAS runs
+// single-threaded inside our OpenMP tasks (set once here), so the two thread pools never
+// oversubscribe the cores. Also the reference backend (make_reference_backend), which differs
+// only in its KV cache and decode.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
-#include "attention/hybrid-attention.h"
-#include "attention/kv-cache.h"
-#include "attention/xattention.h"
 #include "core/error.h"
+#include "cpu/attention.h"
 #include "cpu/ops.h"
 #include "model/backend.h"
 
@@ -18,57 +18,89 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace elastic {
 
+float* Buf::f32() const {
+    ELASTIC_ASSERT_MSG(type == DType::F32 || p == nullptr, "an fp32 buffer was expected");
+    return static_cast<float*>(p);
+}
+
 namespace {
-class CpuBackend final : public Backend {
+
+struct CpuMatrix final : Backend::Matrix {
+    Weight w;
+};
+struct CpuVector final : Backend::Vector {
+    std::vector<float> v;
+};
+const Weight& W_of(const Backend::Matrix& m) { return static_cast<const CpuMatrix&>(m).w; }
+const float* V_of(const Backend::Vector& v) { return static_cast<const CpuVector&>(v).v.data(); }
+
+class CpuBackend : public Backend {
 public:
     explicit CpuBackend(int threads) {
         openblas_set_num_threads(1);
         if (threads > 0) omp_set_num_threads(threads);
     }
     const char* name() const override { return "cpu"; }
-    float* alloc(size_t n) override {
+
+    Buf alloc(size_t n, DType t) override {
+        ELASTIC_ASSERT_MSG(t == DType::F32, "the CPU backend's buffers are fp32");
         void* p = std::aligned_alloc(64, ((n * sizeof(float)) + 63) / 64 * 64);
         if (!p) throw std::bad_alloc();
-        return static_cast<float*>(p);
+        return {p, t};
     }
-    void release(float* p) override { std::free(p); }
-    void upload(float* dst, const float* host, size_t n) override { std::memcpy(dst, host, n * sizeof(float)); }
-    void download(float* host, const float* src, size_t n) override { std::memcpy(host, src, n * sizeof(float)); }
-    void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) override { cpu::embedding(E, ids, T, out); }
-    void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) override {
-        cpu::rms_norm(x, w, y, rows, dim, eps);
+    void release(Buf b) override { std::free(b.p); }
+    void upload(Buf dst, const float* host, size_t n) override { std::memcpy(dst.f32(), host, n * sizeof(float)); }
+    void download(float* host, Buf src, size_t n) override { std::memcpy(host, src.f32(), n * sizeof(float)); }
+
+    std::shared_ptr<const Matrix> upload_matrix(const Weight& W) override {
+        auto m = std::make_shared<CpuMatrix>();
+        m->rows = W.rows;
+        m->cols = W.cols;
+        m->w = W;
+        return m;
     }
-    void matmul(const Weight& W, const float* x, float* y, int64_t T) override { cpu::matmul(W, x, y, T); }
-    void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) override {
-        cpu::rope(x, T, n_heads, head_dim, pos, inv_freq);
+    std::shared_ptr<const Vector> upload_vector(const std::vector<float>& v) override {
+        auto r = std::make_shared<CpuVector>();
+        r->n = int64_t(v.size());
+        r->v = v;
+        return r;
     }
-    void swiglu(const float* gate, const float* up, float* out, int64_t n) override { cpu::swiglu(gate, up, out, n); }
-    void add(float* y, const float* x, int64_t n) override { cpu::add(y, x, n); }
-    void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
-                             int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
-                             int64_t xa_block, float scale) override {
-        cpu::attn_hybrid_prefill(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale);
+    std::unique_ptr<const RouterWeights> upload_router(const RouterLayer& r, int) override {
+        auto w = std::make_unique<RouterWeights>();
+        w->layer = &r;
+        return w;
     }
-    void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
-        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
-        k = std::min(k, int(n));
-        std::vector<std::pair<float, int32_t>> all(static_cast<size_t>(n));
-        for (int32_t i = 0; i < n; ++i) all[size_t(i)] = {logits[i], i};
-        std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const auto& a, const auto& b) {
-            return a.first > b.first || (a.first == b.first && a.second < b.second);
-        });
-        out.assign(all.begin(), all.begin() + k);
+
+    void embedding(const Matrix& E, const int32_t* ids, int64_t T, Buf out) override {
+        cpu::embedding(W_of(E), ids, T, out.f32());
     }
-    void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+    void rms_norm(Buf x, const Vector& w, Buf y, int64_t rows, int64_t dim, float eps) override {
+        ELASTIC_ASSERT(w.n == dim);
+        cpu::rms_norm(x.f32(), V_of(w), y.f32(), rows, dim, eps);
+    }
+    void matmul(const Matrix& W, Buf x, Buf y, int64_t T) override { cpu::matmul(W_of(W), x.f32(), y.f32(), T); }
+    void rope(Buf x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) override {
+        cpu::rope(x.f32(), T, n_heads, head_dim, pos, V_of(inv_freq));
+    }
+    void swiglu(Buf gate, Buf up, Buf out, int64_t n) override { cpu::swiglu(gate.f32(), up.f32(), out.f32(), n); }
+    void add(Buf y, Buf x, int64_t n) override { cpu::add(y.f32(), x.f32(), n); }
+
+    void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,
+                             const LayerPlan& plan, const StreamingWindow& win, int64_t xa_block, float scale) override {
+        cpu::attn_hybrid_prefill(q.f32(), k.f32(), v.f32(), out.f32(), T, n_head, n_kv_head, head_dim, plan, win, xa_block,
+                                 scale);
+    }
+    void xa_fill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
+                      LayerPlan& plan) override {
+        cpu::xa_fill_plan(q.f32(), k.f32(), T, n_head, n_kv_head, head_dim, p, plan);
+    }
+    void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {
         std::vector<float> x(size_t(n_kv_head) * size_t(head_dim));
-        router_pool(k, T, n_kv_head, head_dim, window, x.data());
-        Router::mlp(r, x.data(), n_kv_head, logits_host);
+        router_pool(k.f32(), T, n_kv_head, head_dim, window, x.data());
+        Router::mlp(*r.layer, x.data(), n_kv_head, logits_host);
     }
-    void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                      const XAParams& p, LayerPlan& plan) override {
-        cpu::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
-    }
+
     struct Cache final : LayerCache {
         cpu::LayerKVCache c;
         size_t bytes() const override { return c.bytes(); }
@@ -79,18 +111,95 @@ public:
         c->c.init(plan, win, capacity, n_kv_head, head_dim);
         return c;
     }
-    void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) override {
-        static_cast<Cache&>(c).c.store_prefill(k, v, T);
+    void cache_store_prefill(LayerCache& c, Buf k, Buf v, int64_t T) override {
+        static_cast<Cache&>(c).c.store_prefill(k.f32(), v.f32(), T);
     }
-    void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) override {
-        static_cast<Cache&>(c).c.append(k_tok, v_tok, pos);
+    void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) override {
+        static_cast<Cache&>(c).c.append(k_tok.f32(), v_tok.f32(), pos);
     }
-    void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) override {
-        cpu::attn_decode(q, static_cast<const Cache&>(c).c, pos, out, n_head, scale);
+    void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) override {
+        cpu::attn_decode(q.f32(), static_cast<const Cache&>(c).c, pos, out.f32(), n_head, scale);
+    }
+
+    void top_candidates(Buf logits_buf, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
+        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
+        const float* logits = logits_buf.f32();
+        k = std::min(k, int(n));
+        std::vector<std::pair<float, int32_t>> all(static_cast<size_t>(n));
+        for (int32_t i = 0; i < n; ++i) all[size_t(i)] = {logits[i], i};
+        std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const auto& a, const auto& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
+        out.assign(all.begin(), all.begin() + k);
     }
 };
+
+// The reference backend: full K/V per layer cache, the fp64 naive decode over it.
+class ReferenceBackend final : public CpuBackend {
+public:
+    ReferenceBackend(int threads, DecodeObserver observer) : CpuBackend(threads), observer_(std::move(observer)) {}
+    const char* name() const override { return "cpu-reference"; }
+
+    struct FullCache final : LayerCache {
+        LayerPlan plan;
+        StreamingWindow win;
+        int n_kv_head = 0, head_dim = 0, layer = 0;
+        std::vector<float> k, v;  // [positions, n_kv_head, head_dim]
+        size_t bytes() const override { return (k.size() + v.size()) * sizeof(float); }
+    };
+    std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
+                                                int n_kv_head, int head_dim) override {
+        auto c = std::make_unique<FullCache>();
+        c->plan = plan;
+        c->win = win;
+        c->n_kv_head = n_kv_head;
+        c->head_dim = head_dim;
+        c->layer = next_layer_++;  // caches are made layer by layer, once per prefill
+        return c;
+    }
+    void cache_store_prefill(LayerCache& lc, Buf k, Buf v, int64_t T) override {
+        auto& c = static_cast<FullCache&>(lc);
+        const size_t n = size_t(T) * size_t(c.n_kv_head) * size_t(c.head_dim);
+        c.k.assign(k.f32(), k.f32() + n);
+        c.v.assign(v.f32(), v.f32() + n);
+    }
+    void cache_append(LayerCache& lc, Buf k_tok, Buf v_tok, int64_t pos) override {
+        auto& c = static_cast<FullCache&>(lc);
+        const size_t row = size_t(c.n_kv_head) * size_t(c.head_dim);
+        ELASTIC_ASSERT(c.k.size() == size_t(pos) * row);
+        c.k.insert(c.k.end(), k_tok.f32(), k_tok.f32() + row);
+        c.v.insert(c.v.end(), v_tok.f32(), v_tok.f32() + row);
+    }
+    void attn_decode(Buf q, const LayerCache& lc, int64_t pos, Buf out, int n_head, float scale) override {
+        const auto& c = static_cast<const FullCache&>(lc);
+        if (observer_) observer_(c.layer, q.f32(), c.k.data(), pos + 1);
+        cpu::attn_decode_naive(q.f32(), c.k.data(), c.v.data(), pos, out.f32(), n_head, c.n_kv_head, c.head_dim, c.plan,
+                               c.win, scale);
+    }
+    // A new prefill starts numbering layers from 0 again (called by the forward before layer 0).
+    void embedding(const Matrix& E, const int32_t* ids, int64_t T, Buf out) override {
+        next_layer_ = 0;
+        CpuBackend::embedding(E, ids, T, out);
+    }
+
+private:
+    DecodeObserver observer_;
+    int next_layer_ = 0;
+};
+
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+std::unique_ptr<Backend> make_reference_backend(int threads, DecodeObserver observer) {
+    return std::make_unique<ReferenceBackend>(threads, std::move(observer));
+}
+
+#ifndef ELASTIC_HAVE_CUDA
+std::unique_ptr<Backend> make_cuda_backend(int, DType) {
+    fail("this build has no CUDA backend (build the cuda-release preset: make cuda)");
+}
+int cuda_device_count() { return 0; }
+#endif
 
 }  // namespace elastic

@@ -1,6 +1,7 @@
-// Shared pieces of the attention kernels: error checks, the PTX wrappers (cp.async, ldmatrix,
+// Shared pieces of the attention kernels: the PTX wrappers (cp.async, ldmatrix,
 // mma.sync); the tile enumeration shared with the host lives in attention-tiles.h.
 #pragma once
+#include "cuda/cuda-check.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -11,18 +12,7 @@
 
 #include "cuda/attention-tiles.h"
 
-#ifndef CUDA_CHECK
-#define CUDA_CHECK(expr)                                                                              \
-    do {                                                                                              \
-        cudaError_t err_ = (expr);                                                                    \
-        if (err_ != cudaSuccess) {                                                                    \
-            std::fprintf(stderr, "%s:%d: CUDA error %s: %s\n", __FILE__, __LINE__, cudaGetErrorName(err_), \
-                         cudaGetErrorString(err_));                                                   \
-            std::abort();                                                                             \
-        }                                                                                             \
-    } while (0)
-#endif
-#define ELASTIC_ATTN_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
 
 namespace elastic::cuda::detail {
 

@@ -1,5 +1,5 @@
-// Per-head lean KV cache and split-KV decode attention on the GPU (DESIGN.md §1.6); same layout
-// and spans as cpu::LayerKVCache (FA/XA heads: every position; SSA heads: sink slots, then a ring
+// Split-KV decode attention over the per-head lean KV cache on the GPU (DESIGN.md §1.6; the cache
+// is kv-cache.cu; same layout and spans as cpu::LayerKVCache (FA/XA heads: every position; SSA heads: sink slots, then a ring
 // of `local` slots, position j ≥ sink in slot sink + (j − sink) % local), stored in bf16: decode
 // reads the whole cache once per token, so half the bytes is half the time.
 //
@@ -15,6 +15,8 @@
 #include "core/error.h"
 #include "cuda/attention-common.cuh"
 #include "cuda/attention.h"
+#include "cuda/convert.cuh"
+#include "cuda/kv-cache.cuh"
 
 namespace elastic::cuda {
 
@@ -26,25 +28,8 @@ constexpr int kMaxG = 16;      // query heads per KV head supported by the decod
 constexpr int kDecKT = 64;     // keys per tile
 constexpr int kDecThreads = 128;
 
-__global__ void cache_store_kernel(const float* __restrict__ k, const float* __restrict__ v, __nv_bfloat16* kc,
-                                   __nv_bfloat16* vc, const CacheHead* __restrict__ heads, int n_kv, int D, int64_t j0,
-                                   int64_t n, int64_t t_rule, int64_t sink, int64_t local) {
-    const int64_t total = n * n_kv * D;
-    for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
-         idx += int64_t(gridDim.x) * blockDim.x) {
-        const int d = int(idx % D);
-        const int g = int((idx / D) % n_kv);
-        const int64_t j = j0 + idx / (int64_t(D) * n_kv);
-        const CacheHead h = heads[g];
-        if (h.mode == kModeSSA && j >= sink && j < t_rule - local) continue;  // prefill: no later query sees it
-        const int64_t slot = cache_slot(h, sink, local, j);
-        kc[h.off + slot * D + d] = __float2bfloat16_rn(k[idx]);
-        vc[h.off + slot * D + d] = __float2bfloat16_rn(v[idx]);
-    }
-}
-
 struct DecodeParams {
-    const float* q;  // [n_head, D]
+    const void* q;  // [n_head, D] of type TQ
     const __nv_bfloat16* k;
     const __nv_bfloat16* v;
     const CacheHead* heads;
@@ -62,7 +47,7 @@ struct DecodeSmem {
                                      sizeof(float) * (size_t(kMaxG) * D + size_t(kMaxG) * kDecKT + 3 * kMaxG);
 };
 
-template <int D>
+template <int D, typename TQ>
 __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
     constexpr int KT = kDecKT, S = D + 8, HP = kDecThreads / (D / 2), NACC = kMaxG / HP;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -86,7 +71,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     const __nv_bfloat16* kh = p.k + h.off;
     const __nv_bfloat16* vh = p.v + h.off;
 
-    for (int i = tid; i < G * D; i += kDecThreads) sq[i] = p.q[int64_t(g) * G * D + i] * p.scale_log2;
+    for (int i = tid; i < G * D; i += kDecThreads) sq[i] = to_f32(static_cast<const TQ*>(p.q)[int64_t(g) * G * D + i]) * p.scale_log2;
     if (tid < G) {
         sm[tid] = -INFINITY;
         sl[tid] = 0.0f;
@@ -219,8 +204,9 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 }
 
 // One CTA per query head, one thread per dim.
+template <typename TO>
 __global__ void decode_combine_kernel(const float* __restrict__ part, const CacheHead* __restrict__ heads,
-                                      float* __restrict__ out, int G, int D, int max_splits, int64_t pos, int64_t sink,
+                                      TO* __restrict__ out, int G, int D, int max_splits, int64_t pos, int64_t sink,
                                       int64_t local, int64_t chunk) {
     const int hq = blockIdx.x, g = hq / G, r = hq % G, d = threadIdx.x;
     int64_t sb[3], se[3];
@@ -237,98 +223,24 @@ __global__ void decode_combine_kernel(const float* __restrict__ part, const Cach
         L += base[s * step + 1] * w;
         o += base[s * step + 2 + d] * w;
     }
-    out[size_t(hq) * D + d] = o / L;
+    out[size_t(hq) * D + d] = from_f32<TO>(o / L);
+}
+
+template <int D, typename T>
+void launch_decode(const DecodeParams& p, dim3 grid, const DeviceLayerCache& c, void* out, int n_head, int64_t chunk,
+                   cudaStream_t s) {
+    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(DecodeSmem<D>::kBytes)));
+    decode_kernel<D, T><<<grid, kDecThreads, DecodeSmem<D>::kBytes, s>>>(p);
+    CUDA_LAUNCH_CHECK();
+    decode_combine_kernel<T><<<n_head, D, 0, s>>>(c.d_part, c.d_heads, static_cast<T*>(out), p.G, D, p.max_splits, p.pos,
+                                                  c.win.sink, c.win.local, chunk);
+    CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-struct DeviceLayerCache {
-    int n_kv = 0, head_dim = 0;
-    int64_t capacity = 0;
-    StreamingWindow win;
-    std::vector<CacheHead> h_heads;
-    CacheHead* d_heads = nullptr;
-    __nv_bfloat16* k = nullptr;  // all heads' slots, head after head: [slots_g, head_dim]
-    __nv_bfloat16* v = nullptr;
-    size_t elems = 0;
-    mutable float* d_part = nullptr;
-    mutable size_t part_floats = 0;
-    mutable int last_splits = 0;
-    ~DeviceLayerCache() {
-        cudaFree(d_heads);
-        cudaFree(k);
-        cudaFree(v);
-        cudaFree(d_part);
-    }
-};
-
-}  // namespace elastic::cuda
-
-void std::default_delete<elastic::cuda::DeviceLayerCache>::operator()(elastic::cuda::DeviceLayerCache* p) const {
-    delete p;
-}
-
-namespace elastic::cuda {
-
-std::unique_ptr<DeviceLayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
-                                                  int n_kv_head, int head_dim) {
-    ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head) && capacity > 0 && (head_dim == 64 || head_dim == 128));
-    ELASTIC_ASSERT(win.sink >= 0 && win.local >= 1);
-    auto c = std::unique_ptr<DeviceLayerCache>(new DeviceLayerCache);
-    c->n_kv = n_kv_head;
-    c->head_dim = head_dim;
-    c->capacity = capacity;
-    c->win = win;
-    int64_t off = 0;
-    for (int g = 0; g < n_kv_head; ++g) {
-        CacheHead h{off, int32_t(plan.mode[size_t(g)]), 0, 0, 0};
-        int64_t slots = capacity;
-        if (plan.mode[size_t(g)] == HeadMode::SSA) {
-            const int64_t n_sink = std::min(win.sink, capacity);
-            const int64_t n_ring = std::min(win.local, capacity - n_sink);
-            h.n_sink = int32_t(n_sink);
-            h.n_ring = int32_t(n_ring);
-            slots = n_sink + n_ring;
-        }
-        h.slots = int32_t(slots);
-        c->h_heads.push_back(h);
-        off += slots * head_dim;
-    }
-    c->elems = size_t(off);
-    CUDA_CHECK(cudaMalloc(&c->d_heads, c->h_heads.size() * sizeof(CacheHead)));
-    CUDA_CHECK(cudaMemcpy(c->d_heads, c->h_heads.data(), c->h_heads.size() * sizeof(CacheHead), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMalloc(&c->k, c->elems * sizeof(__nv_bfloat16)));
-    CUDA_CHECK(cudaMalloc(&c->v, c->elems * sizeof(__nv_bfloat16)));
-    CUDA_CHECK(cudaMemset(c->k, 0, c->elems * sizeof(__nv_bfloat16)));
-    CUDA_CHECK(cudaMemset(c->v, 0, c->elems * sizeof(__nv_bfloat16)));
-    return c;
-}
-
-size_t cache_bytes(const DeviceLayerCache& c) { return 2 * c.elems * sizeof(__nv_bfloat16); }
-
-int decode_splits(const DeviceLayerCache& c) { return c.last_splits; }
-
-static void store(DeviceLayerCache& c, const float* k, const float* v, int64_t j0, int64_t n, int64_t t_rule,
-                  cudaStream_t s) {
-    const int64_t total = n * c.n_kv * c.head_dim;
-    if (total == 0) return;
-    const int grid = int(std::min<int64_t>((total + 255) / 256, 65535));
-    cache_store_kernel<<<grid, 256, 0, s>>>(k, v, c.k, c.v, c.d_heads, c.n_kv, c.head_dim, j0, n, t_rule, c.win.sink,
-                                            c.win.local);
-    ELASTIC_ATTN_LAUNCH_CHECK();
-}
-
-void cache_store_prefill(DeviceLayerCache& c, const float* k, const float* v, int64_t T, cudaStream_t s) {
-    ELASTIC_ASSERT(T >= 0 && T <= c.capacity);
-    store(c, k, v, 0, T, T, s);
-}
-
-void cache_append(DeviceLayerCache& c, const float* k_tok, const float* v_tok, int64_t pos, cudaStream_t s) {
-    ELASTIC_ASSERT(pos >= 0 && pos < c.capacity);
-    store(c, k_tok, v_tok, pos, 1, 0, s);
-}
-
-void attn_decode(const float* q, const DeviceLayerCache& c, int64_t pos, float* out, int n_head, float scale,
+void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,
                  cudaStream_t s) {
     ELASTIC_ASSERT(n_head % c.n_kv == 0 && pos >= 0 && pos < c.capacity);
     const int G = n_head / c.n_kv, D = c.head_dim;
@@ -343,41 +255,24 @@ void attn_decode(const float* q, const DeviceLayerCache& c, int64_t pos, float* 
     // Pieces sized from the keys of all heads together (about two CTAs per SM): with FA-SSA the
     // FA heads get many pieces and the short SSA heads few, instead of the FA heads setting the
     // piece length and leaving SMs idle. At least 4 tiles per piece so the merge stays cheap.
-    static const int sms = device_sm_count();
+    const int sms = device_sm_count();
     int64_t chunk = (n_total + 2 * sms - 1) / (2 * sms);
     chunk = std::max<int64_t>(4 * kDecKT, (chunk + kDecKT - 1) / kDecKT * kDecKT);
     const int max_splits = int((n_max + chunk - 1) / chunk);
     const size_t need = size_t(c.n_kv) * size_t(max_splits) * size_t(G) * size_t(D + 2);
     if (need > c.part_floats) {
         if (c.d_part) CUDA_CHECK(cudaFree(c.d_part));
-        CUDA_CHECK(cudaMalloc(&c.d_part, need * sizeof(float)));
+        c.d_part = device_alloc<float>(need, "decode partial results");
         c.part_floats = need;
     }
     c.last_splits = max_splits;
     DecodeParams p{q, c.k, c.v, c.d_heads, c.d_part, G, max_splits, pos, c.win.sink, c.win.local, chunk,
                    scale * 1.4426950408889634f};
     const dim3 grid(unsigned(max_splits), unsigned(c.n_kv));
-    if (D == 64) {
-        static bool attr = false;
-        if (!attr) {
-            CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(DecodeSmem<64>::kBytes)));
-            attr = true;
-        }
-        decode_kernel<64><<<grid, kDecThreads, DecodeSmem<64>::kBytes, s>>>(p);
-    } else {
-        static bool attr = false;
-        if (!attr) {
-            CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(DecodeSmem<128>::kBytes)));
-            attr = true;
-        }
-        decode_kernel<128><<<grid, kDecThreads, DecodeSmem<128>::kBytes, s>>>(p);
-    }
-    ELASTIC_ATTN_LAUNCH_CHECK();
-    decode_combine_kernel<<<n_head, D, 0, s>>>(c.d_part, c.d_heads, out, G, D, max_splits, pos, c.win.sink, c.win.local,
-                                               chunk);
-    ELASTIC_ATTN_LAUNCH_CHECK();
+    ELASTIC_TYPE_SWITCH(t, T, {
+        if (D == 64) launch_decode<64, T>(p, grid, c, out, n_head, chunk, s);
+        else launch_decode<128, T>(p, grid, c, out, n_head, chunk, s);
+    });
 }
 
 }  // namespace elastic::cuda

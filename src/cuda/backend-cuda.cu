@@ -1,13 +1,10 @@
-// The CUDA backend: device fp32 activation buffers, weights in the precision's type (bf16, fp16 or
-// fp32; GpuPrecision in src/model/backend.h), one stream and one cuBLAS handle per backend (no
-// globals: two backends may serve two sessions, even on two devices).
-// Host-side inputs of the interface (token ids, positions, norm vectors, inv_freq, weights) are
-// moved to the device here: weights and vectors once, cached by their host address; ids and
-// positions per call, or as a kernel argument when they are one token or consecutive.
-// The elastic attention ops are the kernels of src/cuda/attention.h.
+// The CUDA backend: weights uploaded once as handles (Matrix, Vector, RouterWeights) in the
+// precision's type; activations in device buffers, fp32 for the residual stream and the
+// precision's type for q, k, v and the attention output (model/backend.h); one stream and one
+// cuBLAS handle per backend (no globals: two backends may serve two sessions, even on two devices).
+// In the forward only token ids and positions (when not consecutive) go in, and logits or sampling
+// candidates come out. The elastic attention ops are the kernels of src/cuda/attention.h.
 #include <algorithm>
-#include <cstring>
-#include <unordered_map>
 #include <vector>
 
 #include "core/error.h"
@@ -21,21 +18,41 @@ namespace elastic {
 
 namespace {
 
+// Device memory freed on the owning device when the handle goes.
+struct DeviceBlock {
+    int device = 0;
+    void* p = nullptr;
+    ~DeviceBlock() {
+        if (!p) return;
+        cudaSetDevice(device);
+        cudaFree(p);
+    }
+};
+
+struct CudaMatrix final : Backend::Matrix {
+    DType type = DType::BF16;
+    DeviceBlock mem;  // [rows, cols] of type
+};
+struct CudaVector final : Backend::Vector {
+    DeviceBlock mem;  // [n] fp32
+};
+struct CudaRouter final : Backend::RouterWeights {
+    cuda::RouterLinearDev lin[5];
+    int n_kv_head = 0;
+    DeviceBlock weights, scratch;  // scratch: pooled keys and every Linear's output
+};
+const CudaMatrix& M_of(const Backend::Matrix& m) { return static_cast<const CudaMatrix&>(m); }
+const float* V_of(const Backend::Vector& v) { return static_cast<const float*>(static_cast<const CudaVector&>(v).mem.p); }
+
 class CudaBackend final : public Backend {
 public:
-    CudaBackend(int device, GpuPrecision precision) : device_(device), precision_(precision) {
-        switch (precision) {
-        case GpuPrecision::BF16: wtype_ = cuda::WeightType::BF16; attn_ = cuda::DType::BF16; break;
-        case GpuPrecision::F16: wtype_ = cuda::WeightType::F16; attn_ = cuda::DType::F16; break;
-        case GpuPrecision::F32: wtype_ = cuda::WeightType::F32; attn_ = cuda::DType::F32; break;
-        }
+    CudaBackend(int device, DType precision) : device_(device), precision_(precision) {
         CUDA_CHECK(cudaSetDevice(device));
         // A blocking stream: anything a kernel launcher queues on the legacy default stream still
         // waits for our work and vice versa.
         CUDA_CHECK(cudaStreamCreate(&stream_));
-        // Stream-ordered scratch (cudaMallocAsync: attention's 16-bit copies, the router's buffer)
-        // stays in the pool across synchronisations instead of going back to the driver at each
-        // one (the default threshold 0 makes every allocation after a sync map fresh memory).
+        // Stream-ordered scratch (cudaMallocAsync: the XAttention scores) stays in the pool across
+        // synchronisations instead of going back to the driver at each one.
         cudaMemPool_t pool;
         CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
         uint64_t keep = UINT64_MAX;
@@ -47,118 +64,160 @@ public:
         cudaSetDevice(device_);
         cudaStreamSynchronize(stream_);
         plan_.reset();
-        for (auto& kv : weights_) cudaFree(kv.second.dev);
-        for (auto& kv : vectors_) cudaFree(kv.second.dev);
-        for (auto& kv : consts_) cudaFree(kv.second.dev);
         cudaFree(xs_);
+        cudaFree(stage_);
         cudaFree(ints_);
         cublasDestroy(blas_);
         cudaStreamDestroy(stream_);
     }
     const char* name() const override {
         switch (precision_) {
-        case GpuPrecision::BF16: return "cuda (bf16)";
-        case GpuPrecision::F16: return "cuda (f16)";
-        case GpuPrecision::F32: break;
+        case DType::BF16: return "cuda (bf16)";
+        case DType::F16: return "cuda (f16)";
+        default: return "cuda (f32)";
         }
-        return "cuda (f32)";
     }
+    DType attn_type() const override { return precision_; }
 
-    float* alloc(size_t n) override {
+    Buf alloc(size_t n, DType t) override {
         bind();
-        return cuda::device_alloc<float>(n, "activations");
+        ELASTIC_ASSERT_MSG(t == DType::F32 || t == precision_, "CUDA buffers are fp32 or the backend's precision");
+        return {cuda::device_alloc<uint8_t>(n * cuda::elem_bytes(t), "activations"), t};
     }
-    void release(float* p) override {
+    void release(Buf b) override {
         bind();
-        CUDA_CHECK(cudaFree(p));  // waits for queued work that may still use p
+        CUDA_CHECK(cudaFree(b.p));  // waits for queued work that may still use it
     }
-    void upload(float* dst, const float* host, size_t n) override {
+    void upload(Buf dst, const float* host, size_t n) override {
         bind();
-        CUDA_CHECK(cudaMemcpyAsync(dst, host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        float* d = dst.type == DType::F32 ? static_cast<float*>(dst.p) : stage(n);
+        CUDA_CHECK(cudaMemcpyAsync(d, host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        if (dst.type != DType::F32) cuda::convert(d, DType::F32, dst.p, dst.type, int64_t(n), stream_);
         CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free host at once
     }
-    void download(float* host, const float* src, size_t n) override {
+    void download(float* host, Buf src, size_t n) override {
         bind();
-        CUDA_CHECK(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        const float* d = static_cast<const float*>(src.p);
+        if (src.type != DType::F32) {
+            float* st = stage(n);
+            cuda::convert(src.p, src.type, st, DType::F32, int64_t(n), stream_);
+            d = st;
+        }
+        CUDA_CHECK(cudaMemcpyAsync(host, d, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
-
     void sync() override {
         bind();
         CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
 
-    void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) override {
+    std::shared_ptr<const Matrix> upload_matrix(const Weight& W) override {
         bind();
-        const void* table = weight(E);  // shared with the output matmul when tied
-        if (T == 1) {
-            cuda::embedding(table, wtype_, E.cols, nullptr, ids[0], 1, out, stream_);
-        } else {
-            cuda::embedding(table, wtype_, E.cols, device_ints(ids, T), 0, T, out, stream_);
+        auto m = std::make_shared<CudaMatrix>();
+        m->rows = W.rows;
+        m->cols = W.cols;
+        m->type = precision_;
+        m->mem.device = device_;
+        m->mem.p = cuda::upload_weight(W, precision_, stream_);
+        return m;
+    }
+    std::shared_ptr<const Vector> upload_vector(const std::vector<float>& v) override {
+        bind();
+        auto r = std::make_shared<CudaVector>();
+        r->n = int64_t(v.size());
+        r->mem.device = device_;
+        r->mem.p = cuda::device_alloc<float>(v.size(), "a norm or frequency vector");
+        CUDA_CHECK(cudaMemcpy(r->mem.p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+        return r;
+    }
+    std::unique_ptr<const RouterWeights> upload_router(const RouterLayer& rl, int n_kv_head) override {
+        bind();
+        auto r = std::make_unique<CudaRouter>();
+        r->layer = &rl;
+        const RouterLinear* src[5] = {&rl.fe0, &rl.fe2, &rl.rh0, &rl.rh2, &rl.rh4};
+        size_t total = 0;
+        for (const RouterLinear* L : src) total += L->w.size() + L->b.size();
+        r->weights.device = r->scratch.device = device_;
+        float* d = cuda::device_alloc<float>(total, "router weights");
+        r->weights.p = d;
+        for (int i = 0; i < 5; ++i) {
+            const RouterLinear& L = *src[i];
+            CUDA_CHECK(cudaMemcpy(d, L.w.data(), L.w.size() * sizeof(float), cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(d + L.w.size(), L.b.data(), L.b.size() * sizeof(float), cudaMemcpyHostToDevice));
+            r->lin[i] = {d, d + L.w.size(), L.in, L.out};
+            d += L.w.size() + L.b.size();
         }
+        r->n_kv_head = n_kv_head;
+        r->scratch.p = cuda::device_alloc<float>(cuda::router_scratch_floats(r->lin, n_kv_head, rl.head_dim()), "router");
+        return r;
     }
-    void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) override {
+
+    void embedding(const Matrix& E, const int32_t* ids, int64_t T, Buf out) override {
         bind();
-        cuda::rms_norm(x, device_vector(w, size_t(dim)), y, rows, dim, eps, stream_);
+        const CudaMatrix& m = M_of(E);
+        if (T == 1) cuda::embedding(m.mem.p, m.type, m.cols, nullptr, ids[0], 1, out.f32(), stream_);
+        else cuda::embedding(m.mem.p, m.type, m.cols, device_ints(ids, T), 0, T, out.f32(), stream_);
     }
-    void matmul(const Weight& W, const float* x, float* y, int64_t T) override {
+    void rms_norm(Buf x, const Vector& w, Buf y, int64_t rows, int64_t dim, float eps) override {
         bind();
-        const void* w = weight(W);
-        const size_t need = wtype_ == cuda::WeightType::F32 ? 0 : size_t(T * W.cols) * cuda::weight_elem_bytes(wtype_);
-        if (need > xs_n_) {
-            CUDA_CHECK(cudaFree(xs_));
-            xs_ = cuda::device_alloc<uint8_t>(need, "GEMM inputs");
-            xs_n_ = need;
+        ELASTIC_ASSERT(w.n == dim);
+        cuda::rms_norm(x.p, x.type, V_of(w), y.p, y.type, rows, dim, eps, stream_);
+    }
+    void matmul(const Matrix& W, Buf x, Buf y, int64_t T) override {
+        bind();
+        const CudaMatrix& m = M_of(W);
+        if (x.type != m.type) {  // fp32 input rounded to the weight type first
+            const size_t need = size_t(T * m.cols) * cuda::elem_bytes(m.type);
+            if (need > xs_n_) {
+                CUDA_CHECK(cudaFree(xs_));
+                xs_ = cuda::device_alloc<uint8_t>(need, "GEMM inputs");
+                xs_n_ = need;
+            }
         }
-        cuda::matmul(blas_, w, wtype_, W.rows, W.cols, x, xs_, y, T, stream_);
+        cuda::matmul(blas_, m.mem.p, m.type, m.rows, m.cols, x.p, x.type, xs_, y.p, y.type, T, stream_);
     }
-    void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) override {
+    void rope(Buf x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) override {
         bind();
-        const float* freq = device_vector(inv_freq, size_t(head_dim / 2));
         bool consecutive = true;  // the forward's positions always are: then no copy at all
         for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
         const int32_t* dpos = consecutive ? nullptr : device_ints(pos, T);
-        cuda::rope(x, T, n_heads, head_dim, dpos, T > 0 ? pos[0] : 0, freq, stream_);
+        cuda::rope(x.p, x.type, T, n_heads, head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
     }
-    void swiglu(const float* gate, const float* up, float* out, int64_t n) override {
+    void swiglu(Buf gate, Buf up, Buf out, int64_t n) override {
         bind();
-        cuda::swiglu(gate, up, out, n, stream_);
+        cuda::swiglu(gate.f32(), up.f32(), out.f32(), n, stream_);
     }
-    void add(float* y, const float* x, int64_t n) override {
+    void add(Buf y, Buf x, int64_t n) override {
         bind();
-        cuda::add(y, x, n, stream_);
+        cuda::add(y.f32(), x.f32(), n, stream_);
     }
 
-    void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
-                             int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
-                             int64_t xa_block, float scale) override {
+    void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,
+                             const LayerPlan& plan, const StreamingWindow& win, int64_t xa_block, float scale) override {
         if (head_dim != 64 && head_dim != 128)
             fail("the CUDA attention kernels take head_dim 64 or 128; this model has %d (use --backend cpu)", head_dim);
         bind();
-        plan_ = cuda::upload_plan(plan, T, xa_block, stream_);  // kept until the next layer's: its kernels read it
-        cuda::hybrid_prefill_f32io(q, k, v, out, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block, scale, attn_,
-                                   stream_);
+        check_attn(q, k, v, out);
+        if (plan_) cuda::refill_plan(*plan_, plan, T, xa_block, stream_);  // one device plan, refilled per layer
+        else plan_ = cuda::upload_plan(plan, T, xa_block, stream_);
+        cuda::attn_hybrid_prefill(q.p, k.p, v.p, out.p, precision_, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block,
+                                  scale, stream_);
     }
-    void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                      const XAParams& p, LayerPlan& plan) override {
+    void xa_fill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
+                      LayerPlan& plan) override {
         bind();
-        cuda::xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan, stream_);
+        check_attn(q, k, k, q);
+        cuda::xa_fill_plan(q.p, k.p, precision_, T, n_head, n_kv_head, head_dim, p, plan, stream_);
     }
-    void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
-        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
-        bind();
-        k = std::min(k, int(n));
-        out.resize(size_t(k));
-        cuda::top_candidates(logits, n, k, out.data(), stream_);
-    }
-    void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+    void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {
         bind();
-        const RouterLinear* src[5] = {&r.fe0, &r.fe2, &r.rh0, &r.rh2, &r.rh4};
-        cuda::RouterLinearDev dev[5];
-        for (int i = 0; i < 5; ++i) dev[i] = {device_const(src[i]->w), device_const(src[i]->b), src[i]->in, src[i]->out};
-        cuda::router_logits(blas_, dev, k, T, n_kv_head, head_dim, window, logits_host, stream_);
+        const auto& cr = static_cast<const CudaRouter&>(r);
+        ELASTIC_ASSERT(cr.n_kv_head == n_kv_head);
+        cuda::router_logits(blas_, cr.lin, k.p, k.type, T, n_kv_head, head_dim, window, static_cast<float*>(cr.scratch.p),
+                            logits_host, stream_);
     }
+
     struct Cache final : LayerCache {
         std::unique_ptr<cuda::DeviceLayerCache> c;
         size_t bytes() const override { return cuda::cache_bytes(*c); }
@@ -170,85 +229,46 @@ public:
         c->c = cuda::new_layer_cache(plan, win, capacity, n_kv_head, head_dim);
         return c;
     }
-    void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) override {
+    void cache_store_prefill(LayerCache& c, Buf k, Buf v, int64_t T) override {
         bind();
-        cuda::cache_store_prefill(*static_cast<Cache&>(c).c, k, v, T, stream_);
+        check_attn(k, v, k, v);
+        cuda::cache_store_prefill(*static_cast<Cache&>(c).c, k.p, v.p, precision_, T, stream_);
     }
-    void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) override {
+    void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) override {
         bind();
-        cuda::cache_append(*static_cast<Cache&>(c).c, k_tok, v_tok, pos, stream_);
+        check_attn(k_tok, v_tok, k_tok, v_tok);
+        cuda::cache_append(*static_cast<Cache&>(c).c, k_tok.p, v_tok.p, precision_, pos, stream_);
     }
-    void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) override {
+    void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) override {
         bind();
-        cuda::attn_decode(q, *static_cast<const Cache&>(c).c, pos, out, n_head, scale, stream_);
+        check_attn(q, out, q, out);
+        cuda::attn_decode(q.p, *static_cast<const Cache&>(c).c, pos, out.p, precision_, n_head, scale, stream_);
+    }
+
+    void top_candidates(Buf logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
+        ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
+        bind();
+        k = std::min(k, int(n));
+        out.resize(size_t(k));
+        cuda::top_candidates(logits.f32(), n, k, out.data(), stream_);
     }
 
 private:
-    struct CachedWeight {
-        uint64_t fingerprint;
-        void* dev;  // [rows, cols] of wtype_
-    };
-    struct CachedConst {
-        uint64_t fingerprint = 0;
-        float* dev = nullptr;
-    };
-    struct CachedVector {
-        std::vector<float> host;  // the contents uploaded, compared on every use
-        float* dev;
-    };
-
     // The device thread state is per host thread: every entry point selects our device first.
     void bind() const { CUDA_CHECK(cudaSetDevice(device_)); }
-
-    // W on the device in wtype_, dequantised and uploaded on first use (DESIGN.md §2: the GPU keeps
-    // bf16 weights by default). Keyed by W.data; the fingerprint notices a freed matrix's reused address.
-    const void* weight(const Weight& W) {
-        const uint64_t fp = cuda::weight_fingerprint(W);
-        auto it = weights_.find(W.data);
-        if (it != weights_.end()) {
-            if (it->second.fingerprint == fp) return it->second.dev;
-            CUDA_CHECK(cudaFree(it->second.dev));
-            weights_.erase(it);
-        }
-        void* dev = cuda::upload_weight(W, wtype_, stream_);
-        weights_.emplace(W.data, CachedWeight{fp, dev});
-        return dev;
+    void check_attn(Buf a, Buf b, Buf c, Buf d) const {
+        for (const Buf& x : {a, b, c, d})
+            ELASTIC_ASSERT_MSG(x.type == precision_, "attention tensors must be in the backend's attention type");
     }
-
-    // A small host vector (norm weights, inv_freq) on the device, cached by address and contents.
-    const float* device_vector(const float* host, size_t n) {
-        CachedVector& e = vectors_[host];
-        if (e.dev && e.host.size() == n && std::memcmp(e.host.data(), host, n * sizeof(float)) == 0) return e.dev;
-        if (e.host.size() != n) {
-            CUDA_CHECK(cudaFree(e.dev));
-            e.dev = cuda::device_alloc<float>(n, "a norm or frequency vector");
+    // fp32 staging for upload / download of 16-bit buffers (tests and tools only).
+    float* stage(size_t n) {
+        if (n > stage_n_) {
+            CUDA_CHECK(cudaFree(stage_));
+            stage_ = cuda::device_alloc<float>(n, "a staging buffer");
+            stage_n_ = n;
         }
-        e.host.assign(host, host + n);
-        CUDA_CHECK(cudaMemcpyAsync(e.dev, e.host.data(), n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-        CUDA_CHECK(cudaStreamSynchronize(stream_));  // e.host may change on the next call
-        return e.dev;
+        return stage_;
     }
-
-    // A constant host array (router weights) on the device, uploaded on first use. Keyed by address;
-    // the size and a sampled fingerprint notice a freed array whose address was reused (unlike
-    // device_vector, the contents are not compared in full on every use: a router layer is 1-4 MB).
-    const float* device_const(const std::vector<float>& v) {
-        uint64_t fp = 1469598103934665603ull ^ v.size();
-        for (size_t i = 0; i < 16 && !v.empty(); ++i) {
-            uint32_t u;
-            std::memcpy(&u, &v[(v.size() - 1) * i / 15], 4);
-            fp = (fp ^ u) * 1099511628211ull;
-        }
-        CachedConst& e = consts_[v.data()];
-        if (e.dev && e.fingerprint == fp) return e.dev;
-        CUDA_CHECK(cudaFree(e.dev));
-        e.dev = cuda::device_alloc<float>(v.size(), "router weights");
-        e.fingerprint = fp;
-        CUDA_CHECK(cudaMemcpyAsync(e.dev, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
-        CUDA_CHECK(cudaStreamSynchronize(stream_));
-        return e.dev;
-    }
-
     // Host int32 values (token ids, positions) in a device scratch buffer. The stream orders the
     // buffer's reuse after the kernels that read it.
     const int32_t* device_ints(const int32_t* host, int64_t n) {
@@ -262,16 +282,13 @@ private:
     }
 
     int device_;
-    GpuPrecision precision_;
-    cuda::WeightType wtype_ = cuda::WeightType::BF16;
-    cuda::DType attn_ = cuda::DType::BF16;
+    DType precision_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
-    std::unordered_map<const uint8_t*, CachedWeight> weights_;
-    std::unordered_map<const float*, CachedVector> vectors_;
-    std::unordered_map<const float*, CachedConst> consts_;
-    uint8_t* xs_ = nullptr;  // x rounded to wtype_ for the GEMM, [xs_n_] bytes
+    uint8_t* xs_ = nullptr;  // fp32 GEMM inputs rounded to the weight type, [xs_n_] bytes
     size_t xs_n_ = 0;
+    float* stage_ = nullptr;  // [stage_n_]
+    size_t stage_n_ = 0;
     int32_t* ints_ = nullptr;  // [ints_n_]
     size_t ints_n_ = 0;
     std::unique_ptr<cuda::DevicePlan> plan_;  // the last prefill's plan
@@ -288,7 +305,9 @@ int cuda_device_count() {
     return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device, GpuPrecision precision) {
+std::unique_ptr<Backend> make_cuda_backend(int device, DType precision) {
+    if (precision != DType::BF16 && precision != DType::F16 && precision != DType::F32)
+        fail("CUDA: the precision must be bf16, f16 or f32");
     int n = 0;
     const cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess) {

@@ -1,7 +1,8 @@
-// Row-wise and element-wise ops on the device: RMSNorm, RoPE, SwiGLU, residual add. All fp32 with
-// IEEE division and accurate expf/sincosf (no fast-math), so results sit within fp32 rounding of
+// Row-wise and element-wise ops on the device: RMSNorm, RoPE, SwiGLU, residual add. fp32 arithmetic
+// (RMSNorm and RoPE read and write fp32 or the 16-bit attention type) with IEEE division and accurate expf/sincosf (no fast-math), so results sit within fp32 rounding of
 // src/cpu/elementwise.cpp. These are memory-bound; each thread does a few elements.
 #include "cuda/cuda-check.h"
+#include "cuda/convert.cuh"
 #include "cuda/ops.h"
 
 namespace elastic::cuda {
@@ -16,41 +17,44 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // One warp per row, blockDim (32, 8): for short rows (q/k norms over head_dim).
-__global__ void rms_norm_warp_kernel(const float* x, const float* w, float* y, int64_t rows, int dim, float eps) {
+template <typename TX, typename TY>
+__global__ void rms_norm_warp_kernel(const TX* x, const float* w, TY* y, int64_t rows, int dim, float eps) {
     const int64_t r = int64_t(blockIdx.x) * blockDim.y + threadIdx.y;
     if (r >= rows) return;
-    const float* xr = x + r * dim;
-    float* yr = y + r * dim;
+    const TX* xr = x + r * dim;
+    TY* yr = y + r * dim;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += 32) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < dim; i += 32) ss += to_f32(xr[i]) * to_f32(xr[i]);
     ss = warp_sum(ss);
     const float inv = 1.0f / sqrtf(ss / float(dim) + eps);
-    for (int i = threadIdx.x; i < dim; i += 32) yr[i] = xr[i] * inv * w[i];
+    for (int i = threadIdx.x; i < dim; i += 32) yr[i] = from_f32<TY>(to_f32(xr[i]) * inv * w[i]);
 }
 
 // One block of kThreads per row: for model-width rows.
-__global__ void rms_norm_block_kernel(const float* x, const float* w, float* y, int dim, float eps) {
+template <typename TX, typename TY>
+__global__ void rms_norm_block_kernel(const TX* x, const float* w, TY* y, int dim, float eps) {
     __shared__ float part[kThreads / 32];
-    const float* xr = x + int64_t(blockIdx.x) * dim;
-    float* yr = y + int64_t(blockIdx.x) * dim;
+    const TX* xr = x + int64_t(blockIdx.x) * dim;
+    TY* yr = y + int64_t(blockIdx.x) * dim;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += kThreads) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < dim; i += kThreads) ss += to_f32(xr[i]) * to_f32(xr[i]);
     ss = warp_sum(ss);
     if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = ss;
     __syncthreads();
     ss = 0.0f;
     for (int k = 0; k < kThreads / 32; ++k) ss += part[k];
     const float inv = 1.0f / sqrtf(ss / float(dim) + eps);
-    for (int i = threadIdx.x; i < dim; i += kThreads) yr[i] = xr[i] * inv * w[i];
+    for (int i = threadIdx.x; i < dim; i += kThreads) yr[i] = from_f32<TY>(to_f32(xr[i]) * inv * w[i]);
 }
 
 // One thread per (token, frequency), looping over heads: the angle is computed once per pair, and
 // neighbouring threads touch neighbouring elements of a head.
-__global__ void rope_kernel(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0,
+template <typename T>
+__global__ void rope_kernel(T* x, int64_t T_, int n_heads, int head_dim, const int32_t* pos, int32_t pos0,
                             const float* inv_freq) {
     const int half = head_dim / 2;
     const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= T * half) return;
+    if (idx >= T_ * half) return;
     const int64_t t = idx / half;
     const int i = int(idx % half);
     const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
@@ -58,10 +62,10 @@ __global__ void rope_kernel(float* x, int64_t T, int n_heads, int head_dim, cons
     float s, c;
     sincosf(ang, &s, &c);
     for (int h = 0; h < n_heads; ++h) {
-        float* v = x + (t * n_heads + h) * head_dim;
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c - b * s;
-        v[i + half] = b * c + a * s;
+        T* v = x + (t * n_heads + h) * head_dim;
+        const float a = to_f32(v[i]), b = to_f32(v[i + half]);
+        v[i] = from_f32<T>(a * c - b * s);
+        v[i + half] = from_f32<T>(b * c + a * s);
     }
 }
 
@@ -84,22 +88,36 @@ unsigned blocks_for(int64_t n) {  // grid-stride kernels: enough blocks to fill 
 
 }  // namespace
 
-void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps, cudaStream_t s) {
-    if (rows <= 0) return;
+namespace {
+template <typename TX, typename TY>
+void rms_norm_typed(const void* x, const float* w, void* y, int64_t rows, int64_t dim, float eps, cudaStream_t s) {
+    const TX* xt = static_cast<const TX*>(x);
+    TY* yt = static_cast<TY*>(y);
     if (dim <= 256) {
         const dim3 block(32, 8);
-        rms_norm_warp_kernel<<<unsigned((rows + 7) / 8), block, 0, s>>>(x, w, y, rows, int(dim), eps);
+        rms_norm_warp_kernel<TX, TY><<<unsigned((rows + 7) / 8), block, 0, s>>>(xt, w, yt, rows, int(dim), eps);
     } else {
-        rms_norm_block_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, w, y, int(dim), eps);
+        rms_norm_block_kernel<TX, TY><<<unsigned(rows), kThreads, 0, s>>>(xt, w, yt, int(dim), eps);
     }
     CUDA_LAUNCH_CHECK();
 }
+}  // namespace
 
-void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
+void rms_norm(const void* x, DType tx, const float* w, void* y, DType ty, int64_t rows, int64_t dim, float eps,
+              cudaStream_t s) {
+    if (rows <= 0) return;
+    ELASTIC_ASSERT_MSG(tx == ty || tx == DType::F32, "rms_norm: 16-bit input needs an output of the same type");
+    if (tx == ty) ELASTIC_TYPE_SWITCH(tx, T, (rms_norm_typed<T, T>(x, w, y, rows, dim, eps, s)));
+    else ELASTIC_TYPE_SWITCH(ty, T, (rms_norm_typed<float, T>(x, w, y, rows, dim, eps, s)));
+}
+
+void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
           cudaStream_t s) {
     const int64_t n = T * (head_dim / 2);
     if (n <= 0) return;
-    rope_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, s>>>(x, T, n_heads, head_dim, pos, pos0, inv_freq);
+    const unsigned grid = unsigned((n + kThreads - 1) / kThreads);
+    ELASTIC_TYPE_SWITCH(t, E, (rope_kernel<E><<<grid, kThreads, 0, s>>>(static_cast<E*>(x), T, n_heads, head_dim, pos, pos0,
+                                                                          inv_freq)));
     CUDA_LAUNCH_CHECK();
 }
 

@@ -1,8 +1,8 @@
 // CUDA launchers of the backend's small ops and GEMM (src/model/backend.h semantics), one file per
 // op family as in src/cpu: elementwise.cu (rms_norm, rope, swiglu, add), matmul.cu (matmul,
-// embedding, fp32 -> bf16). All pointers are device pointers; everything is queued on stream s.
-// Precision: activations stay fp32; weights and the GEMM's inputs are bf16, fp16 or fp32 (the
-// backend's GpuPrecision) with fp32 accumulation.
+// embedding, conversions), router.cu, sampling.cu. All pointers are device pointers; everything
+// is queued on stream s. Types: the residual stream is fp32; weights, GEMM inputs and the
+// attention tensors are the backend's precision (bf16, fp16 or fp32), accumulation fp32.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -12,33 +12,34 @@
 #include <cstdint>
 #include <utility>
 
+#include "core/dtype.h"
+
 namespace elastic::cuda {
 
-// y[rows, dim] = x / rms(x) * w     (y may equal x); w [dim]
-void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps, cudaStream_t s);
-// x[T, n_heads, head_dim] rotated in place (HF rotate_half); positions pos[t], or pos0 + t when pos is null.
-void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
+// y[rows, dim] = x / rms(x) * w     (y may equal x); w [dim] fp32; x of type tx, y of type ty
+// (equal, or tx F32).
+void rms_norm(const void* x, DType tx, const float* w, void* y, DType ty, int64_t rows, int64_t dim, float eps,
+              cudaStream_t s);
+// x[T, n_heads, head_dim] of type t rotated in place (HF rotate_half, fp32 arithmetic); positions
+// pos[t], or pos0 + t when pos is null.
+void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
           cudaStream_t s);
-// out[n] = silu(gate[n]) * up[n]
+// out[n] = silu(gate[n]) * up[n]   (fp32)
 void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
-// y[n] += x[n]
+// y[n] += x[n]   (fp32)
 void add(float* y, const float* x, int64_t n, cudaStream_t s);
 
-// How the device stores weights and rounds GEMM inputs (GpuPrecision of src/model/backend.h).
-enum class WeightType { BF16, F16, F32 };
-size_t weight_elem_bytes(WeightType t);
-
-// y[n] = x[n] in type t, round to nearest even (a device copy for F32)
-void f32_to_weight_type(const float* x, void* y, WeightType t, int64_t n, cudaStream_t s);
-void f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t n, cudaStream_t s);
-// out[T, cols] = rows ids[t] of E[vocab, cols] (type t) as fp32; ids may be null for T == 1 (then row id0).
-void embedding(const void* E, WeightType t, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out,
-               cudaStream_t s);
-// y[T, rows] = x[T, cols] @ W[rows, cols]^T with W of type t and x rounded to t, fp32 accumulation
-// and output; xs: scratch of T * cols elements of t (unused for F32). The handle must already be
-// bound to stream s.
-void matmul(cublasHandle_t h, const void* W, WeightType t, int64_t rows, int64_t cols, const float* x, void* xs, float* y,
-            int64_t T, cudaStream_t s);
+// Bytes of one element of the weight / activation types (F32, BF16, F16).
+size_t elem_bytes(DType t);
+// y[n] (type ty) = x[n] (type tx), round to nearest even; a device copy when the types agree.
+void convert(const void* x, DType tx, void* y, DType ty, int64_t n, cudaStream_t s);
+// out[T, cols] fp32 = rows ids[t] of E[vocab, cols] (type t); ids may be null for T == 1 (then row id0).
+void embedding(const void* E, DType t, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out, cudaStream_t s);
+// y[T, rows] (type ty) = x[T, cols] (type tx) @ W[rows, cols]^T with W of type tw, fp32 accumulation.
+// When x is fp32 and W 16-bit, x is first rounded to tw into xs (scratch of T * cols elements);
+// otherwise tx must equal tw. The handle must already be bound to stream s.
+void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* xs,
+            void* y, DType ty, int64_t T, cudaStream_t s);
 
 // One Linear layer of a router on the device: w [out, in] row-major, b [out], fp32.
 struct RouterLinearDev {
@@ -46,11 +47,13 @@ struct RouterLinearDev {
     const float* b;
     int in, out;
 };
-// The router of a layer (fe0, fe2, rh0, rh2, rh4): k [T, n_kv_head, head_dim] pre-RoPE keys on the
-// device, pooled over the first and last `window` rows; logits_host [n_kv_head, layers[4].out] on
-// the host. Synchronises s.
-void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const float* k, int64_t T, int n_kv_head,
-                   int head_dim, int window, float* logits_host, cudaStream_t s);
+// Floats of scratch router_logits needs for this layer (pooled keys and every layer's output).
+size_t router_scratch_floats(const RouterLinearDev (&layers)[5], int n_kv_head, int head_dim);
+// The router of a layer (fe0, fe2, rh0, rh2, rh4): k [T, n_kv_head, head_dim] pre-RoPE keys of
+// type tk on the device, pooled over the first and last `window` rows; logits_host
+// [n_kv_head, layers[4].out] on the host. scratch: router_scratch_floats() floats. Synchronises s.
+void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
+                   int head_dim, int window, float* scratch, float* logits_host, cudaStream_t s);
 
 // The k largest of logits[0, n) (device), value descending, lower index first on ties, into
 // out_host[0, k) (host); k <= n, k <= Backend::kMaxCandidates. Synchronises s.

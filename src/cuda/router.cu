@@ -4,6 +4,7 @@
 // bias (+ SiLU) kernel. Only the logits [n_kv_head, rh4.out] come back to the host, where
 // Router::decision turns them into modes. No key row leaves the GPU.
 #include "cuda/cuda-check.h"
+#include "cuda/convert.cuh"
 #include "cuda/ops.h"
 
 namespace elastic::cuda {
@@ -14,8 +15,9 @@ namespace {
 // twice). A block owns 32 columns; its 8 warps split the (≤ 2 × window) rows, so each thread issues
 // a handful of coalesced loads instead of one long dependent chain, then sum in shared memory.
 constexpr int kPoolCols = 32, kPoolGroups = 8;
+template <typename TK>
 __global__ void __launch_bounds__(kPoolCols * kPoolGroups)
-    router_pool_kernel(const float* __restrict__ k, int64_t T, int n, int64_t head_end, int64_t tail_begin,
+    router_pool_kernel(const TK* __restrict__ k, int64_t T, int n, int64_t head_end, int64_t tail_begin,
                        float* __restrict__ x) {
     __shared__ double part[kPoolGroups][kPoolCols];
     const int c = threadIdx.x % kPoolCols, g = threadIdx.x / kPoolCols;
@@ -25,7 +27,7 @@ __global__ void __launch_bounds__(kPoolCols * kPoolGroups)
     if (i < n)
         for (int64_t r = g; r < rows; r += kPoolGroups) {
             const int64_t t = r < head_end ? r : tail_begin + (r - head_end);
-            acc += k[t * n + i];
+            acc += to_f32(k[t * n + i]);
         }
     part[g][c] = acc;
     __syncthreads();
@@ -47,16 +49,19 @@ __global__ void bias_act_kernel(float* y, const float* __restrict__ b, int rows,
 
 }  // namespace
 
-void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const float* k, int64_t T, int n_kv_head,
-                   int head_dim, int window, float* logits_host, cudaStream_t s) {
-    const int n = n_kv_head * head_dim;
-    size_t total = size_t(n);
+size_t router_scratch_floats(const RouterLinearDev (&layers)[5], int n_kv_head, int head_dim) {
+    size_t total = size_t(n_kv_head) * size_t(head_dim);
     for (const RouterLinearDev& L : layers) total += size_t(n_kv_head) * size_t(L.out);
-    float* buf = nullptr;
-    CUDA_CHECK(cudaMallocAsync(&buf, total * sizeof(float), s));
+    return total;
+}
+
+void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
+                   int head_dim, int window, float* buf, float* logits_host, cudaStream_t s) {
+    const int n = n_kv_head * head_dim;
     const int64_t head_end = T < window ? T : window, tail_begin = T - window > 0 ? T - window : 0;
-    router_pool_kernel<<<unsigned((n + kPoolCols - 1) / kPoolCols), kPoolCols * kPoolGroups, 0, s>>>(k, T, n, head_end,
-                                                                                                  tail_begin, buf);
+    const unsigned grid = unsigned((n + kPoolCols - 1) / kPoolCols);
+    ELASTIC_TYPE_SWITCH(tk, TK, (router_pool_kernel<TK><<<grid, kPoolCols * kPoolGroups, 0, s>>>(
+                                    static_cast<const TK*>(k), T, n, head_end, tail_begin, buf)));
     CUDA_LAUNCH_CHECK();
     const float* x = buf;
     float* y = buf + n;
@@ -75,7 +80,6 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const f
     }
     CUDA_CHECK(cudaMemcpyAsync(logits_host, x, size_t(n_kv_head) * size_t(layers[4].out) * sizeof(float),
                                cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK(cudaFreeAsync(buf, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
 }
 

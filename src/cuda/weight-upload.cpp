@@ -17,13 +17,11 @@ namespace {
 constexpr int64_t kChunkElems = int64_t(8) << 20;  // 32 MiB of fp32 per staging buffer
 }
 
-void* upload_weight(const Weight& W, WeightType t, cudaStream_t s) {
+void* upload_weight(const Weight& W, DType t, cudaStream_t s) {
     const int64_t rows = W.rows, cols = W.cols;
-    auto* dev = device_alloc<uint8_t>(size_t(rows * cols) * weight_elem_bytes(t), "a weight matrix");
+    auto* dev = device_alloc<uint8_t>(size_t(rows * cols) * elem_bytes(t), "a weight matrix");
     // Stored already in the device type (a bf16 checkpoint on the bf16 path): one plain copy.
-    const bool same = (W.type == DType::BF16 && t == WeightType::BF16) || (W.type == DType::F16 && t == WeightType::F16) ||
-                      (W.type == DType::F32 && t == WeightType::F32);
-    if (same && W.row_bytes == size_t(cols) * weight_elem_bytes(t)) {
+    if (W.type == t && W.row_bytes == size_t(cols) * elem_bytes(t)) {
         CUDA_CHECK(cudaMemcpyAsync(dev, W.data, W.nbytes(), cudaMemcpyHostToDevice, s));
         CUDA_CHECK(cudaStreamSynchronize(s));
         return dev;
@@ -44,7 +42,7 @@ void* upload_weight(const Weight& W, WeightType t, cudaStream_t s) {
         for (int64_t r = 0; r < n; ++r) dequantize(W.type, W.row(r0 + r), host[b] + r * cols, cols);
         CUDA_CHECK(cudaMemcpyAsync(staging, host[b], size_t(n * cols) * sizeof(float), cudaMemcpyHostToDevice, s));
         CUDA_CHECK(cudaEventRecord(done[b], s));
-        f32_to_weight_type(staging, dev + size_t(r0 * cols) * weight_elem_bytes(t), t, n * cols, s);
+        convert(staging, DType::F32, dev + size_t(r0 * cols) * elem_bytes(t), t, n * cols, s);
     }
     CUDA_CHECK(cudaStreamSynchronize(s));
     CUDA_CHECK(cudaFree(staging));
@@ -53,24 +51,6 @@ void* upload_weight(const Weight& W, WeightType t, cudaStream_t s) {
         CUDA_CHECK(cudaEventDestroy(done[k]));
     }
     return dev;
-}
-
-uint64_t weight_fingerprint(const Weight& W) {
-    uint64_t h = 1469598103934665603ull;  // FNV-1a
-    auto mix = [&h](uint64_t v) {
-        for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
-    };
-    mix(uint64_t(W.type));
-    mix(uint64_t(W.rows));
-    mix(uint64_t(W.cols));
-    const size_t n = W.nbytes();
-    constexpr int kSamples = 16;
-    for (int i = 0; i < kSamples && n >= 8; ++i) {
-        uint64_t v;
-        std::memcpy(&v, W.data + (n - 8) * size_t(i) / (kSamples - 1), 8);
-        mix(v);
-    }
-    return h;
 }
 
 }  // namespace elastic::cuda

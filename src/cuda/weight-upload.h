@@ -8,11 +8,8 @@
 
 namespace elastic::cuda {
 
-// Returns a cudaMalloc'd copy of W in type t (the caller frees it). Synchronises stream s before returning.
-void* upload_weight(const Weight& W, WeightType t, cudaStream_t s);
-
-// A cheap identity check of W's bytes: the stored address, shape and type, plus a hash of a few
-// sampled words. Caches keyed by address use it to notice a freed matrix whose address was reused.
-uint64_t weight_fingerprint(const Weight& W);
+// Returns a cudaMalloc'd copy of W in type t (F32, BF16 or F16; the caller frees it). Synchronises
+// stream s before returning.
+void* upload_weight(const Weight& W, DType t, cudaStream_t s);
 
 }  // namespace elastic::cuda

@@ -14,10 +14,10 @@
 #include <numeric>
 #include <vector>
 
-#include "attention/xattention.h"
 #include "core/error.h"
 #include "cuda/attention-common.cuh"
 #include "cuda/attention.h"
+#include "cuda/convert.cuh"
 
 namespace elastic::cuda {
 
@@ -32,8 +32,8 @@ constexpr int kXPad = kXT + 4;  // smem row stride (floats), keeps float4 alignm
 constexpr int kXMaxB = kXT + 1; // block-sum cells per tile side (rb ≥ 1)
 
 struct XAKernelParams {
-    const float* q;  // [T, n_head, d]
-    const float* k;  // [T, n_kv, d]
+    const void* q;  // [T, n_head, d] of the kernel's type TI
+    const void* k;  // [T, n_kv, d]
     float* m;        // [group, R] row max (base 2)
     float* l;        // [group, R] row sum
     double* score;   // [nb, nb]
@@ -42,8 +42,10 @@ struct XAKernelParams {
     float alpha;     // log2 e / (√d · S)
 };
 
-template <int PASS>
+template <int PASS, typename TI>
 __global__ void __launch_bounds__(kXThreads) xa_scores_kernel(const XAKernelParams p) {
+    const TI* q = static_cast<const TI*>(p.q);
+    const TI* k = static_cast<const TI*>(p.k);
     __shared__ __align__(16) float As[kXK][kXPad];  // [w][row]
     __shared__ __align__(16) float Bs[kXK][kXPad];  // [w][col]
     __shared__ float bs[PASS == 1 ? kXMaxB * kXMaxB : 1];
@@ -76,8 +78,8 @@ __global__ void __launch_bounds__(kXThreads) xa_scores_kernel(const XAKernelPara
                 const int e = tid + i * kXThreads, row = e / kXK, kk = e % kXK;
                 const int64_t qpos = int64_t(p.S) * (r0 + row) + p.S - 1 - t;
                 const int64_t kpos = int64_t(p.S) * (c0 + row) + t;
-                As[kk][row] = qpos < p.T ? p.q[qpos * ldq + int64_t(h) * p.d + x0 + kk] : 0.0f;
-                Bs[kk][row] = kpos < p.T ? p.k[kpos * ldk + int64_t(p.g) * p.d + x0 + kk] : 0.0f;
+                As[kk][row] = qpos < p.T ? to_f32(q[qpos * ldq + int64_t(h) * p.d + x0 + kk]) : 0.0f;
+                Bs[kk][row] = kpos < p.T ? to_f32(k[kpos * ldk + int64_t(p.g) * p.d + x0 + kk]) : 0.0f;
             }
             __syncthreads();
 #pragma unroll
@@ -152,8 +154,8 @@ __global__ void __launch_bounds__(kXThreads) xa_scores_kernel(const XAKernelPara
 
 }  // namespace
 
-std::vector<double> xa_block_scores(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                                    int g, const XAParams& p, cudaStream_t s) {
+std::vector<double> xa_block_scores(const void* q, const void* k, DType t, int64_t T, int n_head, int n_kv_head,
+                                    int head_dim, int g, const XAParams& p, cudaStream_t s) {
     ELASTIC_ASSERT(T > 0 && n_kv_head > 0 && n_head % n_kv_head == 0 && g >= 0 && g < n_kv_head);
     ELASTIC_ASSERT(p.stride > 0 && p.block > 0 && p.block % p.stride == 0);
     ELASTIC_ASSERT_MSG(head_dim % kXK == 0, "head_dim must be a multiple of 16");
@@ -178,10 +180,12 @@ std::vector<double> xa_block_scores(const float* q, const float* k, int64_t T, i
     CUDA_CHECK(cudaMallocAsync(&kp.score, size_t(nb * nb) * sizeof(double), s));
     CUDA_CHECK(cudaMemsetAsync(kp.score, 0, size_t(nb * nb) * sizeof(double), s));
     const dim3 grid(unsigned((R + kXT - 1) / kXT), unsigned(group));
-    xa_scores_kernel<0><<<grid, kXThreads, 0, s>>>(kp);
-    ELASTIC_ATTN_LAUNCH_CHECK();
-    xa_scores_kernel<1><<<grid, kXThreads, 0, s>>>(kp);
-    ELASTIC_ATTN_LAUNCH_CHECK();
+    ELASTIC_TYPE_SWITCH(t, TI, {
+        xa_scores_kernel<0, TI><<<grid, kXThreads, 0, s>>>(kp);
+        CUDA_LAUNCH_CHECK();
+        xa_scores_kernel<1, TI><<<grid, kXThreads, 0, s>>>(kp);
+        CUDA_LAUNCH_CHECK();
+    });
     std::vector<double> h(size_t(nb * nb));
     CUDA_CHECK(cudaMemcpyAsync(h.data(), kp.score, h.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaFreeAsync(kp.m, s));
@@ -191,8 +195,8 @@ std::vector<double> xa_block_scores(const float* q, const float* k, int64_t T, i
     return h;
 }
 
-void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
-                  LayerPlan& plan, cudaStream_t s) {
+void xa_fill_plan(const void* q, const void* k, DType t, int64_t T, int n_head, int n_kv_head, int head_dim,
+                  const XAParams& p, LayerPlan& plan, cudaStream_t s) {
     ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head));
     ELASTIC_ASSERT(p.threshold > 0.0 && p.threshold <= 1.0);
     plan.xa.resize(size_t(n_kv_head));
@@ -200,11 +204,11 @@ void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_k
     std::vector<int32_t> order;
     for (int g = 0; g < n_kv_head; ++g) {
         if (plan.mode[size_t(g)] != HeadMode::XA) continue;
-        const std::vector<double> sc = xa_block_scores(q, k, T, n_head, n_kv_head, head_dim, g, p, s);
+        const std::vector<double> sc = xa_block_scores(q, k, t, T, n_head, n_kv_head, head_dim, g, p, s);
         BlockList bl;
         bl.offsets.push_back(0);
         for (int64_t qb = 0; qb < nb; ++qb) {
-            cpu::xa_select_blocks(sc.data() + qb * nb, qb, p.threshold, bl.blocks, order);
+            xa_select_blocks(sc.data() + qb * nb, qb, p.threshold, bl.blocks, order);
             bl.offsets.push_back(int64_t(bl.blocks.size()));
         }
         plan.xa[size_t(g)] = std::move(bl);

@@ -1,5 +1,5 @@
 // Runs one eval prompt through a Session: renders the prompt (chat template + answer prefix),
-// prefills, decodes greedily to the sample's token budget or a stop token, and reports the
+// prefills, decodes greedily (model/generate.h) to the sample's token budget or a stop token, and reports the
 // attention statistics of the prefill (Ω_MSR, Ω_ESR, prefill time).
 #pragma once
 #include <cstdint>
@@ -10,9 +10,7 @@
 #include "eval/sample.h"
 
 namespace elastic {
-class Model;
-class Backend;
-class Router;
+class Engine;
 class Tokenizer;
 }  // namespace elastic
 
@@ -23,11 +21,10 @@ namespace elastic::eval {
 std::string render_prompt(const Tokenizer& tok, const Sample& s);
 std::vector<int32_t> prompt_ids(const Tokenizer& tok, const Sample& s);
 
-struct Engine {
-    const Model& model;
-    Backend& backend;
+// What an eval runs on: a model on a backend (with its router) and an attention mode.
+struct Target {
+    const Engine& engine;
     AttentionSpec spec;
-    const Router* router = nullptr;
 };
 
 struct Generation {
@@ -40,7 +37,7 @@ struct Generation {
 
 // extra_stops: more ids that end generation (e.g. "\n" for samsum); min_new_tokens: stop ids are
 // masked for the first tokens (HF min_length).
-Generation generate(const Engine& e, const std::vector<int32_t>& ids, int max_new_tokens,
+Generation generate(const Target& e, const std::vector<int32_t>& ids, int max_new_tokens,
                     const std::vector<int32_t>& extra_stops = {}, int min_new_tokens = 0);
 
 }  // namespace elastic::eval

@@ -64,14 +64,14 @@ std::vector<int32_t> document_window(const Tokenizer& tok, const std::string& te
     fail("eval: the corpus is too small for %lld tokens", (long long)n);
 }
 
-PplResult tail_nll(const Engine& e, const std::vector<int32_t>& ids, int64_t tail) {
+PplResult tail_nll(const Target& e, const std::vector<int32_t>& ids, int64_t tail) {
     const int64_t T = int64_t(ids.size());
     if (T < 2) fail("eval: perplexity needs at least 2 tokens");
-    if (T > e.model.config.max_ctx) fail("eval: %lld tokens exceed the model's context of %d", (long long)T, e.model.config.max_ctx);
+    if (T > e.engine.model.config.max_ctx) fail("eval: %lld tokens exceed the model's context of %d", (long long)T, e.engine.model.config.max_ctx);
     tail = std::min(tail, T - 1);
-    Session s(e.model, e.backend, T, e.spec, e.router);
+    Session s(e.engine, T, e.spec);
     double nll = 0;
-    const int32_t V = e.model.config.vocab;
+    const int32_t V = e.engine.model.config.vocab;
     s.forward(ids.data(), T, true, [&](int64_t i, const float* logits) {
         if (i + 1 >= T - tail && i + 1 < T) nll -= log_prob(logits, V, ids[size_t(i) + 1]);
     });

@@ -25,7 +25,7 @@ struct PplResult {
     double omega_msr = 0, omega_esr = 0, prefill_seconds = 0;
 };
 // Mean negative log-likelihood of the last `tail` tokens of ids given everything before them.
-PplResult tail_nll(const Engine& e, const std::vector<int32_t>& ids, int64_t tail = kPplTail);
+PplResult tail_nll(const Target& e, const std::vector<int32_t>& ids, int64_t tail = kPplTail);
 
 // A next-line completion sample with LongBench's lcc prompt, as long as fits `length` tokens
 // (with its 64 answer tokens): the context ends at a line end, outputs[0] is the next code line

@@ -1,9 +1,15 @@
 // The op interface the model forward is written against (CONVENTIONS.md #3). A backend owns its
-// buffers (`alloc` returns backend memory: host for CPU, device for CUDA) and runs each op on them.
-// Shapes are in comments as [rows, cols]; every buffer is dense row-major float32.
+// memory: weights go to it once, at load, and come back as handles (Matrix, Vector, RouterWeights);
+// activations live in its buffers (Buf). Nothing in the forward crosses between host and backend
+// but token ids and positions in and logits (or sampling candidates) out.
+//
+// Two activation types: the residual stream, norms, FFN and logits are fp32 everywhere; the
+// attention tensors (q, k, v, attention output) are in the backend's attention type `attn_type()`:
+// fp32 on the CPU, bf16 / fp16 / fp32 on a GPU per its precision. Ops assert the types they get.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -11,52 +17,82 @@
 
 #include "attention/plan.h"
 #include "attention/router.h"
+#include "core/dtype.h"
 #include "model/weights.h"
 
 namespace elastic {
+
+// A view of backend memory: elements of `type` (F32, BF16 or F16). Offsets are in elements.
+struct Buf {
+    void* p = nullptr;
+    DType type = DType::F32;
+
+    Buf at(int64_t elems) const { return {static_cast<char*>(p) + size_t(elems) * elem_bytes(), type}; }
+    size_t elem_bytes() const { return type == DType::F32 ? 4 : 2; }
+    float* f32() const;  // the pointer, asserting type F32
+    explicit operator bool() const { return p != nullptr; }
+};
 
 class Backend {
 public:
     virtual ~Backend() = default;
     virtual const char* name() const = 0;
+    // Type of q, k, v and the attention output (see the file comment).
+    virtual DType attn_type() const { return DType::F32; }
 
-    virtual float* alloc(size_t n) = 0;                              // n floats, uninitialised
-    virtual void release(float* p) = 0;
-    virtual void upload(float* dst, const float* host, size_t n) = 0;
-    virtual void download(float* host, const float* src, size_t n) = 0;
+    // --- Memory ---
+    virtual Buf alloc(size_t n, DType t) = 0;  // n elements, uninitialised
+    virtual void release(Buf b) = 0;
+    // Host fp32 <-> buffer of any type (rounded to nearest even on the way in). For tests, logits
+    // and tools; the forward itself moves nothing else.
+    virtual void upload(Buf dst, const float* host, size_t n) = 0;
+    virtual void download(float* host, Buf src, size_t n) = 0;
     // Waits for the queued work (a GPU backend runs asynchronously); for timing statistics.
     virtual void sync() {}
 
-    // out[T, d] = rows ids[t] of E[vocab, d]
-    virtual void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) = 0;
-    // y[rows, dim] = x / rms(x) * w      (y may equal x)
-    virtual void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) = 0;
-    // y[T, W.rows] = x[T, W.cols] @ W^T
-    virtual void matmul(const Weight& W, const float* x, float* y, int64_t T) = 0;
-    // x[T, n_heads, head_dim] rotated in place (HF rotate_half convention) at positions pos[T]
-    virtual void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* inv_freq) = 0;
-    // out[n] = silu(gate[n]) * up[n]
-    virtual void swiglu(const float* gate, const float* up, float* out, int64_t n) = 0;
-    // y[n] += x[n]
-    virtual void add(float* y, const float* x, int64_t n) = 0;
-    // --- Elastic attention (DESIGN.md §1.2, §1.5, §1.6) ---
-    // Layer-major prefill of positions 0..T-1, every KV head in its plan's mode, one pass.
+    // --- Resident weights (made once per model; the backend keeps what it needs) ---
+    struct Matrix {
+        virtual ~Matrix() = default;
+        int64_t rows = 0, cols = 0;  // a Linear weight [out, in]
+    };
+    struct Vector {
+        virtual ~Vector() = default;
+        int64_t n = 0;
+    };
+    struct RouterWeights {
+        virtual ~RouterWeights() = default;
+        const RouterLayer* layer = nullptr;  // the host copy (shapes, decision rule)
+    };
+    virtual std::shared_ptr<const Matrix> upload_matrix(const Weight& W) = 0;
+    virtual std::shared_ptr<const Vector> upload_vector(const std::vector<float>& v) = 0;
+    virtual std::unique_ptr<const RouterWeights> upload_router(const RouterLayer& r, int n_kv_head) = 0;
+
+    // --- Dense ops ---
+    // out[T, d] f32 = rows ids[t] of E[vocab, d]
+    virtual void embedding(const Matrix& E, const int32_t* ids, int64_t T, Buf out) = 0;
+    // y[rows, dim] = x / rms(x) * w   (y may equal x; x and y of any activation type)
+    virtual void rms_norm(Buf x, const Vector& w, Buf y, int64_t rows, int64_t dim, float eps) = 0;
+    // y[T, W.rows] = x[T, W.cols] @ W^T   (x and y f32 or attn_type())
+    virtual void matmul(const Matrix& W, Buf x, Buf y, int64_t T) = 0;
+    // x[T, n_heads, head_dim] rotated in place (HF rotate_half convention) at positions pos[T] (host)
+    virtual void rope(Buf x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) = 0;
+    // out[n] = silu(gate[n]) * up[n]   (f32)
+    virtual void swiglu(Buf gate, Buf up, Buf out, int64_t n) = 0;
+    // y[n] += x[n]   (f32)
+    virtual void add(Buf y, Buf x, int64_t n) = 0;
+
+    // --- Elastic attention (DESIGN.md §1.2, §1.5, §1.6); q, k, v, out in attn_type() ---
+    // Prefill of positions 0..T-1, every KV head in its plan's mode, one pass.
     // q, out [T, n_head, head_dim]; k, v [T, n_kv_head, head_dim]
-    virtual void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
-                                     int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
-                                     int64_t xa_block, float scale) = 0;
-    // XAttention block lists for the plan's XA heads from the (post-RoPE) q [T, n_head, d], k [T, n_kv_head, d].
-    virtual void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                              const XAParams& p, LayerPlan& plan) = 0;
+    virtual void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,
+                                     const LayerPlan& plan, const StreamingWindow& win, int64_t xa_block, float scale) = 0;
+    // XAttention block lists for the plan's XA heads from the post-RoPE q [T, n_head, d], k [T, n_kv_head, d].
+    virtual void xa_fill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
+                              LayerPlan& plan) = 0;
     // Router of one layer (DESIGN.md §1.1): the pre-RoPE keys k [T, n_kv_head, head_dim] pooled over
-    // their first and last `window` rows (router_pool), through the layer's MLPs (Router::mlp);
-    // logits_host [n_kv_head, r.rh4.out] on the host, for Router::decision.
-    virtual void router_logits(const RouterLayer& r, const float* k, int64_t T, int n_kv_head, int head_dim, int window,
+    // their first and last `window` rows, through the layer's MLPs; logits_host [n_kv_head, rh4.out].
+    virtual void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
                                float* logits_host) = 0;
-    // Sampling on the backend: the k largest of logits[0, n) as (value, index), value descending,
-    // lower index first on ties (std::max_element's choice for k = 1). 1 <= k <= kMaxCandidates.
-    static constexpr int kMaxCandidates = 128;
-    virtual void top_candidates(const float* logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) = 0;
     // The KV cache of one layer of one sequence: each head keeps what its mode needs.
     struct LayerCache {
         virtual ~LayerCache() = default;
@@ -64,29 +100,38 @@ public:
     };
     virtual std::unique_ptr<LayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win,
                                                         int64_t capacity, int n_kv_head, int head_dim) = 0;
-    virtual void cache_store_prefill(LayerCache& c, const float* k, const float* v, int64_t T) = 0;  // k, v [T, n_kv_head, d]
-    virtual void cache_append(LayerCache& c, const float* k_tok, const float* v_tok, int64_t pos) = 0;  // [n_kv_head, d]
+    virtual void cache_store_prefill(LayerCache& c, Buf k, Buf v, int64_t T) = 0;  // k, v [T, n_kv_head, d]
+    virtual void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) = 0;  // [n_kv_head, d]
     // One query token at position pos (already appended): q, out [n_head, head_dim].
-    virtual void attn_decode(const float* q, const LayerCache& c, int64_t pos, float* out, int n_head, float scale) = 0;
+    virtual void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) = 0;
+
+    // --- Sampling ---
+    // The k largest of logits[0, n) (f32) as (value, index), value descending, lower index first on
+    // ties (std::max_element's choice for k = 1). 1 <= k <= kMaxCandidates.
+    static constexpr int kMaxCandidates = 128;
+    virtual void top_candidates(Buf logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) = 0;
 };
 
-// CPU reference backend (fp32, OpenMP threads, OpenBLAS for dense products).
+// CPU backend (fp32, OpenMP threads, OpenBLAS for dense products).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
-// What the CUDA backend stores and multiplies in (activations between ops are fp32 in all three):
-//   BF16: weights, GEMM inputs and prefill attention inputs in bf16 (tensor cores), fp32 accumulation;
-//   F16:  the same in fp16 (3 more mantissa bits, 5 fewer exponent bits: inputs beyond 65504 overflow);
-//   F32:  fp32 weights and GEMMs (no TF32) and the fp32 attention kernel: nothing rounded, for small
-//         models and for checking against the CPU; slower and twice the weight memory of bf16.
-// The KV cache of decode is bf16 in all three.
-enum class GpuPrecision { BF16, F16, F32 };
+// Checking backend for tests and tools: the CPU backend, except that every layer cache keeps the
+// full K/V of every head and decode runs the fp64 naive kernel over it with the plan's decode masks
+// (cpu::attn_decode_naive). The observer, if set, sees every decode step's query q [n_head, d]
+// (post-RoPE) and the whole key history k [n_keys, n_kv_head, d] of the cache's layer.
+using DecodeObserver = std::function<void(int layer, const float* q, const float* k, int64_t n_keys)>;
+std::unique_ptr<Backend> make_reference_backend(int threads, DecodeObserver observer = nullptr);
 
-#ifdef ELASTIC_HAVE_CUDA
-// CUDA backend on one GPU (src/cuda). Throws elastic::Error when CUDA cannot start or the device
-// does not exist.
-std::unique_ptr<Backend> make_cuda_backend(int device, GpuPrecision precision = GpuPrecision::BF16);
-// Usable CUDA devices; 0 when there is no driver or no GPU.
+// The CUDA backend on one GPU (src/cuda). precision: what weights, GEMM inputs and the attention
+// tensors are stored in (accumulation is fp32 in all three):
+//   BF16: bf16 weights, GEMM inputs and q/k/v/attention output (tensor cores);
+//   F16:  the same in fp16 (3 more mantissa bits, 5 fewer exponent bits: values beyond 65504 overflow);
+//   F32:  fp32 weights, GEMMs (no TF32) and the fp32 attention kernel: nothing rounded, for small
+//         models and for checking against the CPU; slower and twice the weight memory of bf16.
+// The decode KV cache is bf16 in all three. Throws elastic::Error when CUDA cannot start, the
+// device does not exist, or the build has no CUDA.
+std::unique_ptr<Backend> make_cuda_backend(int device, DType precision = DType::BF16);
+// Usable CUDA devices; 0 when there is no driver, no GPU or no CUDA in this build.
 int cuda_device_count();
-#endif
 
 }  // namespace elastic

@@ -13,6 +13,7 @@
 #include "model/config.h"
 #include "model/sampler.h"
 #include "model/weights.h"
+#include "core/dtype.h"
 #include "tokenizer/tokenizer.h"
 
 namespace elastic {
@@ -30,24 +31,52 @@ public:
     std::string path;
 };
 
-// One sequence. Prefill (the first call, from position 0) runs layer-major over the whole prompt:
-// per layer, Q/K/V of every token, the router on the pre-RoPE keys, the plan, XAttention
-// estimation for XA heads, one hybrid attention pass, then each head's KV cache keeps what its mode
-// needs. Later tokens are decoded one at a time against those caches.
+// A model placed on a backend: its weights (and the router's, if any) uploaded once, as handles
+// into the backend's memory. Sessions of the same Engine share them.
+class Engine {
+public:
+    Engine(const Model& model, Backend& backend, const Router* router = nullptr);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    using MatrixRef = std::shared_ptr<const Backend::Matrix>;
+    using VectorRef = std::shared_ptr<const Backend::Vector>;
+    struct Layer {
+        VectorRef attn_norm, ffn_norm, q_norm, k_norm;  // q/k norms: Qwen3 only
+        MatrixRef wq, wk, wv, wo, w_gate, w_up, w_down;
+        std::unique_ptr<const Backend::RouterWeights> router;  // null: no router for this layer
+    };
+
+    const Model& model;
+    Backend& backend;
+    const Router* router;  // null: no router
+    MatrixRef tok_embd, output;  // one object when the embeddings are tied
+    VectorRef out_norm, inv_freq;
+    std::vector<Layer> layers;
+};
+
+// One sequence on an Engine: its KV caches, plans and scratch buffers. forward() appends tokens;
+// every call runs the same layer function (model/layer.cpp) over the new tokens: the first call
+// (from position 0) is the prefill (router, plan, hybrid attention over the whole prompt, caches
+// filled), later calls append to the caches and decode each new token against them.
 class Session {
 public:
     // capacity: the most tokens this sequence will hold (prompt + generated); <= config.max_ctx.
-    // chunk: rows per matmul/FFN step in prefill (bounds scratch memory).
-    Session(const Model& model, Backend& backend, int64_t capacity, const AttentionSpec& spec = AttentionSpec{},
-            const Router* router = nullptr, int64_t chunk = 512);
+    // chunk: rows per FFN step (bounds scratch memory).
+    Session(const Engine& engine, int64_t capacity, const AttentionSpec& spec = AttentionSpec{}, int64_t chunk = 512);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
     // Called with (index of the token within this call, logits [vocab]) for each requested row.
     using LogitsFn = std::function<void(int64_t, const float*)>;
+    // Called after each layer with (layer, name, buffer, rows, row width): intermediates for dumps
+    // and layer-by-layer diffs. Names: "attn_out" (attention output [rows, n_head·head_dim], before
+    // wo, in the backend's attention type), "layer_out" (residual stream [rows, d_model], f32).
+    using LayerHook = std::function<void(int layer, const char* name, Buf buf, int64_t rows, int64_t width)>;
 
-    // Appends n tokens at positions pos()..pos()+n-1 (prefill when pos() == 0, else decode steps).
+    // Appends n tokens at positions pos()..pos()+n-1.
     // all_logits=false: only the last token's logits are computed (returned by last_logits()).
     // all_logits=true: on_logits is called for every token in order.
     void forward(const int32_t* ids, int64_t n, bool all_logits = false, const LogitsFn& on_logits = nullptr);
@@ -55,8 +84,9 @@ public:
     // The next token from the last position's logits. Greedy and top-k sampling run their
     // selection on the backend (on a GPU only k candidates leave it, not the vocabulary); other
     // settings sample on the host. limit: only ids [0, limit) (a tokenizer smaller than the
-    // padded vocabulary); <= 0 means the whole vocabulary.
-    int32_t sample_next(Sampler& sampler, int32_t limit = 0);
+    // padded vocabulary); <= 0 means the whole vocabulary. banned: ids never chosen (greedy and
+    // top-k look further down the candidates).
+    int32_t sample_next(Sampler& sampler, int32_t limit = 0, const std::vector<int32_t>& banned = {});
     // false: forward() leaves the last logits on the backend (last_logits() is then stale) for
     // sample_next(); true (default): they are copied to the host after every forward().
     void set_host_logits(bool on) { host_logits_ = on; }
@@ -69,42 +99,33 @@ public:
     const std::vector<LayerPlan>& plans() const { return plans_; }
     // Called after each layer of a prefill (layer, n_layer), e.g. for a progress line.
     void set_progress(std::function<void(int, int)> fn) { progress_ = std::move(fn); }
-    // Reference decode (tests, --check-decode): also keep the full K/V of every layer on the host and
-    // compute decode attention with the fp64 naive kernel over it, using the same plan's masks.
-    // Set before the prefill.
-    void set_reference_decode(bool on) { reference_decode_ = on; }
-    // Eval hook (`elastic inspect --retrieval-scores`): with reference decode on, called in every
-    // decode step for each layer with the step's query q [n_head, head_dim] (after RoPE) and the
-    // whole K history k [n_keys, n_kv_head, head_dim]. The normal decode path never calls it.
-    using DecodeObserver = std::function<void(int layer, const float* q, const float* k, int64_t n_keys)>;
-    void set_decode_observer(DecodeObserver fn) { decode_observer_ = std::move(fn); }
+    void set_layer_hook(LayerHook fn) { hook_ = std::move(fn); }
 
 private:
-    void prefill(const int32_t* ids, int64_t T, bool all_logits, const LogitsFn& on_logits);
-    void decode(int32_t id, bool want_logits, int64_t index, const LogitsFn& on_logits);
-    void ensure_scratch(int64_t rows, int64_t chunk_rows);
-    void logits_of(const float* x, int64_t T, bool all_logits, const LogitsFn& on_logits);
+    void layer(int l, int64_t n, const int32_t* pos);
+    void attention(int l, int64_t n, const int32_t* pos);
+    void ensure_scratch(int64_t rows);
+    void logits_of(int64_t n, bool all_logits, const LogitsFn& on_logits);
 
-    const Model& m_;
+    const Engine& e_;
+    const ModelConfig& c_;
     Backend& be_;
     int64_t cap_, chunk_;
     AttentionSpec spec_;
-    const Router* router_;
     int64_t pos_ = 0;
-    std::vector<LayerPlan> plans_;                           // [layer]
+    int64_t sparse_so_far_ = 0;                                 // prefill: sparse KV heads of the layers so far
+    std::vector<LayerPlan> plans_;                              // [layer]
     std::vector<std::unique_ptr<Backend::LayerCache>> caches_;  // [layer]
     AttentionStats stats_;
     std::function<void(int, int)> progress_;
-    bool reference_decode_ = false;
+    LayerHook hook_;
     bool host_logits_ = true;
     int64_t last_row_ = 0;  // row of logits_ that holds the last position's logits
     std::vector<std::pair<float, int32_t>> cand_;
-    DecodeObserver decode_observer_;
-    std::vector<std::vector<float>> ref_k_, ref_v_;  // [layer][pos, n_kv_head, head_dim], reference decode only
-    // Scratch: whole-prompt rows (x, h, q, k, v, att) and chunk rows (gate, up, logits).
-    int64_t rows_ = 0, chunk_rows_ = 0;
-    float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;
-    float *gate_ = nullptr, *up_ = nullptr, *logits_ = nullptr;
+    // Scratch: rows of the current call (x, h: f32; q, k, v, att: attention type), FFN chunk rows
+    // (gate, up) and logits rows.
+    int64_t rows_ = 0;
+    Buf x_, h_, q_, k_, v_, att_, gate_, up_, logits_;
     std::vector<float> last_logits_;
 };
 

@@ -20,12 +20,17 @@ double parameter_count(const ModelConfig& c) {
 }  // namespace
 
 std::unique_ptr<Backend> BackendOptions::make(int threads, const Model& m) const {
-    GpuPrecision prec = GpuPrecision::BF16;
-    if (precision == "bf16") prec = GpuPrecision::BF16;
-    else if (precision == "f16") prec = GpuPrecision::F16;
-    else if (precision == "f32") prec = GpuPrecision::F32;
-    else if (precision == "auto") prec = parameter_count(m.config) <= 2e9 ? GpuPrecision::F32 : GpuPrecision::BF16;
-    else fail("--precision: '%s' is not bf16, f16, f32 or auto", precision.c_str());
+    return make_with(threads, precision == "auto" && parameter_count(m.config) <= 2e9 ? DType::F32 : DType::BF16);
+}
+
+std::unique_ptr<Backend> BackendOptions::make_for_shape(int threads) const { return make_with(threads, DType::BF16); }
+
+std::unique_ptr<Backend> BackendOptions::make_with(int threads, DType auto_precision) const {
+    DType prec = auto_precision;
+    if (precision == "bf16") prec = DType::BF16;
+    else if (precision == "f16") prec = DType::F16;
+    else if (precision == "f32") prec = DType::F32;
+    else if (precision != "auto") fail("--precision: '%s' is not bf16, f16, f32 or auto", precision.c_str());
     if (backend == "cpu") {
         if (precision != "auto") fail("--precision applies to --backend cuda (the CPU backend computes in fp32)");
         return make_cpu_backend(threads);
@@ -42,14 +47,7 @@ std::unique_ptr<Backend> BackendOptions::make(int threads, const Model& m) const
             fail("--backend: '%s' is not cuda:N with N a device number", backend.c_str());
         }
     }
-#ifdef ELASTIC_HAVE_CUDA
     return make_cuda_backend(device, prec);
-#else
-    (void)device;
-    (void)prec;
-    fail("--backend %s: this build has no CUDA backend (configure with the cuda-release preset: make cuda)",
-         backend.c_str());
-#endif
 }
 
 }  // namespace elastic::cli

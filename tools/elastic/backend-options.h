@@ -19,6 +19,11 @@ struct BackendOptions {
     // fp32 weights cost little and keep the GPU within 1e-3 of the CPU; bf16 above). elastic::Error
     // when this build has no CUDA, the device is missing or the precision is unknown.
     std::unique_ptr<Backend> make(int threads, const Model& m) const;
+    // Without a model (kernel benchmarks): auto means bf16.
+    std::unique_ptr<Backend> make_for_shape(int threads) const;
+
+private:
+    std::unique_ptr<Backend> make_with(int threads, DType auto_precision) const;
 };
 
 }  // namespace elastic::cli

@@ -13,6 +13,7 @@
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "model/generate.h"
 #include "model/model.h"
 
 namespace elastic::cli {
@@ -59,6 +60,7 @@ void bench_model(const BenchOptions& o) {
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto be = o.backend.make(o.threads, *model);
+    Engine engine(*model, *be, router.get());
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json) std::printf("\nbackend: %s\n\n", be->name());
     if (!o.json)
@@ -73,23 +75,22 @@ void bench_model(const BenchOptions& o) {
         std::vector<double> pre, dec;
         size_t kv = 0;
         AttentionStats st;
+        Sampler greedy(SamplerParams{});
+        GenerateOptions go;  // decode exactly n_gen tokens: no stop ids
+        go.max_new_tokens = o.n_gen;
+        const std::vector<int32_t> prompt(ids.begin(), ids.end() - o.n_gen);
         for (int r = 0; r < o.reps; ++r) {
             {
-                Session s(*model, *be, len, spec, router.get());
+                Session s(engine, len, spec);
                 auto t0 = std::chrono::steady_clock::now();
                 s.forward(ids.data(), len);
                 pre.push_back(double(len) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
                 kv = s.kv_bytes();
                 st = s.stats();
             }
-            Session s(*model, *be, len, spec, router.get());
-            s.forward(ids.data(), len - o.n_gen);
-            auto t1 = std::chrono::steady_clock::now();
-            for (int g = 0; g < o.n_gen; ++g) {
-                int32_t next = ids[size_t(len - o.n_gen + g)];
-                s.forward(&next, 1);
-            }
-            dec.push_back(double(o.n_gen) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
+            Session s(engine, len, spec);
+            const GenerateResult g = generate(s, prompt, greedy, go);
+            dec.push_back(double(g.tokens.size()) / g.decode_seconds);
         }
         Stat p = stats(pre), d = stats(dec);
         if (o.json) {

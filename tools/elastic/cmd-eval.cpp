@@ -73,6 +73,7 @@ struct Runner {
     std::unique_ptr<Router> router;
     std::unique_ptr<Backend> backend;
     AttentionSpec spec;
+    std::unique_ptr<Engine> engine;
     bool tty = stderr_is_tty();
     int done = 0, total = 0;
     std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
@@ -87,8 +88,9 @@ struct Runner {
         bo.backend = o.backend;
         bo.precision = o.precision;
         backend = bo.make(o.threads, *model);
+        engine = std::make_unique<Engine>(*model, *backend, router.get());
     }
-    Engine engine() { return Engine{*model, *backend, spec, router.get()}; }
+    Target target() const { return Target{*engine, spec}; }
     void progress(const std::string& what) {
         ++done;
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -147,7 +149,7 @@ void eval_ruler(const EvalOptions& o) {
             acc.r.length = L;
             for (int i = 0; i < o.samples; ++i) {
                 const Sample s = make_ruler_sample(task, L, i, o.seed, data, count);
-                const Generation g = generate(run.engine(), prompt_ids(tok, s), s.max_new_tokens);
+                const Generation g = generate(run.target(), prompt_ids(tok, s), s.max_new_tokens);
                 const double sc = string_match_all(g.text, s.outputs);
                 acc.add(sc, g.omega_msr, g.omega_esr, g.prefill_seconds, double(g.prompt_tokens), g.decode_seconds);
                 run.keep(s, g.text, sc);
@@ -190,7 +192,7 @@ void eval_robust(const EvalOptions& o) {
             for (int i = 0; i < o.samples; ++i) {
                 if (task == "code-next-line") {
                     const Sample s = make_next_line_sample(tok, code, L, i, o.seed);
-                    const Generation g = generate(run.engine(), prompt_ids(tok, s), s.max_new_tokens);
+                    const Generation g = generate(run.target(), prompt_ids(tok, s), s.max_new_tokens);
                     const double sim = next_line_similarity(g.text, s.outputs[0]);
                     exact += next_line_exact(g.text, s.outputs[0]);
                     acc.add(sim, g.omega_msr, g.omega_esr, g.prefill_seconds, double(g.prompt_tokens), g.decode_seconds);
@@ -198,7 +200,7 @@ void eval_robust(const EvalOptions& o) {
                 } else {
                     const std::vector<int32_t> ids =
                         document_window(tok, task == "ppl-prose" ? prose : code, L, derive_seed(o.seed, task, uint64_t(L), uint64_t(i)));
-                    const PplResult p = tail_nll(run.engine(), ids);
+                    const PplResult p = tail_nll(run.target(), ids);
                     acc.add(p.mean_nll, p.omega_msr, p.omega_esr, p.prefill_seconds, double(ids.size()), 0);
                 }
                 run.progress(task + " " + length_label(L));
@@ -245,7 +247,7 @@ void eval_longbench(const EvalOptions& o) {
                 if (!newline.empty()) extra.push_back(newline.back());
                 min_new = 1;
             }
-            const Generation g = generate(run.engine(), prompt_ids(tok, s), s.max_new_tokens, extra, min_new);
+            const Generation g = generate(run.target(), prompt_ids(tok, s), s.max_new_tokens, extra, min_new);
             const double sc = longbench_score(f.dataset, g.text, s.outputs, s.all_classes);
             const std::string b = !f.e ? "all" : s.words < 4000 ? "0-4k" : s.words < 8000 ? "4-8k" : "8k+";
             TaskAccumulator& acc = buckets[b];

@@ -1,6 +1,6 @@
 // `elastic inspect --retrieval-scores OUT.json`: which heads copy needles. Runs NIAH samples
 // (niah_single_2: a number under a word key in real prose) with full attention and the reference
-// decode, whose K history feeds RetrievalScorer at every decode step; the model generates greedily
+// decode (make_reference_backend), whose K history feeds RetrievalScorer at every decode step; the model generates greedily
 // (Wu et al. 2024 score the model's own generation). Output: {"scores": [[per KV head] per layer]}
 // plus the per-query-head scores, readable by --attention static:FILE.
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include "eval/generate.h"
 #include "eval/retrieval-heads.h"
 #include "eval/ruler.h"
+#include "model/generate.h"
 #include "model/model.h"
 
 namespace elastic::cli {
@@ -30,8 +31,13 @@ void inspect_retrieval_scores(const std::string& model_path, const std::string& 
     eval::RulerData data;
     data.essay = eval::corpus_words(prose);
     data.prose = &prose;
-    auto be = make_cpu_backend(threads);
     eval::RetrievalScorer scorer(c.n_layer, c.n_head, c.n_kv_head, c.head_dim);
+    // The reference backend keeps every layer's whole K history and shows it to the scorer at
+    // every decode step.
+    auto be = make_reference_backend(threads, [&](int layer, const float* q, const float* k, int64_t n) {
+        scorer.observe(layer, q, k, n);
+    });
+    Engine engine(*model, *be);
     const bool tty = stderr_is_tty();
     int copied_any = 0;
     for (int i = 0; i < samples; ++i) {
@@ -55,22 +61,18 @@ void inspect_retrieval_scores(const std::string& model_path, const std::string& 
         }
         if (tb < 0) fail("inspect: internal: needle tokens not found");
         const int max_new = int(te - tb) + 8;
-        Session sess(*model, *be, int64_t(ids.size()) + max_new, AttentionSpec{}, nullptr);
-        sess.set_reference_decode(true);
-        sess.set_decode_observer([&](int layer, const float* q, const float* k, int64_t n) { scorer.observe(layer, q, k, n); });
+        Session sess(engine, int64_t(ids.size()) + max_new, AttentionSpec{});
         scorer.begin_sample(ids, tb, te);
-        sess.forward(ids.data(), int64_t(ids.size()) - 1);  // prefill all but the last token ...
-        sess.forward(&ids.back(), 1);                        // ... whose decode step writes the first answer token
-        std::vector<int32_t> gen;
-        const auto& stops = tok.stop_ids();
-        for (int step = 0; step < max_new; ++step) {
-            const auto& lg = sess.last_logits();
-            const int32_t next = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
+        GenerateOptions go;
+        go.max_new_tokens = max_new;
+        go.stop_ids = tok.stop_ids();
+        go.decode_last_prompt_token = true;  // the first answer token comes from an observed decode step
+        Sampler greedy(SamplerParams{});
+        const GenerateResult g = generate(sess, ids, greedy, go, [&](int32_t next, bool) {
             scorer.end_step(next);
-            if (std::find(stops.begin(), stops.end(), next) != stops.end() || step + 1 == max_new) break;
-            gen.push_back(next);
-            sess.forward(&next, 1);
-        }
+            return true;
+        });
+        const std::vector<int32_t>& gen = g.tokens;
         scorer.end_sample();
         const std::string answer = tok.decode(gen, true);
         copied_any += answer.find(s.outputs[0]) != std::string::npos;

@@ -59,7 +59,8 @@ void inspect(const InspectOptions& o) {
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto be = o.backend.make(o.threads, *model);
-    Session s(*model, *be, int64_t(ids.size()), spec, router.get());
+    Engine engine(*model, *be, router.get());
+    Session s(engine, int64_t(ids.size()), spec);
     s.forward(ids.data(), int64_t(ids.size()));
     const AttentionStats& st = s.stats();
     if (!o.png.empty()) write_routing_png(o.png, st.modes);

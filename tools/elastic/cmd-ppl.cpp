@@ -38,7 +38,8 @@ void ppl(const PplOptions& o) {
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto backend = o.backend.make(o.threads, *model);
-    Session s(*model, *backend, ctx, spec, router.get());
+    Engine engine(*model, *backend, router.get());
+    Session s(engine, ctx, spec);
     double msr_sum = 0, esr_sum = 0;
     int windows = 0;
     const int32_t V = model->config.vocab;

@@ -1,6 +1,7 @@
 // `elastic run`: generate text from a prompt; text on stdout, a one-line summary on stderr.
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include <fstream>
@@ -9,6 +10,7 @@
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
 
@@ -26,10 +28,18 @@ struct RunOptions {
     AttentionOptions attn;
     BackendOptions backend;
     std::string stats_json;
+    bool verbose = false;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+// Folds the last position's logits (their fp32 bits) into an FNV-1a hash: two backends or two
+// builds that agree bit for bit print the same hash.
+uint64_t logits_hash(uint64_t h, const Session& s) {
+    for (float x : s.last_logits()) {
+        uint32_t u;
+        std::memcpy(&u, &x, 4);
+        for (int b = 0; b < 4; ++b) h = (h ^ ((u >> (8 * b)) & 0xff)) * 1099511628211ull;
+    }
+    return h;
 }
 
 void run(const RunOptions& o) {
@@ -58,54 +68,55 @@ void run(const RunOptions& o) {
     std::unique_ptr<Router> router;
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto backend = o.backend.make(o.threads, *model);
-    Session s(*model, *backend, cap, spec, router.get());
+    Engine engine(*model, *backend, router.get());
+    Session s(engine, cap, spec);
     Sampler sampler(o.sp);
-    // Greedy / top-k: the selection runs on the backend; the logits stay there.
-    s.set_host_logits(!sampler.uses_candidates(Backend::kMaxCandidates));
-
-    auto t0 = std::chrono::steady_clock::now();
     if (tty)
         s.set_progress([&](int layer, int n_layer) {
             std::fprintf(stderr, "\rprefill %zu tokens: layer %d/%d", ids.size(), layer + 1, n_layer);
+            if (layer + 1 == n_layer) std::fprintf(stderr, "\r\033[K");
         });
-    s.forward(ids.data(), int64_t(ids.size()));
-    s.set_progress(nullptr);
-    if (tty) std::fprintf(stderr, "\r\033[K");
-    const double t_prefill = seconds_since(t0);
-
-    auto t1 = std::chrono::steady_clock::now();
+    GenerateOptions go;
+    go.max_new_tokens = o.n_predict;
+    go.stop_ids = tok.stop_ids();
+    // Only ids the tokenizer has: a padded vocabulary (Qwen3: 151936 rows, 151669 tokens) has rows
+    // no text maps to, which random weights (`elastic random-model`) do pick.
+    go.vocab_limit = tok.vocab_size();
+    go.host_logits = o.verbose;
     std::vector<int32_t> out;
     std::string printed;
-    const auto& stops = tok.stop_ids();
-    for (int i = 0; i < o.n_predict && s.pos() < cap; ++i) {
-        // Only ids the tokenizer has: a padded vocabulary (Qwen3: 151936 rows, 151669 tokens) has rows
-        // no text maps to, which random weights (`elastic random-model`) do pick.
-        int32_t next = s.sample_next(sampler, tok.vocab_size());
-        if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
-        out.push_back(next);
-        std::string all = tok.decode(out, /*skip_special=*/true);
-        // Print only complete UTF-8: hold back a trailing partial sequence.
+    auto print_new = [&](bool final) {
+        const std::string all = tok.decode(out, /*skip_special=*/true);
         size_t end = all.size();
-        size_t k = end;
-        while (k > 0 && (static_cast<unsigned char>(all[k - 1]) & 0xC0) == 0x80) --k;
-        if (k > 0) {
-            unsigned char lead = static_cast<unsigned char>(all[k - 1]);
-            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-            if (end - (k - 1) < need) end = k - 1;
+        if (!final) {  // print only complete UTF-8: hold back a trailing partial sequence
+            size_t k = end;
+            while (k > 0 && (static_cast<unsigned char>(all[k - 1]) & 0xC0) == 0x80) --k;
+            if (k > 0) {
+                const unsigned char lead = static_cast<unsigned char>(all[k - 1]);
+                const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+                if (end - (k - 1) < need) end = k - 1;
+            }
         }
         if (end > printed.size()) {
             std::fwrite(all.data() + printed.size(), 1, end - printed.size(), stdout);
             std::fflush(stdout);
             printed.assign(all, 0, end);
         }
-        if (s.pos() >= cap) break;
-        s.forward(&next, 1);
-    }
-    std::string all = tok.decode(out, true);
-    if (all.size() > printed.size()) std::fwrite(all.data() + printed.size(), 1, all.size() - printed.size(), stdout);
+    };
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a over the logits' bits, for --verbose
+    const GenerateResult g = o.n_predict == 0 ? GenerateResult{} : generate(s, ids, sampler, go, [&](int32_t id, bool stop) {
+        if (o.verbose) hash = logits_hash(hash, s);
+        if (!stop) {
+            out.push_back(id);
+            print_new(false);
+        }
+        return true;
+    });
+    if (o.n_predict == 0) s.forward(ids.data(), int64_t(ids.size()));
+    print_new(true);
     std::fputc('\n', stdout);
     std::fflush(stdout);
-    const double t_decode = seconds_since(t1);
+    const double t_prefill = g.prefill_seconds > 0 ? g.prefill_seconds : s.stats().prefill_seconds, t_decode = g.decode_seconds;
     const AttentionStats& st = s.stats();
     std::fprintf(stderr,
                  "prompt %zu tokens | prefill %.1f tok/s | decode %.1f tok/s (%zu tokens) | peak memory %.0f MiB | "
@@ -113,6 +124,11 @@ void run(const RunOptions& o) {
                  ids.size(), double(ids.size()) / t_prefill, out.empty() ? 0.0 : double(out.size()) / t_decode, out.size(),
                  double(peak_rss_bytes()) / (1 << 20), spec.name.c_str(), st.omega_msr, st.omega_esr,
                  double(s.kv_bytes()) / (1 << 20), 100.0 * st.attention_seconds / std::max(st.prefill_seconds, 1e-9));
+    if (g.reason == StopReason::Context)
+        std::fprintf(stderr, "stopped after %zu tokens: the context of %lld tokens is full (--ctx)\n", out.size(), (long long)cap);
+    if (o.verbose)
+        std::fprintf(stderr, "backend %s | stopped: %s | logits hash %016llx (FNV-1a of every sampled step's logits)\n",
+                     backend->name(), stop_reason_name(g.reason), (unsigned long long)hash);
     if (!o.stats_json.empty()) {
         std::ofstream f(o.stats_json);
         if (!(f << st.to_json(true) << "\n")) fail("%s: cannot write", o.stats_json.c_str());
@@ -138,6 +154,7 @@ void add_run(CLI::App& app) {
     c->add_option("--system", o->system, "System message for --chat");
     o->attn.add_to(c);
     o->backend.add_to(c);
+    c->add_flag("-v,--verbose", o->verbose, "Also print the backend, why generation stopped and a hash of the logits");
     c->add_option("--stats-json", o->stats_json, "Write attention statistics (Ω_MSR, Ω_ESR, per-layer decisions, KV bytes, times)");
     c->callback([o] { run(*o); });
 }

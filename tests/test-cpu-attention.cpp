@@ -7,9 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "attention/hybrid-attention.h"
-#include "attention/kv-cache.h"
-#include "attention/xattention.h"
+#include "cpu/attention.h"
 #include "test-helpers.h"
 
 extern "C" void openblas_set_num_threads(int);

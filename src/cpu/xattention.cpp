@@ -2,7 +2,7 @@
 // one dot product of two length-S·d vectors (the S query rows concatenated in reverse, the S key
 // rows in order), so the strided scores of a run of strided query rows are one sgemm against the
 // strided K of the head. Work items are (query head of the group, 64 strided rows).
-#include "attention/xattention.h"
+#include "cpu/attention.h"
 
 #include <cblas.h>
 
@@ -11,7 +11,7 @@
 #include <limits>
 #include <numeric>
 
-#include "attention/hybrid-attention.h"
+#include "cpu/softmax.h"
 #include "core/error.h"
 
 namespace elastic::cpu {
@@ -20,39 +20,17 @@ namespace {
 
 constexpr int64_t kItemRows = 64;  // strided query rows per sgemm
 
-void check(int64_t T, int n_head, int n_kv_head, int g, const XAParams& p) {
+}  // namespace
+
+void check_xa_args(int64_t T, int n_head, int n_kv_head, int g, const XAParams& p) {
     ELASTIC_ASSERT(T > 0 && n_kv_head > 0 && n_head % n_kv_head == 0 && g >= 0 && g < n_kv_head);
     ELASTIC_ASSERT(p.stride > 0 && p.block > 0 && p.block % p.stride == 0 && p.chunk_rows > 0);
     ELASTIC_ASSERT(p.threshold > 0.0 && p.threshold <= 1.0);
 }
 
-}  // namespace
-
-void xa_select_blocks(const double* s, int64_t qb, double threshold, std::vector<int32_t>& out,
-                   std::vector<int32_t>& order) {
-    const double total = std::accumulate(s, s + qb + 1, 0.0);
-    const size_t first = out.size();
-    out.push_back(0);
-    double mass = s[0];
-    if (qb > 0) {
-        out.push_back(int32_t(qb));
-        mass += s[qb];
-    }
-    order.resize(size_t(std::max<int64_t>(0, qb - 1)));
-    std::iota(order.begin(), order.end(), 1);
-    std::sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
-    for (int32_t kb : order) {
-        if (mass >= threshold * total) break;
-        out.push_back(kb);
-        mass += s[kb];
-    }
-    std::sort(out.begin() + std::ptrdiff_t(first), out.end());
-}
-
-
 BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim, int g,
                            const XAParams& p) {
-    check(T, n_head, n_kv_head, g, p);
+    check_xa_args(T, n_head, n_kv_head, g, p);
     const int group = n_head / n_kv_head;
     const int64_t S = p.stride, rb = p.block / S, d = head_dim, W = S * d;
     const int64_t R = (T + S - 1) / S, nb = (T + p.block - 1) / p.block;
@@ -128,43 +106,6 @@ void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_k
     plan.xa.resize(size_t(n_kv_head));
     for (int g = 0; g < n_kv_head; ++g)
         if (plan.mode[size_t(g)] == HeadMode::XA) plan.xa[size_t(g)] = xa_estimate_head(q, k, T, n_head, n_kv_head, head_dim, g, p);
-}
-
-BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                                 int g, const XAParams& p) {
-    check(T, n_head, n_kv_head, g, p);
-    const int group = n_head / n_kv_head;
-    const int64_t S = p.stride, rb = p.block / S, d = head_dim;
-    const int64_t R = (T + S - 1) / S, nb = (T + p.block - 1) / p.block;
-    const double scale = 1.0 / (std::sqrt(double(d)) * double(S));
-    std::vector<double> score(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
-    for (int hh = 0; hh < group; ++hh) {
-        const int h = g * group + hh;
-        for (int64_t r = 0; r < R; ++r) {
-            double mx = -1e300;
-            for (int64_t c = 0; c <= r; ++c) {
-                double dot = 0;
-                for (int64_t t = 0; t < S; ++t) {
-                    const int64_t qi = S * r + S - 1 - t, ki = S * c + t;
-                    if (qi >= T || ki >= T) continue;
-                    for (int64_t x = 0; x < d; ++x) dot += double(q[(qi * n_head + h) * d + x]) * k[(ki * n_kv_head + g) * d + x];
-                }
-                a[size_t(c)] = dot * scale;
-                mx = std::max(mx, a[size_t(c)]);
-            }
-            double sum = 0;
-            for (int64_t c = 0; c <= r; ++c) sum += (a[size_t(c)] = std::exp(a[size_t(c)] - mx));
-            for (int64_t c = 0; c <= r; ++c) score[size_t((r / rb) * nb + c / rb)] += a[size_t(c)] / sum;
-        }
-    }
-    BlockList bl;
-    bl.offsets.push_back(0);
-    std::vector<int32_t> order;
-    for (int64_t qb = 0; qb < nb; ++qb) {
-        xa_select_blocks(score.data() + qb * nb, qb, p.threshold, bl.blocks, order);
-        bl.offsets.push_back(int64_t(bl.blocks.size()));
-    }
-    return bl;
 }
 
 }  // namespace elastic::cpu

@@ -8,7 +8,8 @@
 //     sum l per row), O = α O + P V (one sgemm); finally out = O / l.
 // Items are sorted by cost (rows × keys) so FA tiles at the end of the sequence start first and
 // short SSA tiles fill the tail (DESIGN.md §1.5).
-#include "attention/hybrid-attention.h"
+#include "cpu/attention.h"
+#include "cpu/softmax.h"
 
 #include <cblas.h>
 
@@ -175,7 +176,10 @@ void run_item(const WorkItem& it, const float* q, const float* k, const float* v
         }
 }
 
-void check_args(int64_t T, int n_head, int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
+
+}  // namespace
+
+void check_prefill_args(int64_t T, int n_head, int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
                 int64_t xa_block) {
     ELASTIC_ASSERT(T >= 0 && n_kv_head > 0 && n_head % n_kv_head == 0 && head_dim > 0);
     ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head));
@@ -186,8 +190,6 @@ void check_args(int64_t T, int n_head, int n_kv_head, int head_dim, const LayerP
             ELASTIC_ASSERT(plan.xa[size_t(g)].n_query_blocks() == (T + xa_block - 1) / xa_block);
         }
 }
-
-}  // namespace
 
 // The softmax row loops are ~25 % of prefill time at d = 64. GCC's default for -march=native on
 // AVX-512 machines is 256-bit vectors; 512 bits here cut exp2_row's share of full prefill from
@@ -214,7 +216,7 @@ __attribute__((target("prefer-vector-width=512"))) float exp2_row(float* x, int6
 void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
                          int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
                          int64_t xa_block, float scale) {
-    check_args(T, n_head, n_kv_head, head_dim, plan, win, xa_block);
+    check_prefill_args(T, n_head, n_kv_head, head_dim, plan, win, xa_block);
     const int group = n_head / n_kv_head;
 
     // Work items: query tiles of kTileQ rows × up to kPackHeads query heads of one group; XA tiles
@@ -251,84 +253,6 @@ void attn_hybrid_prefill(const float* q, const float* k, const float* v, float* 
         for (size_t x = 0; x < items.size(); ++x)
             run_item(items[x], q, k, v, out, n_head, n_kv_head, head_dim, plan, win, xa_block, scale, rg, st);
     }
-}
-
-void attn_hybrid_naive_rows(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
-                            int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
-                            int64_t xa_block, float scale, const std::vector<int64_t>& rows) {
-    check_args(T, n_head, n_kv_head, head_dim, plan, win, xa_block);
-    const int group = n_head / n_kv_head;
-#pragma omp parallel
-    {
-        std::vector<double> p, acc(static_cast<size_t>(head_dim));
-        std::vector<int64_t> keys;
-#pragma omp for schedule(dynamic, 1)
-        for (size_t x = 0; x < rows.size(); ++x) {
-            const int64_t i = rows[x];
-            for (int h = 0; h < n_head; ++h) {
-                const int g = h / group;
-                const HeadMode mode = plan.mode[size_t(g)];
-                const BlockList* xa = mode == HeadMode::XA ? &plan.xa[size_t(g)] : nullptr;
-                const float* qr = q + (i * n_head + h) * head_dim;
-                keys.clear();
-                p.clear();
-                double mx = -1e300;
-                for (int64_t j = 0; j <= i; ++j) {
-                    if (!plan_allows(mode, win, xa, xa_block, i, j)) continue;
-                    const float* kr = k + (j * n_kv_head + g) * head_dim;
-                    double d = 0;
-                    for (int c = 0; c < head_dim; ++c) d += double(qr[c]) * kr[c];
-                    keys.push_back(j);
-                    p.push_back(d * scale);
-                    mx = std::max(mx, p.back());
-                }
-                ELASTIC_ASSERT(!keys.empty());
-                double sum = 0;
-                for (double& e : p) sum += (e = std::exp(e - mx));
-                std::fill(acc.begin(), acc.end(), 0.0);
-                for (size_t a = 0; a < keys.size(); ++a) {
-                    const float* vr = v + (keys[a] * n_kv_head + g) * head_dim;
-                    for (int c = 0; c < head_dim; ++c) acc[size_t(c)] += p[a] * vr[c];
-                }
-                float* o = out + (i * n_head + h) * head_dim;
-                for (int c = 0; c < head_dim; ++c) o[c] = float(acc[size_t(c)] / sum);
-            }
-        }
-    }
-}
-
-void attn_hybrid_naive(const float* q, const float* k, const float* v, float* out, int64_t T, int n_head,
-                       int n_kv_head, int head_dim, const LayerPlan& plan, const StreamingWindow& win,
-                       int64_t xa_block, float scale) {
-    std::vector<int64_t> rows(static_cast<size_t>(T));
-    for (int64_t i = 0; i < T; ++i) rows[size_t(i)] = i;
-    attn_hybrid_naive_rows(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale, rows);
-}
-
-int64_t attended_pairs(HeadMode m, const StreamingWindow& win, const BlockList* xa, int64_t xa_block, int64_t T) {
-    int64_t n = 0;
-    switch (m) {
-        case HeadMode::FA: return T * (T + 1) / 2;
-        case HeadMode::SSA:
-            for (int64_t i = 0; i < T; ++i) {
-                const int64_t win_begin = std::max<int64_t>(0, i - win.local + 1);
-                n += (i + 1) - std::max<int64_t>(0, win_begin - std::min(win.sink, win_begin));
-            }
-            return n;
-        case HeadMode::XA:
-            for (int64_t qb = 0; qb < xa->n_query_blocks(); ++qb) {
-                const int64_t r0 = qb * xa_block, r1 = std::min(T, r0 + xa_block);
-                for (int64_t x = xa->offsets[size_t(qb)]; x < xa->offsets[size_t(qb) + 1]; ++x) {
-                    const int64_t kb = xa->blocks[size_t(x)];
-                    if (kb < qb)
-                        n += (r1 - r0) * xa_block;
-                    else if (kb == qb)
-                        n += (r1 - r0) * (r1 - r0 + 1) / 2;
-                }
-            }
-            return n;
-    }
-    return n;
 }
 
 }  // namespace elastic::cpu

@@ -1,0 +1,129 @@
+// The device plan of the prefill kernels: upload of a batch's per-head modes and XA lists, and the
+// work list of tiles sorted by cost (DESIGN.md §1.5: longest first).
+#include "cuda/attention-plan.cuh"
+
+#include "core/error.h"
+
+void std::default_delete<elastic::cuda::DevicePlan>::operator()(elastic::cuda::DevicePlan* p) const { delete p; }
+
+namespace elastic::cuda {
+
+namespace detail {
+
+LaunchConsts launch_consts(const StreamingWindow& win, const DevicePlan& plan, float scale) {
+    return {int(std::min<int64_t>(win.sink, int64_t(1) << 30)), int(std::min<int64_t>(win.local, int64_t(1) << 30)),
+            int(plan.has_xa ? plan.xa_block : 64), scale * 1.4426950408889634f};
+}
+
+// Tile shape. 128-row tiles (2 m16 fragments per warp) halve the shared-memory traffic of K/V per
+// FLOP against 64 rows and need XA blocks of 128. ptxas sm_90, bf16: d 64 × 128 rows × 64 keys:
+// 250 registers, no spill; d 128 × 128 × 64: 255 + 192 B spilled; d 128 × 128 × 32 keys (half
+// the S accumulators, QKᵀ k-loop unrolled by 2): 254, no spill; d 128 × 64 × 64: 174.
+int auto_block_m(int head_dim, const DevicePlan& plan) {
+    const bool xa_ok = !plan.has_xa || plan.xa_block % 128 == 0;
+    return xa_ok ? 128 : 64;
+}
+int auto_block_n(int head_dim, int bm) { return head_dim == 128 && bm == 128 ? 32 : 64; }
+
+void build_items(const DevicePlan& plan, int n_head, int bm, int sink, int local, cudaStream_t s) {
+    if (plan.d_items && plan.key_head == n_head && plan.key_bm == bm && plan.key_sink == sink && plan.key_local == local)
+        return;
+    const int group = n_head / plan.n_kv;
+    std::vector<WorkItem> items;
+    for (int b = 0; b < plan.n_seq; ++b) {
+        const int L = plan.h_cu[size_t(b) + 1] - plan.h_cu[size_t(b)];
+        for (int mt = 0; mt * bm < L; ++mt)
+            for (int g = 0; g < plan.n_kv; ++g) {
+                const HeadMeta hm = plan.h_meta[size_t(b) * size_t(plan.n_kv) + size_t(g)];
+                const int m0 = mt * bm, m1 = std::min(m0 + bm, L);
+                const TileRange tr = tile_range(hm.mode, m0, m1, 64, sink, local, int(plan.xa_block),
+                                                plan.h_xa_off.data(), hm.xa_base);
+                for (int hh = 0; hh < group; ++hh) items.push_back({b, g * group + hh, mt, tr.count});
+            }
+    }
+    std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
+    upload_into(plan.d_items, plan.cap_items, items, s);
+    plan.n_items = int(items.size());
+    plan.key_head = n_head;
+    plan.key_bm = bm;
+    plan.key_sink = sink;
+    plan.key_local = local;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+void fill_batch_plan(DevicePlan& plan, const std::vector<LayerPlan>& plans, const std::vector<int64_t>& seqlens,
+                     int64_t xa_block, cudaStream_t s) {
+    DevicePlan* dp = &plan;
+    ELASTIC_ASSERT(!plans.empty() && plans.size() == seqlens.size());
+    dp->n_seq = int(plans.size());
+    dp->has_xa = false;
+    dp->h_cu.clear();
+    dp->h_meta.clear();
+    dp->h_xa_off.clear();
+    dp->h_xa_blocks.clear();
+    dp->key_head = -1;  // the work list is the old plan's
+    dp->n_kv = int(plans[0].mode.size());
+    dp->xa_block = xa_block;
+    ELASTIC_ASSERT(dp->n_kv > 0);
+    dp->h_cu.push_back(0);
+    for (size_t b = 0; b < plans.size(); ++b) {
+        const LayerPlan& lp = plans[b];
+        const int64_t L = seqlens[b];
+        ELASTIC_ASSERT(L >= 0 && int64_t(dp->h_cu.back()) + L < (int64_t(1) << 31));
+        ELASTIC_ASSERT(int(lp.mode.size()) == dp->n_kv);
+        dp->h_cu.push_back(int32_t(dp->h_cu.back() + L));
+        for (int g = 0; g < dp->n_kv; ++g) {
+            HeadMeta hm{int32_t(lp.mode[size_t(g)]), 0};
+            if (lp.mode[size_t(g)] == HeadMode::XA) {
+                ELASTIC_ASSERT_MSG(xa_block > 0 && xa_block % 64 == 0, "XA block must be a multiple of 64 on CUDA");
+                ELASTIC_ASSERT(lp.xa.size() == size_t(dp->n_kv));
+                const BlockList& bl = lp.xa[size_t(g)];
+                const int64_t nqb = (L + xa_block - 1) / xa_block;
+                ELASTIC_ASSERT(bl.n_query_blocks() == nqb);
+                dp->has_xa = true;
+                hm.xa_base = int32_t(dp->h_xa_off.size());
+                const int64_t base = int64_t(dp->h_xa_blocks.size());
+                for (int64_t qb = 0; qb < nqb; ++qb) {
+                    const int64_t e0 = bl.offsets[size_t(qb)], e1 = bl.offsets[size_t(qb) + 1];
+                    // The kernel relies on: ascending, all ≤ qb, diagonal last (so every other block is whole).
+                    ELASTIC_ASSERT_MSG(e1 > e0 && bl.blocks[size_t(e1 - 1)] == qb, "XA list must end with its diagonal block");
+                    for (int64_t x = e0; x < e1; ++x) {
+                        ELASTIC_ASSERT(bl.blocks[size_t(x)] >= 0);
+                        if (x > e0) ELASTIC_ASSERT_MSG(bl.blocks[size_t(x)] > bl.blocks[size_t(x - 1)], "XA list not ascending");
+                    }
+                    dp->h_xa_off.push_back(int32_t(base + e0 - bl.offsets[0]));
+                }
+                dp->h_xa_off.push_back(int32_t(base + bl.offsets[size_t(nqb)] - bl.offsets[0]));
+                dp->h_xa_blocks.insert(dp->h_xa_blocks.end(), bl.blocks.begin() + std::ptrdiff_t(bl.offsets[0]),
+                                       bl.blocks.begin() + std::ptrdiff_t(bl.offsets[size_t(nqb)]));
+                ELASTIC_ASSERT(dp->h_xa_blocks.size() < (size_t(1) << 31));
+            }
+            dp->h_meta.push_back(hm);
+        }
+    }
+    upload_into(dp->d_cu, dp->cap_cu, dp->h_cu, s);
+    upload_into(dp->d_meta, dp->cap_meta, dp->h_meta, s);
+    upload_into(dp->d_xa_off, dp->cap_xa_off, dp->h_xa_off, s);
+    upload_into(dp->d_xa_blocks, dp->cap_xa_blocks, dp->h_xa_blocks, s);
+    if (!dp->d_counter) dp->d_counter = device_alloc<int>(1, "an attention plan");
+}
+
+std::unique_ptr<DevicePlan> upload_batch_plan(const std::vector<LayerPlan>& plans, const std::vector<int64_t>& seqlens,
+                                              int64_t xa_block, cudaStream_t s) {
+    auto dp = std::unique_ptr<DevicePlan>(new DevicePlan);
+    fill_batch_plan(*dp, plans, seqlens, xa_block, s);
+    return dp;
+}
+
+std::unique_ptr<DevicePlan> upload_plan(const LayerPlan& plan, int64_t T, int64_t xa_block, cudaStream_t s) {
+    return upload_batch_plan(std::vector<LayerPlan>{plan}, std::vector<int64_t>{T}, xa_block, s);
+}
+
+void refill_plan(DevicePlan& dp, const LayerPlan& plan, int64_t T, int64_t xa_block, cudaStream_t s) {
+    fill_batch_plan(dp, std::vector<LayerPlan>{plan}, std::vector<int64_t>{T}, xa_block, s);
+}
+
+}  // namespace elastic::cuda
