@@ -3,7 +3,7 @@
 # when everything is present (one dpkg query); runs apt-get only for what is missing.
 set -euo pipefail
 pkgs=(cmake make g++ pkg-config libpcre2-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
-      libgtest-dev libgmock-dev libbenchmark-dev libpng-dev clang libclang-rt-14-dev unzip python3-pip)
+      libgtest-dev libgmock-dev libbenchmark-dev libcairo2-dev clang libclang-rt-14-dev unzip python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,147 +1,137 @@
+// Layout and drawing of the score-versus-length plot (see plot.h): title, plot area with grid and
+// tick labels, lines with markers and CI bars, legend to the right.
 #include "eval/plot.h"
-
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstdio>
-#include <memory>
 #include <set>
 
-#include "attention/heatmap.h"
 #include "core/error.h"
+#include "eval/canvas.h"
 #include "eval/results.h"
 
 namespace elastic::eval {
 
 namespace {
 
-struct Rgb { uint8_t r, g, b; };
-
-// 5x7 glyphs, one byte per row, bit 4 = leftmost pixel. Lowercase is drawn as uppercase.
-const uint8_t* glyph(char c) {
-    static const struct { char c; uint8_t rows[7]; } font[] = {
-        {'0', {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E}}, {'1', {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E}},
-        {'2', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F}}, {'3', {0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E}},
-        {'4', {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02}}, {'5', {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E}},
-        {'6', {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E}}, {'7', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08}},
-        {'8', {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E}}, {'9', {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C}},
-        {'A', {0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11}}, {'B', {0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E}},
-        {'C', {0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E}}, {'D', {0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C}},
-        {'E', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F}}, {'F', {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10}},
-        {'G', {0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F}}, {'H', {0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11}},
-        {'I', {0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E}}, {'J', {0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C}},
-        {'K', {0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11}}, {'L', {0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F}},
-        {'M', {0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11}}, {'N', {0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11}},
-        {'O', {0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E}}, {'P', {0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10}},
-        {'Q', {0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D}}, {'R', {0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11}},
-        {'S', {0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E}}, {'T', {0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04}},
-        {'U', {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E}}, {'V', {0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04}},
-        {'W', {0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A}}, {'X', {0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11}},
-        {'Y', {0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04}}, {'Z', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F}},
-        {'-', {0, 0, 0, 0x1F, 0, 0, 0}},                   {'.', {0, 0, 0, 0, 0, 0x0C, 0x0C}},
-        {':', {0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0}},          {'/', {0, 0x01, 0x02, 0x04, 0x08, 0x10, 0}},
-        {'%', {0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03}}, {'(', {0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02}},
-        {')', {0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08}}, {'_', {0, 0, 0, 0, 0, 0, 0x1F}},
-        {'+', {0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0}},       {',', {0, 0, 0, 0, 0x0C, 0x04, 0x08}},
-        {'=', {0, 0, 0x1F, 0, 0x1F, 0, 0}},                {'*', {0, 0x04, 0x15, 0x0E, 0x15, 0x04, 0}},
-    };
-    if (c >= 'a' && c <= 'z') c = char(c - 'a' + 'A');
-    for (const auto& g : font)
-        if (g.c == c) return g.rows;
-    return nullptr;  // space and anything unknown: blank
-}
-
-class Canvas {
-public:
-    Canvas(int w, int h) : w_(w), h_(h), px_(size_t(w) * size_t(h) * 3, 255) {}
-    void set(int x, int y, Rgb c) {
-        if (x < 0 || y < 0 || x >= w_ || y >= h_) return;
-        uint8_t* p = &px_[(size_t(y) * size_t(w_) + size_t(x)) * 3];
-        p[0] = c.r;
-        p[1] = c.g;
-        p[2] = c.b;
-    }
-    void rect(int x0, int y0, int x1, int y1, Rgb c) {
-        for (int y = y0; y <= y1; ++y)
-            for (int x = x0; x <= x1; ++x) set(x, y, c);
-    }
-    void line(int x0, int y0, int x1, int y1, Rgb c, int thick = 1) {  // Bresenham
-        int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1, dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1, err = dx + dy;
-        for (;;) {
-            rect(x0 - thick / 2, y0 - thick / 2, x0 + (thick - 1) / 2, y0 + (thick - 1) / 2, c);
-            if (x0 == x1 && y0 == y1) break;
-            const int e2 = 2 * err;
-            if (e2 >= dy) { err += dy; x0 += sx; }
-            if (e2 <= dx) { err += dx; y0 += sy; }
-        }
-    }
-    // Text with its top-left corner at (x, y); scale 2 doubles every pixel. Returns the width drawn.
-    int text(int x, int y, const std::string& s, Rgb c, int scale = 1) {
-        for (size_t i = 0; i < s.size(); ++i)
-            if (const uint8_t* g = glyph(s[i]))
-                for (int r = 0; r < 7; ++r)
-                    for (int b = 0; b < 5; ++b)
-                        if (g[r] & (0x10 >> b)) rect(x + (int(i) * 6 + b) * scale, y + r * scale, x + (int(i) * 6 + b) * scale + scale - 1, y + r * scale + scale - 1, c);
-        return int(s.size()) * 6 * scale;
-    }
-    static int text_width(const std::string& s, int scale = 1) { return int(s.size()) * 6 * scale; }
-    void write(const std::string& path) const {
-        write_png_rgb(path, w_, h_, px_);
-    }
-
-private:
-    int w_, h_;
-    std::vector<uint8_t> px_;
-};
+constexpr uint32_t kInk = 0x262626, kMuted = 0x5a5a5a, kGrid = 0xe3e3e3;
+constexpr uint32_t kPalette[] = {0x1f77b4, 0xd62728, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b, 0xe377c2, 0x17becf};
+constexpr double kLabel = 11, kAxis = 12, kTitle = 16, kPad = 16, kPlotW = 560, kPlotH = 320, kInset = 28;
+constexpr double kTwoPi = 6.283185307179586;
 
 }  // namespace
 
-void write_score_plot(const std::string& path, const std::map<std::string, std::vector<std::pair<double, double>>>& series,
-                      const std::string& title) {
-    static const Rgb palette[] = {{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {255, 127, 14},
-                                  {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {23, 190, 207}};
-    const Rgb ink{40, 40, 40}, grid{225, 225, 225};
+void write_score_plot(const std::string& path, const ScoreSeries& series, const std::string& title) {
+    image_format(path);
     std::set<double> xs;
+    bool any_ci = false;
     for (const auto& [name, pts] : series)
-        for (const auto& p : pts) xs.insert(p.first);
-    if (xs.empty()) fail("plot: no score-versus-length points (only length-controlled, higher-is-better tasks are plotted)");
-    int legend_w = 0;
-    for (const auto& [name, pts] : series) legend_w = std::max(legend_w, Canvas::text_width(name));
-    const int L = 56, R = 40 + legend_w + 24, T = 40, B = 48, PW = 520, PH = 320;
-    Canvas cv(L + PW + R, T + PH + B);
+        for (const auto& p : pts) {
+            if (p.x > 0) xs.insert(p.x);
+            any_ci |= p.ci > 0;
+        }
+    if (xs.empty())
+        fail("%s: no score-versus-length points to plot (only length-controlled, higher-is-better tasks are plotted)", path.c_str());
+
+    const double left = kPad + kAxis + 12 + text_width("100", kLabel) + 8;
+    const double top = kPad + kTitle + 18, bottom = 8 + kLabel + 14 + kAxis + kPad;
+    double legend_w = 0;
+    for (const auto& [name, pts] : series) legend_w = std::max(legend_w, 30 + text_width(name, kLabel));
+    if (any_ci) legend_w = std::max(legend_w, text_width("bars: 95 % CI", kLabel));
+    const double legend_x = left + kPlotW + 24;
+    const double legend_h = 20.0 * double(series.size() + (any_ci ? 1 : 0));
+    const int W = int(std::ceil(std::max(legend_x + legend_w + kPad, left + text_width(title, kTitle, true) + kPad)));
+    const int H = int(std::ceil(top + std::max(kPlotH + bottom, legend_h + kPad)));
+
     const double lx0 = std::log2(*xs.begin()), lx1 = std::log2(*xs.rbegin());
     auto X = [&](double x) {
-        if (lx1 - lx0 < 1e-9) return L + PW / 2;
-        return L + 20 + int(std::lround((std::log2(x) - lx0) / (lx1 - lx0) * (PW - 40)));
+        if (lx1 - lx0 < 1e-9) return left + kPlotW / 2;
+        return left + kInset + (std::log2(x) - lx0) / (lx1 - lx0) * (kPlotW - 2 * kInset);
     };
-    auto Y = [&](double y) { return T + PH - int(std::lround(std::clamp(y, 0.0, 100.0) / 100.0 * PH)); };
-    for (int v = 0; v <= 100; v += 25) {
-        cv.line(L, Y(v), L + PW, Y(v), grid);
-        const std::string s = std::to_string(v);
-        cv.text(L - 6 - Canvas::text_width(s), Y(v) - 3, s, ink);
+    auto Y = [&](double y) { return top + kPlotH - std::clamp(y, 0.0, 100.0) / 100.0 * kPlotH; };
+
+    Canvas cv(path, W, H, title);
+    cairo_t* cr = cv.cr();
+    cairo_set_line_width(cr, 1);
+    for (int v = 0; v <= 100; v += 20) {
+        set_rgb(cr, kGrid);
+        cairo_move_to(cr, left, std::round(Y(v)) + 0.5);
+        cairo_line_to(cr, left + kPlotW, std::round(Y(v)) + 0.5);
+        cairo_stroke(cr);
+        set_rgb(cr, kInk);
+        cv.text(left - 7, Y(v), std::to_string(v), {kLabel, false, 1, 0.5});
     }
+    double last_right = -1e9;
     for (double x : xs) {
-        cv.line(X(x), T, X(x), T + PH, grid);
+        const double px = std::round(X(x)) + 0.5;
+        set_rgb(cr, kGrid);
+        cairo_move_to(cr, px, top);
+        cairo_line_to(cr, px, top + kPlotH);
+        cairo_stroke(cr);
         const std::string s = length_label(int64_t(x));
-        cv.text(X(x) - Canvas::text_width(s) / 2, T + PH + 8, s, ink);
+        const double w = text_width(s, kLabel);
+        if (px - w / 2 < last_right + 6) continue;
+        last_right = px + w / 2;
+        set_rgb(cr, kInk);
+        cairo_move_to(cr, px, top + kPlotH);
+        cairo_line_to(cr, px, top + kPlotH + 4);
+        cairo_stroke(cr);
+        cv.text(px, top + kPlotH + 8, s, {kLabel, false, 0.5, 0});
     }
-    cv.line(L, T, L, T + PH, ink);
-    cv.line(L, T + PH, L + PW, T + PH, ink);
-    cv.text(L, 12, title, ink, 2);
-    cv.text(L + PW / 2 - Canvas::text_width("CONTEXT LENGTH (TOKENS)") / 2, T + PH + 28, "CONTEXT LENGTH (TOKENS)", ink);
-    cv.text(6, T - 14, "SCORE", ink);
+    set_rgb(cr, kInk);
+    cairo_move_to(cr, left + 0.5, top);
+    cairo_line_to(cr, left + 0.5, top + kPlotH + 0.5);
+    cairo_line_to(cr, left + kPlotW, top + kPlotH + 0.5);
+    cairo_stroke(cr);
+    cv.text(left + kPlotW / 2, top + kPlotH + 8 + kLabel + 14, "context length (tokens, log scale)", {kAxis, false, 0.5, 0});
+    cv.text(kPad + kAxis / 2, top + kPlotH / 2, "score (0-100)", {kAxis, false, 0.5, 0.5, kUp});
+    cv.text(left + kPlotW / 2, kPad, title, {kTitle, true, 0.5, 0});
+
+    const double n = double(series.size());
     int i = 0;
-    for (const auto& [name, pts] : series) {
-        const Rgb c = palette[i % 8];
-        for (size_t k = 0; k + 1 < pts.size(); ++k) cv.line(X(pts[k].first), Y(pts[k].second), X(pts[k + 1].first), Y(pts[k + 1].second), c, 2);
-        for (const auto& p : pts) cv.rect(X(p.first) - 3, Y(p.second) - 3, X(p.first) + 3, Y(p.second) + 3, c);
-        const int ly = T + 8 + i * 16;
-        cv.rect(L + PW + 20, ly, L + PW + 32, ly + 6, c);
-        cv.text(L + PW + 38, ly, name, ink);
+    double ly = top + 6;
+    for (const auto& [name, unsorted] : series) {
+        std::vector<ScorePoint> pts = unsorted;
+        std::sort(pts.begin(), pts.end(), [](const ScorePoint& a, const ScorePoint& b) { return a.x < b.x; });
+        pts.erase(std::remove_if(pts.begin(), pts.end(), [](const ScorePoint& p) { return !(p.x > 0); }), pts.end());
+        const double dodge = any_ci ? (i - (n - 1) / 2) * 5 : 0;  // keeps overlapping bars apart
+        const uint32_t color = kPalette[size_t(i) % std::size(kPalette)];
+        set_rgb(cr, color);
+        cairo_set_line_width(cr, 1.3);
+        for (const auto& p : pts) {
+            if (p.ci <= 0) continue;
+            const double px = X(p.x) + dodge, y0 = Y(p.y - p.ci), y1 = Y(p.y + p.ci);
+            cairo_move_to(cr, px, y0);
+            cairo_line_to(cr, px, y1);
+            cairo_move_to(cr, px - 4, y0);
+            cairo_line_to(cr, px + 4, y0);
+            cairo_move_to(cr, px - 4, y1);
+            cairo_line_to(cr, px + 4, y1);
+        }
+        cairo_stroke(cr);
+        cairo_set_line_width(cr, 2);
+        cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+        for (const auto& p : pts) cairo_line_to(cr, X(p.x) + dodge, Y(p.y));  // no current point: moves
+        cairo_stroke(cr);
+        for (const auto& p : pts) {
+            cairo_arc(cr, X(p.x) + dodge, Y(p.y), 3.5, 0, kTwoPi);
+            cairo_fill(cr);
+        }
+        cairo_move_to(cr, legend_x, ly);
+        cairo_line_to(cr, legend_x + 22, ly);
+        cairo_stroke(cr);
+        cairo_arc(cr, legend_x + 11, ly, 3.5, 0, kTwoPi);
+        cairo_fill(cr);
+        set_rgb(cr, kInk);
+        cv.text(legend_x + 30, ly, name, {kLabel, false, 0, 0.5});
+        ly += 20;
         ++i;
     }
-    cv.write(path);
+    if (any_ci) {
+        set_rgb(cr, kMuted);
+        cv.text(legend_x, ly, "bars: 95 % CI", {kLabel, false, 0, 0.5});
+    }
+    cv.save();
 }
 
 }  // namespace elastic::eval

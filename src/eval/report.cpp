@@ -56,7 +56,8 @@ Report build_report(const std::vector<RunFile>& runs) {
 
     const size_t R = rep.rows.size(), C = rep.columns.size();
     std::vector<std::vector<double>> sum(R, std::vector<double>(C, 0.0));
-    std::vector<std::vector<int>> cnt(R, std::vector<int>(C, 0));
+    std::vector<std::vector<double>> ci2(R, std::vector<double>(C, 0.0));
+    std::vector<std::vector<int>> cnt(R, std::vector<int>(C, 0)), ci_cnt = cnt;
     std::vector<double> msr(R, 0), esr(R, 0);
     std::vector<int> n(R, 0);
     // prefill seconds per (row, task, length) for the speed-up
@@ -66,6 +67,11 @@ Report build_report(const std::vector<RunFile>& runs) {
         for (const auto& t : f.results) {
             const size_t c = col_of[{t.family, t.length}];
             sum[r][c] += t.score;
+            if (t.extra.is_object() && t.extra.contains("ci95") && t.extra["ci95"].is_number()) {
+                const double ci = t.extra["ci95"].get<double>();
+                ci2[r][c] += ci * ci;
+                ++ci_cnt[r][c];
+            }
             ++cnt[r][c];
             msr[r] += t.omega_msr;
             esr[r] += t.omega_esr;
@@ -74,9 +80,13 @@ Report build_report(const std::vector<RunFile>& runs) {
         }
     }
     rep.cells.assign(R, std::vector<double>(C, kNaN));
+    rep.ci.assign(R, std::vector<double>(C, 0.0));
     for (size_t r = 0; r < R; ++r) {
         for (size_t c = 0; c < C; ++c)
-            if (cnt[r][c]) rep.cells[r][c] = sum[r][c] / cnt[r][c];
+            if (cnt[r][c]) {
+                rep.cells[r][c] = sum[r][c] / cnt[r][c];
+                if (ci_cnt[r][c] == cnt[r][c]) rep.ci[r][c] = std::sqrt(ci2[r][c]) / cnt[r][c];
+            }
         rep.omega_msr.push_back(n[r] ? msr[r] / n[r] : kNaN);
         rep.omega_esr.push_back(n[r] ? esr[r] / n[r] : kNaN);
     }
@@ -120,17 +130,26 @@ std::string report_markdown(const Report& r) {
     return s;
 }
 
-std::map<std::string, std::vector<std::pair<double, double>>> score_vs_length(const Report& r) {
-    std::map<std::string, std::vector<std::pair<double, double>>> out;
+ScoreSeries score_vs_length(const Report& r) {
+    ScoreSeries out;
     for (size_t i = 0; i < r.rows.size(); ++i) {
-        std::map<int64_t, std::pair<double, int>> by_len;
+        struct Acc {
+            double sum = 0, ci2 = 0;
+            int n = 0;
+            bool all_ci = true;
+        };
+        std::map<int64_t, Acc> by_len;
         for (size_t c = 0; c < r.columns.size(); ++c) {
             const auto& col = r.columns[c];
             if (!col.higher_is_better || col.length <= 0 || std::isnan(r.cells[i][c])) continue;
-            by_len[col.length].first += r.cells[i][c];
-            ++by_len[col.length].second;
+            Acc& a = by_len[col.length];
+            a.sum += r.cells[i][c];
+            const double ci = i < r.ci.size() && c < r.ci[i].size() ? r.ci[i][c] : 0.0;
+            a.ci2 += ci * ci;
+            a.all_ci &= ci > 0;
+            ++a.n;
         }
-        for (const auto& [len, v] : by_len) out[r.rows[i]].push_back({double(len), v.first / v.second});
+        for (const auto& [len, a] : by_len) out[r.rows[i]].push_back({double(len), a.sum / a.n, a.all_ci ? std::sqrt(a.ci2) / a.n : 0.0});
     }
     return out;
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "eval/plot.h"
 #include "eval/results.h"
 
 namespace elastic::eval {
@@ -20,13 +21,17 @@ struct Report {
     std::vector<Column> columns;
     // cells[row][col]: mean score of the family's tasks at that length (NaN: not run)
     std::vector<std::vector<double>> cells;
+    // ci[row][col]: half-width of the cell's 95 % CI, from the results' extra "ci95" (score units),
+    // combined as for a mean of independent estimates; 0 unless every result of the cell carries one
+    std::vector<std::vector<double>> ci;
     std::vector<double> omega_msr, omega_esr, speedup;  // per row; speedup NaN when no full run matches
 };
 
 Report build_report(const std::vector<RunFile>& runs);
 std::string report_markdown(const Report& r);
 
-// Series for the plot: per row, (length, mean score over the higher-is-better families at that length).
-std::map<std::string, std::vector<std::pair<double, double>>> score_vs_length(const Report& r);
+// Series for the plot: per row, (length, mean score over the higher-is-better families at that
+// length, its 95 % CI half-width or 0).
+ScoreSeries score_vs_length(const Report& r);
 
 }  // namespace elastic::eval

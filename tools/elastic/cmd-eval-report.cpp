@@ -1,5 +1,5 @@
 // `elastic eval report FILES... [--png FILE]`: one Markdown table (stdout) from the JSON of several
-// eval runs, and optionally the score-versus-length plot.
+// eval runs, and optionally the score-versus-length plot (.png or .svg).
 #include <cstdio>
 
 #include "commands.h"
@@ -17,7 +17,7 @@ void add_eval_report(CLI::App* ev) {
     auto o = std::make_shared<Options>();
     CLI::App* c = ev->add_subcommand("report", "Merge `elastic eval ... --json` results into a Markdown table (and a plot)");
     c->add_option("files", o->files, "Result JSON files")->required();
-    c->add_option("--png", o->png, "Also draw score versus length per attention mode");
+    c->add_option("--png", o->png, "Also draw score versus length per attention mode (.png or .svg by the extension)");
     c->callback([o] {
         std::vector<eval::RunFile> runs;
         for (const auto& f : o->files) runs.push_back(eval::read_run_file(f));

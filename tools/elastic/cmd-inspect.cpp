@@ -1,5 +1,6 @@
 // `elastic inspect`: what a model is (without -f), or how it routes one input (with -f): the
-// layer x KV-head map of attention modes as a PNG (--png) and JSON (--json), with Ω_MSR / Ω_ESR.
+// layer x KV-head map of attention modes as an image (--png, .png or .svg) and JSON (--json), with
+// Ω_MSR / Ω_ESR.
 #include <cstdio>
 #include <fstream>
 
@@ -7,9 +8,9 @@
 
 #include "attention-options.h"
 #include "backend-options.h"
-#include "attention/heatmap.h"
 #include "commands.h"
 #include "core/error.h"
+#include "eval/routing-map.h"
 #include "model/model.h"
 
 namespace elastic::cli {
@@ -63,7 +64,12 @@ void inspect(const InspectOptions& o) {
     Session s(engine, int64_t(ids.size()), spec);
     s.forward(ids.data(), int64_t(ids.size()));
     const AttentionStats& st = s.stats();
-    if (!o.png.empty()) write_routing_png(o.png, st.modes);
+    if (!o.png.empty()) {
+        std::string name = o.model.substr(0, o.model.find_last_not_of('/') + 1);  // the file name: general.name is often a run tag
+        name = name.substr(name.find_last_of('/') + 1);
+        if (name.size() > 5 && name.compare(name.size() - 5, 5, ".gguf") == 0) name.resize(name.size() - 5);
+        eval::write_routing_map(o.png, st.modes, {name, st.tokens, st.omega_msr, st.omega_esr, spec.name}, st.prob_fa);
+    }
     if (o.json) {
         nlohmann::json j = nlohmann::json::parse(st.to_json(true));
         j["attention"] = spec.name;
@@ -79,7 +85,7 @@ void inspect(const InspectOptions& o) {
         for (HeadMode m : st.modes[l]) std::printf(" %-3s", head_mode_name(m));
         std::printf("\n");
     }
-    if (!o.png.empty()) std::printf("heatmap: %s (rows = layers from the top, columns = KV heads; red FA, blue SSA, amber XA)\n", o.png.c_str());
+    if (!o.png.empty()) std::printf("routing map: %s (rows = layers from the top, columns = KV heads; red FA, blue SSA, amber XA)\n", o.png.c_str());
 }
 
 }  // namespace
@@ -89,7 +95,7 @@ void add_inspect(CLI::App& app) {
     CLI::App* c = app.add_subcommand("inspect", "Describe a model, or show how it routes an input (-f)");
     c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
     c->add_option("-f,--file", o->file, "Input text whose routing to show");
-    c->add_option("--png", o->png, "Write the layer x head routing map as a PNG");
+    c->add_option("--png", o->png, "Draw the layer x KV-head routing map (.png or .svg by the extension)");
     c->add_flag("--json", o->json, "Print JSON");
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_option("--retrieval-scores", o->retrieval, "Write per-head retrieval scores (Wu et al. 2024) on NIAH samples as JSON for static:FILE");

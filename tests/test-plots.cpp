@@ -1,0 +1,196 @@
+// The cairo pictures: the routing map and the score-versus-length plot written as PNG and SVG and
+// read back (size, mode colours, title text), the errors for a bad extension or path, and the CI
+// that score_vs_length carries to the plot. Without cairo only the stub's message is checked.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#ifdef ELASTIC_HAVE_CAIRO
+#include <cairo.h>
+#endif
+
+#include "core/error.h"
+#include "eval/plot.h"
+#include "eval/report.h"
+#include "eval/routing-map.h"
+
+using namespace elastic;
+using namespace elastic::eval;
+
+namespace {
+
+std::string tmp(const std::string& name) { return "/tmp/elastic-plots-" + std::to_string(getpid()) + "-" + name; }
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::vector<std::vector<HeadMode>> mixed_plan(int layers, int heads) {
+    const HeadMode cycle[] = {HeadMode::FA, HeadMode::SSA, HeadMode::XA, HeadMode::SSA};
+    std::vector<std::vector<HeadMode>> m(size_t(layers), std::vector<HeadMode>(size_t(heads), HeadMode::FA));
+    for (int l = 0; l < layers; ++l)
+        for (int h = 0; h < heads; ++h) m[size_t(l)][size_t(h)] = cycle[(l + h) % 4];
+    return m;
+}
+
+ScoreSeries series_with_ci() {
+    return {{"full", {{1024, 92, 3}, {4096, 88, 4}, {16384, 81, 5}}},
+            {"fa-ssa", {{1024, 90, 3.5}, {4096, 84, 4.5}, {16384, 70, 6}}}};
+}
+
+const RoutingMapInfo kInfo{"tiny-model", 1943, 0.611, 0.495, "fa-ssa"};
+
+#ifdef ELASTIC_HAVE_CAIRO
+struct Png {
+    int width = 0, height = 0;
+    std::vector<uint32_t> rgb;  // 0xRRGGBB per pixel
+};
+
+Png read_png(const std::string& path) {
+    EXPECT_EQ(slurp(path).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+    cairo_surface_t* s = cairo_image_surface_create_from_png(path.c_str());
+    EXPECT_EQ(cairo_surface_status(s), CAIRO_STATUS_SUCCESS) << path;
+    Png p;
+    p.width = cairo_image_surface_get_width(s);
+    p.height = cairo_image_surface_get_height(s);
+    const int stride = cairo_image_surface_get_stride(s);
+    const unsigned char* data = cairo_image_surface_get_data(s);
+    for (int y = 0; data && y < p.height; ++y)
+        for (int x = 0; x < p.width; ++x)
+            p.rgb.push_back(reinterpret_cast<const uint32_t*>(data + size_t(y) * size_t(stride))[x] & 0xffffff);
+    cairo_surface_destroy(s);
+    return p;
+}
+
+size_t count(const Png& p, uint32_t rgb) { return size_t(std::count(p.rgb.begin(), p.rgb.end(), rgb)); }
+
+#define NEED_CAIRO()
+#else
+#define NEED_CAIRO() GTEST_SKIP() << "built without cairo"
+#endif
+
+}  // namespace
+
+TEST(RoutingMap, PngShowsEveryModeColour) {
+    NEED_CAIRO();
+#ifdef ELASTIC_HAVE_CAIRO
+    const std::string small = tmp("map-small.png"), tall = tmp("map-tall.png");
+    write_routing_map(small, mixed_plan(6, 4), kInfo);
+    write_routing_map(tall, mixed_plan(24, 4), kInfo);
+    const Png a = read_png(small), b = read_png(tall);
+    EXPECT_GE(a.width, 4 * 16);
+    EXPECT_LE(a.width, 2000);
+    EXPECT_GE(a.height, 6 * 8 + 60);
+    EXPECT_GT(b.height, a.height);
+    ASSERT_EQ(a.rgb.size(), size_t(a.width) * size_t(a.height));
+    for (HeadMode m : {HeadMode::FA, HeadMode::SSA, HeadMode::XA})
+        EXPECT_GT(count(a, routing_map_color(m)), 16u * 8u * 4u) << head_mode_name(m);  // > 4 cells' worth
+    std::remove(small.c_str());
+    std::remove(tall.c_str());
+#endif
+}
+
+TEST(RoutingMap, ShadesByRouterProbability) {
+    NEED_CAIRO();
+#ifdef ELASTIC_HAVE_CAIRO
+    const auto modes = mixed_plan(4, 2);
+    std::vector<std::vector<float>> prob(4, std::vector<float>(2));
+    for (int l = 0; l < 4; ++l)
+        for (int h = 0; h < 2; ++h) prob[size_t(l)][size_t(h)] = modes[size_t(l)][size_t(h)] == HeadMode::FA ? 0.55f : 0.0f;
+    const std::string path = tmp("map-prob.png");
+    write_routing_map(path, modes, kInfo, prob);
+    const Png p = read_png(path);
+    EXPECT_LE(count(p, routing_map_color(HeadMode::FA)), 14u * 14u);  // only the legend swatch: the FA cells are pale
+    EXPECT_GT(count(p, routing_map_color(HeadMode::SSA)), 14u * 14u);  // P(FA) = 0: full colour
+    std::remove(path.c_str());
+#endif
+}
+
+TEST(RoutingMap, SvgCarriesTheTitle) {
+    NEED_CAIRO();
+    const std::string path = tmp("map.svg");
+    write_routing_map(path, mixed_plan(5, 3), kInfo);
+    const std::string svg = slurp(path);
+    EXPECT_NE(svg.find("<svg"), std::string::npos);
+    EXPECT_NE(svg.find("Routing map: tiny-model"), std::string::npos);
+    EXPECT_NE(svg.find("1,943 tokens"), std::string::npos);
+    std::remove(path.c_str());
+}
+
+TEST(ScorePlot, PngAndSvgWithErrorBars) {
+    NEED_CAIRO();
+#ifdef ELASTIC_HAVE_CAIRO
+    const std::string png = tmp("plot.png"), svg = tmp("plot.svg");
+    write_score_plot(png, series_with_ci(), "RULER on tiny-model");
+    write_score_plot(svg, series_with_ci(), "RULER on tiny-model");
+    const Png p = read_png(png);
+    EXPECT_GE(p.width, 560);
+    EXPECT_GE(p.height, 320);
+    EXPECT_GT(count(p, 0x1f77b4), 20u);  // the first series' colour
+    EXPECT_GT(count(p, 0xd62728), 20u);
+    EXPECT_NE(slurp(svg).find("<title>RULER on tiny-model</title>"), std::string::npos);
+    std::remove(png.c_str());
+    std::remove(svg.c_str());
+#endif
+}
+
+TEST(Plots, BadExtensionOrPathIsAnError) {
+    NEED_CAIRO();
+    for (const std::string& path : {tmp("map.jpg"), tmp("map"), std::string("/nonexistent-dir/map.png")}) {
+        try {
+            write_routing_map(path, mixed_plan(2, 2), kInfo);
+            ADD_FAILURE() << "no error for " << path;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+            if (path.find("nonexistent") == std::string::npos) {
+                EXPECT_NE(std::string(e.what()).find(".png or .svg"), std::string::npos) << e.what();
+            }
+        }
+        EXPECT_THROW(write_score_plot(path, series_with_ci()), Error) << path;
+    }
+    EXPECT_THROW(write_score_plot("/nonexistent-dir/plot.svg", series_with_ci()), Error);
+    EXPECT_THROW(write_score_plot(tmp("empty.png"), {}), Error);
+    EXPECT_THROW(write_routing_map(tmp("empty.png"), {}, kInfo), Error);
+}
+
+TEST(Plots, WithoutCairoTheMessageSaysSo) {
+#ifdef ELASTIC_HAVE_CAIRO
+    GTEST_SKIP() << "built with cairo";
+#else
+    try {
+        write_routing_map("x.png", mixed_plan(2, 2), kInfo);
+        FAIL() << "no error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("no cairo"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("x.png"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(write_score_plot("x.svg", series_with_ci()), Error);
+#endif
+}
+
+TEST(ScorePlot, ScoreVsLengthCarriesTheResultsCI) {
+    auto result = [](const std::string& family, int64_t len, double score, double ci) {
+        TaskResult t;
+        t.task = t.family = family;
+        t.length = len;
+        t.length_label = length_label(len);
+        t.samples = 10;
+        t.score = score;
+        if (ci > 0) t.extra["ci95"] = ci;
+        return t;
+    };
+    RunFile with{"ruler", "m", "fa-ssa", "cpu", {result("niah", 1024, 80, 6), result("qa", 1024, 60, 8)}};
+    RunFile without{"ruler", "m", "full", "cpu", {result("niah", 1024, 90, 0), result("qa", 1024, 70, 0)}};
+    const ScoreSeries s = score_vs_length(build_report({with, without}));
+    ASSERT_EQ(s.at("fa-ssa").size(), 1u);
+    EXPECT_DOUBLE_EQ(s.at("fa-ssa")[0].x, 1024);
+    EXPECT_DOUBLE_EQ(s.at("fa-ssa")[0].y, 70);
+    EXPECT_NEAR(s.at("fa-ssa")[0].ci, 5.0, 1e-12);  // sqrt(6² + 8²) / 2
+    EXPECT_DOUBLE_EQ(s.at("full")[0].y, 80);
+    EXPECT_EQ(s.at("full")[0].ci, 0);
+}
