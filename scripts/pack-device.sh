@@ -11,7 +11,7 @@ pkgs=(
   libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3   # PCRE2 (tokenizer regexes)
   nlohmann-json3-dev libcli11-dev                                        # header-only
   libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread            # CPU backend GEMMs
-  libpng-dev libpng16-16 zlib1g-dev zlib1g                                # routing-map PNGs
+  zlib1g                                                                  # runtime, used only where absent
   googletest libgtest-dev libgmock-dev                                    # tests (built from source there)
   pkgconf pkgconf-bin libpkgconf3                                         # in case pkg-config is missing
   libgfortran5 libquadmath0 libgomp1                                      # runtimes, used only where absent
