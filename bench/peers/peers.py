@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer attention timings on the GPU machine, same shapes as bench-attention-cuda (DESIGN.md §4).
+"""Peer attention timings on the GPU machine, same shapes as `elastic bench attention --backend cuda` (DESIGN.md §4).
 
 Measures in one run, bf16, batch 1, 32 query / 8 KV heads, d 128, causal:
   - SDPA flash backend, SDPA cuDNN backend (dense causal);

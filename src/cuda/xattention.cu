@@ -1,4 +1,4 @@
-// XAttention block estimation on the GPU (DESIGN.md §1.2; definition in attention/xattention.h).
+// XAttention block estimation on the GPU (DESIGN.md §1.2; definition in cpu/attention.h).
 // The strided score A[r][c] = Σ_t q[S r + S-1-t] · k[S c + t] / (√d S) is a GEMM over the
 // concatenated strided rows (length S·d), read straight from q/k (no strided copies). Two passes
 // over the causal tiles of A, 64 × 64 per CTA, fp32 FMA (fp32 like the CPU, so the selection
