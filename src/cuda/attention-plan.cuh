@@ -26,6 +26,8 @@ struct DevicePlan {
     int32_t* d_xa_off = nullptr;
     int32_t* d_xa_blocks = nullptr;
     int* d_counter = nullptr;
+    LayerPlan last;        // refill_plan: the single-sequence plan now on the device
+    int64_t last_T = -1;   // (-1: none, or a batch plan)
     size_t cap_cu = 0, cap_meta = 0, cap_xa_off = 0, cap_xa_blocks = 0;  // element capacities: a refill reuses them
     // Work list for the last launch shape (built on first use, reused while the shape holds).
     mutable detail::WorkItem* d_items = nullptr;
