@@ -229,8 +229,14 @@ __global__ void decode_combine_kernel(const float* __restrict__ part, const Cach
 template <int D, typename T>
 void launch_decode(const DecodeParams& p, dim3 grid, const DeviceLayerCache& c, void* out, int n_head, int64_t chunk,
                    cudaStream_t s) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(DecodeSmem<D>::kBytes)));
+    // The shared-memory limit is a property of the kernel on this device: set once per cache and
+    // element type (a cache lives on one device), not at every token.
+    const int key = D * 4 + int(sizeof(T));
+    if (c.prepared != key) {
+        CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(DecodeSmem<D>::kBytes)));
+        c.prepared = key;
+    }
     decode_kernel<D, T><<<grid, kDecThreads, DecodeSmem<D>::kBytes, s>>>(p);
     CUDA_LAUNCH_CHECK();
     decode_combine_kernel<T><<<n_head, D, 0, s>>>(c.d_part, c.d_heads, static_cast<T*>(out), p.G, D, p.max_splits, p.pos,
@@ -255,7 +261,8 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
     // Pieces sized from the keys of all heads together (about two CTAs per SM): with FA-SSA the
     // FA heads get many pieces and the short SSA heads few, instead of the FA heads setting the
     // piece length and leaving SMs idle. At least 4 tiles per piece so the merge stays cheap.
-    const int sms = device_sm_count();
+    if (c.sms == 0) c.sms = device_sm_count();
+    const int sms = c.sms;
     int64_t chunk = (n_total + 2 * sms - 1) / (2 * sms);
     chunk = std::max<int64_t>(4 * kDecKT, (chunk + kDecKT - 1) / kDecKT * kDecKT);
     const int max_splits = int((n_max + chunk - 1) / chunk);

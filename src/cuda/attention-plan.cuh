@@ -33,6 +33,8 @@ struct DevicePlan {
     mutable detail::WorkItem* d_items = nullptr;
     mutable size_t cap_items = 0;
     mutable int n_items = 0;
+    mutable const void* launch_kernel = nullptr;  // the tensor-core kernel last prepared for this plan
+    mutable int launch_ctas = 0;                  // its persistent grid: SMs × resident CTAs per SM
     mutable int key_head = -1, key_bm = -1, key_sink = -1, key_local = -1;
 
     ~DevicePlan() {

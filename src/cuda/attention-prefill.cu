@@ -27,31 +27,36 @@ using namespace detail;
 namespace {
 
 template <typename Tr>
-void launch(const PrefillKernelParams& kp, cudaStream_t s) {
+void launch(const PrefillKernelParams& kp, const DevicePlan& plan, cudaStream_t s) {
     auto kernel = hybrid_prefill_kernel<Tr>;
-    // Asked at every launch (two host calls of a few µs): no process-wide state, whichever device
-    // the calling backend has bound.
-    int blocks_per_sm = 0;
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tr::kSmem)));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, Tr::kThreads, Tr::kSmem));
-    ELASTIC_ASSERT(blocks_per_sm > 0);
+    // The shared-memory limit and the occupancy are properties of the kernel on the plan's device:
+    // asked once per plan and tile shape (the backend's plan serves every layer), no global state.
+    const void* id = reinterpret_cast<const void*>(kernel);
+    if (plan.launch_kernel != id) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Tr::kSmem)));
+        int blocks_per_sm = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, Tr::kThreads, Tr::kSmem));
+        ELASTIC_ASSERT(blocks_per_sm > 0);
+        plan.launch_kernel = id;
+        plan.launch_ctas = device_sm_count() * blocks_per_sm;
+    }
     if (kp.n_items == 0) return;
-    const int grid = std::min(kp.n_items, device_sm_count() * blocks_per_sm);
+    const int grid = std::min(kp.n_items, plan.launch_ctas);
     CUDA_CHECK(cudaMemsetAsync(kp.counter, 0, sizeof(int), s));
     kernel<<<grid, Tr::kThreads, Tr::kSmem, s>>>(kp);
     CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
-void dispatch(const PrefillKernelParams& kp, int head_dim, int bm, int bn, cudaStream_t s) {
+void dispatch(const PrefillKernelParams& kp, const DevicePlan& plan, int head_dim, int bm, int bn, cudaStream_t s) {
     if (head_dim == 64) {
-        if (bm == 128) launch<PrefillTraits<T, 64, 128>>(kp, s);
-        else launch<PrefillTraits<T, 64, 64>>(kp, s);
+        if (bm == 128) launch<PrefillTraits<T, 64, 128>>(kp, plan, s);
+        else launch<PrefillTraits<T, 64, 64>>(kp, plan, s);
     } else if (bm == 128) {
-        if (bn == 32) launch<PrefillTraits<T, 128, 128, 32>>(kp, s);
-        else launch<PrefillTraits<T, 128, 128>>(kp, s);
+        if (bn == 32) launch<PrefillTraits<T, 128, 128, 32>>(kp, plan, s);
+        else launch<PrefillTraits<T, 128, 128>>(kp, plan, s);
     } else {
-        launch<PrefillTraits<T, 128, 64>>(kp, s);
+        launch<PrefillTraits<T, 128, 64>>(kp, plan, s);
     }
 }
 
@@ -104,8 +109,8 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     // Key tiles: 64, or 32 for 128-row tiles at d 128 (half the S registers: no spills).
     const int bn = p.force_block_n ? p.force_block_n : auto_block_n(p.head_dim, bm);
     ELASTIC_ASSERT_MSG(bn == 64 || (bn == 32 && bm == 128 && p.head_dim == 128), "32-key tiles: d 128 with 128-row tiles only");
-    if (p.dtype == DType::BF16) dispatch<__nv_bfloat16>(kp, p.head_dim, bm, bn, s);
-    else dispatch<__half>(kp, p.head_dim, bm, bn, s);
+    if (p.dtype == DType::BF16) dispatch<__nv_bfloat16>(kp, plan, p.head_dim, bm, bn, s);
+    else dispatch<__half>(kp, plan, p.head_dim, bm, bn, s);
 }
 
 void attn_hybrid_prefill(const void* q, const void* k, const void* v, void* out, DType t, int64_t T, int n_head,

@@ -22,6 +22,8 @@ struct DeviceLayerCache {
     mutable float* d_part = nullptr;
     mutable size_t part_floats = 0;
     mutable int last_splits = 0;
+    mutable int sms = 0;       // multiprocessors of the cache's device (asked once)
+    mutable int prepared = 0;  // the decode kernel whose shared-memory limit is set (0: none)
     ~DeviceLayerCache() {
         cudaFree(d_heads);
         cudaFree(k);
