@@ -21,20 +21,6 @@ using namespace elastic::train;
 
 namespace {
 
-Weight make_weight(DType t, int64_t rows, int64_t cols, std::mt19937_64& rng, std::vector<uint8_t>& store) {
-    const std::vector<float> f = randn(size_t(rows * cols), rng, 0.5f);
-    const size_t rb = dtype_nbytes(t, cols);
-    store.resize(size_t(rows) * rb);
-    for (int64_t r = 0; r < rows; ++r) quantize(t, f.data() + r * cols, store.data() + size_t(r) * rb, cols);
-    Weight w;
-    w.type = t;
-    w.rows = rows;
-    w.cols = cols;
-    w.row_bytes = rb;
-    w.data = store.data();
-    return w;
-}
-
 class BackwardOps : public BackwardTest {};
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "attention/plan.h"
+#include "formats/quants.h"
+#include "model/weights.h"
 
 namespace elastic::test {
 
@@ -59,6 +61,21 @@ inline float round_bf16(float x) {
 inline std::vector<float> round_bf16(std::vector<float> v) {
     for (float& x : v) x = round_bf16(x);
     return v;
+}
+
+// A random matrix [rows, cols] (normal, std 0.5) stored in type t (plain or quantised) in `store`.
+inline Weight make_weight(DType t, int64_t rows, int64_t cols, std::mt19937_64& rng, std::vector<uint8_t>& store) {
+    const std::vector<float> f = randn(size_t(rows * cols), rng, 0.5f);
+    const size_t rb = dtype_nbytes(t, cols);
+    store.resize(size_t(rows) * rb);
+    for (int64_t r = 0; r < rows; ++r) quantize(t, f.data() + r * cols, store.data() + size_t(r) * rb, cols);
+    Weight w;
+    w.type = t;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = rb;
+    w.data = store.data();
+    return w;
 }
 
 // The tolerance rule (CONVENTIONS.md #5), one place for every test that compares a backend:

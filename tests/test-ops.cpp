@@ -57,20 +57,6 @@ struct HBuf {
     }
 };
 
-Weight make_weight(DType t, int64_t rows, int64_t cols, std::mt19937_64& rng, std::vector<uint8_t>& store) {
-    std::vector<float> f = randn(size_t(rows * cols), rng, 0.5f);
-    store.resize(dtype_nbytes(t, rows * cols));
-    const size_t rb = dtype_nbytes(t, cols);
-    for (int64_t r = 0; r < rows; ++r) quantize(t, f.data() + r * cols, store.data() + size_t(r) * rb, cols);
-    Weight w;
-    w.type = t;
-    w.rows = rows;
-    w.cols = cols;
-    w.row_bytes = rb;
-    w.data = store.data();
-    return w;
-}
-
 // The naive bf16 matmul: W (dequantised) and x rounded to bf16, products summed in fp32.
 std::vector<float> matmul_naive_bf16(const Weight& W, const std::vector<float>& x, int64_t T) {
     std::vector<float> w = round_bf16(weight_to_f32(W)), xb = round_bf16(x), y(size_t(T * W.rows));
