@@ -172,3 +172,28 @@ TEST(Cli, PplJson) {
     EXPECT_TRUE(j["per_token"][0]["logprob"].is_null());
     EXPECT_TRUE(j["per_token"][16]["logprob"].is_null());  // first token of the second window
 }
+
+// `run -v` prints the backend, the stop reason and a hash of the logits: the same run twice gives the
+// same hash, another prompt another one; a context too small says why generation stopped.
+TEST(Cli, RunVerbosePrintsALogitsHash) {
+    // A tiny random Qwen3 with the real Qwen3 tokenizer (from ../shared), made by random-model.
+    const std::string m = tmp_dir() + "/tiny";
+    const Result made = run("random-model --arch tiny-qwen3 --tokenizer " + source_path("../shared/fixtures/tokenizers/qwen3/tokenizer.json") +
+                            " -o " + m);
+    ASSERT_EQ(made.code, 0) << made.err;
+    auto hash_of = [&](const std::string& prompt) {
+        const Result r = run("run -m " + m + " -p '" + prompt + "' -n 6 --temp 0 -v");
+        EXPECT_EQ(r.code, 0) << r.err;
+        const size_t at = r.err.find("logits hash ");
+        EXPECT_NE(at, std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("backend cpu"), std::string::npos) << r.err;
+        return at == std::string::npos ? std::string() : r.err.substr(at + 12, 16);
+    };
+    const std::string a = hash_of("hello world"), b = hash_of("hello world"), c = hash_of("another prompt");
+    EXPECT_EQ(a.size(), 16u);
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, c);
+    const Result full = run("run -m " + m + " -p 'hello world' --ctx 4 -n 20 --temp 0");
+    EXPECT_EQ(full.code, 0) << full.err;
+    EXPECT_NE(full.err.find("context of 4 tokens is full"), std::string::npos) << full.err;
+}

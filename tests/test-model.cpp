@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -174,4 +175,32 @@ TEST(Sampler, GreedyAndSeeded) {
     double z = 0;
     for (float l : logits) z += std::exp(double(l));
     EXPECT_NEAR(log_prob(logits.data(), 4, 1), 2.0 - std::log(z), 1e-12);
+}
+
+// The layer hook sees every layer's "attn_out" [n, n_head·head_dim] and "layer_out" [n, d_model] in
+// order, for a prefill and for a decode step.
+TEST(Model, LayerHookSeesEveryLayer) {
+    auto m = Model::load(source_path("tests/data/tiny-qwen3"));
+    auto be = make_cpu_backend(0);
+    Engine e(*m, *be);
+    Session s(e, 16);
+    std::vector<std::string> seen;
+    s.set_layer_hook([&](int layer, const char* name, Buf b, int64_t rows, int64_t width) {
+        seen.push_back(std::to_string(layer) + name + std::to_string(rows) + "x" + std::to_string(width));
+        std::vector<float> h(size_t(rows * width));
+        be->download(h.data(), b, h.size());
+        for (float x : h) ASSERT_TRUE(std::isfinite(x));
+    });
+    const std::vector<int32_t> ids = {5, 17, 300, 2, 99};
+    s.forward(ids.data(), 5);
+    s.forward(&ids[0], 1);
+    const int L = m->config.n_layer;
+    const std::string att = "x" + std::to_string(m->config.n_head * m->config.head_dim), res = "x" + std::to_string(m->config.d_model);
+    std::vector<std::string> want;
+    for (int64_t n : {5, 1})
+        for (int l = 0; l < L; ++l) {
+            want.push_back(std::to_string(l) + "attn_out" + std::to_string(n) + att);
+            want.push_back(std::to_string(l) + "layer_out" + std::to_string(n) + res);
+        }
+    EXPECT_EQ(seen, want);
 }
