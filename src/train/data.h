@@ -1,0 +1,80 @@
+// The router training mix (DESIGN.md §1.4): task-labelled (prompt, answer) pairs built offline from
+// a seed and text installed on the machine. Sparsity-sensitive tasks need tokens far back in the
+// context (retrieval, multi-hop variables, QA over a haystack); sparsity-robust tasks need mostly
+// local context (continuation of prose, a summary-like lead sentence, next line of code).
+// Templates, keys, values and haystack sources are disjoint from src/eval's (docs/training-data.md).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace elastic {
+class Tokenizer;
+}
+
+namespace elastic::train {
+
+// Real prose other than eval's /usr/share/common-licenses, and the headers eval's code corpus
+// leaves out of /usr/include (eval reads only its first kEvalCodeBytes).
+constexpr const char* kDefaultTrainProseDir = "/usr/share/doc";
+constexpr const char* kDefaultTrainCodeDir = "/usr/include";
+constexpr size_t kEvalCodeBytes = 8u << 20;  // tools/elastic/cmd-eval.cpp: load_corpus(code_dir, ..., 8 MiB)
+
+struct TrainSample {
+    std::string prompt, answer, task;
+    std::string category;  // "sensitive" or "robust"
+};
+
+struct DataBuildOptions {
+    int64_t tokens = 1000000;  // total tokens to write (prompt + answer, as sample_tokens counts)
+    int64_t max_seq = 4096;    // every sample's tokens <= max_seq
+    int64_t min_seq = 0;       // 0: max_seq / 8; lengths are drawn uniformly in [min_seq, max_seq]
+    uint64_t seed = 0;
+    double sensitive_share = 0.5;  // share of tokens from sparsity-sensitive tasks
+    std::string prose_dir = kDefaultTrainProseDir, code_dir = kDefaultTrainCodeDir;
+    size_t max_source_bytes = 48u << 20;  // per source, read in path order
+};
+
+const std::vector<std::string>& sensitive_train_tasks();  // kv-single, kv-multi, var-chain, haystack-qa
+const std::vector<std::string>& robust_train_tasks();     // prose-continue, prose-lead, code-complete
+// "sensitive" or "robust"; throws Error for an unknown task.
+const std::string& task_category(const std::string& task);
+
+// Tokens the trainer feeds for a sample: the prompt as a user turn in the tokenizer's chat template
+// (plain prompt when it has none), the answer, and one end-of-turn token.
+int64_t sample_tokens(const Tokenizer& tok, const TrainSample& s);
+
+// The text a mix is drawn from, after leaving out everything eval reads.
+struct TrainSources {
+    std::vector<std::string> prose_files, code_files;  // paths read, sorted
+    std::vector<std::string> paragraphs;  // prose paragraphs, in file order, deduplicated
+    std::vector<uint32_t> paragraph_doc;  // index into prose_files
+    std::string code;                     // code files joined by blank lines
+    size_t dropped_eval_overlap = 0;      // paragraphs left out because they share a 12-word run with eval's prose
+};
+// Throws Error when a directory is missing or holds too little usable text for max_seq.
+TrainSources load_train_sources(const DataBuildOptions& o);
+// Paths eval reads with its default corpora (canonical), for the disjointness checks.
+std::vector<std::string> eval_source_files();
+
+struct BuildStats {
+    int64_t samples = 0, tokens = 0, sensitive_tokens = 0;
+    std::map<std::string, int64_t> per_task;
+};
+using SampleSink = std::function<void(const TrainSample&, int64_t tokens, const BuildStats& so_far)>;
+// Streams samples until `tokens` are reached; the same options give the same samples in the same order.
+BuildStats build_training_mix(const DataBuildOptions& o, const Tokenizer& tok, const TrainSources& src, const SampleSink& sink);
+std::vector<TrainSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok);
+
+// One JSONL line (no newline): {"prompt":…,"answer":…,"task":…,"category":…}.
+std::string to_json_line(const TrainSample& s);
+
+// Reads a JSONL mix. A line that is not a JSON object, lacks a string field, has an unknown category
+// or is longer than max_seq tokens is an Error naming the file and line; with skip_bad it is skipped
+// and counted in *skipped instead. Blank lines are ignored.
+std::vector<TrainSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
+                                            int64_t* skipped);
+
+}  // namespace elastic::train
