@@ -196,6 +196,12 @@ void bench_attention(const AttnBenchOptions& o) {
     const std::vector<double> dctx = o.decode_ctx.empty() ? std::vector<double>{} : parse_numbers(o.decode_ctx, "--decode-ctx");
     for (double s : seqs)
         if (s < 1 || s != std::floor(s)) fail("bench attention: --seq values must be positive integers");
+    for (double c : dctx)
+        if (c < 2 || c != std::floor(c)) fail("bench attention: --decode-ctx values must be integers of at least 2");
+    for (double msr : msrs) {  // config and Ω checked before anything is printed or allocated
+        int n = 0;
+        (void)make_plan(o.config, msr, o.kv_heads, &n);
+    }
     const BackendOptions& bo = o.backend;
     const auto be = bo.make_for_shape(o.threads);  // auto precision: bf16, what a GPU user runs
     const bool gpu = bo.backend != "cpu";
@@ -297,7 +303,6 @@ void bench_attention(const AttnBenchOptions& o) {
     }
     for (double c : dctx) {
         const int64_t ctx = int64_t(c);
-        if (ctx < 2) fail("bench attention: --decode-ctx must be at least 2");
         int n_sparse = 0, n_zero = 0;
         const LayerPlan plan = make_plan(o.config, msrs.back(), Hkv, &n_sparse), full = make_plan("full", 0.0, Hkv, &n_zero);
         const int iters = gpu ? 200 : 5;
