@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "eval/plot.h"
+#include "eval/training-plot.h"
 #include "eval/report.h"
 #include "eval/routing-map.h"
 
@@ -137,6 +138,44 @@ TEST(ScorePlot, PngAndSvgWithErrorBars) {
     std::remove(png.c_str());
     std::remove(svg.c_str());
 #endif
+}
+
+// A training log (JSON lines, nested per-category fields) becomes three panels: losses, Ω with its
+// targets dashed, λ; they draw as a PNG; a line that is not JSON is an error naming it.
+TEST(TrainingPlot, LogToPanelsAndPng) {
+    const std::string log = tmp("train.jsonl");
+    {
+        std::ofstream f(log);
+        for (int step = 1; step <= 30; ++step)
+            f << "{\"step\": " << step << ", \"lm_loss\": " << 3.0 - 0.05 * step << ", \"reg_loss\": " << 0.5 / step
+              << ", \"omega\": {\"sensitive\": " << 0.3 + 0.01 * step << ", \"robust\": " << 0.4 + 0.015 * step
+              << "}, \"target\": {\"sensitive\": 0.7, \"robust\": 1.0}, \"lambda\": {\"sensitive\": " << 0.001 * step
+              << "}, \"tokens_per_s\": 1234}\n";
+    }
+    const std::vector<CurvePanel> panels = training_log_panels(log);
+    ASSERT_EQ(panels.size(), 3u);
+    EXPECT_EQ(panels[0].series.size(), 2u);  // lm_loss, reg_loss
+    EXPECT_EQ(panels[1].series.size(), 4u);  // omega.*, target.*
+    EXPECT_EQ(panels[1].dashed, (std::set<std::string>{"target.robust", "target.sensitive"}));
+    EXPECT_EQ(panels[2].series.at("lambda.sensitive").size(), 30u);
+    EXPECT_EQ(panels[0].series.at("lm_loss").front(), (std::pair<double, double>{1.0, 2.95}));
+#ifdef ELASTIC_HAVE_CAIRO
+    const std::string png = tmp("train.png");
+    write_curve_panels(png, panels, "router training on tiny-model");
+    const Png p = read_png(png);
+    EXPECT_GE(p.width, 560);
+    EXPECT_GE(p.height, 3 * 170);
+    EXPECT_GT(count(p, 0x1f77b4), 20u);
+    std::remove(png.c_str());
+#endif
+    std::ofstream(log, std::ios::app) << "not json\n";
+    try {
+        training_log_panels(log);
+        ADD_FAILURE() << "expected an error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(":31:"), std::string::npos) << e.what();
+    }
+    std::remove(log.c_str());
 }
 
 TEST(Plots, BadExtensionOrPathIsAnError) {

@@ -2,6 +2,7 @@
 // fail with a message saying how to get them.
 #include "core/error.h"
 #include "eval/plot.h"
+#include "eval/training-plot.h"
 #include "eval/routing-map.h"
 
 namespace elastic::eval {
@@ -18,5 +19,9 @@ void write_routing_map(const std::string& path, const std::vector<std::vector<He
 }
 
 void write_score_plot(const std::string& path, const ScoreSeries&, const std::string&) { no_cairo(path); }
+
+void write_curve_panels(const std::string& path, const std::vector<CurvePanel>&, const std::string&, const std::string&) {
+    no_cairo(path);
+}
 
 }  // namespace elastic::eval
