@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "cpu/attention.h"
+#include "cpu/softmax.h"
 #include "test-helpers.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -260,4 +261,12 @@ TEST_F(KVCache, DecodeMatchesNaiveFullCache) {
                     s.n_head, s.n_kv, s.hd, (long long)c.T, (long long)c.steps, (long long)c.win.sink,
                     (long long)c.win.local, cache.bytes(), full, double(full) / double(cache.bytes()), worst_err);
     }
+}
+
+// The softmax's 2^x: accurate on [-126, 0], 0 for -inf, NaN and anything below -127 (never a shift
+// of a negative exponent: undefined behaviour the sanitizer reported in the attention loop).
+TEST(CpuAttention, Exp2NonPositiveEdgeCases) {
+    for (float x : {0.0f, -0.25f, -1.0f, -10.5f, -100.0f, -126.0f})
+        EXPECT_NEAR(cpu::exp2_nonpos(x) / std::exp2(x), 1.0, 1e-6) << x;
+    for (float x : {-127.5f, -1000.0f, -1e30f, -INFINITY, std::nanf("")}) EXPECT_EQ(cpu::exp2_nonpos(x), 0.0f) << x;
 }

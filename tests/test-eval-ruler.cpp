@@ -151,3 +151,26 @@ TEST(EvalRetrievalHeads, CreditsHeadsWhoseTopAttentionIsTheCopiedToken) {
     sc.end_sample();
     EXPECT_FLOAT_EQ(sc.query_head_scores()[0][0], 0.25f);
 }
+
+// The shortest lengths a task still fits: the haystack has fewer slots than lines to insert (vt's
+// chains, the multi-key needles in a noise haystack). Every line must still be there, and nothing
+// reads past the drawn positions (this overflowed before: run it under cpu-sanitize).
+TEST(EvalRuler, ShortHaystacksKeepEveryLine) {
+    const RulerData d = test_data();
+    for (const std::string task : {"vt", "niah_multikey_2", "niah_multivalue", "niah_multiquery"})
+        for (int64_t L = 60; L <= 400; L += 20) {
+            Sample s;
+            try {
+                s = make_ruler_sample(task, L, 0, 3, d, word_tokens);
+            } catch (const elastic::Error&) {
+                continue;  // too short for this task at all: a clear error is fine
+            }
+            SCOPED_TRACE(task + " " + std::to_string(L));
+            for (const auto& o : s.outputs) EXPECT_NE(s.input.find(o), std::string::npos) << o;
+            if (task == "vt") {  // each chain: "VAR a = 12345" and hops lines "VAR b = VAR a"
+                const size_t per_chain = 2 * s.outputs.size() - 1, n = count_of(s.input, "VAR ");
+                EXPECT_GT(n, 0u);
+                EXPECT_EQ(n % per_chain, 0u) << n;
+            }
+        }
+}

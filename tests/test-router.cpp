@@ -309,26 +309,26 @@ TEST(RouterLoad, Errors) {
             if (custom(i, w)) continue;
             const RouterLinear& L = *lin[i / 2];
             if (i % 2 == 0)
-                w.add_tensor(names[size_t(i)], DType::F32, {L.out, L.in}, L.w.data());
+                w.add_tensor(names[size_t(i)], DType::F32, {L.out, L.in}, L.w.data(), L.w.size() * sizeof(L.w[0]));
             else
-                w.add_tensor(names[size_t(i)], DType::F32, {L.out}, L.b.data());
+                w.add_tensor(names[size_t(i)], DType::F32, {L.out}, L.b.data(), L.b.size() * sizeof(L.b[0]));
         }
         w.write(path);
     };
     write_variant(tmp / "missing.safetensors", [](int i, SafetensorsWriter&) { return i == 9; });
     expect_error([&] { Router::load(tmp / "missing.safetensors", 1, d); }, {names[9], "not found"});
 
-    const std::vector<float> junk(size_t(3) * 4 * d, 0.5f);
+    const std::vector<float> junk(size_t(d) * 3 * d, 0.5f), junk_bias(size_t(d) + 1, 0.5f);
     write_variant(tmp / "shape.safetensors", [&](int i, SafetensorsWriter& w) {
         if (i != 6) return false;
-        w.add_tensor(names[6], DType::F32, {d, 3 * d}, junk.data());  // rh2 expects input 4d
+        w.add_tensor(names[6], DType::F32, {d, 3 * d}, junk.data(), junk.size() * sizeof(junk[0]));  // rh2 expects input 4d
         return true;
     });
     expect_error([&] { Router::load(tmp / "shape.safetensors", 1, d); }, {names[6], "[64, 192]"});
 
     write_variant(tmp / "bias.safetensors", [&](int i, SafetensorsWriter& w) {
         if (i != 3) return false;
-        w.add_tensor(names[3], DType::F32, {d + 1}, junk.data());
+        w.add_tensor(names[3], DType::F32, {d + 1}, junk_bias.data(), junk_bias.size() * sizeof(junk_bias[0]));
         return true;
     });
     expect_error([&] { Router::load(tmp / "bias.safetensors", 1, d); }, {names[3], "[65]"});
@@ -336,7 +336,7 @@ TEST(RouterLoad, Errors) {
     const std::vector<int32_t> ints(2, 1);
     write_variant(tmp / "int.safetensors", [&](int i, SafetensorsWriter& w) {
         if (i != 9) return false;
-        w.add_tensor(names[9], DType::I32, {2}, ints.data());
+        w.add_tensor(names[9], DType::I32, {2}, ints.data(), ints.size() * sizeof(ints[0]));
         return true;
     });
     expect_error([&] { Router::load(tmp / "int.safetensors", 1, d); }, {names[9], "I32"});

@@ -102,15 +102,15 @@ struct Sample {
     float scalar = 42.5f;
 
     void add_to(SafetensorsWriter& w) const {
-        w.add_tensor("model.f32", DType::F32, {2, 3}, f32.data());
-        w.add_tensor("model.f16", DType::F16, {4}, f16.data());
-        w.add_tensor("model.bf16", DType::BF16, {2, 1, 2}, bf16.data());
-        w.add_tensor("model.i32", DType::I32, {3}, i32.data());
-        w.add_tensor("model.i64", DType::I64, {2}, i64.data());
-        w.add_tensor("model.i8", DType::I8, {3}, i8.data());
-        w.add_tensor("model.u8", DType::U8, {5}, u8.data());
-        w.add_tensor("scalar", DType::F32, {}, &scalar);
-        w.add_tensor("empty", DType::F32, {0, 7}, nullptr);
+        w.add_tensor("model.f32", DType::F32, {2, 3}, f32.data(), f32.size() * sizeof(f32[0]));
+        w.add_tensor("model.f16", DType::F16, {4}, f16.data(), f16.size() * sizeof(f16[0]));
+        w.add_tensor("model.bf16", DType::BF16, {2, 1, 2}, bf16.data(), bf16.size() * sizeof(bf16[0]));
+        w.add_tensor("model.i32", DType::I32, {3}, i32.data(), i32.size() * sizeof(i32[0]));
+        w.add_tensor("model.i64", DType::I64, {2}, i64.data(), i64.size() * sizeof(i64[0]));
+        w.add_tensor("model.i8", DType::I8, {3}, i8.data(), i8.size() * sizeof(i8[0]));
+        w.add_tensor("model.u8", DType::U8, {5}, u8.data(), u8.size() * sizeof(u8[0]));
+        w.add_tensor("scalar", DType::F32, {}, &scalar, sizeof(scalar));
+        w.add_tensor("empty", DType::F32, {0, 7}, nullptr, 0);
     }
     template <typename C>
     static void expect_tensor(const TensorRef* t, DType type, std::vector<int64_t> shape, const C& want) {
@@ -166,8 +166,8 @@ TEST(Safetensors, WriterHeaderMatchesReferenceLayout) {
     float a[2] = {1.f, 2.f};
     uint16_t b[1] = {0x3c00};
     w.set_metadata("format", "pt");
-    w.add_tensor("z", DType::F32, {2}, a);  // insertion order, not alphabetical
-    w.add_tensor("a", DType::F16, {1}, b);
+    w.add_tensor("z", DType::F32, {2}, a, sizeof(a));  // insertion order, not alphabetical
+    w.add_tensor("a", DType::F16, {1}, b, sizeof(b));
     w.write(dir / "h.safetensors");
     std::vector<uint8_t> bytes = read_bytes(dir / "h.safetensors");
     ASSERT_GE(bytes.size(), 8u);
@@ -186,11 +186,12 @@ TEST(Safetensors, WriterHeaderMatchesReferenceLayout) {
 TEST(Safetensors, WriterRejectsMisuse) {
     SafetensorsWriter w;
     float x = 1.f;
-    w.add_tensor("x", DType::F32, {1}, &x);
-    expect_error([&] { w.add_tensor("x", DType::F32, {1}, &x); }, {"'x'", "twice"});
-    expect_error([&] { w.add_tensor("q", DType::Q4_0, {32}, &x); }, {"'q'", "Q4_0"});
-    expect_error([&] { w.add_tensor("n", DType::F32, {-1}, &x); }, {"'n'", "negative"});
-    expect_error([&] { w.add_tensor("__metadata__", DType::F32, {1}, &x); }, {"reserved"});
+    w.add_tensor("x", DType::F32, {1}, &x, sizeof(x));
+    expect_error([&] { w.add_tensor("x", DType::F32, {1}, &x, sizeof(x)); }, {"'x'", "twice"});
+    expect_error([&] { w.add_tensor("q", DType::Q4_0, {32}, &x, sizeof(x)); }, {"'q'", "Q4_0"});
+    expect_error([&] { w.add_tensor("n", DType::F32, {-1}, &x, sizeof(x)); }, {"'n'", "negative"});
+    expect_error([&] { w.add_tensor("short", DType::F32, {3}, &x, sizeof(x)); }, {"'short'", "4 bytes given", "12 bytes"});
+    expect_error([&] { w.add_tensor("__metadata__", DType::F32, {1}, &x, sizeof(x)); }, {"reserved"});
     expect_error([&] { w.write("/nonexistent-dir/x.safetensors"); }, {"/nonexistent-dir/x.safetensors"});
 }
 
@@ -226,7 +227,7 @@ TEST(SafetensorsCheckpoint, ShardedWriteThenOpen) {
     std::vector<std::vector<float>> data;
     for (int i = 0; i < 5; ++i) data.push_back(std::vector<float>(16, float(i)));  // 64 bytes each
     const char* names[5] = {"layers.0.w", "layers.1.w", "embed", "norm", "head"};
-    for (int i = 0; i < 5; ++i) w.add_tensor(names[i], DType::F32, {4, 4}, data[size_t(i)].data());
+    for (int i = 0; i < 5; ++i) w.add_tensor(names[i], DType::F32, {4, 4}, data[size_t(i)].data(), data[size_t(i)].size() * sizeof(data[size_t(i)][0]));
     w.write_sharded(dir.path, 150);  // 2 + 2 + 1 tensors
 
     for (const char* f : {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
@@ -263,9 +264,9 @@ TEST(SafetensorsCheckpoint, OversizedTensorGetsItsOwnShard) {
     TmpDir dir;
     SafetensorsWriter w;
     std::vector<float> big(100, 1.f), small(2, 2.f);
-    w.add_tensor("a", DType::F32, {2}, small.data());
-    w.add_tensor("big", DType::F32, {100}, big.data());
-    w.add_tensor("b", DType::F32, {2}, small.data());
+    w.add_tensor("a", DType::F32, {2}, small.data(), small.size() * sizeof(small[0]));
+    w.add_tensor("big", DType::F32, {100}, big.data(), big.size() * sizeof(big[0]));
+    w.add_tensor("b", DType::F32, {2}, small.data(), small.size() * sizeof(small[0]));
     w.write_sharded(dir.path, 64);
     EXPECT_TRUE(fs::exists(dir / "model-00003-of-00003.safetensors"));
     auto c = SafetensorsCheckpoint::open(dir.path);
@@ -293,7 +294,7 @@ TEST(SafetensorsCheckpoint, Errors) {
 
     SafetensorsWriter w;
     float x[2] = {1.f, 2.f};
-    w.add_tensor("x", DType::F32, {2}, x);
+    w.add_tensor("x", DType::F32, {2}, x, sizeof(x));
     w.write(dir / "shard-a.safetensors");
     const std::string idx = dir / "model.safetensors.index.json";
     auto index_with = [&](const std::string& weight_map) {

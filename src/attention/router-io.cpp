@@ -81,12 +81,12 @@ std::string layer_prefix(const std::string& pattern, int l) {
 void add_f(SafetensorsWriter& w, const std::string& name, const std::vector<int64_t>& shape,
            const std::vector<float>& v, DType t) {
     if (t == DType::F32) {
-        w.add_tensor(name, t, shape, v.data());
+        w.add_tensor(name, t, shape, v.data(), v.size() * sizeof(v[0]));
         return;
     }
     std::vector<uint16_t> h(v.size());
     for (size_t i = 0; i < v.size(); ++i) h[i] = t == DType::F16 ? f32_to_fp16(v[i]) : f32_to_bf16(v[i]);
-    w.add_tensor(name, t, shape, h.data());
+    w.add_tensor(name, t, shape, h.data(), h.size() * sizeof(h[0]));
 }
 
 RouterLinear make_linear(int in, int out) {

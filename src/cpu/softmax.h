@@ -7,7 +7,9 @@ namespace elastic::cpu {
 // 2^x for x <= 0 (x = -inf gives 0; results below 2^-126 flush to 0), relative error ~1e-7.
 // Written so that loops over it vectorise (no libm call); shared by the softmax loops here.
 inline float exp2_nonpos(float x) {
-    const float xc = x < -127.0f ? -127.0f : x;               // also maps -inf to -127
+    // Clamped to [-127, 0] before anything is shifted: -inf and NaN map to -127 (result 0), so the
+    // exponent below is never negative (a left shift of a negative value is undefined behaviour).
+    const float xc = x >= -127.0f ? (x <= 0.0f ? x : 0.0f) : -127.0f;
     const float n = (xc + 12582912.0f) - 12582912.0f;        // round to nearest (1.5 * 2^23 trick)
     const float f = xc - n;                                   // [-0.5, 0.5]
     // Taylor series of 2^f = e^(f ln2) to degree 7: truncation error < 1e-8 on [-0.5, 0.5].

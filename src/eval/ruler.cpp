@@ -14,6 +14,16 @@ namespace elastic::eval {
 
 namespace {
 
+// k insertion slots among n: distinct (drawn without replacement, RULER's choice) while there are
+// enough slots; a haystack shorter than the lines to insert gets the remaining ones with repeats,
+// never fewer than k (the callers index the result by line). The draws are unchanged whenever
+// n >= k, so samples that fit are the same as before.
+std::vector<size_t> insert_positions(Rng& r, size_t n, size_t k) {
+    std::vector<size_t> at = r.sample(n, k);
+    while (at.size() < k) at.push_back(size_t(r.below(n)));
+    return at;
+}
+
 constexpr const char* kNoise = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
 
 // RULER constants.py: tokens to generate per task family.
@@ -141,7 +151,7 @@ Sample gen_niah(const std::string& task, int64_t units, Rng& r, const RulerData&
                 hay.push_back("One of the special magic " + tv + " for " + k + " is: " + value() + ".");
             }
         }
-        std::vector<size_t> at = r.sample(hay.size() + 1, needles.size());
+        std::vector<size_t> at = insert_positions(r, hay.size() + 1, needles.size());
         std::sort(at.rbegin(), at.rend());
         for (size_t i = 0; i < needles.size(); ++i) hay.insert(hay.begin() + long(std::min(at[i], hay.size())), needles[i]);
         context = join(hay, "\n");
@@ -190,7 +200,7 @@ Sample gen_vt(int64_t units, Rng& r) {
     }
     std::vector<std::string> sents(static_cast<size_t>(units), kNoise);
     for (const auto& chain : lines) {
-        std::vector<size_t> at = r.sample(sents.size() + 1, chain.size());
+        std::vector<size_t> at = insert_positions(r, sents.size() + 1, chain.size());
         std::sort(at.begin(), at.end());
         for (size_t j = 0; j < chain.size(); ++j) sents.insert(sents.begin() + long(std::min(at[j] + j, sents.size())), chain[j]);
     }

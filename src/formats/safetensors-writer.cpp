@@ -210,7 +210,13 @@ void SafetensorsStreamWriter::write_sharded(const std::string& dir, uint64_t max
 // ---- in-memory writer --------------------------------------------------------------------------
 
 void SafetensorsWriter::add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape,
-                                   const void* data) {
+                                   const void* data, size_t data_bytes) {
+    uint64_t want = 1;
+    bool valid = dtype_block_size(type) == 1;  // a bad shape or dtype gets the stream writer's own error below
+    for (int64_t d : shape) valid = valid && d >= 0 && !__builtin_mul_overflow(want, uint64_t(d), &want);
+    if (valid && want * dtype_block_bytes(type) != data_bytes)
+        fail("safetensors writer: tensor '%s': %zu bytes given for a %s tensor of %llu elements (%llu bytes)", name.c_str(),
+             data_bytes, dtype_name(type), (unsigned long long)want, (unsigned long long)(want * dtype_block_bytes(type)));
     const size_t i = stream_.add_tensor(name, type, shape);
     const uint8_t* p = static_cast<const uint8_t*>(data);
     bytes_.emplace_back();

@@ -91,7 +91,8 @@ class SafetensorsWriter {
 public:
     void set_metadata(const std::string& key, const std::string& value) { stream_.set_metadata(key, value); }
     // type must be a plain type (F32/F16/BF16/I32/I64/I8/U8). Copies the bytes.
-    void add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape, const void* data);
+    // data_bytes: the size of data, which must be exactly the tensor's (an Error otherwise).
+    void add_tensor(const std::string& name, DType type, const std::vector<int64_t>& shape, const void* data, size_t data_bytes);
     void write(const std::string& path) const;
     // As SafetensorsStreamWriter::write_sharded.
     void write_sharded(const std::string& dir, size_t max_shard_bytes) const;

@@ -92,10 +92,10 @@ void gguf_to_hf(const ConvertOptions& o) {
     auto matrix = [&](const std::string& name, const Weight& wt) {
         DType t = o.type.empty() ? (dtype_is_quantized(wt.type) ? DType::F32 : wt.type) : parse_type(o.type, true);
         std::vector<uint8_t> b = encode_weight(wt, t);
-        sw.add_tensor(name, t, {wt.rows, wt.cols}, b.data());
+        sw.add_tensor(name, t, {wt.rows, wt.cols}, b.data(), b.size() * sizeof(b[0]));
     };
     auto vec = [&](const std::string& name, const std::vector<float>& v) {
-        sw.add_tensor(name, DType::F32, {int64_t(v.size())}, v.data());
+        sw.add_tensor(name, DType::F32, {int64_t(v.size())}, v.data(), v.size() * sizeof(v[0]));
     };
     write_weights(c, w, Layout::HF, matrix, vec);
     sw.write(o.out + "/model.safetensors");
