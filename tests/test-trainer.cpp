@@ -111,18 +111,32 @@ INSTANTIATE_TEST_SUITE_P(Trainer, TrainerGrad,
                                            FdCase{"tests/data/tiny-llama3", train::TrainConfig::XA_SSA, 0.5, 2.0},
                                            FdCase{"tests/data/tiny-qwen3", train::TrainConfig::FA_XA, 0.0, 0.0}));
 
-// The hard forward: Ω is a share of whole heads, and the loss equals the plain (non-mixed) loss.
-TEST(TrainerStep, HardOmegaIsShareOfHeads) {
+// The hard forward: Ω is a share of whole heads; the backward's recomputation (both paths, mixed)
+// reproduces the checkpointing forward (one path per head; train_step asserts it), in every config.
+TEST(TrainerStep, HardForwardAllConfigs) {
     auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
     std::mt19937_64 rng(5);
-    const TrainSample s = random_sample(rng, m->config.vocab, 20, 10, train::kRobust);
+    const TrainSample s = random_sample(rng, m->config.vocab, 40, 24, train::kRobust);
     std::vector<RouterLayer> routers = train::router_init(m->config.n_layer, m->config.head_dim, 1);
-    train::StepOptions o;
-    const train::StepResult r = train::train_loss(*m, routers, s, 0, 0, 1.0, o);
-    const double n = double(m->config.n_layer) * m->config.n_kv_head;
-    EXPECT_NEAR(r.omega * n, std::round(r.omega * n), 1e-9);
-    EXPECT_EQ(r.answer_tokens, 10);
-    EXPECT_TRUE(std::isfinite(r.lm_loss));
+    for (train::TrainConfig tc : {train::TrainConfig::FA_SSA, train::TrainConfig::FA_XA, train::TrainConfig::XA_SSA}) {
+        train::StepOptions o;
+        o.config = tc;
+        o.win.sink = 4;
+        o.win.local = 8;
+        o.xa.block = 16;
+        o.xa.stride = 4;
+        o.xa.threshold = 0.5;
+        std::vector<RouterLayer> grads;
+        for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
+        const train::StepResult r = train::train_step(*m, routers, s, 0.5, 0.5, 1.0, o, grads);
+        const train::StepResult f = train::train_loss(*m, routers, s, 0.5, 0.5, 1.0, o);
+        const double n = double(m->config.n_layer) * m->config.n_kv_head;
+        EXPECT_NEAR(r.omega * n, std::round(r.omega * n), 1e-9);
+        EXPECT_EQ(r.answer_tokens, 24);
+        EXPECT_TRUE(std::isfinite(r.lm_loss));
+        EXPECT_EQ(r.lm_loss, f.lm_loss);
+        EXPECT_NE(grads[0].rh4.b[1], 0.0f) << train::train_config_name(tc);
+    }
 }
 
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
@@ -155,7 +169,8 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
     o.lambda_lr = 0.1;
     o.seed = 11;
     train::TrainState st = train::init_state(all_fa_init(m->config, 1.0f), o, data.size());
-    double first = -1, last_dev = 0, first_dev = 0;
+    double first = -1, last_dev = 0, first_dev = 0, seconds = 0;
+    int64_t tokens = 0;
     std::vector<double> devs;
     train::LoopOptions lo;
     lo.on_step = [&](const train::StepLog& l) {
@@ -167,6 +182,8 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
                 n += l.count[c];
             }
         devs.push_back(dev / n);
+        seconds += l.seconds;
+        tokens += l.tokens;
         if (first < 0) first = l.lm_loss;
     };
     train::train_loop(*m, data, o, lo, st);
@@ -175,7 +192,8 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
         first_dev += devs[size_t(i)] / 5;
         last_dev += devs[devs.size() - 1 - size_t(i)] / 5;
     }
-    std::printf("Trainer run: mean |Ω − t| first 5 steps %.3f, last 5 steps %.3f\n", first_dev, last_dev);
+    std::printf("Trainer run: mean |Ω − t| first 5 steps %.3f, last 5 steps %.3f; %.1f steps/s, %.0f tokens/s\n",
+                first_dev, last_dev, 30 / seconds, double(tokens) / seconds);
     EXPECT_GT(first_dev, 0.6);
     EXPECT_LT(last_dev, first_dev - 0.2);
 }

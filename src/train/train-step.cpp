@@ -73,7 +73,10 @@ struct Ctx {
     AttnShape shape;
 };
 
-void layer_forward(const Ctx& cx, const RouterLayer& r, int l, const float* x, float* out, LayerActs& a) {
+// both = false (the checkpointing forward, hard z only): one attention call with each head in the
+// mode its z selects, as the mix of two paths with weights exactly 0 and 1 is that path.
+void layer_forward(const Ctx& cx, const RouterLayer& r, int l, const float* x, float* out, LayerActs& a,
+                   bool both) {
     const ModelConfig& c = cx.c;
     const LayerWeights& W = cx.m.weights.layers[size_t(l)];
     const int64_t T = cx.T, D = c.d_model, F = c.d_ff;
@@ -106,20 +109,33 @@ void layer_forward(const Ctx& cx, const RouterLayer& r, int l, const float* x, f
     for (LayerPlan* p : {&a.p1, &a.p2})
         if (p->mode[0] == HeadMode::XA) cpu::xa_fill_plan(a.qr.data(), a.kr.data(), T, Hq, H, hd, cx.o.xa, *p);
     const size_t nq = size_t(T) * Hq * hd;
-    a.o1.resize(nq);
-    a.o2.resize(nq);
     a.att.resize(nq);
     a.lse1.resize(size_t(T) * Hq);
-    a.lse2.resize(size_t(T) * Hq);
-    attn_forward_lse(cx.shape, a.p1, a.qr.data(), a.kr.data(), a.v.data(), a.o1.data(), a.lse1.data());
-    attn_forward_lse(cx.shape, a.p2, a.qr.data(), a.kr.data(), a.v.data(), a.o2.data(), a.lse2.data());
-    const int group = Hq / H;
-    for (int64_t i = 0; i < T; ++i)
-        for (int h = 0; h < Hq; ++h) {
-            const float zg = a.z[size_t(h / group)];
-            const size_t base = size_t((i * Hq + h) * hd);
-            for (int e = 0; e < hd; ++e) a.att[base + e] = zg * a.o1[base + e] + (1.0f - zg) * a.o2[base + e];
+    if (!both) {
+        ELASTIC_ASSERT(!cx.o.soft_forward);
+        LayerPlan sel;
+        sel.mode.resize(size_t(H));
+        sel.xa.resize(size_t(H));
+        for (int g = 0; g < H; ++g) {
+            const LayerPlan& p = a.z[size_t(g)] != 0.0f ? a.p1 : a.p2;
+            sel.mode[size_t(g)] = p.mode[size_t(g)];
+            if (!p.xa.empty()) sel.xa[size_t(g)] = p.xa[size_t(g)];
         }
+        attn_forward_lse(cx.shape, sel, a.qr.data(), a.kr.data(), a.v.data(), a.att.data(), a.lse1.data());
+    } else {
+        a.o1.resize(nq);
+        a.o2.resize(nq);
+        a.lse2.resize(size_t(T) * Hq);
+        attn_forward_lse(cx.shape, a.p1, a.qr.data(), a.kr.data(), a.v.data(), a.o1.data(), a.lse1.data());
+        attn_forward_lse(cx.shape, a.p2, a.qr.data(), a.kr.data(), a.v.data(), a.o2.data(), a.lse2.data());
+        const int group = Hq / H;
+        for (int64_t i = 0; i < T; ++i)
+            for (int h = 0; h < Hq; ++h) {
+                const float zg = a.z[size_t(h / group)];
+                const size_t base = size_t((i * Hq + h) * hd);
+                for (int e = 0; e < hd; ++e) a.att[base + e] = zg * a.o1[base + e] + (1.0f - zg) * a.o2[base + e];
+            }
+    }
     a.x2.resize(size_t(T * D));
     cpu::matmul(W.wo, a.att.data(), a.x2.data(), T);
     cpu::add(a.x2.data(), x, T * D);
@@ -226,7 +242,8 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     {
         LayerActs a;
         for (int l = 0; l < L; ++l) {
-            layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), xs[size_t(l) + 1].data(), a);
+            layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), xs[size_t(l) + 1].data(), a,
+                          o.soft_forward);
             for (float z : a.z) zsum += z;
         }
     }
@@ -252,7 +269,14 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     LayerActs a;
     for (int l = L - 1; l >= 0; --l) {
         Vec out(size_t(T * D));
-        layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), out.data(), a);
+        layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), out.data(), a, true);
+        // The recomputation (both paths, mixed) must reproduce the checkpointing forward (one path).
+        float diff = 0, mag = 0;
+        for (size_t i = 0; i < out.size(); ++i) {
+            diff = std::max(diff, std::fabs(out[i] - xs[size_t(l) + 1][i]));
+            mag = std::max(mag, std::fabs(out[i]));
+        }
+        ELASTIC_ASSERT_MSG(diff <= 1e-4f * (1.0f + mag), "train_step: the recomputed layer differs from its forward");
         layer_backward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), a, dz_reg, dx.data(), (*grads)[size_t(l)]);
     }
     return r;
