@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "attention/router.h"
@@ -297,6 +299,54 @@ TEST(TrainerData, BadLinesNameTheLine) {
         ASSERT_EQ(rep.problems.size(), 1u);
         EXPECT_NE(rep.problems[0].find("d.jsonl:3: "), std::string::npos);
     }
+}
+
+std::string slurp(const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+int run_elastic(const std::string& args, const std::string& err) {
+    const std::string cmd = std::string(ELASTIC_BINARY_DIR) + "/bin/elastic " + args + " >/dev/null 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// `elastic train-router` end to end on the real model (skipped without it): a run split with
+// --stop-at and continued with --resume writes the same file as one run; a bad line is one error
+// line naming it.
+TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
+    const std::string model = test::default_model_path();
+    if (!test::file_exists(model)) GTEST_SKIP() << "no " << model << " (make model)";
+    const std::string dir = temp_dir(), data = dir + "/data.jsonl";
+    {
+        std::ofstream f(data);
+        const char* words[] = {"alpha", "beta", "gamma", "delta", "river", "stone", "paper", "light"};
+        for (int i = 0; i < 4; ++i) {
+            std::string p;
+            for (int w = 0; w < 40; ++w) p += std::string(words[(w * (i + 3)) % 8]) + " ";
+            f << R"({"prompt": ")" << p << R"(", "answer": "the end of sample )" << i << R"(", "task": "t", "category": ")"
+              << (i % 2 ? "robust" : "sensitive") << R"("})" << "\n";
+        }
+    }
+    const std::string common = "-m " + model + " --data " + data + " --steps 4 --batch 1 --sink 8 --local 16 -t 1 --seed 3";
+    ASSERT_EQ(0, run_elastic("train-router " + common + " -o " + dir + "/one.safetensors", dir + "/err1")) << slurp(dir + "/err1");
+    ASSERT_EQ(0, run_elastic("train-router " + common + " --stop-at 2 --checkpoint-dir " + dir + "/ck -o " + dir + "/half.safetensors",
+                             dir + "/err2")) << slurp(dir + "/err2");
+    ASSERT_EQ(0, run_elastic("train-router " + common + " --resume " + dir + "/ck -o " + dir + "/two.safetensors", dir + "/err3"))
+        << slurp(dir + "/err3");
+    const std::string one = slurp(dir + "/one.safetensors"), two = slurp(dir + "/two.safetensors");
+    ASSERT_FALSE(one.empty());
+    EXPECT_TRUE(one == two) << "split run differs from one run";
+    EXPECT_FALSE(one == slurp(dir + "/half.safetensors"));
+    const Router r = Router::load(dir + "/one.safetensors", 30, 64);
+    EXPECT_EQ(r.n_layer(), 30);
+
+    std::ofstream(data, std::ios::app) << R"({"prompt": "x"})" << "\n";
+    EXPECT_EQ(1, run_elastic("train-router " + common + " -o " + dir + "/bad.safetensors", dir + "/err4"));
+    const std::string err = slurp(dir + "/err4");
+    EXPECT_NE(err.find("data.jsonl:5: missing field \"answer\""), std::string::npos) << err;
+    std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -223,6 +223,10 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     if (T < 2) fail("training sample of %lld tokens: need at least 2", (long long)T);
     if (int(routers.size()) != L) fail("training: %zu routers for a model of %d layers", routers.size(), L);
     ELASTIC_ASSERT(s.targets.size() == s.tokens.size());
+    for (int32_t t : s.tokens)
+        if (t < 0 || t >= c.vocab)
+            fail("training sample%s: token id %d outside the model's vocabulary of %d (tokenizer and model differ?)",
+                 s.line > 0 ? strprintf(" of line %lld", (long long)s.line).c_str() : "", t, c.vocab);
     openblas_set_num_threads(1);  // BLAS is called inside OpenMP regions (as cpu::matmul)
     Ctx cx{m, c, o, T, {}, {}};
     cx.pos.resize(size_t(T));

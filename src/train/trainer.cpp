@@ -166,6 +166,7 @@ StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& dat
         log.lm_loss += r.lm_loss / o.batch;
         log.reg_loss += r.reg_loss / o.batch;
         log.omega[c] += r.omega;
+        st.last_omega[c] = r.omega;
         log.count[c] += 1;
         log.tokens += int64_t(s.tokens.size());
         dl1[c] += r.dlambda1 / o.batch;
@@ -233,6 +234,7 @@ void save_checkpoint(const std::string& dir, const TrainState& st, const Trainer
     j["pos"] = st.pos;
     j["epoch"] = st.epoch;
     j["rng"] = st.rng;
+    j["last_omega"] = {st.last_omega[0], st.last_omega[1]};
     j["seed"] = o.seed;
     j["batch"] = o.batch;
     j["lr"] = o.lr;
@@ -265,6 +267,7 @@ TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, si
         st.pos = j.at("pos").get<int64_t>();
         st.epoch = j.at("epoch").get<int64_t>();
         st.rng = j.at("rng").get<std::string>();
+        for (int c = 0; c < kCategories; ++c) st.last_omega[c] = j.at("last_omega").at(size_t(c)).get<double>();
         if (!st.order.empty() && st.order.size() != n_samples)
             fail("trainer checkpoint: %s was made for %zu samples, the data has %zu", path.c_str(), st.order.size(),
                  n_samples);

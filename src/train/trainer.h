@@ -8,7 +8,8 @@
 //   adam-m.safetensors   AdamW first moments, same names and shapes
 //   adam-v.safetensors   AdamW second moments
 //   state.json           format, step, total steps, λ1/λ2 per category, data order, position, epoch,
-//                        the shuffle generator's state (std::mt19937_64 text form), options
+//                        the shuffle generator's state (std::mt19937_64 text form), last Ω per
+//                        category, options
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,7 @@ struct TrainState {
     std::vector<uint32_t> order;    // shuffled sample indices of the current epoch
     int64_t pos = 0, epoch = 0;     // next index into order
     std::string rng;                // std::mt19937_64 state, text form
+    double last_omega[kCategories] = {-1, -1};  // Ω of the latest sample of each category (-1: none yet)
 };
 
 // One step's report (averages over the batch; Ω and counts per category).

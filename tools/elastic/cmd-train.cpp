@@ -29,6 +29,7 @@ struct TrainCliOptions {
 void train_router(const TrainCliOptions& c) {
     if (c.steps < 1) fail("train-router: --steps must be >= 1");
     if (c.batch < 1) fail("train-router: --batch must be >= 1");
+    const train::TrainConfig config = train::parse_train_config(c.config);
     const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
     auto model = Model::load(c.model);
     const ModelConfig& mc = model->config;
@@ -47,7 +48,7 @@ void train_router(const TrainCliOptions& c) {
                  per_cat[0], per_cat[1], (long long)tokens, (long long)rep.skipped);
 
     train::TrainerOptions o;
-    o.step.config = train::parse_train_config(c.config);
+    o.step.config = config;
     o.step.win.sink = c.sink;
     o.step.win.local = c.local;
     o.step.xa.block = c.xa_block;
@@ -80,13 +81,8 @@ void train_router(const TrainCliOptions& c) {
     lo.checkpoint_every = c.checkpoint_every;
     lo.log_path = c.log;
     lo.progress = stderr_is_tty();
-    double omega[train::kCategories] = {-1, -1};
-    lo.on_step = [&](const train::StepLog& l) {
-        for (int k = 0; k < train::kCategories; ++k)
-            if (l.count[k] > 0) omega[k] = l.omega[k];
-    };
-    const train::StepLog last = train::train_loop(*model, data, o, lo, st);
-    (void)last;
+    train::train_loop(*model, data, o, lo, st);
+    const double* omega = st.last_omega;
     train::write_trained_router(
         c.out, st.routers,
         {{"format", "elastic-router"},
