@@ -45,6 +45,7 @@ std::string temp_dir() {
 }
 
 struct FdCase {
+    const char* name;
     const char* model;
     train::TrainConfig config;
     double lambda1, lambda2;
@@ -107,11 +108,13 @@ TEST_P(TrainerGrad, MatchesFiniteDifferences) {
     EXPECT_GE(checked, 4) << "gradients too small to check anything";
 }
 
-INSTANTIATE_TEST_SUITE_P(Trainer, TrainerGrad,
-                         ::testing::Values(FdCase{"tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.0, 0.0},
-                                           FdCase{"tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.5, 2.0},
-                                           FdCase{"tests/data/tiny-llama3", train::TrainConfig::XA_SSA, 0.5, 2.0},
-                                           FdCase{"tests/data/tiny-qwen3", train::TrainConfig::FA_XA, 0.0, 0.0}));
+INSTANTIATE_TEST_SUITE_P(
+    Trainer, TrainerGrad,
+    ::testing::Values(FdCase{"qwen3_fa_ssa_ce", "tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.0, 0.0},
+                      FdCase{"qwen3_fa_ssa_lambda", "tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.5, 2.0},
+                      FdCase{"llama3_xa_ssa_lambda", "tests/data/tiny-llama3", train::TrainConfig::XA_SSA, 0.5, 2.0},
+                      FdCase{"qwen3_fa_xa_ce", "tests/data/tiny-qwen3", train::TrainConfig::FA_XA, 0.0, 0.0}),
+    [](const ::testing::TestParamInfo<FdCase>& i) { return std::string(i.param.name); });
 
 // The hard forward: Ω is a share of whole heads; the backward's recomputation (both paths, mixed)
 // reproduces the checkpointing forward (one path per head; train_step asserts it), in every config.
