@@ -138,7 +138,6 @@ TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o,
     st.rng = rng_text(std::mt19937_64(o.seed));
     st.pos = 0;
     st.epoch = -1;  // next_sample shuffles epoch 0 first
-    (void)n_samples;
     return st;
 }
 
@@ -259,6 +258,7 @@ TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, si
         if (j.at("format").get<std::string>() != kFormat) fail("trainer checkpoint: %s is not a %s file", path.c_str(), kFormat);
         TrainState st;
         st.step = j.at("step").get<int64_t>();
+        st.schedule_steps = j.at("steps").get<int64_t>();
         for (int c = 0; c < kCategories; ++c) {
             st.lambda1[c] = j.at("lambda1").at(size_t(c)).get<double>();
             st.lambda2[c] = j.at("lambda2").at(size_t(c)).get<double>();

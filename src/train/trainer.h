@@ -38,6 +38,7 @@ struct TrainState {
     std::vector<RouterLayer> routers, adam_m, adam_v;
     double lambda1[kCategories] = {0, 0}, lambda2[kCategories] = {0, 0};
     int64_t step = 0;               // steps done
+    int64_t schedule_steps = 0;     // load_checkpoint: the run's --steps (the schedule's length)
     std::vector<uint32_t> order;    // shuffled sample indices of the current epoch
     int64_t pos = 0, epoch = 0;     // next index into order
     std::string rng;                // std::mt19937_64 state, text form

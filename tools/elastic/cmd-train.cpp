@@ -30,6 +30,8 @@ void train_router(const TrainCliOptions& c) {
     if (c.steps < 1) fail("train-router: --steps must be >= 1");
     if (c.batch < 1) fail("train-router: --batch must be >= 1");
     const train::TrainConfig config = train::parse_train_config(c.config);
+    if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
+        fail("train-router: --checkpoint-every needs --checkpoint-dir");
     const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
     auto model = Model::load(c.model);
     const ModelConfig& mc = model->config;
@@ -64,6 +66,11 @@ void train_router(const TrainCliOptions& c) {
     train::TrainState st;
     if (!c.resume.empty()) {
         st = train::load_checkpoint(c.resume, mc.n_layer, mc.head_dim, data.size());
+        if (st.schedule_steps != c.steps)
+            std::fprintf(stderr,
+                         "train-router: warning: the checkpoint's run had --steps %lld, this one %lld: the learning-rate "
+                         "schedule changes (not a bit-exact continuation)\n",
+                         (long long)st.schedule_steps, (long long)c.steps);
         std::fprintf(stderr, "train-router: resumed from %s at step %lld\n", c.resume.c_str(), (long long)st.step);
     } else {
         std::vector<RouterLayer> init;
