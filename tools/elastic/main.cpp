@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
     elastic::cli::add_random_model(app);
     elastic::cli::add_eval(app);
     elastic::cli::add_data(app);
+    elastic::cli::add_train_router(app);
     if (argc > 1 && argv[1][0] != '-') {
         std::string names;
         bool known = false;

@@ -1,0 +1,60 @@
+// One training step of the routers on the CPU for one sample (DESIGN.md §1.4): forward over all
+// layers with BOTH attention paths of every KV head mixed by the router's straight-through z,
+// loss = CE(answer tokens) + λ1·|Ω − t| + λ2·(Ω − t)², and the backward through the frozen
+// backbone (activation gradients only) into the router tensors. Activation checkpointing: the
+// forward keeps only each layer's input residual; the backward recomputes a layer from it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attention/plan.h"
+#include "attention/router.h"
+#include "model/model.h"
+
+namespace elastic::train {
+
+// {mode of FA-routed heads}-{mode of SA-routed heads} (DESIGN.md §1.2).
+enum class TrainConfig { FA_SSA, FA_XA, XA_SSA };
+TrainConfig parse_train_config(const std::string& s);  // "fa-ssa" | "fa-xa" | "xa-ssa"; Error otherwise
+const char* train_config_name(TrainConfig c);
+
+enum Category { kSensitive = 0, kRobust = 1, kCategories = 2 };
+const char* category_name(int c);
+
+struct StepOptions {
+    TrainConfig config = TrainConfig::FA_SSA;
+    StreamingWindow win;  // SSA heads
+    XAParams xa;          // XA heads (block lists from cpu::xa_fill_plan on the layer's q, k)
+    // Test only: the forward uses the router's soft probability as z instead of the hard 0/1
+    // decision, so the loss is a smooth function of the router weights (finite differences).
+    bool soft_forward = false;
+};
+
+// tokens = prompt + answer; targets[t] = tokens[t + 1] where that token is an answer token, else -1.
+struct TrainSample {
+    std::vector<int32_t> tokens;   // [T]
+    std::vector<int32_t> targets;  // [T]
+    int category = kSensitive;
+    int64_t line = 0;  // line of the data file (0: not from a file)
+};
+TrainSample make_sample(const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer, int category);
+
+struct StepResult {
+    double lm_loss = 0;   // mean CE over the answer tokens
+    double reg_loss = 0;  // λ1·|Ω − t| + λ2·(Ω − t)²
+    double omega = 0;     // Ω_MSR = 1 − mean z over all layers' KV heads (forward value)
+    double dlambda1 = 0, dlambda2 = 0;  // ∂loss/∂λ: |Ω − t|, (Ω − t)² (ascent directions)
+    int64_t answer_tokens = 0;
+};
+
+// One sample's step. routers [n_layer] (softmax variant); grads [n_layer] shaped like routers
+// (router_zero_grads): dloss/dθ is ADDED to them.
+StepResult train_step(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+                      double lambda2, double target, const StepOptions& o, std::vector<RouterLayer>& grads);
+
+// The loss only (forward, no gradients): for finite-difference checks.
+StepResult train_loss(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+                      double lambda2, double target, const StepOptions& o);
+
+}  // namespace elastic::train

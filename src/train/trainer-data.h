@@ -1,0 +1,34 @@
+// The training data of `elastic train-router`: JSON lines {"prompt", "answer", "task", "category"}
+// with category "sensitive" or "robust" (the format `elastic data build` writes). A minimal reader:
+// every problem is reported with the file and line.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "train/train-step.h"
+
+namespace elastic::train {
+
+using EncodeFn = std::function<std::vector<int32_t>(const std::string&)>;
+
+struct DataReport {
+    int64_t lines = 0;    // non-empty lines
+    int64_t skipped = 0;  // bad lines skipped (skip_bad)
+    std::vector<std::string> problems;  // one message per skipped line
+};
+
+// Samples from the text of a JSONL file (`name` for messages). Tokens = encode(prompt) +
+// encode(answer); targets are the answer tokens. A bad line (bad JSON, missing or non-string
+// field, unknown category, empty prompt or answer, more than max_seq tokens) is an Error naming
+// `name:line`, or with skip_bad it is skipped and counted in report.
+std::vector<TrainSample> parse_train_data(const std::string& text, const std::string& name, const EncodeFn& encode,
+                                          int64_t max_seq, bool skip_bad, DataReport* report = nullptr);
+std::vector<TrainSample> read_train_data(const std::string& path, const EncodeFn& encode, int64_t max_seq,
+                                         bool skip_bad, DataReport* report = nullptr);
+
+// FNV-1a 64 of a file's bytes, as 16 hex digits (recorded in the trained router's metadata).
+std::string file_hash(const std::string& path);
+
+}  // namespace elastic::train

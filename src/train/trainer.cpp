@@ -1,0 +1,313 @@
+// The router-training loop (see trainer.h): optimizer, schedule, data order, checkpoints, logs.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "formats/safetensors.h"
+#include "train/backward.h"
+
+namespace elastic::train {
+
+namespace {
+
+using json = nlohmann::json;
+const char* const kFormat = "elastic-router-trainer-1";
+
+std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + ".self_attn."; }
+
+// The 10 tensors of a router layer in router_tensor_names order.
+std::vector<std::vector<float>*> tensors(RouterLayer& r) {
+    return {&r.fe0.w, &r.fe0.b, &r.fe2.w, &r.fe2.b, &r.rh0.w, &r.rh0.b, &r.rh2.w, &r.rh2.b, &r.rh4.w, &r.rh4.b};
+}
+
+std::vector<const std::vector<float>*> tensors(const RouterLayer& r) {
+    return {&r.fe0.w, &r.fe0.b, &r.fe2.w, &r.fe2.b, &r.rh0.w, &r.rh0.b, &r.rh2.w, &r.rh2.b, &r.rh4.w, &r.rh4.b};
+}
+
+std::vector<float> zeros_like_vec(const std::vector<float>& v) { return std::vector<float>(v.size(), 0.0f); }
+
+RouterLayer zeros_like(const RouterLayer& r) {
+    RouterLayer z = r;
+    for (std::vector<float>* t : tensors(z)) *t = zeros_like_vec(*t);
+    return z;
+}
+
+std::string rng_text(const std::mt19937_64& g) {
+    std::ostringstream s;
+    s << g;
+    return s.str();
+}
+
+std::mt19937_64 rng_from(const std::string& text) {
+    std::mt19937_64 g;
+    std::istringstream s(text);
+    s >> g;
+    if (s.fail()) fail("trainer checkpoint: bad generator state");
+    return g;
+}
+
+// Fisher–Yates with our own index draw (std::shuffle's is implementation-defined).
+void shuffle(std::vector<uint32_t>& v, std::mt19937_64& g) {
+    for (size_t i = v.size(); i > 1; --i) {
+        const size_t j = size_t(g() % i);
+        std::swap(v[i - 1], v[j]);
+    }
+}
+
+size_t next_sample(TrainState& st, size_t n) {
+    if (st.pos >= int64_t(st.order.size())) {
+        std::mt19937_64 g = rng_from(st.rng);
+        st.order.resize(n);
+        for (size_t i = 0; i < n; ++i) st.order[i] = uint32_t(i);
+        shuffle(st.order, g);
+        st.rng = rng_text(g);
+        st.pos = 0;
+        ++st.epoch;
+    }
+    return st.order[size_t(st.pos++)];
+}
+
+void write_layers(const std::string& path, const std::vector<RouterLayer>& layers,
+                  const std::vector<std::pair<std::string, std::string>>& metadata) {
+    SafetensorsWriter w;
+    for (const auto& kv : metadata) w.set_metadata(kv.first, kv.second);
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const RouterLayer& r = layers[l];
+        const std::vector<std::string> names = router_tensor_names(layer_prefix(int(l)));
+        const RouterLinear* lin[5] = {&r.fe0, &r.fe2, &r.rh0, &r.rh2, &r.rh4};
+        const std::vector<const std::vector<float>*> t = tensors(r);
+        for (int i = 0; i < 5; ++i) {
+            w.add_tensor(names[size_t(2 * i)], DType::F32, {lin[i]->out, lin[i]->in}, t[size_t(2 * i)]->data());
+            w.add_tensor(names[size_t(2 * i + 1)], DType::F32, {lin[i]->out}, t[size_t(2 * i + 1)]->data());
+        }
+    }
+    const std::string tmp = path + ".tmp";
+    w.write(tmp);
+    std::filesystem::rename(tmp, path);
+}
+
+std::vector<RouterLayer> read_layers(const std::string& path, int n_layer, int head_dim) {
+    if (!std::filesystem::exists(path)) fail("trainer checkpoint: %s is missing", path.c_str());
+    std::unique_ptr<SafetensorsFile> f = SafetensorsFile::open(path);
+    std::vector<RouterLayer> layers;
+    for (int l = 0; l < n_layer; ++l) layers.push_back(Router::layer_from_tensors(*f, layer_prefix(l), head_dim));
+    return layers;
+}
+
+json pair_json(const double* v) { return json{{category_name(0), v[0]}, {category_name(1), v[1]}}; }
+
+}  // namespace
+
+std::string StepLog::json() const {
+    nlohmann::json j;
+    j["step"] = step;
+    j["lm_loss"] = lm_loss;
+    j["reg_loss"] = reg_loss;
+    nlohmann::json om;
+    for (int c = 0; c < kCategories; ++c)
+        om[category_name(c)] = count[c] > 0 ? nlohmann::json(omega[c]) : nlohmann::json(nullptr);
+    j["omega"] = om;
+    j["lambda1"] = pair_json(lambda1);
+    j["lambda2"] = pair_json(lambda2);
+    j["lr"] = lr;
+    j["grad_norm"] = grad_norm;
+    j["tokens"] = tokens;
+    j["seconds"] = seconds;
+    j["tokens_per_s"] = seconds > 0 ? double(tokens) / seconds : 0.0;
+    return j.dump();
+}
+
+TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples) {
+    if (n_samples == 0) fail("training: no samples");
+    TrainState st;
+    st.routers = std::move(routers);
+    for (const RouterLayer& r : st.routers) {
+        st.adam_m.push_back(zeros_like(r));
+        st.adam_v.push_back(zeros_like(r));
+    }
+    for (int c = 0; c < kCategories; ++c) st.lambda1[c] = st.lambda2[c] = o.lambda_init;
+    st.rng = rng_text(std::mt19937_64(o.seed));
+    st.pos = 0;
+    st.epoch = -1;  // next_sample shuffles epoch 0 first
+    return st;
+}
+
+double learning_rate(const TrainerOptions& o, int64_t step) {
+    const int64_t warm = int64_t(std::ceil(o.warmup * double(o.steps)));
+    if (step < warm) return o.lr * double(step + 1) / double(warm);
+    const int64_t rest = std::max<int64_t>(1, o.steps - warm);
+    const double p = std::min(1.0, double(step - warm) / double(rest));
+    return 0.5 * o.lr * (1.0 + std::cos(M_PI * p));
+}
+
+StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+                         TrainState& st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ELASTIC_ASSERT(o.batch >= 1 && !data.empty());
+    std::vector<RouterLayer> grads;
+    for (const RouterLayer& r : st.routers) grads.push_back(router_zero_grads(r));
+    StepLog log;
+    double dl1[kCategories] = {0, 0}, dl2[kCategories] = {0, 0};
+    for (int b = 0; b < o.batch; ++b) {
+        const TrainSample& s = data[next_sample(st, data.size())];
+        const int c = s.category;
+        const StepResult r =
+            train_step(model, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], o.step, grads);
+        log.lm_loss += r.lm_loss / o.batch;
+        log.reg_loss += r.reg_loss / o.batch;
+        log.omega[c] += r.omega;
+        st.last_omega[c] = r.omega;
+        log.count[c] += 1;
+        log.tokens += int64_t(s.tokens.size());
+        dl1[c] += r.dlambda1 / o.batch;
+        dl2[c] += r.dlambda2 / o.batch;
+    }
+    for (int c = 0; c < kCategories; ++c)
+        if (log.count[c] > 0) log.omega[c] /= log.count[c];
+    // Average, clip by the global norm.
+    double sq = 0;
+    for (RouterLayer& g : grads)
+        for (std::vector<float>* t : tensors(g))
+            for (float& x : *t) {
+                x /= float(o.batch);
+                sq += double(x) * double(x);
+            }
+    log.grad_norm = std::sqrt(sq);
+    const float clip = (o.clip > 0 && log.grad_norm > o.clip) ? float(o.clip / log.grad_norm) : 1.0f;
+    // AdamW (decoupled weight decay).
+    log.lr = learning_rate(o, st.step);
+    const double t = double(st.step + 1);
+    const double bc1 = 1.0 - std::pow(o.beta1, t), bc2 = 1.0 - std::pow(o.beta2, t);
+    for (size_t l = 0; l < st.routers.size(); ++l) {
+        const std::vector<std::vector<float>*> P = tensors(st.routers[l]), G = tensors(grads[l]),
+                                               M = tensors(st.adam_m[l]), V = tensors(st.adam_v[l]);
+        for (size_t i = 0; i < P.size(); ++i)
+            for (size_t e = 0; e < P[i]->size(); ++e) {
+                const double g = double((*G[i])[e] * clip);
+                double m = (*M[i])[e], v = (*V[i])[e], p = (*P[i])[e];
+                m = o.beta1 * m + (1.0 - o.beta1) * g;
+                v = o.beta2 * v + (1.0 - o.beta2) * g * g;
+                p -= log.lr * ((m / bc1) / (std::sqrt(v / bc2) + o.adam_eps) + o.weight_decay * p);
+                (*M[i])[e] = float(m);
+                (*V[i])[e] = float(v);
+                (*P[i])[e] = float(p);
+            }
+    }
+    // Gradient ascent on λ (kept >= 0).
+    for (int c = 0; c < kCategories; ++c) {
+        st.lambda1[c] = std::max(0.0, st.lambda1[c] + o.lambda_lr * dl1[c]);
+        st.lambda2[c] = std::max(0.0, st.lambda2[c] + o.lambda_lr * dl2[c]);
+        log.lambda1[c] = st.lambda1[c];
+        log.lambda2[c] = st.lambda2[c];
+    }
+    ++st.step;
+    log.step = st.step;
+    log.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return log;
+}
+
+void save_checkpoint(const std::string& dir, const TrainState& st, const TrainerOptions& o) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) fail("trainer: cannot create checkpoint directory %s: %s", dir.c_str(), ec.message().c_str());
+    write_layers(dir + "/router.safetensors", st.routers, {{"step", std::to_string(st.step)}});
+    write_layers(dir + "/adam-m.safetensors", st.adam_m, {});
+    write_layers(dir + "/adam-v.safetensors", st.adam_v, {});
+    json j;
+    j["format"] = kFormat;
+    j["step"] = st.step;
+    j["steps"] = o.steps;
+    j["config"] = train_config_name(o.step.config);
+    j["lambda1"] = {st.lambda1[0], st.lambda1[1]};
+    j["lambda2"] = {st.lambda2[0], st.lambda2[1]};
+    j["order"] = st.order;
+    j["pos"] = st.pos;
+    j["epoch"] = st.epoch;
+    j["rng"] = st.rng;
+    j["last_omega"] = {st.last_omega[0], st.last_omega[1]};
+    j["seed"] = o.seed;
+    j["batch"] = o.batch;
+    j["lr"] = o.lr;
+    j["lambda_lr"] = o.lambda_lr;
+    j["target"] = {o.target[0], o.target[1]};
+    const std::string path = dir + "/state.json", tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp);
+        f << j.dump(1) << "\n";
+        if (!f) fail("trainer: cannot write %s", tmp.c_str());
+    }
+    std::filesystem::rename(tmp, path);
+}
+
+TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, size_t n_samples) {
+    const std::string path = dir + "/state.json";
+    std::ifstream f(path);
+    if (!f) fail("trainer checkpoint: cannot read %s", path.c_str());
+    json j;
+    try {
+        f >> j;
+        if (j.at("format").get<std::string>() != kFormat) fail("trainer checkpoint: %s is not a %s file", path.c_str(), kFormat);
+        TrainState st;
+        st.step = j.at("step").get<int64_t>();
+        st.schedule_steps = j.at("steps").get<int64_t>();
+        for (int c = 0; c < kCategories; ++c) {
+            st.lambda1[c] = j.at("lambda1").at(size_t(c)).get<double>();
+            st.lambda2[c] = j.at("lambda2").at(size_t(c)).get<double>();
+        }
+        st.order = j.at("order").get<std::vector<uint32_t>>();
+        st.pos = j.at("pos").get<int64_t>();
+        st.epoch = j.at("epoch").get<int64_t>();
+        st.rng = j.at("rng").get<std::string>();
+        for (int c = 0; c < kCategories; ++c) st.last_omega[c] = j.at("last_omega").at(size_t(c)).get<double>();
+        if (!st.order.empty() && st.order.size() != n_samples)
+            fail("trainer checkpoint: %s was made for %zu samples, the data has %zu", path.c_str(), st.order.size(),
+                 n_samples);
+        st.routers = read_layers(dir + "/router.safetensors", n_layer, head_dim);
+        st.adam_m = read_layers(dir + "/adam-m.safetensors", n_layer, head_dim);
+        st.adam_v = read_layers(dir + "/adam-v.safetensors", n_layer, head_dim);
+        return st;
+    } catch (const json::exception& e) {
+        fail("trainer checkpoint: %s: %s", path.c_str(), e.what());
+    }
+}
+
+StepLog train_loop(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+                   const LoopOptions& lo, TrainState& st) {
+    const int64_t end = lo.stop_at >= 0 ? std::min(lo.stop_at, o.steps) : o.steps;
+    std::ofstream logf;
+    if (!lo.log_path.empty()) {
+        logf.open(lo.log_path, std::ios::app);
+        if (!logf) fail("trainer: cannot open log %s", lo.log_path.c_str());
+    }
+    StepLog last;
+    while (st.step < end) {
+        last = train_step_batch(model, data, o, st);
+        if (lo.on_step) lo.on_step(last);
+        if (logf.is_open()) logf << last.json() << "\n" << std::flush;
+        if (lo.progress)
+            std::fprintf(stderr, "\rstep %lld/%lld  lm %.4f  reg %.4f  Ω s %.3f r %.3f  lr %.2e  %.0f tok/s   ",
+                         (long long)last.step, (long long)o.steps, last.lm_loss, last.reg_loss, last.omega[0],
+                         last.omega[1], last.lr, last.seconds > 0 ? double(last.tokens) / last.seconds : 0.0);
+        if (!lo.checkpoint_dir.empty() && lo.checkpoint_every > 0 && st.step % lo.checkpoint_every == 0)
+            save_checkpoint(lo.checkpoint_dir, st, o);
+    }
+    if (lo.progress) std::fprintf(stderr, "\n");
+    if (!lo.checkpoint_dir.empty()) save_checkpoint(lo.checkpoint_dir, st, o);
+    return last;
+}
+
+void write_trained_router(const std::string& path, const std::vector<RouterLayer>& routers,
+                          const std::vector<std::pair<std::string, std::string>>& metadata) {
+    write_layers(path, routers, metadata);
+}
+
+}  // namespace elastic::train

@@ -1,0 +1,87 @@
+// The router-training loop on the CPU (DESIGN.md §1.4): AdamW on the router tensors, gradient
+// ascent on the per-category Lagrange multipliers λ1, λ2, cosine schedule with warm-up, global
+// gradient-norm clipping, batches of B samples (gradients averaged) in a seeded shuffled order,
+// checkpoints that resume bit-exactly, one JSON log line per step.
+//
+// Checkpoint directory (every file rewritten at each checkpoint; state.json last):
+//   router.safetensors   router weights, fp32, released names model.layers.{l}.self_attn.mask_allocator.*
+//   adam-m.safetensors   AdamW first moments, same names and shapes
+//   adam-v.safetensors   AdamW second moments
+//   state.json           format, step, total steps, λ1/λ2 per category, data order, position, epoch,
+//                        the shuffle generator's state (std::mt19937_64 text form), last Ω per
+//                        category, options
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "train/train-step.h"
+
+namespace elastic::train {
+
+struct TrainerOptions {
+    StepOptions step;
+    int64_t steps = 300;  // total optimizer steps (the schedule's length)
+    int batch = 1;        // samples per step
+    double lr = 5e-4;     // router peak learning rate
+    double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-8, weight_decay = 0.1;
+    double warmup = 0.2;  // share of steps with linear warm-up
+    double clip = 1.0;    // global gradient-norm limit (<= 0: none)
+    double lambda_lr = 1e-3;
+    double lambda_init = 0.0;
+    double target[kCategories] = {0.7, 1.0};  // Ω_MSR targets: sensitive, robust
+    uint64_t seed = 0;
+};
+
+struct TrainState {
+    std::vector<RouterLayer> routers, adam_m, adam_v;
+    double lambda1[kCategories] = {0, 0}, lambda2[kCategories] = {0, 0};
+    int64_t step = 0;               // steps done
+    int64_t schedule_steps = 0;     // load_checkpoint: the run's --steps (the schedule's length)
+    std::vector<uint32_t> order;    // shuffled sample indices of the current epoch
+    int64_t pos = 0, epoch = 0;     // next index into order
+    std::string rng;                // std::mt19937_64 state, text form
+    double last_omega[kCategories] = {-1, -1};  // Ω of the latest sample of each category (-1: none yet)
+};
+
+// One step's report (averages over the batch; Ω and counts per category).
+struct StepLog {
+    int64_t step = 0;  // 1-based
+    double lm_loss = 0, reg_loss = 0, lr = 0, grad_norm = 0, seconds = 0;
+    double omega[kCategories] = {0, 0};
+    int count[kCategories] = {0, 0};
+    int64_t tokens = 0;
+    double lambda1[kCategories] = {0, 0}, lambda2[kCategories] = {0, 0};  // after the update
+    std::string json() const;
+};
+
+TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples);
+double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
+
+// One optimizer step over the next `batch` samples.
+StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+                         TrainState& st);
+
+void save_checkpoint(const std::string& dir, const TrainState& st, const TrainerOptions& o);
+// n_layer, head_dim: the model's (checked). Error naming the file when something is missing.
+TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, size_t n_samples);
+
+struct LoopOptions {
+    int64_t stop_at = -1;          // stop after this step (< 0: at o.steps); for tests and split runs
+    std::string checkpoint_dir;    // empty: no checkpoints
+    int64_t checkpoint_every = 0;  // also written at the end when checkpoint_dir is set
+    std::string log_path;          // JSON lines, appended
+    bool progress = false;         // a progress line on stderr
+    std::function<void(const StepLog&)> on_step;  // called after each step
+};
+
+// Runs steps until o.steps (or stop_at); returns the last step's log.
+StepLog train_loop(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+                   const LoopOptions& lo, TrainState& st);
+
+// Router weights with metadata (model, config, data hash, steps, Ω ...), fp32, released names.
+void write_trained_router(const std::string& path, const std::vector<RouterLayer>& routers,
+                          const std::vector<std::pair<std::string, std::string>>& metadata);
+
+}  // namespace elastic::train

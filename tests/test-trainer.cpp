@@ -1,0 +1,356 @@
+// Router training on the CPU (src/train/train-step.h, trainer.h, trainer-data.h) on the tiny
+// random-weight models: the whole step's router gradient against central finite differences of
+// the full loss (with the smooth soft-z forward), a short run that moves Ω_MSR toward its target,
+// bit-exact resume, and data-line errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include "attention/router.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "test-helpers.h"
+#include "train/backward.h"
+#include "train/router-init.h"
+#include "train/trainer-data.h"
+#include "train/trainer.h"
+
+namespace elastic {
+namespace {
+
+using train::TrainSample;
+
+TrainSample random_sample(std::mt19937_64& rng, int vocab, int n_prompt, int n_answer, int category) {
+    std::uniform_int_distribution<int> u(0, vocab - 1);
+    std::vector<int32_t> p(static_cast<size_t>(n_prompt)), a(static_cast<size_t>(n_answer));
+    for (int32_t& t : p) t = u(rng);
+    for (int32_t& t : a) t = u(rng);
+    return train::make_sample(p, a, category);
+}
+
+// The 10 tensors of a router layer.
+std::vector<std::vector<float>*> tensors_of(RouterLayer& r) {
+    return {&r.fe0.w, &r.fe0.b, &r.fe2.w, &r.fe2.b, &r.rh0.w, &r.rh0.b, &r.rh2.w, &r.rh2.b, &r.rh4.w, &r.rh4.b};
+}
+
+std::string temp_dir() {
+    char tmpl[] = "/tmp/elastic-trainer-XXXXXX";
+    return std::string(mkdtemp(tmpl));
+}
+
+struct FdCase {
+    const char* name;
+    const char* model;
+    train::TrainConfig config;
+    double lambda1, lambda2;
+};
+
+class TrainerGrad : public ::testing::TestWithParam<FdCase> {};
+
+// Gradient of the full loss (CE + λ terms, all layers, soft z) with respect to the routers:
+// one element of the last router layer, and a random direction over every router tensor of
+// every layer (which exercises the path through later routers' pooled keys), both against
+// central differences in fp32 of the loss.
+TEST_P(TrainerGrad, MatchesFiniteDifferences) {
+    const FdCase& fc = GetParam();
+    auto m = Model::load(test::source_path(fc.model));
+    const ModelConfig& c = m->config;
+    const uint64_t seed = test::fresh_seed();
+    SCOPED_TRACE(testing::Message() << "seed " << seed);
+    std::mt19937_64 rng(seed);
+    std::vector<RouterLayer> routers = train::router_init(c.n_layer, c.head_dim, seed);
+    // Larger router weights so z is far from 1/2 and depends strongly on the input.
+    for (RouterLayer& r : routers)
+        for (std::vector<float>* t : tensors_of(r))
+            for (float& x : *t) x *= 3.0f;
+    const TrainSample s = random_sample(rng, c.vocab, 40, 24, train::kSensitive);
+    train::StepOptions o;
+    o.config = fc.config;
+    o.win.sink = 4;
+    o.win.local = 8;
+    o.xa.block = 16;
+    o.xa.stride = 4;
+    o.xa.threshold = 0.5;  // fewer blocks than the causal mask, so O_XA differs from O_FA
+    o.soft_forward = true;
+    const double target = 0.7;
+    std::vector<RouterLayer> grads;
+    for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
+    const train::StepResult base = train::train_step(*m, routers, s, fc.lambda1, fc.lambda2, target, o, grads);
+    ASSERT_GT(base.answer_tokens, 0);
+    auto loss = [&](const std::vector<RouterLayer>& rs) {
+        const train::StepResult r = train::train_loss(*m, rs, s, fc.lambda1, fc.lambda2, target, o);
+        return r.lm_loss + r.reg_loss;
+    };
+    // Per layer and for the first, a middle and the last tensor (fe0.w, rh2.w, rh4.b), the element
+    // with the largest gradient: layer 0's reach the loss through layer 1's keys and its router.
+    const double eps = 1e-2;
+    int checked = 0;
+    for (size_t l = 0; l < routers.size(); ++l)
+        for (size_t ti : {size_t(0), size_t(6), size_t(9)}) {
+            const std::vector<float>& g = *tensors_of(grads[l])[ti];
+            size_t e = 0;
+            for (size_t i = 0; i < g.size(); ++i)
+                if (std::fabs(g[i]) > std::fabs(g[e])) e = i;
+            std::vector<RouterLayer> p = routers, q = routers;
+            (*tensors_of(p[l])[ti])[e] += float(eps);
+            (*tensors_of(q[l])[ti])[e] -= float(eps);
+            const double fd = (loss(p) - loss(q)) / (2 * eps), an = g[e];
+            std::printf("layer %zu tensor %zu element %zu: analytic %.6g, finite differences %.6g\n", l, ti, e, an, fd);
+            EXPECT_NEAR(an, fd, 2e-2 * std::fabs(fd) + 1e-4) << "layer " << l << " tensor " << ti << " element " << e;
+            checked += std::fabs(fd) > 1e-3;
+        }
+    EXPECT_GE(checked, 4) << "gradients too small to check anything";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Trainer, TrainerGrad,
+    ::testing::Values(FdCase{"qwen3_fa_ssa_ce", "tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.0, 0.0},
+                      FdCase{"qwen3_fa_ssa_lambda", "tests/data/tiny-qwen3", train::TrainConfig::FA_SSA, 0.5, 2.0},
+                      FdCase{"llama3_xa_ssa_lambda", "tests/data/tiny-llama3", train::TrainConfig::XA_SSA, 0.5, 2.0},
+                      FdCase{"qwen3_fa_xa_ce", "tests/data/tiny-qwen3", train::TrainConfig::FA_XA, 0.0, 0.0}),
+    [](const ::testing::TestParamInfo<FdCase>& i) { return std::string(i.param.name); });
+
+// The hard forward: Ω is a share of whole heads; the backward's recomputation (both paths, mixed)
+// reproduces the checkpointing forward (one path per head; train_step asserts it), in every config.
+TEST(TrainerStep, HardForwardAllConfigs) {
+    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    std::mt19937_64 rng(5);
+    const TrainSample s = random_sample(rng, m->config.vocab, 40, 24, train::kRobust);
+    std::vector<RouterLayer> routers = train::router_init(m->config.n_layer, m->config.head_dim, 1);
+    for (train::TrainConfig tc : {train::TrainConfig::FA_SSA, train::TrainConfig::FA_XA, train::TrainConfig::XA_SSA}) {
+        train::StepOptions o;
+        o.config = tc;
+        o.win.sink = 4;
+        o.win.local = 8;
+        o.xa.block = 16;
+        o.xa.stride = 4;
+        o.xa.threshold = 0.5;
+        std::vector<RouterLayer> grads;
+        for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
+        const train::StepResult r = train::train_step(*m, routers, s, 0.5, 0.5, 1.0, o, grads);
+        const train::StepResult f = train::train_loss(*m, routers, s, 0.5, 0.5, 1.0, o);
+        const double n = double(m->config.n_layer) * m->config.n_kv_head;
+        EXPECT_NEAR(r.omega * n, std::round(r.omega * n), 1e-9);
+        EXPECT_EQ(r.answer_tokens, 24);
+        EXPECT_TRUE(std::isfinite(r.lm_loss));
+        EXPECT_EQ(r.lm_loss, f.lm_loss);
+        EXPECT_NE(grads[0].rh4.b[1], 0.0f) << train::train_config_name(tc);
+    }
+}
+
+std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<TrainSample> d;
+    for (int i = 0; i < n; ++i) d.push_back(random_sample(rng, vocab, 20, 12, i % 2 ? train::kRobust : train::kSensitive));
+    return d;
+}
+
+// Routers that start with every head on full attention (Ω = 0, far from both targets).
+std::vector<RouterLayer> all_fa_init(const ModelConfig& c, float margin) {
+    std::vector<RouterLayer> r = train::router_init(c.n_layer, c.head_dim, 7);
+    for (RouterLayer& l : r) {
+        l.rh4.b[0] = -margin / 2;
+        l.rh4.b[1] = margin / 2;
+    }
+    return r;
+}
+
+TEST(TrainerRun, MovesOmegaTowardTarget) {
+    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    const std::vector<TrainSample> data = synthetic_data(m->config.vocab, 8, 3);
+    train::TrainerOptions o;
+    o.step.win.sink = 4;
+    o.step.win.local = 8;
+    o.steps = 30;
+    o.batch = 2;
+    o.lr = 2e-2;
+    o.lambda_init = 1.0;
+    o.lambda_lr = 0.1;
+    o.seed = 11;
+    train::TrainState st = train::init_state(all_fa_init(m->config, 1.0f), o, data.size());
+    double first = -1, last_dev = 0, first_dev = 0, seconds = 0;
+    int64_t tokens = 0;
+    std::vector<double> devs;
+    train::LoopOptions lo;
+    lo.on_step = [&](const train::StepLog& l) {
+        double dev = 0;
+        int n = 0;
+        for (int c = 0; c < train::kCategories; ++c)
+            if (l.count[c] > 0) {
+                dev += std::fabs(l.omega[c] - o.target[c]) * l.count[c];
+                n += l.count[c];
+            }
+        devs.push_back(dev / n);
+        seconds += l.seconds;
+        tokens += l.tokens;
+        if (first < 0) first = l.lm_loss;
+    };
+    train::train_loop(*m, data, o, lo, st);
+    ASSERT_EQ(devs.size(), 30u);
+    for (int i = 0; i < 5; ++i) {
+        first_dev += devs[size_t(i)] / 5;
+        last_dev += devs[devs.size() - 1 - size_t(i)] / 5;
+    }
+    std::printf("Trainer run: mean |Ω − t| first 5 steps %.3f, last 5 steps %.3f; %.1f steps/s, %.0f tokens/s\n",
+                first_dev, last_dev, 30 / seconds, double(tokens) / seconds);
+    EXPECT_GT(first_dev, 0.6);
+    EXPECT_LT(last_dev, first_dev - 0.2);
+}
+
+TEST(TrainerRun, ResumeIsBitExact) {
+    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    const std::vector<TrainSample> data = synthetic_data(m->config.vocab, 5, 4);  // odd: epochs wrap mid-batch
+    train::TrainerOptions o;
+    o.step.win.sink = 4;
+    o.step.win.local = 8;
+    o.steps = 8;
+    o.batch = 2;
+    o.lr = 1e-2;
+    o.lambda_init = 0.5;
+    o.lambda_lr = 0.05;
+    o.seed = 99;
+    const std::vector<RouterLayer> init = train::router_init(m->config.n_layer, m->config.head_dim, 2);
+    train::TrainState a = train::init_state(init, o, data.size());
+    train::train_loop(*m, data, o, train::LoopOptions{}, a);
+
+    const std::string dir = temp_dir();
+    train::TrainState b = train::init_state(init, o, data.size());
+    train::LoopOptions half;
+    half.stop_at = 4;
+    half.checkpoint_dir = dir;
+    train::train_loop(*m, data, o, half, b);
+    train::TrainState c = train::load_checkpoint(dir, m->config.n_layer, m->config.head_dim, data.size());
+    EXPECT_EQ(c.step, 4);
+    train::train_loop(*m, data, o, train::LoopOptions{}, c);
+    EXPECT_EQ(c.step, 8);
+    for (size_t l = 0; l < init.size(); ++l) {
+        auto A = tensors_of(a.routers[l]), C = tensors_of(c.routers[l]), I = tensors_of(const_cast<RouterLayer&>(init[l]));
+        for (size_t i = 0; i < A.size(); ++i) {
+            ASSERT_EQ(A[i]->size(), C[i]->size());
+            EXPECT_EQ(0, std::memcmp(A[i]->data(), C[i]->data(), A[i]->size() * sizeof(float))) << "layer " << l << " tensor " << i;
+            EXPECT_NE(0, std::memcmp(A[i]->data(), I[i]->data(), A[i]->size() * sizeof(float))) << "did not train";
+        }
+    }
+    for (int k = 0; k < train::kCategories; ++k) {
+        EXPECT_EQ(a.lambda1[k], c.lambda1[k]);
+        EXPECT_EQ(a.lambda2[k], c.lambda2[k]);
+    }
+    // The trained routers load with the inference path's loader.
+    const std::string out = dir + "/out.safetensors";
+    train::write_trained_router(out, c.routers, {{"config", "fa-ssa"}});
+    const Router r = Router::load(out, m->config.n_layer, m->config.head_dim);
+    EXPECT_EQ(0, std::memcmp(r.layer(1).rh4.w.data(), c.routers[1].rh4.w.data(), c.routers[1].rh4.w.size() * 4));
+    std::filesystem::remove_all(dir);
+}
+
+// A byte-level stand-in for a tokenizer: one id per character.
+std::vector<int32_t> bytes(const std::string& s) {
+    std::vector<int32_t> v;
+    for (unsigned char ch : s) v.push_back(int32_t(ch));
+    return v;
+}
+
+TEST(TrainerData, ReadsGoodLines) {
+    const std::string text =
+        R"({"prompt": "abc", "answer": "de", "task": "qa", "category": "sensitive"})"
+        "\n\n"
+        R"({"prompt": "x", "answer": "yz", "task": "sum", "category": "robust"})"
+        "\n";
+    const auto d = train::parse_train_data(text, "d.jsonl", bytes, 16, false);
+    ASSERT_EQ(d.size(), 2u);
+    EXPECT_EQ(d[0].tokens.size(), 5u);
+    EXPECT_EQ(d[0].targets, (std::vector<int32_t>{-1, -1, 'd', 'e', -1}));
+    EXPECT_EQ(d[0].category, train::kSensitive);
+    EXPECT_EQ(d[1].category, train::kRobust);
+    EXPECT_EQ(d[1].line, 3);
+}
+
+TEST(TrainerData, BadLinesNameTheLine) {
+    const std::string good = R"({"prompt": "abc", "answer": "de", "task": "qa", "category": "robust"})";
+    struct Case {
+        std::string line, expect;
+    };
+    const std::vector<Case> cases = {
+        {R"({"prompt": "abc", "answer": )", "bad JSON"},
+        {R"({"prompt": "abc", "task": "qa", "category": "robust"})", "missing field \"answer\""},
+        {R"({"prompt": "abc", "answer": 3, "task": "qa", "category": "robust"})", "\"answer\" is not a string"},
+        {R"({"prompt": "abc", "answer": "d", "task": "qa", "category": "medium"})", "unknown category \"medium\""},
+        {R"({"prompt": "abcdefghijklmnopq", "answer": "d", "task": "qa", "category": "robust"})", "longer than --max-seq 16"},
+        {R"({"prompt": "", "answer": "d", "task": "qa", "category": "robust"})", "empty prompt"},
+        {R"([1, 2])", "not a JSON object"},
+    };
+    for (const Case& c : cases) {
+        const std::string text = good + "\n" + good + "\n" + c.line + "\n" + good + "\n";
+        try {
+            train::parse_train_data(text, "d.jsonl", bytes, 16, false);
+            ADD_FAILURE() << "no error for " << c.line;
+        } catch (const Error& e) {
+            const std::string msg = e.what();
+            EXPECT_NE(msg.find("d.jsonl:3: "), std::string::npos) << msg;
+            EXPECT_NE(msg.find(c.expect), std::string::npos) << msg;
+        }
+        train::DataReport rep;
+        const auto d = train::parse_train_data(text, "d.jsonl", bytes, 16, true, &rep);
+        EXPECT_EQ(d.size(), 3u);
+        EXPECT_EQ(rep.skipped, 1);
+        ASSERT_EQ(rep.problems.size(), 1u);
+        EXPECT_NE(rep.problems[0].find("d.jsonl:3: "), std::string::npos);
+    }
+}
+
+std::string slurp(const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+int run_elastic(const std::string& args, const std::string& err) {
+    const std::string cmd = std::string(ELASTIC_BINARY_DIR) + "/bin/elastic " + args + " >/dev/null 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// `elastic train-router` end to end on the real model (skipped without it): a run split with
+// --stop-at and continued with --resume writes the same file as one run; a bad line is one error
+// line naming it.
+TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
+    const std::string model = test::default_model_path();
+    if (!test::file_exists(model)) GTEST_SKIP() << "no " << model << " (make model)";
+    const std::string dir = temp_dir(), data = dir + "/data.jsonl";
+    {
+        std::ofstream f(data);
+        const char* words[] = {"alpha", "beta", "gamma", "delta", "river", "stone", "paper", "light"};
+        for (int i = 0; i < 4; ++i) {
+            std::string p;
+            for (int w = 0; w < 40; ++w) p += std::string(words[(w * (i + 3)) % 8]) + " ";
+            f << R"({"prompt": ")" << p << R"(", "answer": "the end of sample )" << i << R"(", "task": "t", "category": ")"
+              << (i % 2 ? "robust" : "sensitive") << R"("})" << "\n";
+        }
+    }
+    const std::string common = "-m " + model + " --data " + data + " --steps 4 --batch 1 --sink 8 --local 16 -t 1 --seed 3";
+    ASSERT_EQ(0, run_elastic("train-router " + common + " -o " + dir + "/one.safetensors", dir + "/err1")) << slurp(dir + "/err1");
+    ASSERT_EQ(0, run_elastic("train-router " + common + " --stop-at 2 --checkpoint-dir " + dir + "/ck -o " + dir + "/half.safetensors",
+                             dir + "/err2")) << slurp(dir + "/err2");
+    ASSERT_EQ(0, run_elastic("train-router " + common + " --resume " + dir + "/ck -o " + dir + "/two.safetensors", dir + "/err3"))
+        << slurp(dir + "/err3");
+    const std::string one = slurp(dir + "/one.safetensors"), two = slurp(dir + "/two.safetensors");
+    ASSERT_FALSE(one.empty());
+    EXPECT_TRUE(one == two) << "split run differs from one run";
+    EXPECT_FALSE(one == slurp(dir + "/half.safetensors"));
+    const Router r = Router::load(dir + "/one.safetensors", 30, 64);
+    EXPECT_EQ(r.n_layer(), 30);
+
+    std::ofstream(data, std::ios::app) << R"({"prompt": "x"})" << "\n";
+    EXPECT_EQ(1, run_elastic("train-router " + common + " -o " + dir + "/bad.safetensors", dir + "/err4"));
+    const std::string err = slurp(dir + "/err4");
+    EXPECT_NE(err.find("data.jsonl:5: missing field \"answer\""), std::string::npos) << err;
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace elastic

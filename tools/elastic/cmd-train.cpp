@@ -1,0 +1,145 @@
+// `elastic train-router`: trains the per-layer routers of a frozen model on the CPU (DESIGN.md §1.4;
+// docs/training.md). Data: JSON lines {prompt, answer, task, category}. Output: router weights
+// under the released tensor names, loadable with --router, with the run's metadata.
+#include <cstdio>
+#include <filesystem>
+
+#include "attention/router.h"
+#include "commands.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "train/router-init.h"
+#include "train/trainer-data.h"
+#include "train/trainer.h"
+
+namespace elastic::cli {
+
+namespace {
+
+struct TrainCliOptions {
+    std::string model, data, config = "fa-ssa", out, resume, checkpoint_dir, log, init;
+    int64_t steps = 300, max_seq = 4096, checkpoint_every = 0, stop_at = -1;
+    int batch = 1, threads = 0;
+    uint64_t seed = 0;
+    double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
+    int64_t sink = 128, local = 2048, xa_block = 128;
+    bool skip_bad = false;
+};
+
+void train_router(const TrainCliOptions& c) {
+    if (c.steps < 1) fail("train-router: --steps must be >= 1");
+    if (c.batch < 1) fail("train-router: --batch must be >= 1");
+    const train::TrainConfig config = train::parse_train_config(c.config);
+    if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
+        fail("train-router: --checkpoint-every needs --checkpoint-dir");
+    const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
+    auto model = Model::load(c.model);
+    const ModelConfig& mc = model->config;
+    const Tokenizer& tok = model->tok();
+    train::DataReport rep;
+    const std::vector<train::TrainSample> data = train::read_train_data(
+        c.data, [&](const std::string& s) { return tok.encode(s); }, c.max_seq, c.skip_bad, &rep);
+    for (const std::string& p : rep.problems) std::fprintf(stderr, "train-router: skipped %s\n", p.c_str());
+    int64_t tokens = 0;
+    int per_cat[train::kCategories] = {0, 0};
+    for (const train::TrainSample& s : data) {
+        tokens += int64_t(s.tokens.size());
+        per_cat[s.category]++;
+    }
+    std::fprintf(stderr, "train-router: %zu samples (%d sensitive, %d robust, %lld tokens), %lld skipped\n", data.size(),
+                 per_cat[0], per_cat[1], (long long)tokens, (long long)rep.skipped);
+
+    train::TrainerOptions o;
+    o.step.config = config;
+    o.step.win.sink = c.sink;
+    o.step.win.local = c.local;
+    o.step.xa.block = c.xa_block;
+    o.steps = c.steps;
+    o.batch = c.batch;
+    o.lr = c.lr;
+    o.lambda_lr = c.lambda_lr;
+    o.lambda_init = c.lambda_init;
+    o.target[train::kSensitive] = c.target_sensitive;
+    o.target[train::kRobust] = c.target_robust;
+    o.seed = c.seed;
+
+    train::TrainState st;
+    if (!c.resume.empty()) {
+        st = train::load_checkpoint(c.resume, mc.n_layer, mc.head_dim, data.size());
+        if (st.schedule_steps != c.steps)
+            std::fprintf(stderr,
+                         "train-router: warning: the checkpoint's run had --steps %lld, this one %lld: the learning-rate "
+                         "schedule changes (not a bit-exact continuation)\n",
+                         (long long)st.schedule_steps, (long long)c.steps);
+        std::fprintf(stderr, "train-router: resumed from %s at step %lld\n", c.resume.c_str(), (long long)st.step);
+    } else {
+        std::vector<RouterLayer> init;
+        if (!c.init.empty()) {
+            const Router r = Router::load(c.init, mc.n_layer, mc.head_dim);
+            for (int l = 0; l < mc.n_layer; ++l) init.push_back(r.layer(l));
+        } else {
+            init = train::router_init(mc.n_layer, mc.head_dim, c.seed);
+        }
+        st = train::init_state(std::move(init), o, data.size());
+    }
+    train::LoopOptions lo;
+    lo.stop_at = c.stop_at;
+    lo.checkpoint_dir = !c.checkpoint_dir.empty() ? c.checkpoint_dir : c.resume;
+    lo.checkpoint_every = c.checkpoint_every;
+    lo.log_path = c.log;
+    lo.progress = stderr_is_tty();
+    train::train_loop(*model, data, o, lo, st);
+    const double* omega = st.last_omega;
+    train::write_trained_router(
+        c.out, st.routers,
+        {{"format", "elastic-router"},
+         {"model", std::filesystem::path(c.model).filename().string()},
+         {"model_name", mc.name},
+         {"config", c.config},
+         {"data", std::filesystem::path(c.data).filename().string()},
+         {"data_fnv1a64", train::file_hash(c.data)},
+         {"steps", std::to_string(st.step)},
+         {"batch", std::to_string(c.batch)},
+         {"seed", std::to_string(c.seed)},
+         {"omega_sensitive", omega[0] >= 0 ? strprintf("%.6f", omega[0]) : "n/a"},
+         {"omega_robust", omega[1] >= 0 ? strprintf("%.6f", omega[1]) : "n/a"},
+         {"lambda1", strprintf("%.6g,%.6g", st.lambda1[0], st.lambda1[1])},
+         {"lambda2", strprintf("%.6g,%.6g", st.lambda2[0], st.lambda2[1])}});
+    std::fprintf(stderr, "train-router: %lld steps; wrote %s (last Ω: sensitive %s, robust %s)\n", (long long)st.step,
+                 c.out.c_str(), omega[0] >= 0 ? strprintf("%.3f", omega[0]).c_str() : "n/a",
+                 omega[1] >= 0 ? strprintf("%.3f", omega[1]).c_str() : "n/a");
+}
+
+}  // namespace
+
+void add_train_router(CLI::App& app) {
+    auto o = std::make_shared<TrainCliOptions>();
+    CLI::App* c = app.add_subcommand("train-router", "Train the routers of a frozen model (CPU)");
+    c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
+    c->add_option("--data", o->data, "Training data, JSON lines {prompt, answer, task, category}")->required();
+    c->add_option("--config", o->config, "fa-ssa | fa-xa | xa-ssa")->capture_default_str();
+    c->add_option("--steps", o->steps, "Total optimizer steps")->capture_default_str();
+    c->add_option("--batch", o->batch, "Samples per step")->capture_default_str();
+    c->add_option("--max-seq", o->max_seq, "Longest sample in tokens (longer lines are errors)")->capture_default_str();
+    c->add_option("-o,--out", o->out, "Output router .safetensors")->required();
+    c->add_option("--resume", o->resume, "Continue from a checkpoint directory");
+    c->add_option("--checkpoint-dir", o->checkpoint_dir, "Write checkpoints here (default: the --resume directory)");
+    c->add_option("--checkpoint-every", o->checkpoint_every, "Checkpoint every K steps (and at the end)");
+    c->add_option("--stop-at", o->stop_at, "Stop after this step (the schedule still spans --steps)");
+    c->add_option("--seed", o->seed, "Seed of the router init and the data order")->capture_default_str();
+    c->add_option("--init", o->init, "Start from these routers instead of a random init");
+    c->add_option("--log", o->log, "Append one JSON line per step to this file");
+    c->add_option("--target-sensitive", o->target_sensitive, "Ω_MSR target, sensitive tasks")->capture_default_str();
+    c->add_option("--target-robust", o->target_robust, "Ω_MSR target, robust tasks")->capture_default_str();
+    c->add_option("--lr", o->lr, "Router peak learning rate")->capture_default_str();
+    c->add_option("--lambda-lr", o->lambda_lr, "Lagrange multiplier learning rate")->capture_default_str();
+    c->add_option("--lambda-init", o->lambda_init, "Initial λ1, λ2")->capture_default_str();
+    c->add_option("--sink", o->sink, "SSA sink tokens")->capture_default_str();
+    c->add_option("--local", o->local, "SSA local window")->capture_default_str();
+    c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
+    c->callback([o] { train_router(*o); });
+}
+
+}  // namespace elastic::cli
