@@ -197,3 +197,25 @@ TEST(Cli, RunVerbosePrintsALogitsHash) {
     EXPECT_EQ(full.code, 0) << full.err;
     EXPECT_NE(full.err.find("context of 4 tokens is full"), std::string::npos) << full.err;
 }
+
+// `train-router plot LOG --png F` draws a training log; a missing log is one clear line; plain
+// `train-router` without -m says so.
+TEST(Cli, TrainRouterPlot) {
+    const std::string d = tmp_dir();
+    {
+        std::ofstream f(d + "/log.jsonl");
+        for (int s = 1; s <= 5; ++s)
+            f << "{\"step\": " << s << ", \"lm_loss\": " << 2.0 / s << ", \"omega\": {\"robust\": " << 0.1 * s << "}}\n";
+    }
+#ifdef ELASTIC_HAVE_CAIRO
+    const Result ok = run("train-router plot " + d + "/log.jsonl --png " + d + "/curves.png");
+    EXPECT_EQ(ok.code, 0) << ok.err;
+    EXPECT_TRUE(std::ifstream(d + "/curves.png").good());
+#endif
+    const Result missing = run("train-router plot " + d + "/nope.jsonl --png " + d + "/x.png");
+    EXPECT_EQ(missing.code, 1);
+    EXPECT_NE(missing.err.find("cannot open"), std::string::npos) << missing.err;
+    const Result no_model = run("train-router --data " + d + "/log.jsonl -o " + d + "/r.safetensors");
+    EXPECT_EQ(no_model.code, 1);
+    EXPECT_NE(no_model.err.find("-m is required"), std::string::npos) << no_model.err;
+}

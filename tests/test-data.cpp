@@ -50,13 +50,13 @@ const TrainSources& sources() {
 }
 
 struct Built {
-    std::vector<TrainSample> samples;
+    std::vector<TextSample> samples;
     std::vector<int64_t> tokens;
     BuildStats stats;
 };
 Built build(const DataBuildOptions& o) {
     Built b;
-    b.stats = build_training_mix(o, tok(), sources(), [&](const TrainSample& s, int64_t n, const BuildStats&) {
+    b.stats = build_training_mix(o, tok(), sources(), [&](const TextSample& s, int64_t n, const BuildStats&) {
         b.samples.push_back(s);
         b.tokens.push_back(n);
     });
@@ -104,7 +104,7 @@ TEST(TrainData, LengthsShareAndTasks) {
     int64_t total = 0, sens = 0, shortest = 1 << 30, longest = 0;
     std::map<std::string, int> per_task;
     for (size_t i = 0; i < b.samples.size(); ++i) {
-        const TrainSample& s = b.samples[i];
+        const TextSample& s = b.samples[i];
         const int64_t n = sample_tokens(tok(), s);
         EXPECT_EQ(n, b.tokens[i]);
         EXPECT_LE(n, 1024) << s.task;
@@ -133,7 +133,7 @@ TEST(TrainData, LengthsShareAndTasks) {
 
 TEST(TrainData, AnswersFollowFromThePrompt) {
     NEED_SOURCES();
-    for (const TrainSample& s : default_mix().samples) {
+    for (const TextSample& s : default_mix().samples) {
         SCOPED_TRACE(s.task + ": " + s.answer);
         if (s.task == "kv-single" || s.task == "haystack-qa" || s.task == "prose-lead") {
             EXPECT_NE(s.prompt.find(s.answer), std::string::npos);
@@ -215,7 +215,7 @@ TEST(TrainData, DisjointFromEval) {
             }
     ASSERT_GT(needles.size(), 40u);
     const Built& b = default_mix();
-    for (const TrainSample& s : b.samples) {
+    for (const TextSample& s : b.samples) {
         for (const auto& n : needles) ASSERT_EQ(s.prompt.find(n), std::string::npos) << s.task << " holds eval's needle: " << n;
         for (const char* phrase : {"special magic", "Memorize and track the chain", "Please complete the code given below",
                                    "most common words", "coded text"})

@@ -249,11 +249,10 @@ TEST(TrainerRun, ResumeIsBitExact) {
     std::filesystem::remove_all(dir);
 }
 
-// A byte-level stand-in for a tokenizer: one id per character.
-std::vector<int32_t> bytes(const std::string& s) {
-    std::vector<int32_t> v;
-    for (unsigned char ch : s) v.push_back(int32_t(ch));
-    return v;
+// A byte-level stand-in for a tokenizer: one id per character, no template, no end id.
+void bytes(const std::string& prompt, const std::string& answer, std::vector<int32_t>& p, std::vector<int32_t>& a) {
+    p.assign(prompt.begin(), prompt.end());
+    a.assign(answer.begin(), answer.end());
 }
 
 TEST(TrainerData, ReadsGoodLines) {

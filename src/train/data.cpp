@@ -29,9 +29,18 @@ const std::string& task_category(const std::string& task) {
     fail("data: unknown task '%s'", task.c_str());
 }
 
-int64_t sample_tokens(const Tokenizer& tok, const TrainSample& s) {
-    const std::string p = tok.chat_template() != ChatTemplate::None ? tok.apply_chat_template({{"user", s.prompt}}, true) : s.prompt;
-    return int64_t(tok.encode(p, true).size() + tok.encode(s.answer, false).size()) + 1;
+void render_sample(const Tokenizer& tok, const std::string& prompt, const std::string& answer, std::vector<int32_t>& prompt_ids,
+                   std::vector<int32_t>& answer_ids) {
+    const std::string p = tok.chat_template() != ChatTemplate::None ? tok.apply_chat_template({{"user", prompt}}, true) : prompt;
+    prompt_ids = tok.encode(p, true);
+    answer_ids = tok.encode(answer, false);
+    if (!tok.stop_ids().empty()) answer_ids.push_back(tok.stop_ids()[0]);
+}
+
+int64_t sample_tokens(const Tokenizer& tok, const TextSample& s) {
+    std::vector<int32_t> p, a;
+    render_sample(tok, s.prompt, s.answer, p, a);
+    return int64_t(p.size() + a.size());
 }
 
 namespace detail {
@@ -57,7 +66,7 @@ namespace {
 
 // The draft as a sample of at most max_seq tokens, dropping context units as needed; false when
 // even the kept units do not fit.
-bool finalize(detail::Draft& d, const std::string& task, int64_t max_seq, const Tokenizer& tok, TrainSample* out, int64_t* n) {
+bool finalize(detail::Draft& d, const std::string& task, int64_t max_seq, const Tokenizer& tok, TextSample* out, int64_t* n) {
     for (;;) {
         *out = {d.prompt(), d.answer, task, task_category(task)};
         *n = sample_tokens(tok, *out);
@@ -104,7 +113,7 @@ BuildStats build_training_mix(const DataBuildOptions& o, const Tokenizer& tok, c
         eval::Rng pick(eval::derive_seed(o.seed, "mix", i));
         int64_t target = pick.range(min_seq, o.max_seq);
         target = std::min(target, std::max(min_seq, o.tokens - st.tokens));  // the last sample lands near --tokens
-        TrainSample s;
+        TextSample s;
         int64_t n = 0;
         bool ok = false;
         for (uint64_t attempt = 0; attempt < 16 && !ok; ++attempt) {
@@ -122,30 +131,30 @@ BuildStats build_training_mix(const DataBuildOptions& o, const Tokenizer& tok, c
     return st;
 }
 
-std::vector<TrainSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok) {
+std::vector<TextSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok) {
     const TrainSources src = load_train_sources(o);
-    std::vector<TrainSample> out;
-    build_training_mix(o, tok, src, [&](const TrainSample& s, int64_t, const BuildStats&) { out.push_back(s); });
+    std::vector<TextSample> out;
+    build_training_mix(o, tok, src, [&](const TextSample& s, int64_t, const BuildStats&) { out.push_back(s); });
     return out;
 }
 
-std::string to_json_line(const TrainSample& s) {
+std::string to_json_line(const TextSample& s) {
     const nlohmann::ordered_json j = {{"prompt", s.prompt}, {"answer", s.answer}, {"task", s.task}, {"category", s.category}};
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::vector<TrainSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
+std::vector<TextSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
                                             int64_t* skipped) {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail("%s: cannot open", path.c_str());
-    std::vector<TrainSample> out;
+    std::vector<TextSample> out;
     int64_t bad = 0, lineno = 0;
     std::string line;
     while (std::getline(in, line)) {
         ++lineno;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         std::string why;
-        TrainSample s;
+        TextSample s;
         const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
         if (j.is_discarded()) {
             why = "not valid JSON";

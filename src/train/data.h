@@ -22,7 +22,7 @@ constexpr const char* kDefaultTrainProseDir = "/usr/share/doc";
 constexpr const char* kDefaultTrainCodeDir = "/usr/include";
 constexpr size_t kEvalCodeBytes = 8u << 20;  // tools/elastic/cmd-eval.cpp: load_corpus(code_dir, ..., 8 MiB)
 
-struct TrainSample {
+struct TextSample {
     std::string prompt, answer, task;
     std::string category;  // "sensitive" or "robust"
 };
@@ -44,7 +44,12 @@ const std::string& task_category(const std::string& task);
 
 // Tokens the trainer feeds for a sample: the prompt as a user turn in the tokenizer's chat template
 // (plain prompt when it has none), the answer, and one end-of-turn token.
-int64_t sample_tokens(const Tokenizer& tok, const TrainSample& s);
+int64_t sample_tokens(const Tokenizer& tok, const TextSample& s);
+// The token ids a sample trains on, as sample_tokens counts them: the prompt in the model's chat
+// template (when it has one) as a user turn, then the answer and the end-of-turn id (the first stop
+// id). The trainer and the length bound of `data build` use this one rendering.
+void render_sample(const Tokenizer& tok, const std::string& prompt, const std::string& answer, std::vector<int32_t>& prompt_ids,
+                   std::vector<int32_t>& answer_ids);
 
 // The text a mix is drawn from, after leaving out everything eval reads.
 struct TrainSources {
@@ -63,18 +68,18 @@ struct BuildStats {
     int64_t samples = 0, tokens = 0, sensitive_tokens = 0;
     std::map<std::string, int64_t> per_task;
 };
-using SampleSink = std::function<void(const TrainSample&, int64_t tokens, const BuildStats& so_far)>;
+using SampleSink = std::function<void(const TextSample&, int64_t tokens, const BuildStats& so_far)>;
 // Streams samples until `tokens` are reached; the same options give the same samples in the same order.
 BuildStats build_training_mix(const DataBuildOptions& o, const Tokenizer& tok, const TrainSources& src, const SampleSink& sink);
-std::vector<TrainSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok);
+std::vector<TextSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok);
 
 // One JSONL line (no newline): {"prompt":…,"answer":…,"task":…,"category":…}.
-std::string to_json_line(const TrainSample& s);
+std::string to_json_line(const TextSample& s);
 
 // Reads a JSONL mix. A line that is not a JSON object, lacks a string field, has an unknown category
 // or is longer than max_seq tokens is an Error naming the file and line; with skip_bad it is skipped
 // and counted in *skipped instead. Blank lines are ignored.
-std::vector<TrainSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
+std::vector<TextSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
                                             int64_t* skipped);
 
 }  // namespace elastic::train

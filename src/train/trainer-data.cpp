@@ -50,7 +50,8 @@ std::vector<TrainSample> parse_train_data(const std::string& text, const std::st
                 c = kRobust;
             else
                 throw std::runtime_error("unknown category \"" + cat + "\" (expected sensitive or robust)");
-            const std::vector<int32_t> p = encode(prompt), a = encode(answer);
+            std::vector<int32_t> p, a;
+            encode(prompt, answer, p, a);
             if (p.empty()) throw std::runtime_error("empty prompt");
             if (a.empty()) throw std::runtime_error("empty answer");
             const int64_t T = int64_t(p.size() + a.size());

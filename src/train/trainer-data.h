@@ -11,7 +11,10 @@
 
 namespace elastic::train {
 
-using EncodeFn = std::function<std::vector<int32_t>(const std::string&)>;
+// Turns a sample's prompt and answer into token ids (train::render_sample with the model's
+// tokenizer: chat template, answer, end-of-turn id; tests use a byte-level stand-in).
+using EncodeFn = std::function<void(const std::string& prompt, const std::string& answer, std::vector<int32_t>& prompt_ids,
+                                    std::vector<int32_t>& answer_ids)>;
 
 struct DataReport {
     int64_t lines = 0;    // non-empty lines
@@ -19,8 +22,8 @@ struct DataReport {
     std::vector<std::string> problems;  // one message per skipped line
 };
 
-// Samples from the text of a JSONL file (`name` for messages). Tokens = encode(prompt) +
-// encode(answer); targets are the answer tokens. A bad line (bad JSON, missing or non-string
+// Samples from the text of a JSONL file (`name` for messages). Tokens = the encoded prompt, then
+// the encoded answer; targets are the answer tokens. A bad line (bad JSON, missing or non-string
 // field, unknown category, empty prompt or answer, more than max_seq tokens) is an Error naming
 // `name:line`, or with skip_bad it is skipped and counted in report.
 std::vector<TrainSample> parse_train_data(const std::string& text, const std::string& name, const EncodeFn& encode,

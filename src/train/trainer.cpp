@@ -86,8 +86,10 @@ void write_layers(const std::string& path, const std::vector<RouterLayer>& layer
         const RouterLinear* lin[5] = {&r.fe0, &r.fe2, &r.rh0, &r.rh2, &r.rh4};
         const std::vector<const std::vector<float>*> t = tensors(r);
         for (int i = 0; i < 5; ++i) {
-            w.add_tensor(names[size_t(2 * i)], DType::F32, {lin[i]->out, lin[i]->in}, t[size_t(2 * i)]->data());
-            w.add_tensor(names[size_t(2 * i + 1)], DType::F32, {lin[i]->out}, t[size_t(2 * i + 1)]->data());
+            const std::vector<float>& wt = *t[size_t(2 * i)];
+            const std::vector<float>& bt = *t[size_t(2 * i + 1)];
+            w.add_tensor(names[size_t(2 * i)], DType::F32, {lin[i]->out, lin[i]->in}, wt.data(), wt.size() * sizeof(float));
+            w.add_tensor(names[size_t(2 * i + 1)], DType::F32, {lin[i]->out}, bt.data(), bt.size() * sizeof(float));
         }
     }
     const std::string tmp = path + ".tmp";

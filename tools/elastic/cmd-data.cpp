@@ -49,7 +49,7 @@ void data_build(const DataOptions& o) {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) fail("data build: cannot write %s", tmp.c_str());
     const bool tty = stderr_is_tty();
-    const train::BuildStats st = train::build_training_mix(o.build, *tok, src, [&](const train::TrainSample& s, int64_t, const train::BuildStats& so_far) {
+    const train::BuildStats st = train::build_training_mix(o.build, *tok, src, [&](const train::TextSample& s, int64_t, const train::BuildStats& so_far) {
         f << train::to_json_line(s) << '\n';
         if (!f) fail("data build: write error on %s", tmp.c_str());
         if (tty && so_far.samples % 16 == 0)
@@ -72,7 +72,7 @@ void data_build(const DataOptions& o) {
 void data_check(const DataOptions& o) {
     auto tok = Tokenizer::from_path(o.model);
     int64_t skipped = 0;
-    const std::vector<train::TrainSample> v = train::read_training_data(o.in, o.build.max_seq, *tok, o.skip_bad, &skipped);
+    const std::vector<train::TextSample> v = train::read_training_data(o.in, o.build.max_seq, *tok, o.skip_bad, &skipped);
     std::map<std::string, int64_t> per_task;
     int64_t sensitive = 0;
     for (const auto& s : v) {

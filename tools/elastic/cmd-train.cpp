@@ -8,7 +8,9 @@
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "eval/training-plot.h"
 #include "train/router-init.h"
+#include "train/data.h"
 #include "train/trainer-data.h"
 #include "train/trainer.h"
 
@@ -38,7 +40,11 @@ void train_router(const TrainCliOptions& c) {
     const Tokenizer& tok = model->tok();
     train::DataReport rep;
     const std::vector<train::TrainSample> data = train::read_train_data(
-        c.data, [&](const std::string& s) { return tok.encode(s); }, c.max_seq, c.skip_bad, &rep);
+        c.data,
+        [&](const std::string& prompt, const std::string& answer, std::vector<int32_t>& p, std::vector<int32_t>& a) {
+            train::render_sample(tok, prompt, answer, p, a);
+        },
+        c.max_seq, c.skip_bad, &rep);
     for (const std::string& p : rep.problems) std::fprintf(stderr, "train-router: skipped %s\n", p.c_str());
     int64_t tokens = 0;
     int per_cat[train::kCategories] = {0, 0};
@@ -115,13 +121,14 @@ void train_router(const TrainCliOptions& c) {
 void add_train_router(CLI::App& app) {
     auto o = std::make_shared<TrainCliOptions>();
     CLI::App* c = app.add_subcommand("train-router", "Train the routers of a frozen model (CPU)");
-    c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
-    c->add_option("--data", o->data, "Training data, JSON lines {prompt, answer, task, category}")->required();
+    // -m, --data, -o are checked by hand: `train-router plot` needs none of them.
+    c->add_option("-m,--model", o->model, "GGUF file or HF directory (required)");
+    c->add_option("--data", o->data, "Training data, JSON lines {prompt, answer, task, category} (required)");
     c->add_option("--config", o->config, "fa-ssa | fa-xa | xa-ssa")->capture_default_str();
     c->add_option("--steps", o->steps, "Total optimizer steps")->capture_default_str();
     c->add_option("--batch", o->batch, "Samples per step")->capture_default_str();
     c->add_option("--max-seq", o->max_seq, "Longest sample in tokens (longer lines are errors)")->capture_default_str();
-    c->add_option("-o,--out", o->out, "Output router .safetensors")->required();
+    c->add_option("-o,--out", o->out, "Output router .safetensors (required)");
     c->add_option("--resume", o->resume, "Continue from a checkpoint directory");
     c->add_option("--checkpoint-dir", o->checkpoint_dir, "Write checkpoints here (default: the --resume directory)");
     c->add_option("--checkpoint-every", o->checkpoint_every, "Checkpoint every K steps (and at the end)");
@@ -139,7 +146,21 @@ void add_train_router(CLI::App& app) {
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
     c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
-    c->callback([o] { train_router(*o); });
+    auto plot = std::make_shared<std::pair<std::string, std::string>>();  // log, image
+    CLI::App* p = c->add_subcommand("plot", "Draw a training log: losses, Ω_MSR per category against its target, λ");
+    p->add_option("log", plot->first, "The --log file of a run (JSON lines)")->required();
+    p->add_option("--png", plot->second, "Output image (.png or .svg)")->required();
+    p->callback([plot] {
+        eval::write_curve_panels(plot->second, eval::training_log_panels(plot->first), "router training: " + plot->first);
+        std::printf("training curves: %s\n", plot->second.c_str());
+    });
+    c->callback([o, p] {
+        if (p->parsed()) return;
+        for (const auto& [value, flag] : {std::pair<const std::string*, const char*>{&o->model, "-m"}, {&o->data, "--data"},
+                                          {&o->out, "-o"}})
+            if (value->empty()) fail("train-router: %s is required", flag);
+        train_router(*o);
+    });
 }
 
 }  // namespace elastic::cli
