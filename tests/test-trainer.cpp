@@ -276,10 +276,10 @@ TEST(TrainerData, BadLinesNameTheLine) {
         std::string line, expect;
     };
     const std::vector<Case> cases = {
-        {R"({"prompt": "abc", "answer": )", "bad JSON"},
-        {R"({"prompt": "abc", "task": "qa", "category": "robust"})", "missing field \"answer\""},
-        {R"({"prompt": "abc", "answer": 3, "task": "qa", "category": "robust"})", "\"answer\" is not a string"},
-        {R"({"prompt": "abc", "answer": "d", "task": "qa", "category": "medium"})", "unknown category \"medium\""},
+        {R"({"prompt": "abc", "answer": )", "not valid JSON"},
+        {R"({"prompt": "abc", "task": "qa", "category": "robust"})", "missing field 'answer'"},
+        {R"({"prompt": "abc", "answer": 3, "task": "qa", "category": "robust"})", "'answer' is not a string"},
+        {R"({"prompt": "abc", "answer": "d", "task": "qa", "category": "medium"})", "unknown category 'medium'"},
         {R"({"prompt": "abcdefghijklmnopq", "answer": "d", "task": "qa", "category": "robust"})", "longer than --max-seq 16"},
         {R"({"prompt": "", "answer": "d", "task": "qa", "category": "robust"})", "empty prompt"},
         {R"([1, 2])", "not a JSON object"},
@@ -347,7 +347,7 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
     std::ofstream(data, std::ios::app) << R"({"prompt": "x"})" << "\n";
     EXPECT_EQ(1, run_elastic("train-router " + common + " -o " + dir + "/bad.safetensors", dir + "/err4"));
     const std::string err = slurp(dir + "/err4");
-    EXPECT_NE(err.find("data.jsonl:5: missing field \"answer\""), std::string::npos) << err;
+    EXPECT_NE(err.find("data.jsonl:5: missing field 'answer'"), std::string::npos) << err;
     std::filesystem::remove_all(dir);
 }
 

@@ -143,6 +143,21 @@ std::string to_json_line(const TextSample& s) {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string parse_text_sample(const std::string& line, TextSample& s) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return "not valid JSON";
+    if (!j.is_object()) return "not a JSON object";
+    for (const char* f : {"prompt", "answer", "task", "category"}) {
+        const auto it = j.find(f);
+        if (it == j.end()) return strprintf("missing field '%s'", f);
+        if (!it->is_string()) return strprintf("field '%s' is not a string", f);
+    }
+    s = {j["prompt"].get<std::string>(), j["answer"].get<std::string>(), j["task"].get<std::string>(),
+         j["category"].get<std::string>()};
+    if (s.category != "sensitive" && s.category != "robust") return "unknown category '" + s.category + "' (sensitive or robust)";
+    return "";
+}
+
 std::vector<TextSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
                                             int64_t* skipped) {
     std::ifstream in(path, std::ios::binary);
@@ -153,29 +168,11 @@ std::vector<TextSample> read_training_data(const std::string& path, int64_t max_
     while (std::getline(in, line)) {
         ++lineno;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        std::string why;
         TextSample s;
-        const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (j.is_discarded()) {
-            why = "not valid JSON";
-        } else if (!j.is_object()) {
-            why = "not a JSON object";
-        } else {
-            for (const char* f : {"prompt", "answer", "task", "category"}) {
-                const auto it = j.find(f);
-                if (it == j.end()) why = strprintf("missing field '%s'", f);
-                else if (!it->is_string()) why = strprintf("field '%s' is not a string", f);
-                if (!why.empty()) break;
-            }
-            if (why.empty()) {
-                s = {j["prompt"].get<std::string>(), j["answer"].get<std::string>(), j["task"].get<std::string>(),
-                     j["category"].get<std::string>()};
-                if (s.category != "sensitive" && s.category != "robust")
-                    why = "unknown category '" + s.category + "' (sensitive or robust)";
-                else if (const int64_t n = sample_tokens(tok, s); n > max_seq)
-                    why = strprintf("%lld tokens, more than --max-seq %lld", (long long)n, (long long)max_seq);
-            }
-        }
+        std::string why = parse_text_sample(line, s);
+        if (why.empty())
+            if (const int64_t n = sample_tokens(tok, s); n > max_seq)
+                why = strprintf("%lld tokens, more than --max-seq %lld", (long long)n, (long long)max_seq);
         if (why.empty()) {
             out.push_back(std::move(s));
         } else if (skip_bad) {

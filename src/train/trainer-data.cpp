@@ -4,22 +4,11 @@
 #include <fstream>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
-
 #include "core/error.h"
+#include "train/data.h"
 
 namespace elastic::train {
 
-namespace {
-
-std::string field(const nlohmann::json& j, const char* key) {
-    auto it = j.find(key);
-    if (it == j.end()) throw std::runtime_error(std::string("missing field \"") + key + "\"");
-    if (!it->is_string()) throw std::runtime_error(std::string("field \"") + key + "\" is not a string");
-    return it->get<std::string>();
-}
-
-}  // namespace
 
 std::vector<TrainSample> parse_train_data(const std::string& text, const std::string& name, const EncodeFn& encode,
                                           int64_t max_seq, bool skip_bad, DataReport* report) {
@@ -34,22 +23,10 @@ std::vector<TrainSample> parse_train_data(const std::string& text, const std::st
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         ++rep.lines;
         try {
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::exception& e) {
-                throw std::runtime_error(std::string("bad JSON: ") + e.what());
-            }
-            if (!j.is_object()) throw std::runtime_error("not a JSON object");
-            const std::string prompt = field(j, "prompt"), answer = field(j, "answer"), cat = field(j, "category");
-            field(j, "task");
-            int c;
-            if (cat == "sensitive")
-                c = kSensitive;
-            else if (cat == "robust")
-                c = kRobust;
-            else
-                throw std::runtime_error("unknown category \"" + cat + "\" (expected sensitive or robust)");
+            TextSample ts;
+            if (const std::string why = parse_text_sample(line, ts); !why.empty()) throw std::runtime_error(why);
+            const int c = ts.category == "sensitive" ? kSensitive : kRobust;
+            const std::string &prompt = ts.prompt, &answer = ts.answer;
             std::vector<int32_t> p, a;
             encode(prompt, answer, p, a);
             if (p.empty()) throw std::runtime_error("empty prompt");
