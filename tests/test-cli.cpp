@@ -196,6 +196,16 @@ TEST(Cli, RunVerbosePrintsALogitsHash) {
     const Result full = run("run -m " + m + " -p 'hello world' --ctx 4 -n 20 --temp 0");
     EXPECT_EQ(full.code, 0) << full.err;
     EXPECT_NE(full.err.find("context of 4 tokens is full"), std::string::npos) << full.err;
+    // Thread counts: more than the machine has is clamped with a warning (100000 once crashed in
+    // the OpenMP runtime); 0 or negative threads or context are errors, like -n.
+    const Result many = run("run -m " + m + " -p 'hello' -n 2 --temp 0 -t 100000");
+    EXPECT_EQ(many.code, 0) << many.err;
+    EXPECT_NE(many.err.find("100000 threads requested"), std::string::npos) << many.err;
+    for (const char* bad : {"-t 0", "-t -3", "--ctx 0", "--ctx -5"}) {
+        const Result r = run("run -m " + m + " -p 'hello' -n 2 " + bad);
+        EXPECT_EQ(r.code, 1) << bad << ": " << r.err;
+        EXPECT_NE(r.err.find("not in range"), std::string::npos) << bad << ": " << r.err;
+    }
 }
 
 // `train-router plot LOG --png F` draws a training log; a missing log is one clear line; plain

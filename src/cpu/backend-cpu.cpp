@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "core/error.h"
 #include "cpu/attention.h"
@@ -38,6 +40,13 @@ class CpuBackend : public Backend {
 public:
     explicit CpuBackend(int threads) {
         openblas_set_num_threads(1);
+        // More threads than the machine has only oversubscribes it (and tens of thousands exhaust
+        // the stacks of the OpenMP runtime): at most one per hardware thread.
+        const int hw = std::max(1, int(std::thread::hardware_concurrency()));
+        if (threads > hw) {
+            std::fprintf(stderr, "elastic: %d threads requested, this machine has %d: using %d\n", threads, hw, hw);
+            threads = hw;
+        }
         if (threads > 0) omp_set_num_threads(threads);
     }
     const char* name() const override { return "cpu"; }

@@ -339,7 +339,7 @@ void add_bench_attention(CLI::App* bench) {
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
     c->add_option("--xa-threshold", o->xa_threshold, "XAttention mass threshold")->capture_default_str();
     c->add_option("-r,--reps", o->reps, "Timed repetitions (median and range)")->capture_default_str();
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--check", o->check, "Compare with the naive reference (all rows if cheap, else 64 sampled rows)");
     c->add_flag("--json", o->json, "Print one JSON array (one object per row)");
     c->callback([o] { bench_attention(*o); });

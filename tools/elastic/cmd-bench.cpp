@@ -124,7 +124,7 @@ void add_bench(CLI::App& app) {
     c->add_option("-n,--n-gen", o->n_gen, "Decoded tokens per run")->capture_default_str();
     c->add_option("-r,--reps", o->reps, "Repetitions (median and range reported)")->capture_default_str();
     c->add_option("--text", o->text_file, "Text whose tokens fill the prompt")->capture_default_str();
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--json", o->json, "Print one JSON object");
     o->attn.add_to(c);
     o->backend.add_to(c);

@@ -276,7 +276,7 @@ void add_common(CLI::App* c, EvalOptions& o) {
     c->add_option("--seed", o.seed, "Seed of the generated data")->capture_default_str();
     c->add_option("--backend", o.backend, "cpu | cuda | cuda:N")->capture_default_str();
     c->add_option("--precision", o.precision, "CUDA precision: bf16 | f16 | f32 | auto")->capture_default_str();
-    c->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
+    c->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--json", o.json, "Print one JSON object (for `elastic eval report`)");
     c->add_flag("--predictions", o.predictions, "Include every prediction in the JSON");
     o.attn.add_to(c);

@@ -97,7 +97,7 @@ void add_inspect(CLI::App& app) {
     c->add_option("-f,--file", o->file, "Input text whose routing to show");
     c->add_option("--png", o->png, "Draw the layer x KV-head routing map (.png or .svg by the extension)");
     c->add_flag("--json", o->json, "Print JSON");
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_option("--retrieval-scores", o->retrieval, "Write per-head retrieval scores (Wu et al. 2024) on NIAH samples as JSON for static:FILE");
     c->add_option("--samples", o->samples, "--retrieval-scores: NIAH samples")->capture_default_str();
     c->add_option("--length", o->length, "--retrieval-scores: sample length in tokens")->capture_default_str();

@@ -107,8 +107,8 @@ void add_ppl(CLI::App& app) {
     CLI::App* c = app.add_subcommand("ppl", "Perplexity of a text file");
     c->add_option("-m,--model", o->model, "GGUF file or HF directory")->required();
     c->add_option("-f,--file", o->file, "Text file")->required();
-    c->add_option("--ctx", o->ctx, "Window length in tokens (default: min(model context, 2048))");
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("--ctx", o->ctx, "Window length in tokens (default: min(model context, 2048))")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--per-token", o->per_token, "Also print each token's log-prob");
     c->add_flag("--json", o->json, "Print one JSON object");
     o->attn.add_to(c);

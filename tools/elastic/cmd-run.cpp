@@ -148,8 +148,8 @@ void add_run(CLI::App& app) {
     c->add_option("--top-k", o->sp.top_k, "Top-k (0 = off)")->capture_default_str();
     c->add_option("--top-p", o->sp.top_p, "Top-p (1 = off)")->capture_default_str();
     c->add_option("--seed", o->sp.seed, "Random seed")->capture_default_str();
-    c->add_option("--ctx", o->ctx, "Context capacity (default: prompt + n, up to the model's)");
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("--ctx", o->ctx, "Context capacity (default: prompt + n, up to the model's)")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
     c->add_option("--system", o->system, "System message for --chat");
     o->attn.add_to(c);

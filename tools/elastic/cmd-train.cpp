@@ -144,7 +144,7 @@ void add_train_router(CLI::App& app) {
     c->add_option("--sink", o->sink, "SSA sink tokens")->capture_default_str();
     c->add_option("--local", o->local, "SSA local window")->capture_default_str();
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
-    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+    c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
     auto plot = std::make_shared<std::pair<std::string, std::string>>();  // log, image
     CLI::App* p = c->add_subcommand("plot", "Draw a training log: losses, Ω_MSR per category against its target, λ");
