@@ -41,7 +41,7 @@ for b in "cpu" "cuda" "cuda --precision bf16"; do
 done
 
 echo "== HF golden on the GPU vs the committed CPU golden"
-if "$E" convert "$M" /tmp/smol-hf --type f32 >/dev/null 2>"$OUT/convert.log" &&
+if "$E" convert "$M" /tmp/smol-hf --type f32 --force >/dev/null 2>"$OUT/convert.log" &&
    ELASTIC_GOLDEN_DEVICE=cuda python3 scripts/golden/make-model-golden.py smollm2 /tmp/smol-hf "$OUT/logprobs-smollm2-gpu.json" \
      >"$OUT/golden.log" 2>&1; then
   python3 scripts/golden/make-model-golden.py compare tests/golden/logprobs-smollm2.json "$OUT/logprobs-smollm2-gpu.json"

@@ -107,6 +107,8 @@ TEST(Cli, ConvertHfToGgufAndBackKeepsLogits) {
     const std::string src = source_path("tests/data/tiny-llama3");
     Result a = run("convert " + src + " " + d + "/tiny.gguf");
     ASSERT_EQ(a.code, 0) << a.err;
+    expect_one_line_error(run("convert " + src + " " + d + "/tiny.gguf"), "exists (use --force");  // never overwritten silently
+    ASSERT_EQ(run("convert " + src + " " + d + "/tiny.gguf --force").code, 0);
     Result b = run("convert " + d + "/tiny.gguf " + d + "/tiny-hf");
     ASSERT_EQ(b.code, 0) << b.err;
     auto be = make_cpu_backend(0);

@@ -61,15 +61,18 @@ void bench_model(const BenchOptions& o) {
     const AttentionSpec spec = o.attn.resolve(*model, router);
     auto be = o.backend.make(o.threads, *model);
     Engine engine(*model, *be, router.get());
+    const std::vector<int64_t> lengths = parse_list(o.lengths);
+    for (int64_t len : lengths) {  // every length checked before anything is printed
+        if (len > model->config.max_ctx)
+            fail("bench: %lld tokens exceed the model's context of %d", (long long)len, model->config.max_ctx);
+        if (len <= o.n_gen) fail("bench: each length must exceed -n (%d)", o.n_gen);
+    }
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json) std::printf("\nbackend: %s\n\n", be->name());
     if (!o.json)
         std::printf("| model | attention | tokens N | prefill tok/s | decode tok/s at context N (%d tokens) | KV cache MiB | Ω_MSR | Ω_ESR | attention s | router ms/layer |\n"
                     "|---|---|---|---|---|---|---|---|---|---|\n", o.n_gen);
-    for (int64_t len : parse_list(o.lengths)) {
-        if (len > model->config.max_ctx)
-            fail("bench: %lld tokens exceed the model's context of %d", (long long)len, model->config.max_ctx);
-        if (len <= o.n_gen) fail("bench: each length must exceed -n (%d)", o.n_gen);
+    for (int64_t len : lengths) {
         std::vector<int32_t> ids(static_cast<size_t>(len));
         for (int64_t i = 0; i < len; ++i) ids[size_t(i)] = base[size_t(i) % base.size()];
         std::vector<double> pre, dec;

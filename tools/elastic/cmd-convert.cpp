@@ -24,6 +24,7 @@ namespace {
 
 struct ConvertOptions {
     std::string in, out, type;
+    bool force = false;
 };
 
 bool ends_with(const std::string& s, const std::string& suf) {
@@ -174,6 +175,8 @@ void hf_to_gguf(const ConvertOptions& o) {
 
 void convert(const ConvertOptions& o) {
     struct stat st;
+    if (!o.force && stat(o.out.c_str(), &st) == 0)
+        fail("convert: %s exists (use --force to overwrite it)", o.out.c_str());
     const bool in_dir = stat(o.in.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
     if (!in_dir && ends_with(o.in, ".gguf")) {
         if (ends_with(o.out, ".gguf")) fail("convert: GGUF to GGUF is not supported; give a directory as OUT");
@@ -195,6 +198,7 @@ void add_convert(CLI::App& app) {
     c->add_option("out", o->out, "Output: HF directory or .gguf file")->required();
     c->add_option("--type", o->type,
                   "Weight type of the output (default: keep; quantised -> f32 in safetensors): f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q6_k");
+    c->add_flag("--force", o->force, "Overwrite an existing output");
     c->callback([o] { convert(*o); });
 }
 
