@@ -6,7 +6,7 @@ BIN := build/bin/elastic
 # nvcc for the cuda-release preset when it is not on PATH (the toolkit's usual place).
 export CUDACXX ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 
-.PHONY: all setup build cuda model demo test test-long fuzz bench clean
+.PHONY: all setup build cuda model demo test test-sanitize test-long fuzz bench clean
 
 all: build
 
@@ -35,6 +35,13 @@ test: build model
 	@if command -v "$(CUDACXX)" >/dev/null 2>&1; then $(MAKE) cuda; \
 	 else echo "make test: no nvcc ($(CUDACXX)): the CUDA build is skipped"; fi
 	@cd build && ctest --output-on-failure -j $(JOBS)
+
+# The whole unit and CLI suite under ASan + UBSan (leak detection on), in build-cpu-sanitize/.
+test-sanitize: setup model
+	@cmake --preset cpu-sanitize >/dev/null
+	@cmake --build build-cpu-sanitize -j $(JOBS)
+	@cd build-cpu-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS)
 
 # Long mode: the tests plus a minute of fuzzing per parser.
 test-long: test fuzz

@@ -61,50 +61,57 @@ TEST_P(TrainerGrad, MatchesFiniteDifferences) {
     const FdCase& fc = GetParam();
     auto m = Model::load(test::source_path(fc.model));
     const ModelConfig& c = m->config;
-    const uint64_t seed = test::fresh_seed();
-    SCOPED_TRACE(testing::Message() << "seed " << seed);
-    std::mt19937_64 rng(seed);
-    std::vector<RouterLayer> routers = train::router_init(c.n_layer, c.head_dim, seed);
-    // Larger router weights so z is far from 1/2 and depends strongly on the input.
-    for (RouterLayer& r : routers)
-        for (std::vector<float>* t : tensors_of(r))
-            for (float& x : *t) x *= 3.0f;
-    const TrainSample s = random_sample(rng, c.vocab, 40, 24, train::kSensitive);
-    train::StepOptions o;
-    o.config = fc.config;
-    o.win.sink = 4;
-    o.win.local = 8;
-    o.xa.block = 16;
-    o.xa.stride = 4;
-    o.xa.threshold = 0.5;  // fewer blocks than the causal mask, so O_XA differs from O_FA
-    o.soft_forward = true;
-    const double target = 0.7;
-    std::vector<RouterLayer> grads;
-    for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
-    const train::StepResult base = train::train_step(*m, routers, s, fc.lambda1, fc.lambda2, target, o, grads);
-    ASSERT_GT(base.answer_tokens, 0);
-    auto loss = [&](const std::vector<RouterLayer>& rs) {
-        const train::StepResult r = train::train_loss(*m, rs, s, fc.lambda1, fc.lambda2, target, o);
-        return r.lm_loss + r.reg_loss;
-    };
-    // Per layer and for the first, a middle and the last tensor (fe0.w, rh2.w, rh4.b), the element
-    // with the largest gradient: layer 0's reach the loss through layer 1's keys and its router.
-    const double eps = 1e-2;
+    // A draw whose gradients are nearly all tiny checks little: up to three draws, until at least 4
+    // of the 6 elements checked have a gradient that finite differences resolve (every element
+    // checked must agree in every draw).
+    const uint64_t first_seed = test::fresh_seed();
     int checked = 0;
-    for (size_t l = 0; l < routers.size(); ++l)
-        for (size_t ti : {size_t(0), size_t(6), size_t(9)}) {
-            const std::vector<float>& g = *tensors_of(grads[l])[ti];
-            size_t e = 0;
-            for (size_t i = 0; i < g.size(); ++i)
-                if (std::fabs(g[i]) > std::fabs(g[e])) e = i;
-            std::vector<RouterLayer> p = routers, q = routers;
-            (*tensors_of(p[l])[ti])[e] += float(eps);
-            (*tensors_of(q[l])[ti])[e] -= float(eps);
-            const double fd = (loss(p) - loss(q)) / (2 * eps), an = g[e];
-            std::printf("layer %zu tensor %zu element %zu: analytic %.6g, finite differences %.6g\n", l, ti, e, an, fd);
-            EXPECT_NEAR(an, fd, 2e-2 * std::fabs(fd) + 1e-4) << "layer " << l << " tensor " << ti << " element " << e;
-            checked += std::fabs(fd) > 1e-3;
-        }
+    for (int attempt = 0; attempt < 3 && checked < 4; ++attempt) {
+        const uint64_t seed = first_seed + uint64_t(attempt);
+        SCOPED_TRACE(testing::Message() << "seed " << seed);
+        std::mt19937_64 rng(seed);
+        std::vector<RouterLayer> routers = train::router_init(c.n_layer, c.head_dim, seed);
+        // Larger router weights so z is far from 1/2 and depends strongly on the input.
+        for (RouterLayer& r : routers)
+            for (std::vector<float>* t : tensors_of(r))
+                for (float& x : *t) x *= 3.0f;
+        const TrainSample s = random_sample(rng, c.vocab, 40, 24, train::kSensitive);
+        train::StepOptions o;
+        o.config = fc.config;
+        o.win.sink = 4;
+        o.win.local = 8;
+        o.xa.block = 16;
+        o.xa.stride = 4;
+        o.xa.threshold = 0.5;  // fewer blocks than the causal mask, so O_XA differs from O_FA
+        o.soft_forward = true;
+        const double target = 0.7;
+        std::vector<RouterLayer> grads;
+        for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
+        const train::StepResult base = train::train_step(*m, routers, s, fc.lambda1, fc.lambda2, target, o, grads);
+        ASSERT_GT(base.answer_tokens, 0);
+        auto loss = [&](const std::vector<RouterLayer>& rs) {
+            const train::StepResult r = train::train_loss(*m, rs, s, fc.lambda1, fc.lambda2, target, o);
+            return r.lm_loss + r.reg_loss;
+        };
+        // Per layer and for the first, a middle and the last tensor (fe0.w, rh2.w, rh4.b), the element
+        // with the largest gradient: layer 0's reach the loss through layer 1's keys and its router.
+        const double eps = 1e-2;
+        checked = 0;
+        for (size_t l = 0; l < routers.size(); ++l)
+            for (size_t ti : {size_t(0), size_t(6), size_t(9)}) {
+                const std::vector<float>& g = *tensors_of(grads[l])[ti];
+                size_t e = 0;
+                for (size_t i = 0; i < g.size(); ++i)
+                    if (std::fabs(g[i]) > std::fabs(g[e])) e = i;
+                std::vector<RouterLayer> p = routers, q = routers;
+                (*tensors_of(p[l])[ti])[e] += float(eps);
+                (*tensors_of(q[l])[ti])[e] -= float(eps);
+                const double fd = (loss(p) - loss(q)) / (2 * eps), an = g[e];
+                std::printf("layer %zu tensor %zu element %zu: analytic %.6g, finite differences %.6g\n", l, ti, e, an, fd);
+                EXPECT_NEAR(an, fd, 2e-2 * std::fabs(fd) + 1e-4) << "layer " << l << " tensor " << ti << " element " << e;
+                checked += std::fabs(fd) > 1e-3;
+            }
+    }
     EXPECT_GE(checked, 4) << "gradients too small to check anything";
 }
 
