@@ -43,8 +43,9 @@ test-sanitize: setup model
 	@cd build-cpu-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
-# Long mode: the tests plus a minute of fuzzing per parser.
-test-long: test fuzz
+# Long mode: the tests, the sanitized suite (too long for CI on 2 cores: its build alone takes
+# ~20 min) and a minute of fuzzing per parser.
+test-long: test test-sanitize fuzz
 	@bash scripts/run-fuzzers.sh 60
 
 fuzz: setup
