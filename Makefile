@@ -41,7 +41,7 @@ test-sanitize: setup model
 	@cmake --preset cpu-sanitize >/dev/null
 	@cmake --build build-cpu-sanitize -j $(JOBS)
 	@cd build-cpu-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS)
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --output-on-failure -j $(JOBS)
 
 # Long mode: the tests, the sanitized suite (too long for CI on 2 cores: its build alone takes
 # ~20 min) and a minute of fuzzing per parser.
