@@ -48,9 +48,21 @@ void ppl(const PplOptions& o) {
     std::vector<char> scored(ids.size(), 0);
     const bool tty = stderr_is_tty();
     auto t0 = std::chrono::steady_clock::now();
+    // Not a terminal (a log, CI): a plain progress line at most every 10 s, per layer of the window.
+    double next_note = 10;
+    size_t window_start = 0;
+    if (!tty)
+        s.set_progress([&](int layer, int n_layer) {
+            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (el < next_note) return;
+            next_note = el + 10;
+            std::fprintf(stderr, "ppl: tokens %zu-%zu of %zu, layer %d/%d, %.0f s\n", window_start,
+                         std::min(window_start + size_t(ctx), ids.size()), ids.size(), layer + 1, n_layer, el);
+        });
     for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += size_t(ctx)) {
         const size_t n = std::min(size_t(ctx), ids.size() - w0);
         if (n < 2) break;
+        window_start = w0;
         s.reset();
         s.forward(ids.data() + w0, int64_t(n), true, [&](int64_t i, const float* logits) {
             const size_t t = w0 + size_t(i) + 1;
