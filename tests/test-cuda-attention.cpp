@@ -533,28 +533,9 @@ TEST_F(CudaAttention, XAEstimationMatchesCpu) {
             XAParams xp;
             xp.block = c.block;
             const DevTensor dq(q, t), dk(k, t);
-            const int64_t S = xp.stride, R = (c.T + S - 1) / S, nb = (c.T + c.block - 1) / c.block, rb = c.block / S;
-            const int G = c.Hq / c.Hkv;
+            const int64_t rb = c.block / xp.stride;
             if (c.T <= 1000) {  // fp64 definition of the scores of KV head 0
-                std::vector<double> want(size_t(nb * nb), 0.0), a(static_cast<size_t>(R));
-                for (int hh = 0; hh < G; ++hh)
-                    for (int64_t r = 0; r < R; ++r) {
-                        double mx = -1e300;
-                        for (int64_t col = 0; col <= r; ++col) {
-                            double dot = 0;
-                            for (int64_t x = 0; x < S; ++x) {
-                                const int64_t qi = S * r + S - 1 - x, ki = S * col + x;
-                                if (qi >= c.T || ki >= c.T) continue;
-                                for (int e = 0; e < c.d; ++e)
-                                    dot += double(q[size_t((qi * c.Hq + hh) * c.d + e)]) * k[size_t((ki * c.Hkv) * c.d + e)];
-                            }
-                            a[size_t(col)] = dot / (std::sqrt(double(c.d)) * double(S));
-                            mx = std::max(mx, a[size_t(col)]);
-                        }
-                        double sum = 0;
-                        for (int64_t col = 0; col <= r; ++col) sum += (a[size_t(col)] = std::exp(a[size_t(col)] - mx));
-                        for (int64_t col = 0; col <= r; ++col) want[size_t((r / rb) * nb + col / rb)] += a[size_t(col)] / sum;
-                    }
+                const std::vector<double> want = cpu::xa_block_scores_naive(q.data(), k.data(), c.T, c.Hq, c.Hkv, c.d, 0, xp);
                 const std::vector<double> got = cuda::xa_block_scores(dq.p(), dk.p(), t, c.T, c.Hq, c.Hkv, c.d, 0, xp, nullptr);
                 double worst = 0;
                 for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));

@@ -93,8 +93,8 @@ void attn_decode_naive(const float* q, const float* k, const float* v, int64_t p
     }
 }
 
-BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
-                                 int g, const XAParams& p) {
+std::vector<double> xa_block_scores_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head,
+                                          int head_dim, int g, const XAParams& p) {
     check_xa_args(T, n_head, n_kv_head, g, p);
     const int group = n_head / n_kv_head;
     const int64_t S = p.stride, rb = p.block / S, d = head_dim;
@@ -120,6 +120,13 @@ BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int 
             for (int64_t c = 0; c <= r; ++c) score[size_t((r / rb) * nb + c / rb)] += a[size_t(c)] / sum;
         }
     }
+    return score;
+}
+
+BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
+                                 int g, const XAParams& p) {
+    const int64_t nb = (T + p.block - 1) / p.block;
+    const std::vector<double> score = xa_block_scores_naive(q, k, T, n_head, n_kv_head, head_dim, g, p);
     BlockList bl;
     bl.offsets.push_back(0);
     std::vector<int32_t> order;

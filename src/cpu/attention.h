@@ -120,6 +120,11 @@ BlockList xa_estimate_head(const float* q, const float* k, int64_t T, int n_head
 void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                   const XAParams& p, LayerPlan& plan);
 
+// Reference block scores of KV head g: [nb, nb] row-major (query block, key block), summed over the
+// group's query heads, fp64 straight from the definition above; entries kb > qb are zero.
+std::vector<double> xa_block_scores_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head,
+                                          int head_dim, int g, const XAParams& p);
+
 // Reference: straightforward fp64 loops over the definition above.
 BlockList xa_estimate_head_naive(const float* q, const float* k, int64_t T, int n_head, int n_kv_head, int head_dim,
                                  int g, const XAParams& p);
