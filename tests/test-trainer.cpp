@@ -26,6 +26,15 @@ namespace {
 
 using train::TrainSample;
 
+// A model on the CPU backend, as the trainer takes it.
+struct CpuEngine {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Backend> be;
+    std::unique_ptr<Engine> engine;
+    explicit CpuEngine(const std::string& rel)
+        : model(Model::load(test::source_path(rel))), be(make_cpu_backend(0)), engine(std::make_unique<Engine>(*model, *be)) {}
+};
+
 TrainSample random_sample(std::mt19937_64& rng, int vocab, int n_prompt, int n_answer, int category) {
     std::uniform_int_distribution<int> u(0, vocab - 1);
     std::vector<int32_t> p(static_cast<size_t>(n_prompt)), a(static_cast<size_t>(n_answer));
@@ -59,7 +68,9 @@ class TrainerGrad : public ::testing::TestWithParam<FdCase> {};
 // central differences in fp32 of the loss.
 TEST_P(TrainerGrad, MatchesFiniteDifferences) {
     const FdCase& fc = GetParam();
-    auto m = Model::load(test::source_path(fc.model));
+    CpuEngine ce(fc.model);
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
     const ModelConfig& c = m->config;
     // A draw whose gradients are nearly all tiny checks little: up to three draws, until at least 4
     // of the 6 elements checked have a gradient that finite differences resolve (every element
@@ -87,10 +98,10 @@ TEST_P(TrainerGrad, MatchesFiniteDifferences) {
         const double target = 0.7;
         std::vector<RouterLayer> grads;
         for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
-        const train::StepResult base = train::train_step(*m, routers, s, fc.lambda1, fc.lambda2, target, o, grads);
+        const train::StepResult base = train::train_step(e, routers, s, fc.lambda1, fc.lambda2, target, o, grads);
         ASSERT_GT(base.answer_tokens, 0);
         auto loss = [&](const std::vector<RouterLayer>& rs) {
-            const train::StepResult r = train::train_loss(*m, rs, s, fc.lambda1, fc.lambda2, target, o);
+            const train::StepResult r = train::train_loss(e, rs, s, fc.lambda1, fc.lambda2, target, o);
             return r.lm_loss + r.reg_loss;
         };
         // Per layer and for the first, a middle and the last tensor (fe0.w, rh2.w, rh4.b), the element
@@ -126,7 +137,9 @@ INSTANTIATE_TEST_SUITE_P(
 // The hard forward: Ω is a share of whole heads; the backward's recomputation (both paths, mixed)
 // reproduces the checkpointing forward (one path per head; train_step asserts it), in every config.
 TEST(TrainerStep, HardForwardAllConfigs) {
-    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
     std::mt19937_64 rng(5);
     const TrainSample s = random_sample(rng, m->config.vocab, 40, 24, train::kRobust);
     std::vector<RouterLayer> routers = train::router_init(m->config.n_layer, m->config.head_dim, 1);
@@ -140,8 +153,8 @@ TEST(TrainerStep, HardForwardAllConfigs) {
         o.xa.threshold = 0.5;
         std::vector<RouterLayer> grads;
         for (const RouterLayer& r : routers) grads.push_back(train::router_zero_grads(r));
-        const train::StepResult r = train::train_step(*m, routers, s, 0.5, 0.5, 1.0, o, grads);
-        const train::StepResult f = train::train_loss(*m, routers, s, 0.5, 0.5, 1.0, o);
+        const train::StepResult r = train::train_step(e, routers, s, 0.5, 0.5, 1.0, o, grads);
+        const train::StepResult f = train::train_loss(e, routers, s, 0.5, 0.5, 1.0, o);
         const double n = double(m->config.n_layer) * m->config.n_kv_head;
         EXPECT_NEAR(r.omega * n, std::round(r.omega * n), 1e-9);
         EXPECT_EQ(r.answer_tokens, 24);
@@ -169,7 +182,9 @@ std::vector<RouterLayer> all_fa_init(const ModelConfig& c, float margin) {
 }
 
 TEST(TrainerRun, MovesOmegaTowardTarget) {
-    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
     const std::vector<TrainSample> data = synthetic_data(m->config.vocab, 8, 3);
     train::TrainerOptions o;
     o.step.win.sink = 4;
@@ -198,7 +213,7 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
         tokens += l.tokens;
         if (first < 0) first = l.lm_loss;
     };
-    train::train_loop(*m, data, o, lo, st);
+    train::train_loop(e, data, o, lo, st);
     ASSERT_EQ(devs.size(), 30u);
     for (int i = 0; i < 5; ++i) {
         first_dev += devs[size_t(i)] / 5;
@@ -211,7 +226,9 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
 }
 
 TEST(TrainerRun, ResumeIsBitExact) {
-    auto m = Model::load(test::source_path("tests/data/tiny-qwen3"));
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
     const std::vector<TrainSample> data = synthetic_data(m->config.vocab, 5, 4);  // odd: epochs wrap mid-batch
     train::TrainerOptions o;
     o.step.win.sink = 4;
@@ -224,17 +241,17 @@ TEST(TrainerRun, ResumeIsBitExact) {
     o.seed = 99;
     const std::vector<RouterLayer> init = train::router_init(m->config.n_layer, m->config.head_dim, 2);
     train::TrainState a = train::init_state(init, o, data.size());
-    train::train_loop(*m, data, o, train::LoopOptions{}, a);
+    train::train_loop(e, data, o, train::LoopOptions{}, a);
 
     const std::string dir = temp_dir();
     train::TrainState b = train::init_state(init, o, data.size());
     train::LoopOptions half;
     half.stop_at = 4;
     half.checkpoint_dir = dir;
-    train::train_loop(*m, data, o, half, b);
+    train::train_loop(e, data, o, half, b);
     train::TrainState c = train::load_checkpoint(dir, m->config.n_layer, m->config.head_dim, data.size());
     EXPECT_EQ(c.step, 4);
-    train::train_loop(*m, data, o, train::LoopOptions{}, c);
+    train::train_loop(e, data, o, train::LoopOptions{}, c);
     EXPECT_EQ(c.step, 8);
     for (size_t l = 0; l < init.size(); ++l) {
         auto A = tensors_of(a.routers[l]), C = tensors_of(c.routers[l]), I = tensors_of(const_cast<RouterLayer&>(init[l]));

@@ -37,6 +37,17 @@ struct LayerPlan {
     std::vector<BlockList> xa;    // [n_kv_head]; filled for XA heads only
 };
 
+// One sequence's attention problem in training (positions 0..T-1; src/train and
+// Backend::attn_forward_lse / attn_backward). Query head h reads KV head h / (n_head / n_kv_head).
+struct AttnShape {
+    int64_t T = 0;
+    int n_head = 0, n_kv_head = 0, head_dim = 0;
+    float scale = 0;         // usually 1/sqrt(head_dim)
+    StreamingWindow win;     // SSA heads
+    int64_t xa_block = 128;  // XA heads: block size of plan.xa
+    int64_t tile = 64;       // CPU: query and key rows per tile; results do not depend on it beyond rounding
+};
+
 // Whether query position i may attend key position j under a head's plan (j <= i assumed).
 // The reference semantics every kernel must match.
 bool plan_allows(HeadMode m, const StreamingWindow& w, const BlockList* xa, int64_t block, int64_t i, int64_t j);

@@ -15,6 +15,7 @@
 #include "cpu/attention.h"
 #include "cpu/ops.h"
 #include "model/backend.h"
+#include "train/backward.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -128,6 +129,60 @@ public:
     }
     void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) override {
         cpu::attn_decode(q.f32(), static_cast<const Cache&>(c).c, pos, out.f32(), n_head, scale);
+    }
+
+    // Router training: the reference functions of src/train/backward.h.
+    void copy(Buf dst, Buf src, size_t n) override { std::memcpy(dst.f32(), src.f32(), n * sizeof(float)); }
+    void zero(Buf dst, size_t n) override { std::memset(dst.f32(), 0, n * sizeof(float)); }
+    void rms_norm_backward(Buf x, const Vector& w, Buf dy, Buf dx, int64_t rows, int64_t dim, float eps,
+                           bool accumulate) override {
+        ELASTIC_ASSERT(w.n == dim);
+        train::rms_norm_backward(x.f32(), V_of(w), dy.f32(), dx.f32(), rows, dim, eps, accumulate);
+    }
+    void swiglu_backward(Buf gate, Buf up, Buf dout, Buf dgate, Buf dup, int64_t n) override {
+        train::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), n);
+    }
+    void matmul_dx(const Matrix& W, Buf dy, Buf dx, int64_t T, bool accumulate) override {
+        train::matmul_dx(W_of(W), dy.f32(), dx.f32(), T, accumulate);
+    }
+    CrossEntropy cross_entropy(const Matrix& W, Buf h, const int32_t* targets, int64_t T, Buf dh) override {
+        return train::cross_entropy_chunked(W_of(W), h.f32(), targets, T, dh.f32());
+    }
+    void attn_forward_lse(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf out, Buf lse) override {
+        train::attn_forward_lse(s, plan, q.f32(), k.f32(), v.f32(), out.f32(), lse.f32());
+    }
+    void attn_backward(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf o, Buf lse, Buf dout, Buf dq,
+                       Buf dk, Buf dv, const float* coef) override {
+        train::attn_backward(s, plan, q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), dout.f32(), dq.f32(), dk.f32(),
+                             dv.f32(), coef);
+    }
+    void mix_heads(Buf a, Buf b, const float* w, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim) override {
+        const float *pa = a.f32(), *pb = b.f32();
+        float* po = out.f32();
+        const int group = n_head / n_kv_head;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < T; ++i)
+            for (int h = 0; h < n_head; ++h) {
+                const float wg = w[h / group];
+                const int64_t base = (i * n_head + h) * head_dim;
+                for (int e = 0; e < head_dim; ++e) po[base + e] = wg * pa[base + e] + (1.0f - wg) * pb[base + e];
+            }
+    }
+    void mix_heads_dw(Buf dout, Buf a, Buf b, int64_t T, int n_head, int n_kv_head, int head_dim,
+                      double* dw) override {
+        const float *pd = dout.f32(), *pa = a.f32(), *pb = b.f32();
+        const int group = n_head / n_kv_head;
+        for (int g = 0; g < n_kv_head; ++g) {
+            double acc = 0;
+#pragma omp parallel for schedule(static) reduction(+ : acc)
+            for (int64_t i = 0; i < T; ++i)
+                for (int h = g * group; h < (g + 1) * group; ++h) {
+                    const int64_t base = (i * n_head + h) * head_dim;
+                    for (int e = 0; e < head_dim; ++e)
+                        acc += double(pd[base + e]) * (double(pa[base + e]) - double(pb[base + e]));
+                }
+            dw[g] = acc;
+        }
     }
 
     void top_candidates(Buf logits_buf, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {

@@ -11,6 +11,7 @@
 #include "cuda/attention.h"
 #include "cuda/cuda-check.h"
 #include "cuda/ops.h"
+#include "cuda/train.h"
 #include "cuda/weight-upload.h"
 #include "model/backend.h"
 
@@ -64,6 +65,7 @@ public:
         cudaSetDevice(device_);
         cudaStreamSynchronize(stream_);
         plan_.reset();
+        train_plan_.reset();
         cudaFree(xs_);
         cudaFree(stage_);
         cudaFree(ints_);
@@ -245,6 +247,61 @@ public:
         cuda::attn_decode(q.p, *static_cast<const Cache&>(c).c, pos, out.p, precision_, n_head, scale, stream_);
     }
 
+    // Router training (src/cuda/train.cu), fp32 only.
+    void copy(Buf dst, Buf src, size_t n) override {
+        bind();
+        CUDA_CHECK(cudaMemcpyAsync(dst.f32(), src.f32(), n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+    }
+    void zero(Buf dst, size_t n) override {
+        bind();
+        CUDA_CHECK(cudaMemsetAsync(dst.f32(), 0, n * sizeof(float), stream_));
+    }
+    void rms_norm_backward(Buf x, const Vector& w, Buf dy, Buf dx, int64_t rows, int64_t dim, float eps,
+                           bool accumulate) override {
+        bind();
+        ELASTIC_ASSERT(w.n == dim);
+        cuda::rms_norm_backward(x.f32(), V_of(w), dy.f32(), dx.f32(), rows, dim, eps, accumulate, stream_);
+    }
+    void swiglu_backward(Buf gate, Buf up, Buf dout, Buf dgate, Buf dup, int64_t n) override {
+        bind();
+        cuda::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), n, stream_);
+    }
+    void matmul_dx(const Matrix& W, Buf dy, Buf dx, int64_t T, bool accumulate) override {
+        bind();
+        const CudaMatrix& m = M_of(W);
+        train_check(m);
+        cuda::matmul_dx(blas_, static_cast<const float*>(m.mem.p), m.rows, m.cols, dy.f32(), dx.f32(), T, accumulate,
+                        stream_);
+    }
+    CrossEntropy cross_entropy(const Matrix& W, Buf h, const int32_t* targets, int64_t T, Buf dh) override {
+        bind();
+        const CudaMatrix& m = M_of(W);
+        train_check(m);
+        return cuda::cross_entropy(blas_, static_cast<const float*>(m.mem.p), m.rows, m.cols, h.f32(), targets, T,
+                                   dh.f32(), stream_);
+    }
+    void attn_forward_lse(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf out, Buf lse) override {
+        bind();
+        train_plan(s, plan);
+        cuda::attn_forward_lse(s, *train_plan_, q.f32(), k.f32(), v.f32(), out.f32(), lse.f32(), stream_);
+    }
+    void attn_backward(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf o, Buf lse, Buf dout, Buf dq,
+                       Buf dk, Buf dv, const float* coef) override {
+        bind();
+        train_plan(s, plan);
+        cuda::attn_backward(s, *train_plan_, q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), dout.f32(), dq.f32(),
+                            dk.f32(), dv.f32(), coef, stream_);
+    }
+    void mix_heads(Buf a, Buf b, const float* w, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim) override {
+        bind();
+        cuda::mix_heads(a.f32(), b.f32(), w, out.f32(), T, n_head, n_kv_head, head_dim, stream_);
+    }
+    void mix_heads_dw(Buf dout, Buf a, Buf b, int64_t T, int n_head, int n_kv_head, int head_dim,
+                      double* dw_host) override {
+        bind();
+        cuda::mix_heads_dw(dout.f32(), a.f32(), b.f32(), T, n_head, n_kv_head, head_dim, dw_host, stream_);
+    }
+
     void top_candidates(Buf logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
         ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
         bind();
@@ -259,6 +316,18 @@ private:
     void check_attn(Buf a, Buf b, Buf c, Buf d) const {
         for (const Buf& x : {a, b, c, d})
             ELASTIC_ASSERT_MSG(x.type == precision_, "attention tensors must be in the backend's attention type");
+    }
+    void train_check(const CudaMatrix& m) const {
+        if (m.type != DType::F32)
+            fail("router training on CUDA needs the model in fp32 (this backend holds it in %s)", name());
+    }
+    // The training attention's plan on the device (its own, apart from the prefill's).
+    void train_plan(const AttnShape& s, const LayerPlan& plan) {
+        const bool xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
+        if (xa && s.xa_block % 64 != 0) fail("CUDA router training: --xa-block must be a multiple of 64");
+        const int64_t block = xa ? s.xa_block : 64;
+        if (train_plan_) cuda::refill_plan(*train_plan_, plan, s.T, block, stream_);
+        else train_plan_ = cuda::upload_plan(plan, s.T, block, stream_);
     }
     // fp32 staging for upload / download of 16-bit buffers (tests and tools only).
     float* stage(size_t n) {
@@ -292,6 +361,7 @@ private:
     int32_t* ints_ = nullptr;  // [ints_n_]
     size_t ints_n_ = 0;
     std::unique_ptr<cuda::DevicePlan> plan_;  // the last prefill's plan
+    std::unique_ptr<cuda::DevicePlan> train_plan_;  // the training attention's last plan
 };
 
 }  // namespace

@@ -12,6 +12,7 @@ namespace elastic::eval {
 void TaskAccumulator::add(double score, double msr, double esr, double prefill_s, double prompt_tokens, double decode_s) {
     ++r.samples;
     score_sum += score;
+    score_sq += score * score;
     r.omega_msr += msr;
     r.omega_esr += esr;
     r.prefill_seconds += prefill_s;
@@ -29,6 +30,10 @@ TaskResult TaskAccumulator::finish(double scale) const {
     o.prompt_tokens /= n;
     o.decode_seconds /= n;
     if (o.length_label.empty()) o.length_label = length_label(o.length);
+    if (r.samples >= 2) {  // normal approximation: 1.96 standard errors of the mean (sample variance)
+        const double mean = score_sum / n, var = std::max(0.0, (score_sq - n * mean * mean) / (n - 1));
+        o.extra["ci95"] = std::round(scale * 1.96 * std::sqrt(var / n) * 100.0) / 100.0;
+    }
     return o;
 }
 

@@ -30,9 +30,10 @@ struct TaskResult {
 // Accumulates per-sample numbers into one TaskResult (means), then finish() sets the score.
 struct TaskAccumulator {
     TaskResult r;
-    double score_sum = 0;
+    double score_sum = 0, score_sq = 0;
     void add(double score, double msr, double esr, double prefill_s, double prompt_tokens, double decode_s);
-    TaskResult finish(double scale = 100.0) const;  // score = scale · mean(score)
+    // score = scale · mean(score); extra "ci95" = scale · 1.96 · standard error (two samples or more)
+    TaskResult finish(double scale = 100.0) const;
 };
 
 std::string length_label(int64_t length);  // 1024 -> "1K", 1536 -> "1.5K", 131072 -> "128K"

@@ -22,6 +22,12 @@
 
 namespace elastic {
 
+// Cross-entropy of a sequence's logits against its targets (Backend::cross_entropy).
+struct CrossEntropy {
+    double loss = 0;    // mean over counted tokens (0 when none counts)
+    int64_t count = 0;  // tokens with target >= 0
+};
+
 // A view of backend memory: elements of `type` (F32, BF16 or F16). Offsets are in elements.
 struct Buf {
     void* p = nullptr;
@@ -104,6 +110,41 @@ public:
     virtual void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) = 0;  // [n_kv_head, d]
     // One query token at position pos (already appended): q, out [n_head, head_dim].
     virtual void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) = 0;
+
+    // --- Router training (src/train/train-step.cpp) ---
+    // Activation gradients through the frozen backbone. Every buffer here is fp32 (a GPU trains in
+    // F32 precision); the CPU functions of src/train/backward.h are the specification and the
+    // CPU backend runs them. `accumulate`: add the result to the output instead of writing it.
+    // A backend that does not train keeps the defaults, which throw elastic::Error.
+    virtual void copy(Buf dst, Buf src, size_t n);  // dst[n] = src[n]
+    virtual void zero(Buf dst, size_t n);
+    // dx[rows, dim] of y = rms_norm(x) * w, from dy.
+    virtual void rms_norm_backward(Buf x, const Vector& w, Buf dy, Buf dx, int64_t rows, int64_t dim, float eps,
+                                   bool accumulate);
+    // The inverse rotation of rope() (its transpose, hence its backward): rope() at the negated
+    // positions.
+    void rope_backward(Buf dx, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq);
+    // dgate, dup [n] of out = silu(gate) * up, from dout (written).
+    virtual void swiglu_backward(Buf gate, Buf up, Buf dout, Buf dgate, Buf dup, int64_t n);
+    // dx[T, W.cols] = dy[T, W.rows] @ W (the backward of matmul() for its input).
+    virtual void matmul_dx(const Matrix& W, Buf dy, Buf dx, int64_t T, bool accumulate);
+    // Mean cross-entropy of logits = h @ W^T against targets (host [T], -1 = ignored) and dh [T, W.cols]
+    // = d(mean loss)/dh, zero on ignored rows. Logits exist only for a chunk of counted rows at a time.
+    virtual CrossEntropy cross_entropy(const Matrix& W, Buf h, const int32_t* targets, int64_t T, Buf dh);
+    // The plan's attention with each row's natural-log log-sum-exp: q, out [T, n_head, d];
+    // k, v [T, n_kv_head, d]; lse [T, n_head].
+    virtual void attn_forward_lse(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf out, Buf lse);
+    // Its backward (scores recomputed tile by tile): dq, dk, dv ADDED to; coef host [n_kv_head]
+    // (nullptr: all 1) scales each KV head group's gradients, heads with coef 0 are skipped.
+    virtual void attn_backward(const AttnShape& s, const LayerPlan& plan, Buf q, Buf k, Buf v, Buf o, Buf lse, Buf dout,
+                               Buf dq, Buf dk, Buf dv, const float* coef);
+    // out[T, n_head, d] = w[g]·a + (1 − w[g])·b for the heads of KV head g; w host [n_kv_head].
+    virtual void mix_heads(Buf a, Buf b, const float* w, Buf out, int64_t T, int n_head, int n_kv_head,
+                           int head_dim);
+    // dw_host[g] = Σ over rows and the heads of KV head g of <dout, a − b> (the gradient of
+    // mix_heads for w), summed in fp64.
+    virtual void mix_heads_dw(Buf dout, Buf a, Buf b, int64_t T, int n_head, int n_kv_head, int head_dim,
+                              double* dw_host);
 
     // --- Sampling ---
     // The k largest of logits[0, n) (f32) as (value, index), value descending, lower index first on

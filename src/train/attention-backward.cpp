@@ -238,8 +238,9 @@ void attn_forward_lse(const AttnShape& s, const LayerPlan& plan, const float* q,
 }
 
 void attn_backward(const AttnShape& s, const LayerPlan& plan, const float* q, const float* k, const float* v,
-                   const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv) {
-    backward_impl(s, plan, q, k, v, o, lse, dout, nullptr, dq, dk, dv);
+                   const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                   const float* coef) {
+    backward_impl(s, plan, q, k, v, o, lse, dout, coef, dq, dk, dv);
 }
 
 void mixed_attention_forward(const AttnShape& s, const LayerPlan& sparse, const float* q, const float* k,

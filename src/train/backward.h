@@ -13,6 +13,7 @@
 
 #include "attention/plan.h"
 #include "attention/router.h"
+#include "model/backend.h"
 #include "model/weights.h"
 
 namespace elastic::train {
@@ -34,11 +35,6 @@ void swiglu_backward(const float* gate, const float* up, const float* dout, floa
 // dx [T, W.cols], written or (accumulate) added to.
 void matmul_dx(const Weight& W, const float* dy, float* dx, int64_t T, bool accumulate = false);
 
-struct CrossEntropy {
-    double loss = 0;    // mean over counted tokens (0 when none counts)
-    int64_t count = 0;  // tokens with target >= 0
-};
-
 // Cross-entropy of logits = h @ W^T against targets, and dh = d(mean loss)/dh.
 // h, dh [T, D] (h after the final norm; dh written, zero on ignored rows); W [vocab, D];
 // targets [T], -1 = ignored. Counted rows are processed chunk_rows at a time, so the only logits
@@ -48,15 +44,6 @@ CrossEntropy cross_entropy_chunked(const Weight& W, const float* h, const int32_
 
 // ---- attention (attention-backward.cpp) ----
 
-// One sequence's attention problem, positions 0..T-1. Query head h reads KV head h / (n_head/n_kv_head).
-struct AttnShape {
-    int64_t T = 0;
-    int n_head = 0, n_kv_head = 0, head_dim = 0;
-    float scale = 0;         // usually 1/sqrt(head_dim)
-    StreamingWindow win;     // SSA heads
-    int64_t xa_block = 128;  // XA heads: block size of plan.xa
-    int64_t tile = 64;       // query and key rows per tile; results do not depend on it beyond rounding
-};
 
 // Forward of the hybrid plan (mask = plan_allows) that also keeps the natural-log log-sum-exp of
 // each row's scaled scores. q, out [T, n_head, d]; k, v [T, n_kv_head, d]; lse [T, n_head].
@@ -65,9 +52,11 @@ void attn_forward_lse(const AttnShape& s, const LayerPlan& plan, const float* q,
 
 // FlashAttention-2 backward of attn_forward_lse: scores recomputed tile by tile, no [T, T] buffer.
 // o, lse from the forward; dout [T, n_head, d]. dq [T, n_head, d], dk, dv [T, n_kv_head, d] are
-// ADDED to (a KV head's gradient sums over the query heads of its group).
+// ADDED to (a KV head's gradient sums over the query heads of its group). coef [n_kv_head]
+// (nullptr: all 1) scales the gradients of each KV head's group; heads with coef 0 are skipped.
 void attn_backward(const AttnShape& s, const LayerPlan& plan, const float* q, const float* k, const float* v,
-                   const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv);
+                   const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                   const float* coef = nullptr);
 
 // The mixed attention of training: for KV head g and its query heads,
 //   out = z[g] * O_FA + (1 - z[g]) * O_SA

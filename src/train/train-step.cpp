@@ -1,4 +1,4 @@
-// One router-training step on the CPU (see train-step.h). Layer by layer:
+// One router-training step on a backend (see train-step.h). Layer by layer:
 //   h1 = rms_norm(x) → q, k, v → [q/k norm] → router(k pre-RoPE) → z → rope → att = z·O_1 + (1−z)·O_2
 //   → x2 = x + att·Wo^T → x3 = x2 + FFN(rms_norm(x2))
 // where O_1 is the mode of FA-routed heads (FA, or XA for xa-ssa) and O_2 that of SA-routed heads.
@@ -9,11 +9,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "cpu/attention.h"
-#include "cpu/ops.h"
 #include "train/backward.h"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace elastic::train {
 
@@ -48,24 +44,47 @@ TrainSample make_sample(const std::vector<int32_t>& prompt, const std::vector<in
 
 namespace {
 
-using Vec = std::vector<float>;
+// Backend buffers of one step, released together.
+class Buffers {
+public:
+    explicit Buffers(Backend& be) : be_(be) {}
+    ~Buffers() {
+        for (Buf b : all_) be_.release(b);
+    }
+    Buffers(const Buffers&) = delete;
+    Buffers& operator=(const Buffers&) = delete;
+    Buf get(size_t n) {
+        all_.push_back(be_.alloc(std::max<size_t>(n, 1), DType::F32));
+        return all_.back();
+    }
+
+private:
+    Backend& be_;
+    std::vector<Buf> all_;
+};
 
 // Everything one layer's forward computes; rebuilt from x in the backward.
 struct LayerActs {
-    Vec h1;          // [T, D] rms_norm(x)
-    Vec q, k, v;     // [T, Hq, d], [T, H, d], [T, H, d] projections (before q/k norm)
-    Vec qn, kn;      // after q/k norm (= q, k without it); kn is the router's input
-    Vec qr, kr;      // after RoPE
+    Buf h1;              // [T, D] rms_norm(x)
+    Buf q, k, v;         // [T, Hq, d], [T, H, d], [T, H, d] projections (before q/k norm)
+    Buf qn, kn;          // after q/k norm (= q, k without it); kn is the router's input
+    Buf qr, kr;          // after RoPE
     RouterActs ra;
-    Vec z;           // [H] forward value of z
-    LayerPlan p1, p2;            // modes of the z = 1 and z = 0 sides
-    Vec o1, o2, lse1, lse2, att; // [T, Hq, d], [T, Hq], att = mixed output
-    Vec x2, h2;      // [T, D] residual after attention, rms_norm(x2)
-    Vec gate, up, s; // [T, F]
+    std::vector<float> z;          // [H] forward value of z
+    LayerPlan p1, p2;              // modes of the z = 1 and z = 0 sides
+    Buf o1, o2, lse1, lse2, att;   // [T, Hq, d], [T, Hq], att = mixed output
+    Buf x2, h2;          // [T, D] residual after attention, rms_norm(x2)
+    Buf gate, up, s;     // [T, F]
+};
+
+// Gradient scratch of the backward.
+struct GradBufs {
+    Buf ds, dg, du, dh, datt, dq, dk, dv, tq, tk;
 };
 
 struct Ctx {
-    const Model& m;
+    const Engine& e;
+    Backend& be;
     const ModelConfig& c;
     const StepOptions& o;
     int64_t T;
@@ -73,44 +92,64 @@ struct Ctx {
     AttnShape shape;
 };
 
+void alloc_acts(Buffers& B, const Ctx& cx, LayerActs& a) {
+    const ModelConfig& c = cx.c;
+    const size_t T = size_t(cx.T), D = size_t(c.d_model), F = size_t(c.d_ff);
+    const size_t nq = T * size_t(c.n_head) * size_t(c.head_dim), nk = T * size_t(c.n_kv_head) * size_t(c.head_dim);
+    a.h1 = B.get(T * D);
+    a.q = B.get(nq);
+    a.k = B.get(nk);
+    a.v = B.get(nk);
+    a.qn = c.qk_norm ? B.get(nq) : a.q;
+    a.kn = c.qk_norm ? B.get(nk) : a.k;
+    a.qr = B.get(nq);
+    a.kr = B.get(nk);
+    a.o1 = B.get(nq);
+    a.o2 = B.get(nq);
+    a.att = B.get(nq);
+    a.lse1 = B.get(T * size_t(c.n_head));
+    a.lse2 = B.get(T * size_t(c.n_head));
+    a.x2 = B.get(T * D);
+    a.h2 = B.get(T * D);
+    a.gate = B.get(T * F);
+    a.up = B.get(T * F);
+    a.s = B.get(T * F);
+}
+
 // both = false (the checkpointing forward, hard z only): one attention call with each head in the
 // mode its z selects, as the mix of two paths with weights exactly 0 and 1 is that path.
-void layer_forward(const Ctx& cx, const RouterLayer& r, int l, const float* x, float* out, LayerActs& a,
-                   bool both) {
+void layer_forward(const Ctx& cx, const RouterLayer& r, int l, Buf x, Buf out, LayerActs& a, bool both) {
     const ModelConfig& c = cx.c;
-    const LayerWeights& W = cx.m.weights.layers[size_t(l)];
+    Backend& be = cx.be;
+    const Engine::Layer& W = cx.e.layers[size_t(l)];
     const int64_t T = cx.T, D = c.d_model, F = c.d_ff;
     const int Hq = c.n_head, H = c.n_kv_head, hd = c.head_dim;
-    a.h1.resize(size_t(T * D));
-    cpu::rms_norm(x, W.attn_norm.data(), a.h1.data(), T, D, c.rms_eps);
-    a.q.resize(size_t(T) * Hq * hd);
-    a.k.resize(size_t(T) * H * hd);
-    a.v.resize(size_t(T) * H * hd);
-    cpu::matmul(W.wq, a.h1.data(), a.q.data(), T);
-    cpu::matmul(W.wk, a.h1.data(), a.k.data(), T);
-    cpu::matmul(W.wv, a.h1.data(), a.v.data(), T);
-    a.qn = a.q;
-    a.kn = a.k;
+    const size_t nq = size_t(T) * Hq * hd, nk = size_t(T) * H * hd;
+    be.rms_norm(x, *W.attn_norm, a.h1, T, D, c.rms_eps);
+    be.matmul(*W.wq, a.h1, a.q, T);
+    be.matmul(*W.wk, a.h1, a.k, T);
+    be.matmul(*W.wv, a.h1, a.v, T);
     if (c.qk_norm) {
-        cpu::rms_norm(a.q.data(), W.q_norm.data(), a.qn.data(), T * Hq, hd, c.rms_eps);
-        cpu::rms_norm(a.k.data(), W.k_norm.data(), a.kn.data(), T * H, hd, c.rms_eps);
+        be.rms_norm(a.q, *W.q_norm, a.qn, T * Hq, hd, c.rms_eps);
+        be.rms_norm(a.k, *W.k_norm, a.kn, T * H, hd, c.rms_eps);
     }
-    a.ra = router_forward(r, a.kn.data(), T, H, hd, Router::kDefaultWindow);
+    {  // the router runs on the host: it reads 2·window key rows and is a few small GEMVs
+        std::vector<float> kh(nk);
+        be.download(kh.data(), a.kn, nk);
+        a.ra = router_forward(r, kh.data(), T, H, hd, Router::kDefaultWindow);
+    }
     a.z = cx.o.soft_forward ? a.ra.soft : a.ra.z;
-    a.qr = a.qn;
-    a.kr = a.kn;
-    cpu::rope(a.qr.data(), T, Hq, hd, cx.pos.data(), cx.m.inv_freq.data());
-    cpu::rope(a.kr.data(), T, H, hd, cx.pos.data(), cx.m.inv_freq.data());
+    be.copy(a.qr, a.qn, nq);
+    be.copy(a.kr, a.kn, nk);
+    be.rope(a.qr, T, Hq, hd, cx.pos.data(), *cx.e.inv_freq);
+    be.rope(a.kr, T, H, hd, cx.pos.data(), *cx.e.inv_freq);
     const TrainConfig tc = cx.o.config;
     a.p1 = LayerPlan{};
     a.p2 = LayerPlan{};
     a.p1.mode.assign(size_t(H), tc == TrainConfig::XA_SSA ? HeadMode::XA : HeadMode::FA);
     a.p2.mode.assign(size_t(H), tc == TrainConfig::FA_XA ? HeadMode::XA : HeadMode::SSA);
     for (LayerPlan* p : {&a.p1, &a.p2})
-        if (p->mode[0] == HeadMode::XA) cpu::xa_fill_plan(a.qr.data(), a.kr.data(), T, Hq, H, hd, cx.o.xa, *p);
-    const size_t nq = size_t(T) * Hq * hd;
-    a.att.resize(nq);
-    a.lse1.resize(size_t(T) * Hq);
+        if (p->mode[0] == HeadMode::XA) be.xa_fill_plan(a.qr, a.kr, T, Hq, H, hd, cx.o.xa, *p);
     if (!both) {
         ELASTIC_ASSERT(!cx.o.soft_forward);
         LayerPlan sel;
@@ -121,114 +160,110 @@ void layer_forward(const Ctx& cx, const RouterLayer& r, int l, const float* x, f
             sel.mode[size_t(g)] = p.mode[size_t(g)];
             if (!p.xa.empty()) sel.xa[size_t(g)] = p.xa[size_t(g)];
         }
-        attn_forward_lse(cx.shape, sel, a.qr.data(), a.kr.data(), a.v.data(), a.att.data(), a.lse1.data());
+        be.attn_forward_lse(cx.shape, sel, a.qr, a.kr, a.v, a.att, a.lse1);
     } else {
-        a.o1.resize(nq);
-        a.o2.resize(nq);
-        a.lse2.resize(size_t(T) * Hq);
-        attn_forward_lse(cx.shape, a.p1, a.qr.data(), a.kr.data(), a.v.data(), a.o1.data(), a.lse1.data());
-        attn_forward_lse(cx.shape, a.p2, a.qr.data(), a.kr.data(), a.v.data(), a.o2.data(), a.lse2.data());
-        const int group = Hq / H;
-        for (int64_t i = 0; i < T; ++i)
-            for (int h = 0; h < Hq; ++h) {
-                const float zg = a.z[size_t(h / group)];
-                const size_t base = size_t((i * Hq + h) * hd);
-                for (int e = 0; e < hd; ++e) a.att[base + e] = zg * a.o1[base + e] + (1.0f - zg) * a.o2[base + e];
-            }
+        be.attn_forward_lse(cx.shape, a.p1, a.qr, a.kr, a.v, a.o1, a.lse1);
+        be.attn_forward_lse(cx.shape, a.p2, a.qr, a.kr, a.v, a.o2, a.lse2);
+        be.mix_heads(a.o1, a.o2, a.z.data(), a.att, T, Hq, H, hd);
     }
-    a.x2.resize(size_t(T * D));
-    cpu::matmul(W.wo, a.att.data(), a.x2.data(), T);
-    cpu::add(a.x2.data(), x, T * D);
-    a.h2.resize(size_t(T * D));
-    cpu::rms_norm(a.x2.data(), W.ffn_norm.data(), a.h2.data(), T, D, c.rms_eps);
-    a.gate.resize(size_t(T * F));
-    a.up.resize(size_t(T * F));
-    a.s.resize(size_t(T * F));
-    cpu::matmul(W.w_gate, a.h2.data(), a.gate.data(), T);
-    cpu::matmul(W.w_up, a.h2.data(), a.up.data(), T);
-    cpu::swiglu(a.gate.data(), a.up.data(), a.s.data(), T * F);
-    cpu::matmul(W.w_down, a.s.data(), out, T);
-    cpu::add(out, a.x2.data(), T * D);
+    be.matmul(*W.wo, a.att, a.x2, T);
+    be.add(a.x2, x, T * D);
+    be.rms_norm(a.x2, *W.ffn_norm, a.h2, T, D, c.rms_eps);
+    be.matmul(*W.w_gate, a.h2, a.gate, T);
+    be.matmul(*W.w_up, a.h2, a.up, T);
+    be.swiglu(a.gate, a.up, a.s, T * F);
+    be.matmul(*W.w_down, a.s, out, T);
+    be.add(out, a.x2, T * D);
 }
 
 // dx: in dL/d(layer output), out dL/d(layer input). dz_reg: the λ terms' gradient per z.
-void layer_backward(const Ctx& cx, const RouterLayer& r, int l, const float* x, const LayerActs& a, float dz_reg,
-                    float* dx, RouterLayer& grad) {
+void layer_backward(const Ctx& cx, const RouterLayer& r, int l, Buf x, const LayerActs& a, float dz_reg, Buf dx,
+                    GradBufs& g, RouterLayer& grad) {
     const ModelConfig& c = cx.c;
-    const LayerWeights& W = cx.m.weights.layers[size_t(l)];
+    Backend& be = cx.be;
+    const Engine::Layer& W = cx.e.layers[size_t(l)];
     const int64_t T = cx.T, D = c.d_model, F = c.d_ff;
-    const int Hq = c.n_head, H = c.n_kv_head, hd = c.head_dim, group = Hq / H;
-    // FFN: x3 = x2 + down(swiglu(gate(h2), up(h2)))
-    Vec ds(size_t(T * F)), dg(size_t(T * F)), du(size_t(T * F)), dh(size_t(T * D));
-    matmul_dx(W.w_down, dx, ds.data(), T);
-    swiglu_backward(a.gate.data(), a.up.data(), ds.data(), dg.data(), du.data(), T * F);
-    matmul_dx(W.w_gate, dg.data(), dh.data(), T);
-    matmul_dx(W.w_up, du.data(), dh.data(), T, true);
-    rms_norm_backward(a.x2.data(), W.ffn_norm.data(), dh.data(), dx, T, D, c.rms_eps, true);  // dx = dL/dx2
-    // Attention: x2 = x + att·Wo^T, att = z·o1 + (1 − z)·o2
+    const int Hq = c.n_head, H = c.n_kv_head, hd = c.head_dim;
     const size_t nq = size_t(T) * Hq * hd, nk = size_t(T) * H * hd;
-    Vec datt(nq);
-    matmul_dx(W.wo, dx, datt.data(), T);
-    Vec dz(size_t(H), 0.0f);
-    {
-        std::vector<double> acc(size_t(H), 0.0);
-        for (int64_t i = 0; i < T; ++i)
-            for (int h = 0; h < Hq; ++h) {
-                const size_t base = size_t((i * Hq + h) * hd);
-                double s = 0;
-                for (int e = 0; e < hd; ++e) s += double(datt[base + e]) * (double(a.o1[base + e]) - double(a.o2[base + e]));
-                acc[size_t(h / group)] += s;
-            }
-        for (int g = 0; g < H; ++g) dz[size_t(g)] = float(acc[size_t(g)]) + dz_reg;
-    }
-    Vec dq(nq, 0.0f), dk(nk, 0.0f), dv(nk, 0.0f), dside(nq);
+    // FFN: x3 = x2 + down(swiglu(gate(h2), up(h2)))
+    be.matmul_dx(*W.w_down, dx, g.ds, T, false);
+    be.swiglu_backward(a.gate, a.up, g.ds, g.dg, g.du, T * F);
+    be.matmul_dx(*W.w_gate, g.dg, g.dh, T, false);
+    be.matmul_dx(*W.w_up, g.du, g.dh, T, true);
+    be.rms_norm_backward(a.x2, *W.ffn_norm, g.dh, dx, T, D, c.rms_eps, true);  // dx = dL/dx2
+    // Attention: x2 = x + att·Wo^T, att = z·o1 + (1 − z)·o2
+    be.matmul_dx(*W.wo, dx, g.datt, T, false);
+    std::vector<double> dzd(static_cast<size_t>(H));
+    be.mix_heads_dw(g.datt, a.o1, a.o2, T, Hq, H, hd, dzd.data());
+    std::vector<float> dz(static_cast<size_t>(H));
+    for (int h = 0; h < H; ++h) dz[size_t(h)] = float(dzd[size_t(h)]) + dz_reg;
+    be.zero(g.dq, nq);
+    be.zero(g.dk, nk);
+    be.zero(g.dv, nk);
     for (int side = 0; side < 2; ++side) {
+        std::vector<float> coef(static_cast<size_t>(H));
         bool any = false;
-        for (int g = 0; g < H; ++g) any |= (side == 0 ? a.z[size_t(g)] : 1.0f - a.z[size_t(g)]) != 0.0f;
+        for (int h = 0; h < H; ++h) {
+            coef[size_t(h)] = side == 0 ? a.z[size_t(h)] : 1.0f - a.z[size_t(h)];
+            any |= coef[size_t(h)] != 0.0f;
+        }
         if (!any) continue;  // every head weights this side by exactly 0
-        for (int64_t i = 0; i < T; ++i)
-            for (int h = 0; h < Hq; ++h) {
-                const float zg = a.z[size_t(h / group)], w = side == 0 ? zg : 1.0f - zg;
-                const size_t base = size_t((i * Hq + h) * hd);
-                for (int e = 0; e < hd; ++e) dside[base + e] = w * datt[base + e];
-            }
-        const LayerPlan& p = side == 0 ? a.p1 : a.p2;
-        const Vec& o = side == 0 ? a.o1 : a.o2;
-        const Vec& lse = side == 0 ? a.lse1 : a.lse2;
-        attn_backward(cx.shape, p, a.qr.data(), a.kr.data(), a.v.data(), o.data(), lse.data(), dside.data(), dq.data(),
-                      dk.data(), dv.data());
+        be.attn_backward(cx.shape, side == 0 ? a.p1 : a.p2, a.qr, a.kr, a.v, side == 0 ? a.o1 : a.o2,
+                         side == 0 ? a.lse1 : a.lse2, g.datt, g.dq, g.dk, g.dv, coef.data());
     }
-    rope_backward(dq.data(), T, Hq, hd, cx.pos.data(), cx.m.inv_freq.data());
-    rope_backward(dk.data(), T, H, hd, cx.pos.data(), cx.m.inv_freq.data());
-    router_backward(r, a.ra, dz.data(), grad, dk.data());  // dk += the router pooling's share
+    be.rope_backward(g.dq, T, Hq, hd, cx.pos.data(), *cx.e.inv_freq);
+    be.rope_backward(g.dk, T, H, hd, cx.pos.data(), *cx.e.inv_freq);
+    {  // the router's share of dk (its pooled rows), computed on the host
+        std::vector<float> dkr(nk, 0.0f);
+        router_backward(r, a.ra, dz.data(), grad, dkr.data());
+        be.upload(g.tk, dkr.data(), nk);
+        be.add(g.dk, g.tk, int64_t(nk));
+    }
+    Buf dq = g.dq, dk = g.dk;
     if (c.qk_norm) {
-        Vec t(nq);
-        rms_norm_backward(a.q.data(), W.q_norm.data(), dq.data(), t.data(), T * Hq, hd, c.rms_eps);
-        dq.swap(t);
-        Vec u(nk);
-        rms_norm_backward(a.k.data(), W.k_norm.data(), dk.data(), u.data(), T * H, hd, c.rms_eps);
-        dk.swap(u);
+        be.rms_norm_backward(a.q, *W.q_norm, g.dq, g.tq, T * Hq, hd, c.rms_eps, false);
+        be.rms_norm_backward(a.k, *W.k_norm, g.dk, g.tk, T * H, hd, c.rms_eps, false);
+        dq = g.tq;
+        dk = g.tk;
     }
-    matmul_dx(W.wq, dq.data(), dh.data(), T);
-    matmul_dx(W.wk, dk.data(), dh.data(), T, true);
-    matmul_dx(W.wv, dv.data(), dh.data(), T, true);
-    rms_norm_backward(x, W.attn_norm.data(), dh.data(), dx, T, D, c.rms_eps, true);
+    be.matmul_dx(*W.wq, dq, g.dh, T, false);
+    be.matmul_dx(*W.wk, dk, g.dh, T, true);
+    be.matmul_dx(*W.wv, g.dv, g.dh, T, true);
+    be.rms_norm_backward(x, *W.attn_norm, g.dh, dx, T, D, c.rms_eps, true);
 }
 
-StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+// The largest |a − b| and |a| over the last rows of two [T, D] buffers (the recompute check).
+std::pair<float, float> tail_diff(Backend& be, Buf a, Buf b, int64_t T, int64_t D) {
+    const int64_t rows = std::min<int64_t>(T, 8);
+    std::vector<float> ha(size_t(rows * D)), hb(size_t(rows * D));
+    be.download(ha.data(), a.at((T - rows) * D), ha.size());
+    be.download(hb.data(), b.at((T - rows) * D), hb.size());
+    float diff = 0, mag = 0;
+    for (size_t i = 0; i < ha.size(); ++i) {
+        diff = std::max(diff, std::fabs(ha[i] - hb[i]));
+        mag = std::max(mag, std::fabs(hb[i]));
+    }
+    return {diff, mag};
+}
+
+StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                double lambda2, double target, const StepOptions& o, std::vector<RouterLayer>* grads) {
+    const Model& m = e.model;
     const ModelConfig& c = m.config;
+    Backend& be = e.backend;
     const int L = c.n_layer, H = c.n_kv_head;
     const int64_t T = int64_t(s.tokens.size()), D = c.d_model;
     if (T < 2) fail("training sample of %lld tokens: need at least 2", (long long)T);
     if (int(routers.size()) != L) fail("training: %zu routers for a model of %d layers", routers.size(), L);
+    if (be.attn_type() != DType::F32)
+        fail("training runs in fp32: the %s backend holds the model in another precision (use --precision f32)",
+             be.name());
     ELASTIC_ASSERT(s.targets.size() == s.tokens.size());
     for (int32_t t : s.tokens)
         if (t < 0 || t >= c.vocab)
             fail("training sample%s: token id %d outside the model's vocabulary of %d (tokenizer and model differ?)",
                  s.line > 0 ? strprintf(" of line %lld", (long long)s.line).c_str() : "", t, c.vocab);
-    openblas_set_num_threads(1);  // BLAS is called inside OpenMP regions (as cpu::matmul)
-    Ctx cx{m, c, o, T, {}, {}};
+    Ctx cx{e, be, c, o, T, {}, {}};
     cx.pos.resize(size_t(T));
     for (int64_t t = 0; t < T; ++t) cx.pos[size_t(t)] = int32_t(t);
     cx.shape.T = T;
@@ -239,17 +274,17 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     cx.shape.win = o.win;
     cx.shape.xa_block = o.xa.block;
 
+    Buffers B(be);
+    LayerActs a;
+    alloc_acts(B, cx, a);
     // Forward, keeping each layer's input residual only.
-    std::vector<Vec> xs(size_t(L) + 1, Vec(size_t(T * D)));
-    cpu::embedding(m.weights.tok_embd, s.tokens.data(), T, xs[0].data());
+    std::vector<Buf> xs(size_t(L) + 1);
+    for (Buf& x : xs) x = B.get(size_t(T * D));
+    be.embedding(*e.tok_embd, s.tokens.data(), T, xs[0]);
     double zsum = 0;
-    {
-        LayerActs a;
-        for (int l = 0; l < L; ++l) {
-            layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), xs[size_t(l) + 1].data(), a,
-                          o.soft_forward);
-            for (float z : a.z) zsum += z;
-        }
+    for (int l = 0; l < L; ++l) {
+        layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)], xs[size_t(l) + 1], a, o.soft_forward);
+        for (float z : a.z) zsum += z;
     }
     StepResult r;
     const double n_heads = double(L) * H;
@@ -258,9 +293,9 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     r.dlambda1 = std::fabs(dev);
     r.dlambda2 = dev * dev;
     r.reg_loss = lambda1 * r.dlambda1 + lambda2 * r.dlambda2;
-    Vec hN(size_t(T * D)), dhN(size_t(T * D));
-    cpu::rms_norm(xs[size_t(L)].data(), m.weights.out_norm.data(), hN.data(), T, D, c.rms_eps);
-    const CrossEntropy ce = cross_entropy_chunked(m.weights.output, hN.data(), s.targets.data(), T, dhN.data());
+    Buf hN = a.h1, dhN = a.h2;  // free until the backward's first layer
+    be.rms_norm(xs[size_t(L)], *e.out_norm, hN, T, D, c.rms_eps);
+    const CrossEntropy ce = be.cross_entropy(*e.output, hN, s.targets.data(), T, dhN);
     r.lm_loss = ce.loss;
     r.answer_tokens = ce.count;
     if (!grads) return r;
@@ -268,35 +303,41 @@ StepResult run(const Model& m, const std::vector<RouterLayer>& routers, const Tr
     // Backward. dΩ/dz = −1/(L·H); d reg/dΩ = λ1·sign(Ω − t) + 2·λ2·(Ω − t).
     const double dreg = lambda1 * double((dev > 0) - (dev < 0)) + 2.0 * lambda2 * dev;
     const float dz_reg = float(-dreg / n_heads);
-    Vec dx(size_t(T * D));
-    rms_norm_backward(xs[size_t(L)].data(), m.weights.out_norm.data(), dhN.data(), dx.data(), T, D, c.rms_eps);
-    LayerActs a;
+    const size_t F = size_t(c.d_ff), nq = size_t(T) * c.n_head * c.head_dim, nk = size_t(T) * H * c.head_dim;
+    GradBufs g;
+    g.ds = B.get(size_t(T) * F);
+    g.dg = B.get(size_t(T) * F);
+    g.du = B.get(size_t(T) * F);
+    g.dh = B.get(size_t(T * D));
+    g.datt = B.get(nq);
+    g.dq = B.get(nq);
+    g.dk = B.get(nk);
+    g.dv = B.get(nk);
+    g.tq = B.get(nq);
+    g.tk = B.get(nk);
+    Buf dx = B.get(size_t(T * D)), out = B.get(size_t(T * D));
+    be.rms_norm_backward(xs[size_t(L)], *e.out_norm, dhN, dx, T, D, c.rms_eps, false);
     for (int l = L - 1; l >= 0; --l) {
-        Vec out(size_t(T * D));
-        layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), out.data(), a, true);
+        layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)], out, a, true);
         // The recomputation (both paths, mixed) must reproduce the checkpointing forward (one path).
-        float diff = 0, mag = 0;
-        for (size_t i = 0; i < out.size(); ++i) {
-            diff = std::max(diff, std::fabs(out[i] - xs[size_t(l) + 1][i]));
-            mag = std::max(mag, std::fabs(out[i]));
-        }
+        const auto [diff, mag] = tail_diff(be, out, xs[size_t(l) + 1], T, D);
         ELASTIC_ASSERT_MSG(diff <= 1e-4f * (1.0f + mag), "train_step: the recomputed layer differs from its forward");
-        layer_backward(cx, routers[size_t(l)], l, xs[size_t(l)].data(), a, dz_reg, dx.data(), (*grads)[size_t(l)]);
+        layer_backward(cx, routers[size_t(l)], l, xs[size_t(l)], a, dz_reg, dx, g, (*grads)[size_t(l)]);
     }
     return r;
 }
 
 }  // namespace
 
-StepResult train_step(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+StepResult train_step(const Engine& engine, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                       double lambda2, double target, const StepOptions& o, std::vector<RouterLayer>& grads) {
     ELASTIC_ASSERT(grads.size() == routers.size());
-    return run(model, routers, s, lambda1, lambda2, target, o, &grads);
+    return run(engine, routers, s, lambda1, lambda2, target, o, &grads);
 }
 
-StepResult train_loss(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+StepResult train_loss(const Engine& engine, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                       double lambda2, double target, const StepOptions& o) {
-    return run(model, routers, s, lambda1, lambda2, target, o, nullptr);
+    return run(engine, routers, s, lambda1, lambda2, target, o, nullptr);
 }
 
 }  // namespace elastic::train

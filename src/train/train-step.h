@@ -1,4 +1,4 @@
-// One training step of the routers on the CPU for one sample (DESIGN.md §1.4): forward over all
+// One training step of the routers on a backend for one sample (DESIGN.md §1.4): forward over all
 // layers with BOTH attention paths of every KV head mixed by the router's straight-through z,
 // loss = CE(answer tokens) + λ1·|Ω − t| + λ2·(Ω − t)², and the backward through the frozen
 // backbone (activation gradients only) into the router tensors. Activation checkpointing: the
@@ -48,13 +48,15 @@ struct StepResult {
     int64_t answer_tokens = 0;
 };
 
-// One sample's step. routers [n_layer] (softmax variant); grads [n_layer] shaped like routers
-// (router_zero_grads): dloss/dθ is ADDED to them.
-StepResult train_step(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+// One sample's step on the engine's backend (the backbone's weights are the engine's; a GPU
+// backend must hold them in F32). routers [n_layer] (softmax variant) run on the host from the
+// downloaded pre-RoPE keys; grads [n_layer] shaped like routers (router_zero_grads): dloss/dθ is
+// ADDED to them.
+StepResult train_step(const Engine& engine, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                       double lambda2, double target, const StepOptions& o, std::vector<RouterLayer>& grads);
 
 // The loss only (forward, no gradients): for finite-difference checks.
-StepResult train_loss(const Model& model, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
+StepResult train_loss(const Engine& engine, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                       double lambda2, double target, const StepOptions& o);
 
 }  // namespace elastic::train

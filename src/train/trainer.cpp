@@ -151,7 +151,7 @@ double learning_rate(const TrainerOptions& o, int64_t step) {
     return 0.5 * o.lr * (1.0 + std::cos(M_PI * p));
 }
 
-StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+StepLog train_step_batch(const Engine& engine, const std::vector<TrainSample>& data, const TrainerOptions& o,
                          TrainState& st) {
     const auto t0 = std::chrono::steady_clock::now();
     ELASTIC_ASSERT(o.batch >= 1 && !data.empty());
@@ -163,7 +163,7 @@ StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& dat
         const TrainSample& s = data[next_sample(st, data.size())];
         const int c = s.category;
         const StepResult r =
-            train_step(model, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], o.step, grads);
+            train_step(engine, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], o.step, grads);
         log.lm_loss += r.lm_loss / o.batch;
         log.reg_loss += r.reg_loss / o.batch;
         log.omega[c] += r.omega;
@@ -282,7 +282,7 @@ TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, si
     }
 }
 
-StepLog train_loop(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+StepLog train_loop(const Engine& engine, const std::vector<TrainSample>& data, const TrainerOptions& o,
                    const LoopOptions& lo, TrainState& st) {
     const int64_t end = lo.stop_at >= 0 ? std::min(lo.stop_at, o.steps) : o.steps;
     std::ofstream logf;
@@ -292,7 +292,7 @@ StepLog train_loop(const Model& model, const std::vector<TrainSample>& data, con
     }
     StepLog last;
     while (st.step < end) {
-        last = train_step_batch(model, data, o, st);
+        last = train_step_batch(engine, data, o, st);
         if (lo.on_step) lo.on_step(last);
         if (logf.is_open()) logf << last.json() << "\n" << std::flush;
         if (lo.progress)

@@ -1,4 +1,4 @@
-// The router-training loop on the CPU (DESIGN.md §1.4): AdamW on the router tensors, gradient
+// The router-training loop (DESIGN.md §1.4; steps on any backend, see train-step.h): AdamW on the router tensors, gradient
 // ascent on the per-category Lagrange multipliers λ1, λ2, cosine schedule with warm-up, global
 // gradient-norm clipping, batches of B samples (gradients averaged) in a seeded shuffled order,
 // checkpoints that resume bit-exactly, one JSON log line per step.
@@ -60,7 +60,7 @@ TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o,
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 
 // One optimizer step over the next `batch` samples.
-StepLog train_step_batch(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+StepLog train_step_batch(const Engine& engine, const std::vector<TrainSample>& data, const TrainerOptions& o,
                          TrainState& st);
 
 void save_checkpoint(const std::string& dir, const TrainState& st, const TrainerOptions& o);
@@ -77,7 +77,7 @@ struct LoopOptions {
 };
 
 // Runs steps until o.steps (or stop_at); returns the last step's log.
-StepLog train_loop(const Model& model, const std::vector<TrainSample>& data, const TrainerOptions& o,
+StepLog train_loop(const Engine& engine, const std::vector<TrainSample>& data, const TrainerOptions& o,
                    const LoopOptions& lo, TrainState& st);
 
 // Router weights with metadata (model, config, data hash, steps, Ω ...), fp32, released names.

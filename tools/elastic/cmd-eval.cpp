@@ -215,6 +215,10 @@ void eval_robust(const EvalOptions& o) {
                 acc.r.higher_is_better = false;
                 TaskResult r = acc.finish(1.0);  // mean NLL
                 r.extra["mean_nll"] = r.score;
+                if (r.extra.contains("ci95")) {  // of the mean NLL, not of the perplexity
+                    r.extra["mean_nll_ci95"] = r.extra["ci95"];
+                    r.extra.erase("ci95");
+                }
                 r.score = std::round(100.0 * std::exp(r.score)) / 100.0;
                 results.push_back(r);
             }

@@ -1,10 +1,11 @@
-// `elastic train-router`: trains the per-layer routers of a frozen model on the CPU (DESIGN.md §1.4;
+// `elastic train-router`: trains the per-layer routers of a frozen model on the CPU or a GPU (DESIGN.md §1.4;
 // docs/training.md). Data: JSON lines {prompt, answer, task, category}. Output: router weights
 // under the released tensor names, loadable with --router, with the run's metadata.
 #include <cstdio>
 #include <filesystem>
 
 #include "attention/router.h"
+#include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -19,7 +20,7 @@ namespace elastic::cli {
 namespace {
 
 struct TrainCliOptions {
-    std::string model, data, config = "fa-ssa", out, resume, checkpoint_dir, log, init;
+    std::string model, data, config = "fa-ssa", out, resume, checkpoint_dir, log, init, backend = "cpu";
     int64_t steps = 300, max_seq = 4096, checkpoint_every = 0, stop_at = -1;
     int batch = 1, threads = 0;
     uint64_t seed = 0;
@@ -35,7 +36,17 @@ void train_router(const TrainCliOptions& c) {
     if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
         fail("train-router: --checkpoint-every needs --checkpoint-dir");
     const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
+    // Training runs in fp32 on every backend (the router's decisions and the gradients through 30
+    // frozen layers must not depend on bf16 rounding; SmolLM2's fp32 weights are 0.5 GB).
+    BackendOptions bo;
+    bo.backend = c.backend;
+    bo.precision = c.backend == "cpu" ? "auto" : "f32";
     auto model = Model::load(c.model);
+    std::unique_ptr<Backend> gpu;
+    if (c.backend != "cpu") gpu = bo.make(c.threads, *model);
+    Backend& be = gpu ? *gpu : *cpu;
+    const Engine engine(*model, be);
+    std::fprintf(stderr, "train-router: backend %s\n", be.name());
     const ModelConfig& mc = model->config;
     const Tokenizer& tok = model->tok();
     train::DataReport rep;
@@ -94,7 +105,7 @@ void train_router(const TrainCliOptions& c) {
     lo.checkpoint_every = c.checkpoint_every;
     lo.log_path = c.log;
     lo.progress = stderr_is_tty();
-    train::train_loop(*model, data, o, lo, st);
+    train::train_loop(engine, data, o, lo, st);
     const double* omega = st.last_omega;
     train::write_trained_router(
         c.out, st.routers,
@@ -102,6 +113,7 @@ void train_router(const TrainCliOptions& c) {
          {"model", std::filesystem::path(c.model).filename().string()},
          {"model_name", mc.name},
          {"config", c.config},
+         {"backend", be.name()},
          {"data", std::filesystem::path(c.data).filename().string()},
          {"data_fnv1a64", train::file_hash(c.data)},
          {"steps", std::to_string(st.step)},
@@ -120,7 +132,7 @@ void train_router(const TrainCliOptions& c) {
 
 void add_train_router(CLI::App& app) {
     auto o = std::make_shared<TrainCliOptions>();
-    CLI::App* c = app.add_subcommand("train-router", "Train the routers of a frozen model (CPU)");
+    CLI::App* c = app.add_subcommand("train-router", "Train the routers of a frozen model");
     // -m, --data, -o are checked by hand: `train-router plot` needs none of them.
     c->add_option("-m,--model", o->model, "GGUF file or HF directory (required)");
     c->add_option("--data", o->data, "Training data, JSON lines {prompt, answer, task, category} (required)");
@@ -144,6 +156,7 @@ void add_train_router(CLI::App& app) {
     c->add_option("--sink", o->sink, "SSA sink tokens")->capture_default_str();
     c->add_option("--local", o->local, "SSA local window")->capture_default_str();
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
+    c->add_option("--backend", o->backend, "cpu, or cuda / cuda:N (trains in fp32 on the GPU)")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
     auto plot = std::make_shared<std::pair<std::string, std::string>>();  // log, image

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Router training on the GPU machine (issue 10), one action per call, each meant to be started with
+# setsid and polled (a device command lasts at most 10 minutes; the machine keeps /tmp while warm):
+#   bash scripts/device-train.sh build    # deps + build-cuda (scripts/device-check.sh STEPS="deps build")
+#   bash scripts/device-train.sh model    # joins .carry/model-a/part0 + .carry/model-b/part1, checks sha256
+#   bash scripts/device-train.sh test     # CUDA-vs-CPU training tests + the CPU trainer tests
+#   bash scripts/device-train.sh bench    # training-step speed on SmolLM2 at 4K and 8K, peak GPU memory
+#   bash scripts/device-train.sh train    # fa-ssa and fa-xa routers, trained side by side on the one GPU
+#   bash scripts/device-train.sh eval     # full / fa-ssa / fa-xa, then the static baseline at fa-ssa's Ω
+# Inputs: .carry/train/mix.jsonl.gz (built on the dev machine with `elastic data build`, see
+# docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
+# Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
+# SINK, LOCAL (training and eval window), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_WAIT_POLICY=PASSIVE
+RES=${RES:-/tmp/train-run}
+E=build-cuda/bin/elastic
+M=models/SmolLM2-135M-Instruct.Q4_1.gguf
+DATA=${DATA:-$RES/mix.jsonl}
+ROUTERS=${ROUTERS:-$RES}
+SINK=${SINK:-64}
+LOCAL=${LOCAL:-512}
+W="--sink $SINK --local $LOCAL"
+mkdir -p "$RES"
+log() { echo "$(date +%T) $*" | tee -a "$RES/progress.log"; }
+
+# Peak GPU memory of the whole device while "$@" runs (nvidia-smi every 200 ms), in MiB.
+with_peak_mem() {
+  local tag=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$RES/mem-$tag.txt" 2>/dev/null &
+  local smi=$!
+  "$@"
+  local rc=$?
+  kill "$smi" 2>/dev/null
+  log "$tag: peak GPU memory $(sort -n "$RES/mem-$tag.txt" | tail -1) MiB (whole device, nvidia-smi)"
+  return $rc
+}
+
+case ${1:-} in
+build)
+  t0=$SECONDS
+  STEPS="deps build" OUT="$RES/check" bash scripts/device-check.sh > "$RES/build.log" 2>&1
+  log "build rc=$? in $((SECONDS - t0)) s"
+  ;;
+model)
+  mkdir -p models
+  cat .carry/model-a/part0 .carry/model-b/part1 > "$M"
+  (cd models && sha256sum -c ../scripts/model.sha256) >> "$RES/progress.log" 2>&1
+  log "model rc=$?"
+  gunzip -c .carry/train/mix.jsonl.gz > "$RES/mix.jsonl"
+  log "data: $(wc -l < "$RES/mix.jsonl") lines"
+  ;;
+test)
+  t0=$SECONDS
+  build-cuda/bin/elastic_tests --gtest_filter='CudaTrain*:Train/CudaTrain*:TrainerStep*:Trainer/TrainerGrad*' \
+    > "$RES/test.log" 2>&1
+  log "test rc=$? in $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED) ' "$RES/test.log" | tr '\n' ' ')"
+  ;;
+bench)
+  # Fixed-length samples: 3 steps of batch 1 at each length; the log's tokens/s of steps 2-3.
+  for L in 4096 8192; do
+    "$E" data build --out "$RES/bench-$L.jsonl" --tokens $((L * 4)) --min-seq "$L" --max-seq "$L" --seed 1 -m "$M" --force \
+      > /dev/null 2>&1
+    with_peak_mem "bench-$L" "$E" train-router -m "$M" --data "$RES/bench-$L.jsonl" --config fa-ssa --steps 3 --batch 1 \
+      --max-seq "$L" $W --backend cuda -o "$RES/bench-$L.safetensors" --log "$RES/bench-$L.log.jsonl" \
+      > "$RES/bench-$L.out" 2>&1
+    log "bench $L: $(tail -2 "$RES/bench-$L.log.jsonl" | python3 -c 'import sys,json; r=[json.loads(l) for l in sys.stdin]; print(" ".join("%s tok/s (%.2f s)" % (round(x["tokens"]/x["seconds"]), x["seconds"]) for x in r))')"
+  done
+  ;;
+train)
+  N=${STEPS_N:-300}
+  B=${BATCH:-4}
+  for cfg in ${CONFIGS:-fa-ssa fa-xa}; do
+    (
+      t0=$SECONDS
+      with_peak_mem "train-$cfg" "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
+        --max-seq 8192 $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
+        --lambda-init "${LAMBDA_INIT:-1}" --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --checkpoint-every 25 \
+        ${RESUME:+--resume "$RES/ckpt-$cfg"} --log "$RES/train-$cfg.jsonl" -o "$RES/smollm2-$cfg.safetensors" \
+        > "$RES/train-$cfg.out" 2>&1
+      log "train $cfg rc=$? in $((SECONDS - t0)) s: $(tail -1 "$RES/train-$cfg.out")"
+    ) &
+  done
+  wait
+  ;;
+eval)
+  N=${SAMPLES:-50}
+  L=${LENGTHS:-2048,4096,8192}
+  T=${TASKS:-niah_single_1,niah_single_2,niah_multikey_1,niah_multivalue,vt}
+  RT=${ROBUST_TASKS:-ppl-prose,code-next-line}
+  run_mode() {  # name, attention flags...
+    local name=$1; shift
+    local t0=$SECONDS
+    "$E" eval ruler -m "$M" --backend cuda --tasks "$T" --lengths "$L" --samples "$N" --seed 0 "$@" $W --json \
+      > "$RES/ruler-$name.json" 2> "$RES/eval-$name.err"
+    local a=$?
+    "$E" eval robust -m "$M" --backend cuda --tasks "$RT" --lengths "$L" --samples "$N" --seed 0 "$@" $W --json \
+      > "$RES/robust-$name.json" 2>> "$RES/eval-$name.err"
+    log "eval $name rc=$a/$? in $((SECONDS - t0)) s"
+  }
+  run_mode full --attention full &
+  run_mode fa-ssa --attention fa-ssa --router "$ROUTERS/smollm2-fa-ssa.safetensors" &
+  run_mode fa-xa --attention fa-xa --router "$ROUTERS/smollm2-fa-xa.safetensors" &
+  wait
+  # The static retrieval-head baseline at the mean Ω_MSR elastic fa-ssa reached over the same samples.
+  msr=$(python3 -c '
+import json, sys
+v = []
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    for r in d.get("results", []):
+        if "omega_msr" in r: v.append(r["omega_msr"])
+print("%.4f" % (sum(v) / len(v)) if v else "0.5")' "$RES/ruler-fa-ssa.json" "$RES/robust-fa-ssa.json")
+  log "static baseline at Ω_MSR $msr"
+  run_mode static --attention static:docs/results/retrieval-scores.json --msr "$msr"
+  "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json --png "$RES/results.png" > "$RES/results.md" 2>> "$RES/progress.log"
+  log "eval done"
+  ;;
+*)
+  echo "usage: device-train.sh build|model|test|bench|train|eval" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,36 @@
+// What the Backend interface defines once for every backend (model/backend.h).
+#include "model/backend.h"
+
+#include <vector>
+
+#include "core/error.h"
+
+namespace elastic {
+
+void Backend::rope_backward(Buf dx, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) {
+    // RoPE rotates each pair by pos·θ: an orthogonal map whose transpose is the rotation by −pos·θ.
+    // float(−p)·θ is exactly −(float(p)·θ), and cos / sin are even / odd, so this is the exact inverse.
+    std::vector<int32_t> neg(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) neg[size_t(t)] = -pos[t];
+    rope(dx, T, n_heads, head_dim, neg.data(), inv_freq);
+}
+
+namespace {
+[[noreturn]] void no_training(const Backend& b) { fail("the %s backend does not train routers", b.name()); }
+}  // namespace
+
+void Backend::copy(Buf, Buf, size_t) { no_training(*this); }
+void Backend::zero(Buf, size_t) { no_training(*this); }
+void Backend::rms_norm_backward(Buf, const Vector&, Buf, Buf, int64_t, int64_t, float, bool) { no_training(*this); }
+void Backend::swiglu_backward(Buf, Buf, Buf, Buf, Buf, int64_t) { no_training(*this); }
+void Backend::matmul_dx(const Matrix&, Buf, Buf, int64_t, bool) { no_training(*this); }
+CrossEntropy Backend::cross_entropy(const Matrix&, Buf, const int32_t*, int64_t, Buf) { no_training(*this); }
+void Backend::attn_forward_lse(const AttnShape&, const LayerPlan&, Buf, Buf, Buf, Buf, Buf) { no_training(*this); }
+void Backend::attn_backward(const AttnShape&, const LayerPlan&, Buf, Buf, Buf, Buf, Buf, Buf, Buf, Buf, Buf,
+                            const float*) {
+    no_training(*this);
+}
+void Backend::mix_heads(Buf, Buf, const float*, Buf, int64_t, int, int, int) { no_training(*this); }
+void Backend::mix_heads_dw(Buf, Buf, Buf, int64_t, int, int, int, double*) { no_training(*this); }
+
+}  // namespace elastic
