@@ -2,10 +2,14 @@
 # `make demo`: the default model answers a question about one fact buried in a long document.
 # The document is the GNU GPL v3 text that every Debian system ships (/usr/share/common-licenses),
 # with one sentence inserted at about 60 % of its length; the prompt is over 3000 tokens.
+# Attention: elastic fa-ssa with the trained router of routers/ (docs/training.md): each KV head
+# runs full attention or streaming (sink 128 + local 2048) as the router decides for this prompt;
+# the last line reports the share of streaming heads it chose (Ω_MSR) and of attention pairs skipped (Ω_ESR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/bin/elastic
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+router=routers/smollm2-135m-fa-ssa.safetensors
 doc=/usr/share/common-licenses/GPL-3
 [ -f "$doc" ] || { echo "demo: $doc not found (Debian's base-files package provides it)" >&2; exit 1; }
 prompt=$(mktemp /tmp/elastic-demo.XXXXXX)
@@ -20,4 +24,5 @@ q = "\n\nQuestion: According to the note in the document above, what is the secr
 open(sys.argv[2], "w").write("Read this document.\n\n" + doc + q)
 PY
 echo "== elastic run --chat on a long document (question: the archive's secret password; expected BLUE-HARBOR-42)" >&2
-"$bin" run -m "$model" --chat -f "$prompt" -n 32 --temp 0
+echo "== attention: elastic fa-ssa, trained router $router" >&2
+"$bin" run -m "$model" --router "$router" --attention fa-ssa --chat -f "$prompt" -n 32 --temp 0 -v

@@ -7,6 +7,12 @@
 #   bash scripts/device-train.sh bench    # training-step speed on SmolLM2 at 4K and 8K, peak GPU memory
 #   bash scripts/device-train.sh train    # fa-ssa and fa-xa routers, trained side by side on the one GPU
 #   bash scripts/device-train.sh eval     # full / fa-ssa / fa-xa, then the static baseline at fa-ssa's Ω
+#                                         # (STATIC_MSR=X: all four side by side, static at Ω X)
+#   bash scripts/device-train.sh stop     # kills running trainings (the checkpoints stay)
+#   bash scripts/device-train.sh pack     # $RES's logs, checkpoints' routers and results as one
+#                                         # $OUT/train-run.tgz (few files come back from a call)
+# Stop runs with `stop`, not `pkill -f train-router`: -f also matches the calling shell, whose
+# command line holds that text, and stops it with them.
 # Inputs: .carry/train/mix.jsonl.gz (built on the dev machine with `elastic data build`, see
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
@@ -47,7 +53,7 @@ build)
 model)
   mkdir -p models
   cat .carry/model-a/part0 .carry/model-b/part1 > "$M"
-  (cd models && sha256sum -c ../scripts/model.sha256) >> "$RES/progress.log" 2>&1
+  echo "$(cat scripts/model.sha256)  $M" | sha256sum -c --quiet >> "$RES/progress.log" 2>&1
   log "model rc=$?"
   gunzip -c .carry/train/mix.jsonl.gz > "$RES/mix.jsonl"
   log "data: $(wc -l < "$RES/mix.jsonl") lines"
@@ -88,7 +94,7 @@ train)
 eval)
   N=${SAMPLES:-50}
   L=${LENGTHS:-2048,4096,8192}
-  T=${TASKS:-niah_single_1,niah_single_2,niah_multikey_1,niah_multivalue,vt}
+  T=${TASKS:-niah_single_1,niah_single_2,niah_multikey_1,fwe}
   RT=${ROBUST_TASKS:-ppl-prose,code-next-line}
   run_mode() {  # name, attention flags...
     local name=$1; shift
@@ -103,6 +109,13 @@ eval)
   run_mode full --attention full &
   run_mode fa-ssa --attention fa-ssa --router "$ROUTERS/smollm2-fa-ssa.safetensors" &
   run_mode fa-xa --attention fa-xa --router "$ROUTERS/smollm2-fa-xa.safetensors" &
+  if [ -n "${STATIC_MSR:-}" ]; then  # Ω given (e.g. from the training log): all four side by side
+    run_mode static --attention static:docs/results/retrieval-scores.json --msr "$STATIC_MSR" &
+    wait
+    "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json > "$RES/results.md" 2>> "$RES/progress.log"
+    log "eval done"
+    exit 0
+  fi
   wait
   # The static retrieval-head baseline at the mean Ω_MSR elastic fa-ssa reached over the same samples.
   msr=$(python3 -c '
@@ -118,8 +131,23 @@ print("%.4f" % (sum(v) / len(v)) if v else "0.5")' "$RES/ruler-fa-ssa.json" "$RE
   "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json --png "$RES/results.png" > "$RES/results.md" 2>> "$RES/progress.log"
   log "eval done"
   ;;
+stop)
+  pkill -x elastic
+  for f in "$RES"/ckpt-*/state.json; do
+    [ -f "$f" ] && log "stop: $(dirname "$f") at step $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$f")"
+  done
+  ;;
+pack)
+  p=/tmp/train-pack
+  rm -rf "$p" && mkdir -p "$p"
+  for d in "$RES"/ckpt-*; do [ -d "$d" ] && mkdir -p "$p/$(basename "$d")" && cp "$d/router.safetensors" "$d/state.json" "$p/$(basename "$d")/"; done
+  (cd "$RES" && cp -- *.jsonl *.json *.out *.md progress.log "$p/" 2>/dev/null)
+  rm -f "$p/mix.jsonl" "$p"/bench-*[0-9].jsonl
+  tar czf "${OUT:-/tmp}/train-run.tgz" -C "$p" .
+  log "pack: ${OUT:-/tmp}/train-run.tgz"
+  ;;
 *)
-  echo "usage: device-train.sh build|model|test|bench|train|eval" >&2
+  echo "usage: device-train.sh build|model|test|bench|train|eval|stop|pack" >&2
   exit 2
   ;;
 esac

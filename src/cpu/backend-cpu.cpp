@@ -172,15 +172,19 @@ public:
                       double* dw) override {
         const float *pd = dout.f32(), *pa = a.f32(), *pb = b.f32();
         const int group = n_head / n_kv_head;
+        // Per-row sums added in row order: the result does not depend on the thread count.
+        std::vector<double> rows(static_cast<size_t>(T) * size_t(n_kv_head));
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < T; ++i)
+            for (int h = 0; h < n_head; ++h) {
+                const int64_t base = (i * n_head + h) * head_dim;
+                double acc = 0;
+                for (int e = 0; e < head_dim; ++e) acc += double(pd[base + e]) * (double(pa[base + e]) - double(pb[base + e]));
+                rows[size_t(i * n_kv_head + h / group)] += acc;
+            }
         for (int g = 0; g < n_kv_head; ++g) {
             double acc = 0;
-#pragma omp parallel for schedule(static) reduction(+ : acc)
-            for (int64_t i = 0; i < T; ++i)
-                for (int h = g * group; h < (g + 1) * group; ++h) {
-                    const int64_t base = (i * n_head + h) * head_dim;
-                    for (int e = 0; e < head_dim; ++e)
-                        acc += double(pd[base + e]) * (double(pa[base + e]) - double(pb[base + e]));
-                }
+            for (int64_t i = 0; i < T; ++i) acc += rows[size_t(i * n_kv_head + g)];
             dw[g] = acc;
         }
     }

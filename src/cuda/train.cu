@@ -139,7 +139,8 @@ __global__ void mix_heads_kernel(const float* a, const float* b, MixWeights w, f
     }
 }
 
-// blockIdx.y = KV head g: Σ over rows and the group's heads of dout·(a − b), into dw[g].
+// blockIdx.y = KV head g: block x's share of Σ over rows and the group's heads of dout·(a − b), into
+// part[g · gridDim.x + x] (summed on the host in order: deterministic, unlike atomics).
 __global__ void mix_heads_dw_kernel(const float* dout, const float* a, const float* b, int64_t T, int n_head, int group,
                                     int head_dim, double* dw) {
     __shared__ double part[kThreads / 32];
@@ -152,7 +153,7 @@ __global__ void mix_heads_dw_kernel(const float* dout, const float* a, const flo
         acc += double(dout[idx]) * (double(a[idx]) - double(b[idx]));
     }
     acc = block_sum(acc, part);
-    if (threadIdx.x == 0) atomicAdd(dw + g, acc);
+    if (threadIdx.x == 0) dw[int64_t(g) * gridDim.x + blockIdx.x] = acc;
 }
 
 // ---- attention ----
@@ -532,18 +533,23 @@ void mix_heads(const float* a, const float* b, const float* w, float* out, int64
 
 void mix_heads_dw(const float* dout, const float* a, const float* b, int64_t T, int n_head, int n_kv_head, int head_dim,
                   double* dw_host, cudaStream_t s) {
-    double* d = device_alloc<double>(size_t(n_kv_head), "mixing gradients");
-    CUDA_CHECK(cudaMemsetAsync(d, 0, size_t(n_kv_head) * sizeof(double), s));
     const int group = n_head / n_kv_head;
     const int64_t per_head = T * group * head_dim;
-    const unsigned bx = unsigned(std::min<int64_t>(std::max<int64_t>((per_head + kThreads - 1) / kThreads, 1), 1024));
+    const unsigned bx = unsigned(std::min<int64_t>(std::max<int64_t>((per_head + kThreads - 1) / kThreads, 1), 256));
+    std::vector<double> part(size_t(bx) * size_t(n_kv_head), 0.0);
     if (per_head > 0) {
+        double* d = device_alloc<double>(part.size(), "mixing gradients");
         mix_heads_dw_kernel<<<dim3(bx, unsigned(n_kv_head)), kThreads, 0, s>>>(dout, a, b, T, n_head, group, head_dim, d);
         CUDA_LAUNCH_CHECK();
+        CUDA_CHECK(cudaMemcpyAsync(part.data(), d, part.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        CUDA_CHECK(cudaFree(d));
     }
-    CUDA_CHECK(cudaMemcpyAsync(dw_host, d, size_t(n_kv_head) * sizeof(double), cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));
-    CUDA_CHECK(cudaFree(d));
+    for (int g = 0; g < n_kv_head; ++g) {
+        double acc = 0;
+        for (unsigned x = 0; x < bx; ++x) acc += part[size_t(g) * bx + x];
+        dw_host[g] = acc;
+    }
 }
 
 void attn_forward_lse(const AttnShape& sh, const DevicePlan& dp, const float* q, const float* k, const float* v,

@@ -60,6 +60,11 @@ Report build_report(const std::vector<RunFile>& runs) {
     std::vector<std::vector<int>> cnt(R, std::vector<int>(C, 0)), ci_cnt = cnt;
     std::vector<double> msr(R, 0), esr(R, 0);
     std::vector<int> n(R, 0);
+    for (const auto& c : rep.columns)
+        if (std::find(rep.families.begin(), rep.families.end(), c.family) == rep.families.end())
+            rep.families.push_back(c.family);
+    std::vector<std::vector<double>> fam_msr(R, std::vector<double>(rep.families.size(), 0.0));
+    std::vector<std::vector<int>> fam_n(R, std::vector<int>(rep.families.size(), 0));
     // prefill seconds per (row, task, length) for the speed-up
     std::vector<std::map<std::pair<std::string, int64_t>, double>> prefill(R);
     for (const auto& f : runs) {
@@ -75,6 +80,9 @@ Report build_report(const std::vector<RunFile>& runs) {
             ++cnt[r][c];
             msr[r] += t.omega_msr;
             esr[r] += t.omega_esr;
+            const size_t fi = size_t(std::find(rep.families.begin(), rep.families.end(), t.family) - rep.families.begin());
+            fam_msr[r][fi] += t.omega_msr;
+            ++fam_n[r][fi];
             ++n[r];
             prefill[r][{t.task, t.length}] += t.prefill_seconds * std::max(1, t.samples);
         }
@@ -88,6 +96,9 @@ Report build_report(const std::vector<RunFile>& runs) {
                 if (ci_cnt[r][c] == cnt[r][c]) rep.ci[r][c] = std::sqrt(ci2[r][c]) / cnt[r][c];
             }
         rep.omega_msr.push_back(n[r] ? msr[r] / n[r] : kNaN);
+        rep.family_msr.emplace_back();
+        for (size_t fi = 0; fi < rep.families.size(); ++fi)
+            rep.family_msr.back().push_back(fam_n[r][fi] ? fam_msr[r][fi] / fam_n[r][fi] : kNaN);
         rep.omega_esr.push_back(n[r] ? esr[r] / n[r] : kNaN);
     }
     // speed-up: total prefill time of the `full` row over this row's, on the (task, length) both ran
@@ -124,9 +135,29 @@ std::string report_markdown(const Report& r) {
     s += sep;
     for (size_t i = 0; i < r.rows.size(); ++i) {
         s += "| " + r.rows[i] + " |";
-        for (size_t c = 0; c < r.columns.size(); ++c) s += " " + fmt(r.cells[i][c], "%.2f") + " |";
+        for (size_t c = 0; c < r.columns.size(); ++c) {
+            const double ci = i < r.ci.size() && c < r.ci[i].size() ? r.ci[i][c] : 0.0;
+            s += " " + fmt(r.cells[i][c], "%.2f") + (ci > 0 ? " ± " + fmt(ci, "%.2f") : "") + " |";
+        }
         s += " " + fmt(r.omega_msr[i], "%.3f") + " | " + fmt(r.omega_esr[i], "%.3f") + " | " + fmt(r.speedup[i], "%.2f×") + " |\n";
     }
+    // Ω_MSR per family, for the rows that route (some Ω > 0).
+    std::string t = "\n| Ω_MSR per family |";
+    std::string tsep = "|---|";
+    for (const auto& f : r.families) {
+        t += " " + f + " |";
+        tsep += "---:|";
+    }
+    t += "\n" + tsep + "\n";
+    bool any = false;
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+        if (!(r.omega_msr[i] > 0)) continue;
+        any = true;
+        t += "| " + r.rows[i] + " |";
+        for (size_t fi = 0; fi < r.families.size(); ++fi) t += " " + fmt(r.family_msr[i][fi], "%.3f") + " |";
+        t += "\n";
+    }
+    if (any) s += t;
     return s;
 }
 

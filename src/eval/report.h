@@ -1,5 +1,6 @@
 // `elastic eval report`: merges result files into one Markdown table (rows = attention modes,
-// columns = task family x length, then mean Ω_MSR, Ω_ESR and prefill speed-up against `full`)
+// columns = task family x length, each score ± its 95 % CI where the results carry one, then mean
+// Ω_MSR, Ω_ESR and prefill speed-up against `full`; a second table gives Ω_MSR per task family)
 // and the data of the score-versus-length plot.
 #pragma once
 #include <map>
@@ -25,6 +26,9 @@ struct Report {
     // combined as for a mean of independent estimates; 0 unless every result of the cell carries one
     std::vector<std::vector<double>> ci;
     std::vector<double> omega_msr, omega_esr, speedup;  // per row; speedup NaN when no full run matches
+    // Mean Ω_MSR per row and task family (all lengths): whether a router adapts to the input.
+    std::vector<std::string> families;
+    std::vector<std::vector<double>> family_msr;  // [row][family], NaN when not run
 };
 
 Report build_report(const std::vector<RunFile>& runs);

@@ -147,13 +147,15 @@ CrossEntropy cross_entropy_chunked(const Weight& W, const float* h, const int32_
     const int64_t C = std::min(chunk_rows, ce.count);
     std::vector<float> hc(size_t(C * D)), dhc(size_t(C * D)), logits(size_t(C * V));  // [C, D], [C, D], [C, V]
     const double inv_n = 1.0 / double(ce.count);
-    double loss = 0;
+    // Per-row losses summed in row order afterwards: the total does not depend on the threads
+    // (an OpenMP reduction's order does), so a run and its resumed halves agree bit for bit.
+    std::vector<double> row_loss(static_cast<size_t>(ce.count));
     for (int64_t c0 = 0; c0 < ce.count; c0 += C) {
         const int64_t n = std::min(C, ce.count - c0);
         for (int64_t r = 0; r < n; ++r) std::copy_n(h + counted[size_t(c0 + r)] * D, D, hc.data() + r * D);
         matmul_rows(W, hc.data(), logits.data(), n);
         // logits -> dlogits = (softmax - onehot) / count, in place
-#pragma omp parallel for schedule(static) reduction(+ : loss)
+#pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < n; ++r) {
             float* row = logits.data() + r * V;
             const int32_t y = targets[counted[size_t(c0 + r)]];
@@ -161,7 +163,7 @@ CrossEntropy cross_entropy_chunked(const Weight& W, const float* h, const int32_
             for (int64_t j = 0; j < V; ++j) mx = std::max(mx, row[j]);
             double sum = 0;
             for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j] - mx));
-            loss += double(mx) + std::log(sum) - double(row[y]);
+            row_loss[size_t(c0 + r)] = double(mx) + std::log(sum) - double(row[y]);
             const float a = float(inv_n / sum);
             for (int64_t j = 0; j < V; ++j) row[j] = a * std::exp(row[j] - mx);
             row[y] -= float(inv_n);
@@ -169,6 +171,8 @@ CrossEntropy cross_entropy_chunked(const Weight& W, const float* h, const int32_
         matmul_dx(W, logits.data(), dhc.data(), n);
         for (int64_t r = 0; r < n; ++r) std::copy_n(dhc.data() + r * D, D, dh + counted[size_t(c0 + r)] * D);
     }
+    double loss = 0;
+    for (double x : row_loss) loss += x;
     ce.loss = loss * inv_n;
     return ce;
 }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "formats/quants.h"
 #include "formats/safetensors.h"
 #include "train/backward.h"
 
@@ -77,8 +78,19 @@ size_t next_sample(TrainState& st, size_t n) {
 }
 
 void write_layers(const std::string& path, const std::vector<RouterLayer>& layers,
-                  const std::vector<std::pair<std::string, std::string>>& metadata) {
+                  const std::vector<std::pair<std::string, std::string>>& metadata, DType dtype = DType::F32) {
+    ELASTIC_ASSERT(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16);
     SafetensorsWriter w;
+    std::vector<std::vector<uint8_t>> keep;  // converted copies, alive until write()
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v) {
+        if (dtype == DType::F32) {
+            w.add_tensor(name, DType::F32, std::move(shape), v.data(), v.size() * sizeof(float));
+            return;
+        }
+        keep.emplace_back(dtype_nbytes(dtype, int64_t(v.size())));
+        quantize(dtype, v.data(), keep.back().data(), int64_t(v.size()));
+        w.add_tensor(name, dtype, std::move(shape), keep.back().data(), keep.back().size());
+    };
     for (const auto& kv : metadata) w.set_metadata(kv.first, kv.second);
     for (size_t l = 0; l < layers.size(); ++l) {
         const RouterLayer& r = layers[l];
@@ -88,8 +100,8 @@ void write_layers(const std::string& path, const std::vector<RouterLayer>& layer
         for (int i = 0; i < 5; ++i) {
             const std::vector<float>& wt = *t[size_t(2 * i)];
             const std::vector<float>& bt = *t[size_t(2 * i + 1)];
-            w.add_tensor(names[size_t(2 * i)], DType::F32, {lin[i]->out, lin[i]->in}, wt.data(), wt.size() * sizeof(float));
-            w.add_tensor(names[size_t(2 * i + 1)], DType::F32, {lin[i]->out}, bt.data(), bt.size() * sizeof(float));
+            add(names[size_t(2 * i)], {lin[i]->out, lin[i]->in}, wt);
+            add(names[size_t(2 * i + 1)], {lin[i]->out}, bt);
         }
     }
     const std::string tmp = path + ".tmp";
@@ -308,8 +320,8 @@ StepLog train_loop(const Engine& engine, const std::vector<TrainSample>& data, c
 }
 
 void write_trained_router(const std::string& path, const std::vector<RouterLayer>& routers,
-                          const std::vector<std::pair<std::string, std::string>>& metadata) {
-    write_layers(path, routers, metadata);
+                          const std::vector<std::pair<std::string, std::string>>& metadata, DType dtype) {
+    write_layers(path, routers, metadata, dtype);
 }
 
 }  // namespace elastic::train

@@ -80,8 +80,10 @@ struct LoopOptions {
 StepLog train_loop(const Engine& engine, const std::vector<TrainSample>& data, const TrainerOptions& o,
                    const LoopOptions& lo, TrainState& st);
 
-// Router weights with metadata (model, config, data hash, steps, Ω ...), fp32, released names.
+// Router weights with metadata (model, config, data hash, steps, Ω ...), released names; dtype F32,
+// BF16 or F16 (a released router in bf16 is half the bytes; the router computes in fp32 either way).
 void write_trained_router(const std::string& path, const std::vector<RouterLayer>& routers,
-                          const std::vector<std::pair<std::string, std::string>>& metadata);
+                          const std::vector<std::pair<std::string, std::string>>& metadata,
+                          DType dtype = DType::F32);
 
 }  // namespace elastic::train

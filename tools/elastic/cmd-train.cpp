@@ -3,6 +3,9 @@
 // under the released tensor names, loadable with --router, with the run's metadata.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "attention/router.h"
 #include "backend-options.h"
@@ -128,6 +131,58 @@ void train_router(const TrainCliOptions& c) {
                  omega[1] >= 0 ? strprintf("%.3f", omega[1]).c_str() : "n/a");
 }
 
+struct ExportOptions {
+    std::string ckpt, model, data, out, dtype = "f32";
+};
+
+// A checkpoint directory as a released router file: its router.safetensors with the run's metadata
+// from state.json (and the model's and data's names, the data's hash, when given), in f32 or bf16.
+// For runs stopped at a checkpoint (a device session that ran out of time).
+void export_router(const ExportOptions& e) {
+    if (e.dtype != "f32" && e.dtype != "bf16") fail("train-router export: --dtype must be f32 or bf16");
+    const DType dt = e.dtype == "f32" ? DType::F32 : DType::BF16;
+    const std::string state_path = e.ckpt + "/state.json";
+    std::ifstream f(state_path);
+    if (!f) fail("train-router export: %s not found (not a checkpoint directory?)", state_path.c_str());
+    nlohmann::json st;
+    try {
+        st = nlohmann::json::parse(f);
+    } catch (const std::exception& ex) {
+        fail("train-router export: %s: %s", state_path.c_str(), ex.what());
+    }
+    auto model = Model::load(e.model);
+    const Router r = Router::load(e.ckpt + "/router.safetensors", model->config.n_layer, model->config.head_dim);
+    std::vector<RouterLayer> layers;
+    for (int l = 0; l < model->config.n_layer; ++l) layers.push_back(r.layer(l));
+    auto num = [&](const char* key, int i) -> std::string {
+        if (!st.contains(key) || !st[key].is_array() || int(st[key].size()) <= i || !st[key][size_t(i)].is_number())
+            return "n/a";
+        const double v = st[key][size_t(i)].get<double>();
+        return v >= 0 || std::string(key) != "last_omega" ? strprintf("%.6g", v) : "n/a";
+    };
+    std::vector<std::pair<std::string, std::string>> meta = {
+        {"format", "elastic-router"},
+        {"model", std::filesystem::path(e.model).filename().string()},
+        {"model_name", model->config.name},
+        {"config", st.value("config", std::string("?"))},
+        {"steps", std::to_string(st.value("step", int64_t(0)))},
+        {"schedule_steps", std::to_string(st.value("steps", int64_t(0)))},
+        {"batch", std::to_string(st.value("batch", 0))},
+        {"seed", std::to_string(st.value("seed", uint64_t(0)))},
+        {"omega_sensitive", num("last_omega", 0)},
+        {"omega_robust", num("last_omega", 1)},
+        {"lambda1", num("lambda1", 0) + "," + num("lambda1", 1)},
+        {"lambda2", num("lambda2", 0) + "," + num("lambda2", 1)},
+        {"exported_from_checkpoint", "1"}};
+    if (!e.data.empty()) {
+        meta.push_back({"data", std::filesystem::path(e.data).filename().string()});
+        meta.push_back({"data_fnv1a64", train::file_hash(e.data)});
+    }
+    train::write_trained_router(e.out, layers, meta, dt);
+    std::printf("train-router export: %s (step %s of %s, %s) -> %s (%s)\n", e.ckpt.c_str(), meta[4].second.c_str(),
+                meta[5].second.c_str(), meta[3].second.c_str(), e.out.c_str(), e.dtype.c_str());
+}
+
 }  // namespace
 
 void add_train_router(CLI::App& app) {
@@ -167,8 +222,16 @@ void add_train_router(CLI::App& app) {
         eval::write_curve_panels(plot->second, eval::training_log_panels(plot->first), "router training: " + plot->first);
         std::printf("training curves: %s\n", plot->second.c_str());
     });
-    c->callback([o, p] {
-        if (p->parsed()) return;
+    auto ex = std::make_shared<ExportOptions>();
+    CLI::App* x = c->add_subcommand("export", "Write a checkpoint directory as a router file with the run's metadata");
+    x->add_option("checkpoint", ex->ckpt, "A --checkpoint-dir of train-router")->required();
+    x->add_option("-m,--model", ex->model, "The model it was trained for")->required();
+    x->add_option("-o,--out", ex->out, "Output router .safetensors")->required();
+    x->add_option("--data", ex->data, "The training data (its name and hash go into the metadata)");
+    x->add_option("--dtype", ex->dtype, "f32 | bf16")->capture_default_str();
+    x->callback([ex] { export_router(*ex); });
+    c->callback([o, p, x] {
+        if (p->parsed() || x->parsed()) return;
         for (const auto& [value, flag] : {std::pair<const std::string*, const char*>{&o->model, "-m"}, {&o->data, "--data"},
                                           {&o->out, "-o"}})
             if (value->empty()) fail("train-router: %s is required", flag);
