@@ -233,3 +233,34 @@ TEST(ScorePlot, ScoreVsLengthCarriesTheResultsCI) {
     EXPECT_DOUBLE_EQ(s.at("full")[0].y, 80);
     EXPECT_EQ(s.at("full")[0].ci, 0);
 }
+
+// TaskAccumulator's 95 % interval: 1.96 standard errors (sample variance) in score units; the
+// report's table prints it as "score ± ci" and adds Ω_MSR per family for rows that route.
+TEST(Report, ConfidenceIntervalsAndOmegaPerFamily) {
+    TaskAccumulator acc;
+    acc.r.task = acc.r.family = "niah";
+    acc.r.length = 2048;
+    for (double x : {1.0, 0.0, 1.0, 1.0}) acc.add(x, 0.75, 0.5, 0.01, 2000, 0);
+    TaskResult t = acc.finish();
+    EXPECT_DOUBLE_EQ(t.score, 75.0);
+    // sample sd = 0.5, se = 0.25: 1.96 · 0.25 · 100 = 49
+    ASSERT_TRUE(t.extra.contains("ci95"));
+    EXPECT_NEAR(t.extra["ci95"].get<double>(), 49.0, 1e-9);
+    TaskAccumulator one;
+    one.add(1.0, 0, 0, 0, 0, 0);
+    EXPECT_FALSE(one.finish().extra.contains("ci95")) << "no interval from one sample";
+
+    TaskResult u = t;
+    u.task = u.family = "ppl";
+    u.omega_msr = 0.95;
+    RunFile routed{"ruler", "m", "fa-ssa", "cpu", {t, u}};
+    TaskResult f = t;
+    f.omega_msr = 0;
+    f.extra = nlohmann::json::object();
+    RunFile full{"ruler", "m", "full", "cpu", {f}};
+    const std::string md = report_markdown(build_report({routed, full}));
+    EXPECT_NE(md.find("| 75.00 ± 49.00 |"), std::string::npos) << md;
+    EXPECT_NE(md.find("| Ω_MSR per family | niah | ppl |"), std::string::npos) << md;
+    EXPECT_NE(md.find("| fa-ssa | 0.750 | 0.950 |"), std::string::npos) << md;
+    EXPECT_EQ(md.find("| full | 0.000"), std::string::npos) << "full attention has no row in the Ω table\n" << md;
+}

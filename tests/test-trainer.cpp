@@ -368,6 +368,31 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
     const Router r = Router::load(dir + "/one.safetensors", 30, 64);
     EXPECT_EQ(r.n_layer(), 30);
 
+    // export: the checkpoint (now at step 4) as a router file: the same weights as the run's
+    // output in f32, their bf16 rounding in bf16, with the run's metadata; a missing state.json
+    // is one clear error.
+    for (const char* dt : {"f32", "bf16"}) {
+        const std::string out = dir + "/export-" + dt + ".safetensors";
+        ASSERT_EQ(0, run_elastic("train-router export " + dir + "/ck -m " + model + " --data " + data + " --dtype " + dt +
+                                     " -o " + out,
+                                 dir + "/err5"))
+            << slurp(dir + "/err5");
+        const std::string bytes = slurp(out);
+        EXPECT_NE(bytes.find(R"("steps":"4")"), std::string::npos);
+        EXPECT_NE(bytes.find(R"("config":"fa-ssa")"), std::string::npos);
+        EXPECT_NE(bytes.find(R"("data_fnv1a64")"), std::string::npos);
+        const Router e = Router::load(out, 30, 64);
+        for (int l : {0, 29}) {
+            const std::vector<float>& a = r.layer(l).rh2.w;
+            const std::vector<float>& b = e.layer(l).rh2.w;
+            ASSERT_EQ(a.size(), b.size());
+            for (size_t i = 0; i < a.size(); ++i)
+                ASSERT_EQ(b[i], std::string(dt) == "f32" ? a[i] : test::round_bf16(a[i])) << "layer " << l << " element " << i;
+        }
+    }
+    EXPECT_EQ(1, run_elastic("train-router export " + dir + " -m " + model + " -o " + dir + "/x.safetensors", dir + "/err6"));
+    EXPECT_NE(slurp(dir + "/err6").find("state.json not found"), std::string::npos) << slurp(dir + "/err6");
+
     std::ofstream(data, std::ios::app) << R"({"prompt": "x"})" << "\n";
     EXPECT_EQ(1, run_elastic("train-router " + common + " -o " + dir + "/bad.safetensors", dir + "/err4"));
     const std::string err = slurp(dir + "/err4");
