@@ -6,7 +6,7 @@ BIN := build/bin/elastic
 # nvcc for the cuda-release preset when it is not on PATH (the toolkit's usual place).
 export CUDACXX ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 
-.PHONY: all setup build cuda model demo test test-sanitize test-long fuzz bench clean
+.PHONY: all setup build cuda model demo test test-sanitize test-tsan test-long fuzz bench clean
 
 all: build
 
@@ -42,6 +42,19 @@ test-sanitize: setup model
 	@cmake --build build-cpu-sanitize -j $(JOBS)
 	@cd build-cpu-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp ctest --output-on-failure -j $(JOBS)
+
+# The multi-threaded CPU paths (OpenMP: attention prefill/decode, XAttention, GEMMs, the training
+# backward and trainer, the model forward) under ThreadSanitizer, in build-cpu-tsan/. clang with
+# LLVM's libomp and its Archer tool (OMP_TOOL_LIBRARIES), which tells TSan about the runtime's
+# barriers and tasks; without it every OpenMP region reports false races.
+ARCHER ?= $(firstword $(wildcard /usr/lib/llvm-*/lib/libarcher.so))
+TSAN_TESTS := HybridAttention.*:XAttention.*:KVCache.*:CpuAttention.*:Ops.*:Backward*:Trainer*:Model.*:ModelGolden.*:Elastic.*:Tokenizer.*
+test-tsan: setup model
+	@test -n "$(ARCHER)" || { echo "test-tsan: libarcher.so not found (apt install libomp-dev)"; exit 1; }
+	@cmake --preset cpu-tsan >/dev/null
+	@cmake --build build-cpu-tsan -j $(JOBS)
+	@cd build-cpu-tsan && OMP_TOOL_LIBRARIES=$(ARCHER) OMP_NUM_THREADS=2 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ./bin/elastic_tests --gtest_filter='$(TSAN_TESTS)'
 
 # Long mode: the tests, the sanitized suite (too long for CI on 2 cores: its build alone takes
 # ~20 min) and a minute of fuzzing per parser.

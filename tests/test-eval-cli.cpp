@@ -62,15 +62,36 @@ TEST(EvalCli, UserMistakesAreOneLine) {
     EXPECT_NE(r.err.find("cannot open"), std::string::npos) << r.err;
 }
 
+// A length too short for one of the tasks is an error before any generation: one line, exit 1,
+// no partial result file.
+TEST(EvalCli, TooShortLengthFailsUpFront) {
+    NEED_MODEL();
+    const std::string out = dir() + "/never.json";
+    Out r = elastic_cmd("eval ruler -m " + model + " --tasks niah_single_1 --lengths 1024,100 --samples 50 -t 1 -o " + out);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("100 tokens is too short"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("checked before the first generation"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("1/"), std::string::npos) << "no sample ran: " << r.err;
+    EXPECT_FALSE(file_exists(out));
+}
+
 TEST(EvalCli, RulerRobustAndReport) {
     NEED_MODEL();
     const std::string common = " -m " + model + " --samples 1 --json -t 1 ";
     Out full = elastic_cmd("eval ruler" + common + "--tasks niah_single_1 --lengths 384 --attention full");
     ASSERT_EQ(full.code, 0) << full.err;
     std::ofstream(dir() + "/full.json") << full.out;
-    Out ssa = elastic_cmd("eval ruler" + common + "--tasks niah_single_1 --lengths 384 --attention ssa --sink 16 --local 64");
+    Out ssa = elastic_cmd("eval ruler" + common + "--tasks niah_single_1 --lengths 384 --attention ssa --sink 16 --local 64 -o " +
+                          dir() + "/ssa-o.json");
     ASSERT_EQ(ssa.code, 0) << ssa.err;
     std::ofstream(dir() + "/ssa.json") << ssa.out;
+    {  // -o: the same results in a file, marked complete
+        std::ifstream f(dir() + "/ssa-o.json");
+        ASSERT_TRUE(f.good());
+        const auto jo = nlohmann::json::parse(f);
+        EXPECT_TRUE(jo["complete"].get<bool>());
+        EXPECT_EQ(jo["results"], nlohmann::json::parse(ssa.out)["results"]);
+    }
     const auto j = nlohmann::json::parse(ssa.out);
     ASSERT_EQ(j["results"].size(), 1u);
     const auto& r = j["results"][0];

@@ -77,6 +77,19 @@ TEST(TokenizerGolden, SmolLM2FromGGUF) {
     EXPECT_FALSE(tok->is_special(17));
 }
 
+// Bytes whose byte-level token is missing from the vocabulary (SmolLM2 has none for 0x04, 0x06,
+// 0x13, 0x14, 0x16, 0x1d) are dropped, as Hugging Face tokenizers 0.23.3 does for a BPE model
+// without unk_token: ids from tokenizers.models.BPE(vocab, merges, unk_token=None) built from this
+// GGUF's vocabulary and merges, with Digits(individual) + ByteLevel pre-tokenizers. Found by
+// fuzz/fuzz-bpe-roundtrip (docs/reliability.md).
+TEST(TokenizerGolden, SmolLM2DropsBytesWithoutToken) {
+    std::string path = smollm2_path();
+    if (path.empty()) GTEST_SKIP() << "SmolLM2 GGUF not found (set ELASTIC_MODEL)";
+    auto tok = Tokenizer::from_path(path);
+    EXPECT_EQ(tok->encode("202\x16-12 a\x04" "b", false), (std::vector<int32_t>{34, 32, 34, 29, 33, 34, 253, 82}));
+    EXPECT_EQ(tok->decode(tok->encode("a\x04\x06\x13\x14\x16\x1d" "b", false)), "ab");
+}
+
 TEST(TokenizerGolden, SmolLM2ChatTemplate) {
     std::string path = smollm2_path();
     if (path.empty()) GTEST_SKIP() << "SmolLM2 GGUF not found (set ELASTIC_MODEL)";

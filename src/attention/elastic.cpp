@@ -57,7 +57,10 @@ std::vector<std::vector<float>> read_head_scores(const std::string& path) {
     if (!in) fail("%s: cannot open head scores", path.c_str());
     std::stringstream ss;
     ss << in.rdbuf();
-    const std::string text = ss.str();
+    return parse_head_scores(ss.str(), path);
+}
+
+std::vector<std::vector<float>> parse_head_scores(const std::string& text, const std::string& path) {
     std::vector<std::vector<float>> out;
     const size_t first = text.find_first_not_of(" \t\r\n");
     if (first != std::string::npos && text[first] == '{') {

@@ -34,6 +34,8 @@ struct AttentionSpec {
 // Reads per-head scores for static:FILE: JSON {"scores": [[...per kv head...] per layer]} or a
 // text file with one line per layer of whitespace-separated numbers (0/1 sets work the same).
 std::vector<std::vector<float>> read_head_scores(const std::string& path);
+// The same from the file's text; `path` names it in errors.
+std::vector<std::vector<float>> parse_head_scores(const std::string& text, const std::string& path);
 
 // Chooses the modes of one layer. decision: the router's output for this layer (Routed / MSR);
 // for MSR, sparse_so_far / heads_so_far carry the running count so the global Ω_MSR lands on the

@@ -147,6 +147,10 @@ std::string fill_prompt(const std::string& tmpl, const std::string& context, con
 std::vector<Sample> load_longbench(const LongBenchFile& f, int limit) {
     std::ifstream in(f.path);
     if (!in) fail("%s: cannot open", f.path.c_str());
+    return load_longbench(in, f, limit);
+}
+
+std::vector<Sample> load_longbench(std::istream& in, const LongBenchFile& f, int limit) {
     std::vector<Sample> out;
     std::string line;
     int lineno = 0;

@@ -2,6 +2,7 @@
 // dataset JSONL files a user has (we ship none), builds each dataset's official prompt, truncates
 // it in the middle to a token budget as pred.py does, and knows which datasets skip the chat template.
 #pragma once
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ std::vector<LongBenchFile> find_longbench_files(const std::string& dir, const st
 // Samples of one file: input = the filled prompt (untruncated), outputs = answers, all_classes,
 // words = the "length" field. Throws Error naming file:line for malformed JSON or missing fields.
 std::vector<Sample> load_longbench(const LongBenchFile& f, int limit = -1);
+// The same from a stream (f.path names it in errors, f.dataset picks the prompt).
+std::vector<Sample> load_longbench(std::istream& in, const LongBenchFile& f, int limit = -1);
 
 // pred.py: prompt.format(context=..., input=...).
 std::string fill_prompt(const std::string& tmpl, const std::string& context, const std::string& input);

@@ -91,13 +91,18 @@ RunFile read_run_file(const std::string& path) {
     if (!in) fail("%s: cannot open", path.c_str());
     std::stringstream ss;
     ss << in.rdbuf();
+    return parse_run_file(ss.str(), path);
+}
+
+RunFile parse_run_file(const std::string& text, const std::string& path) {
     RunFile f;
     try {
-        const nlohmann::json j = nlohmann::json::parse(ss.str());
+        const nlohmann::json j = nlohmann::json::parse(text);
         f.command = j.value("command", "");
         f.model = j.value("model", "");
         f.attention = j.at("attention").get<std::string>();
         f.backend = j.value("backend", "");
+        f.complete = !j.contains("complete") || !j["complete"].is_boolean() || j["complete"].get<bool>();
         for (const auto& r : j.at("results")) f.results.push_back(task_result_from_json(r));
     } catch (const nlohmann::json::exception& e) {
         fail("%s: not an `elastic eval` result file: %s", path.c_str(), e.what());

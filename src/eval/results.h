@@ -41,10 +41,12 @@ std::string length_label(int64_t length);  // 1024 -> "1K", 1536 -> "1.5K", 1310
 struct RunFile {
     std::string command, model, attention, backend;
     std::vector<TaskResult> results;
+    bool complete = true;  // false: written by `eval -o` while the run was still going
 };
 nlohmann::json to_json(const TaskResult& r);
 TaskResult task_result_from_json(const nlohmann::json& j);
 // Reads one eval JSON file (throws Error naming the file when it is not one).
 RunFile read_run_file(const std::string& path);
+RunFile parse_run_file(const std::string& text, const std::string& path);  // the file's text; path for errors
 
 }  // namespace elastic::eval

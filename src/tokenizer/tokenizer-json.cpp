@@ -179,6 +179,22 @@ BpeTokenizerConfig parse_tokenizer_json(const json& root) {
 
 }  // namespace
 
+std::unique_ptr<Tokenizer> Tokenizer::from_json_text(const std::string& text, const std::string& what) {
+    BpeTokenizerConfig cfg;
+    try {
+        cfg = parse_tokenizer_json(json::parse(text));
+    } catch (const json::exception& e) {
+        fail("%s: malformed tokenizer JSON: %s", what.c_str(), e.what());
+    } catch (const Error& e) {
+        fail("%s: %s", what.c_str(), e.what());
+    }
+    try {
+        return std::make_unique<BpeTokenizer>(std::move(cfg));
+    } catch (const Error& e) {
+        fail("%s: %s", what.c_str(), e.what());
+    }
+}
+
 std::unique_ptr<Tokenizer> Tokenizer::from_json_file(const std::string& path_in) {
     std::string path = is_dir(path_in) ? path_in + "/tokenizer.json" : path_in;
     std::string text = read_text(path);

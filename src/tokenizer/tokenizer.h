@@ -23,6 +23,8 @@ public:
     virtual ~Tokenizer() = default;
 
     static std::unique_ptr<Tokenizer> from_json_file(const std::string& path);  // tokenizer.json
+    // tokenizer.json's text alone (no tokenizer_config.json beside it); `what` names it in errors.
+    static std::unique_ptr<Tokenizer> from_json_text(const std::string& text, const std::string& what);
     static std::unique_ptr<Tokenizer> from_gguf(const GGUFFile& gguf);
     // Picks by extension: *.gguf -> GGUF metadata, otherwise tokenizer.json (file or directory).
     static std::unique_ptr<Tokenizer> from_path(const std::string& path);

@@ -20,7 +20,12 @@ void add_eval_report(CLI::App* ev) {
     c->add_option("--png", o->png, "Also draw score versus length per attention mode (.png or .svg by the extension)");
     c->callback([o] {
         std::vector<eval::RunFile> runs;
-        for (const auto& f : o->files) runs.push_back(eval::read_run_file(f));
+        for (const auto& f : o->files) {
+            runs.push_back(eval::read_run_file(f));
+            if (!runs.back().complete)
+                std::fprintf(stderr, "eval report: %s is a partial run (%zu task x length results so far)\n", f.c_str(),
+                             runs.back().results.size());
+        }
         const eval::Report rep = eval::build_report(runs);
         std::printf("%s", eval::report_markdown(rep).c_str());
         if (!o->png.empty()) eval::write_score_plot(o->png, eval::score_vs_length(rep));

@@ -2,6 +2,8 @@
 // real text (robust), LongBench-format files (longbench), and merging results (report, in
 // cmd-eval-report.cpp). Each run prints one JSON object (--json) or a short table; progress on stderr.
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -32,6 +34,7 @@ namespace {
 struct EvalOptions {
     std::string model, backend = "cpu", precision = "auto", tasks = "niah_single_1,niah_single_2,vt,cwe", lengths = "1024", data, datasets;
     std::string text_dir = kDefaultProseDir, code_dir = kDefaultCodeDir;
+    std::string out;  // -o: the JSON result file, rewritten after every task x length
     int samples = 3, threads = 0;
     int64_t max_length = 0;
     uint64_t seed = 0;
@@ -106,15 +109,37 @@ struct Runner {
             predictions.push_back({{"task", s.task}, {"length", s.length}, {"index", s.index}, {"prediction", pred},
                                    {"answers", s.outputs}, {"score", score}});
     }
+    nlohmann::json json_of(const std::string& command, const std::vector<TaskResult>& results, const nlohmann::json& extra,
+                           bool complete) const {
+        nlohmann::json j = {{"command", command}, {"model", o.model},    {"attention", spec.name},
+                            {"backend", o.backend}, {"precision", o.precision}, {"seed", o.seed},    {"samples_per_task", o.samples}};
+        for (auto it = extra.begin(); extra.is_object() && it != extra.end(); ++it) j[it.key()] = it.value();
+        j["complete"] = complete;
+        j["results"] = nlohmann::json::array();
+        for (const auto& r : results) j["results"].push_back(to_json(r));
+        if (o.predictions) j["predictions"] = predictions;
+        return j;
+    }
+    // -o FILE: the results so far ("complete": false until the run ends), through a temporary
+    // file and a rename, so an interrupted run leaves every finished task x length readable.
+    void save(const std::string& command, const std::vector<TaskResult>& results, const nlohmann::json& extra,
+              bool complete) const {
+        if (o.out.empty()) return;
+        const std::string tmp = o.out + ".tmp";
+        {
+            std::ofstream f(tmp);
+            if (!f) fail("eval: cannot write %s", tmp.c_str());
+            f << json_of(command, results, extra, complete).dump(1) << "\n";
+            if (!f) fail("eval: cannot write %s", tmp.c_str());
+        }
+        std::error_code ec;
+        std::filesystem::rename(tmp, o.out, ec);
+        if (ec) fail("eval: cannot write %s: %s", o.out.c_str(), ec.message().c_str());
+    }
     void print(const std::string& command, const std::vector<TaskResult>& results, const nlohmann::json& extra = {}) {
+        save(command, results, extra, true);
         if (o.json) {
-            nlohmann::json j = {{"command", command}, {"model", o.model},    {"attention", spec.name},
-                                {"backend", o.backend}, {"precision", o.precision}, {"seed", o.seed},    {"samples_per_task", o.samples}};
-            for (auto it = extra.begin(); extra.is_object() && it != extra.end(); ++it) j[it.key()] = it.value();
-            j["results"] = nlohmann::json::array();
-            for (const auto& r : results) j["results"].push_back(to_json(r));
-            if (o.predictions) j["predictions"] = predictions;
-            std::printf("%s\n", j.dump(1).c_str());
+            std::printf("%s\n", json_of(command, results, extra, true).dump(1).c_str());
             return;
         }
         std::printf("%-22s %7s %7s %9s %7s %7s %10s\n", "task", "length", "samples", "score", "Ω_MSR", "Ω_ESR", "prefill s");
@@ -138,8 +163,20 @@ void eval_ruler(const EvalOptions& o) {
     data.prose = &prose;
     const Tokenizer& tok = run.model->tok();
     const PromptTokens count = [&](const Sample& s) { return int64_t(prompt_ids(tok, s).size()); };
+    // Every task x length is checked before the first generation: a length too short for a task
+    // is an error now, not after minutes of work.
+    for (const auto& task : tasks)
+        for (int64_t L : lengths) {
+            try {
+                (void)make_ruler_sample(task, L, 0, o.seed, data, count);
+            } catch (const Error& e) {
+                fail("eval ruler: %s (each task x length is checked before the first generation)", e.what());
+            }
+        }
     run.total = int(tasks.size() * lengths.size()) * o.samples;
+    const nlohmann::json extra = {{"text_dir", o.text_dir}};
     std::vector<TaskResult> results;
+    run.save("ruler", results, extra, false);
     for (const auto& task : tasks)
         for (int64_t L : lengths) {
             TaskAccumulator acc;
@@ -156,8 +193,9 @@ void eval_ruler(const EvalOptions& o) {
                 run.progress(task + " " + length_label(L));
             }
             results.push_back(acc.finish());
+            run.save("ruler", results, extra, false);
         }
-    run.print("ruler", results, {{"text_dir", o.text_dir}});
+    run.print("ruler", results, extra);
 }
 
 void eval_robust(const EvalOptions& o) {
@@ -210,6 +248,7 @@ void eval_robust(const EvalOptions& o) {
                 TaskResult r = acc.finish();
                 r.extra["exact_match"] = std::round(10000.0 * exact / o.samples) / 100.0;
                 results.push_back(r);
+                run.save("robust", results, {{"text_dir", o.text_dir}, {"code_dir", o.code_dir}}, false);
             } else {
                 acc.r.metric = "perplexity_last_512";
                 acc.r.higher_is_better = false;
@@ -221,6 +260,7 @@ void eval_robust(const EvalOptions& o) {
                 }
                 r.score = std::round(100.0 * std::exp(r.score)) / 100.0;
                 results.push_back(r);
+                run.save("robust", results, {{"text_dir", o.text_dir}, {"code_dir", o.code_dir}}, false);
             }
         }
     run.print("robust", results, {{"text_dir", o.text_dir}, {"code_dir", o.code_dir}});
@@ -282,6 +322,7 @@ void add_common(CLI::App* c, EvalOptions& o) {
     c->add_option("--precision", o.precision, "CUDA precision: bf16 | f16 | f32 | auto")->capture_default_str();
     c->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--json", o.json, "Print one JSON object (for `elastic eval report`)");
+    c->add_option("-o,--out", o.out, "Also write the JSON to this file, rewritten after every task x length (\"complete\": false until the end)");
     c->add_flag("--predictions", o.predictions, "Include every prediction in the JSON");
     o.attn.add_to(c);
 }
