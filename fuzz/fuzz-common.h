@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode-nfc.h"
 
 namespace elastic::fuzz {
 
@@ -54,27 +55,6 @@ inline bool bytes_in_vocab(const Tokenizer& t, const std::string& s) {
     }();
     for (unsigned char c : s)
         if (!ok[c]) return false;
-    return true;
-}
-
-// Valid UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
-inline bool valid_utf8(const std::string& s) {
-    size_t i = 0;
-    while (i < s.size()) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        const int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
-        if (n < 0 || i + size_t(n) >= s.size()) return false;  // a bad lead byte, or a sequence cut short
-        uint32_t cp = n == 0 ? c : (c & (0x3fu >> n));
-        for (int k = 1; k <= n; ++k) {
-            const unsigned char d = static_cast<unsigned char>(s[i + size_t(k)]);
-            if ((d >> 6) != 2) return false;
-            cp = (cp << 6) | (d & 0x3fu);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += size_t(n) + 1;
-    }
     return true;
 }
 

@@ -179,32 +179,17 @@ BpeTokenizerConfig parse_tokenizer_json(const json& root) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::from_json_text(const std::string& text, const std::string& what) {
-    BpeTokenizerConfig cfg;
-    try {
-        cfg = parse_tokenizer_json(json::parse(text));
-    } catch (const json::exception& e) {
-        fail("%s: malformed tokenizer JSON: %s", what.c_str(), e.what());
-    } catch (const Error& e) {
-        fail("%s: %s", what.c_str(), e.what());
-    }
-    try {
-        return std::make_unique<BpeTokenizer>(std::move(cfg));
-    } catch (const Error& e) {
-        fail("%s: %s", what.c_str(), e.what());
-    }
-}
+namespace {
 
-std::unique_ptr<Tokenizer> Tokenizer::from_json_file(const std::string& path_in) {
-    std::string path = is_dir(path_in) ? path_in + "/tokenizer.json" : path_in;
-    std::string text = read_text(path);
+// tokenizer.json's text, plus tokenizer_config.json at config_path when it is not empty (chat
+// template, bos/eos); `what` names the input in errors.
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& text, const std::string& what,
+                                          const std::string& config_path) {
     BpeTokenizerConfig cfg;
     try {
         cfg = parse_tokenizer_json(json::parse(text));
-        std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-        std::string cfg_path = dir + "/tokenizer_config.json";
-        if (is_file(cfg_path)) {
-            json c = json::parse(read_text(cfg_path));
+        if (!config_path.empty()) {
+            json c = json::parse(read_text(config_path));
             if (c.contains("chat_template")) {
                 const json& ct = c["chat_template"];
                 if (ct.is_string()) cfg.chat_template = ct.get<std::string>();
@@ -216,16 +201,25 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json_file(const std::string& path_in)
             if (c.contains("bos_token")) cfg.bos = lookup(cfg, token_content(c["bos_token"]));
             if (c.contains("eos_token")) cfg.eos = lookup(cfg, token_content(c["eos_token"]));
         }
-    } catch (const json::exception& e) {
-        fail("%s: malformed tokenizer JSON: %s", path.c_str(), e.what());
-    } catch (const Error& e) {
-        fail("%s: %s", path.c_str(), e.what());
-    }
-    try {
         return std::make_unique<BpeTokenizer>(std::move(cfg));
+    } catch (const json::exception& e) {
+        fail("%s: malformed tokenizer JSON: %s", what.c_str(), e.what());
     } catch (const Error& e) {
-        fail("%s: %s", path.c_str(), e.what());
+        fail("%s: %s", what.c_str(), e.what());
     }
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> Tokenizer::from_json_text(const std::string& text, const std::string& what) {
+    return make_tokenizer(text, what, "");
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::from_json_file(const std::string& path_in) {
+    const std::string path = is_dir(path_in) ? path_in + "/tokenizer.json" : path_in;
+    const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    const std::string cfg_path = dir + "/tokenizer_config.json";
+    return make_tokenizer(read_text(path), path, is_file(cfg_path) ? cfg_path : "");
 }
 
 }  // namespace elastic
