@@ -2,12 +2,15 @@
 # Router training on the GPU machine (issue 10), one action per call, each meant to be started with
 # setsid and polled (a device command lasts at most 10 minutes; the machine keeps /tmp while warm):
 #   bash scripts/device-train.sh build    # deps + build-cuda (scripts/device-check.sh STEPS="deps build")
-#   bash scripts/device-train.sh model    # joins .carry/model-a/part0 + .carry/model-b/part1, checks sha256
+#   bash scripts/device-train.sh model    # joins .carry/model-*/part* (in name order), checks sha256
 #   bash scripts/device-train.sh test     # CUDA-vs-CPU training tests + the CPU trainer tests
 #   bash scripts/device-train.sh bench    # training-step speed on SmolLM2 at 4K and 8K, peak GPU memory
 #   bash scripts/device-train.sh train    # fa-ssa and fa-xa routers, trained side by side on the one GPU
 #   bash scripts/device-train.sh eval     # full / fa-ssa / fa-xa, then the static baseline at fa-ssa's Ω
 #                                         # (STATIC_MSR=X: all four side by side, static at Ω X)
+#   bash scripts/device-train.sh bigmodel # writes the Qwen3-8B-shaped random model (tokenizer:
+#                                         # .carry/qwen3/tokenizer.json.gz) to $BIG
+#   bash scripts/device-train.sh big      # one fa-ssa training step at 32K on it, with peak GPU memory
 #   bash scripts/device-train.sh stop     # kills running trainings (the checkpoints stay)
 #   bash scripts/device-train.sh pack     # $RES's logs, checkpoints' routers and results as one
 #                                         # $OUT/train-run.tgz (few files come back from a call)
@@ -16,12 +19,14 @@
 # Inputs: .carry/train/mix.jsonl.gz (built on the dev machine with `elastic data build`, see
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
-# SINK, LOCAL (training and eval window), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS.
+# SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
+# MODES (eval: which of full fa-ssa fa-xa), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_WAIT_POLICY=PASSIVE
 RES=${RES:-/tmp/train-run}
+BIG=${BIG:-/tmp/qwen3-8b-random}
 E=build-cuda/bin/elastic
 M=models/SmolLM2-135M-Instruct.Q4_1.gguf
 DATA=${DATA:-$RES/mix.jsonl}
@@ -52,7 +57,7 @@ build)
   ;;
 model)
   mkdir -p models
-  cat .carry/model-a/part0 .carry/model-b/part1 > "$M"
+  cat .carry/model-*/part* > "$M"
   echo "$(cat scripts/model.sha256)  $M" | sha256sum -c --quiet >> "$RES/progress.log" 2>&1
   log "model rc=$?"
   gunzip -c .carry/train/mix.jsonl.gz > "$RES/mix.jsonl"
@@ -82,7 +87,7 @@ train)
     (
       t0=$SECONDS
       with_peak_mem "train-$cfg" "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
-        --max-seq 8192 $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
+        --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
         --lambda-init "${LAMBDA_INIT:-1}" --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --checkpoint-every 25 \
         ${RESUME:+--resume "$RES/ckpt-$cfg"} --log "$RES/train-$cfg.jsonl" -o "$RES/smollm2-$cfg.safetensors" \
         > "$RES/train-$cfg.out" 2>&1
@@ -106,9 +111,12 @@ eval)
       > "$RES/robust-$name.json" 2>> "$RES/eval-$name.err"
     log "eval $name rc=$a/$? in $((SECONDS - t0)) s"
   }
-  run_mode full --attention full &
-  run_mode fa-ssa --attention fa-ssa --router "$ROUTERS/smollm2-fa-ssa.safetensors" &
-  run_mode fa-xa --attention fa-xa --router "$ROUTERS/smollm2-fa-xa.safetensors" &
+  for mode in ${MODES:-full fa-ssa fa-xa}; do
+    case $mode in
+    full) run_mode full --attention full & ;;
+    *) run_mode "$mode" --attention "$mode" --router "$ROUTERS/smollm2-$mode.safetensors" & ;;
+    esac
+  done
   if [ -n "${STATIC_MSR:-}" ]; then  # Ω given (e.g. from the training log): all four side by side
     run_mode static --attention static:docs/results/retrieval-scores.json --msr "$STATIC_MSR" &
     wait
@@ -131,6 +139,26 @@ print("%.4f" % (sum(v) / len(v)) if v else "0.5")' "$RES/ruler-fa-ssa.json" "$RE
   "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json --png "$RES/results.png" > "$RES/results.md" 2>> "$RES/progress.log"
   log "eval done"
   ;;
+bigmodel)
+  t0=$SECONDS
+  mkdir -p /tmp/qwen3-tok
+  gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
+  cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/ 2>/dev/null
+  [ -f "$BIG/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$BIG" --force \
+    > "$RES/bigmodel.out" 2>&1
+  "$E" data build --out "$RES/big-32k.jsonl" --tokens 32768 --min-seq 32768 --max-seq 32768 --seed 1 -m "$BIG" --force \
+    >> "$RES/bigmodel.out" 2>&1
+  log "bigmodel rc=$? in $((SECONDS - t0)) s"
+  ;;
+big)
+  # One step (batch 1, a 32K-token sample) of fa-ssa training at the paper's window on the random
+  # Qwen3-8B-shaped model held in fp32; steps 1 and 2 of 2 (the first also loads and uploads).
+  t0=$SECONDS
+  with_peak_mem big-32k "$E" train-router -m "$BIG" --data "$RES/big-32k.jsonl" --config fa-ssa --steps 2 --batch 1 \
+    --max-seq 32768 --sink 128 --local 2048 --backend cuda --seed 0 -o "$RES/big-32k.safetensors" \
+    --log "$RES/big-32k.log.jsonl" > "$RES/big-32k.out" 2>&1
+  log "big rc=$? in $((SECONDS - t0)) s: $(python3 -c 'import sys,json; r=[json.loads(l) for l in open(sys.argv[1])]; print(" ".join("step %d: %.1f s, %.0f tok/s" % (x["step"], x["seconds"], x["tokens"]/x["seconds"]) for x in r))' "$RES/big-32k.log.jsonl" 2>&1)"
+  ;;
 stop)
   pkill -x elastic
   for f in "$RES"/ckpt-*/state.json; do
@@ -141,8 +169,8 @@ pack)
   p=/tmp/train-pack
   rm -rf "$p" && mkdir -p "$p"
   for d in "$RES"/ckpt-*; do [ -d "$d" ] && mkdir -p "$p/$(basename "$d")" && cp "$d/router.safetensors" "$d/state.json" "$p/$(basename "$d")/"; done
-  (cd "$RES" && cp -- *.jsonl *.json *.out *.md progress.log "$p/" 2>/dev/null)
-  rm -f "$p/mix.jsonl" "$p"/bench-*[0-9].jsonl
+  (cd "$RES" && cp -- *.jsonl *.json *.out *.md *.log "$p/" 2>/dev/null)
+  rm -f "$p/mix.jsonl" "$p"/bench-*[0-9].jsonl "$p/big-32k.jsonl"
   tar czf "${OUT:-/tmp}/train-run.tgz" -C "$p" .
   log "pack: ${OUT:-/tmp}/train-run.tgz"
   ;;

@@ -164,6 +164,31 @@ TEST(TrainerStep, HardForwardAllConfigs) {
     }
 }
 
+
+// The router decides from the prompt, as at inference: two samples with the same prompt and
+// different answers get the same soft decisions (the same soft Ω), while a different prompt moves them.
+TEST(TrainerStep, RouterPoolsThePromptOnly) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
+    std::mt19937_64 rng(9);
+    const TrainSample a = random_sample(rng, m->config.vocab, 30, 20, train::kSensitive);
+    TrainSample b = random_sample(rng, m->config.vocab, 30, 20, train::kSensitive);
+    TrainSample same_prompt = a;
+    std::copy(b.tokens.begin() + 30, b.tokens.end(), same_prompt.tokens.begin() + 30);
+    same_prompt.targets = b.targets;
+    ASSERT_EQ(a.prompt_len, 30);
+    const std::vector<RouterLayer> routers = train::router_init(m->config.n_layer, m->config.head_dim, 3);
+    train::StepOptions o;
+    o.soft_forward = true;
+    o.win.sink = 4;
+    o.win.local = 8;
+    const double wa = train::train_loss(e, routers, a, 0, 0, 1.0, o).omega;
+    const double wsame = train::train_loss(e, routers, same_prompt, 0, 0, 1.0, o).omega;
+    const double wb = train::train_loss(e, routers, b, 0, 0, 1.0, o).omega;
+    EXPECT_EQ(wa, wsame);
+    EXPECT_NE(wa, wb);
+}
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::vector<TrainSample> d;

@@ -474,6 +474,20 @@ void matmul_dx(cublasHandle_t h, const float* W, int64_t rows, int64_t cols, con
                               CUBLAS_GEMM_DEFAULT));
 }
 
+// Stream-ordered scratch from the device's pool (kept across synchronisations, see CudaBackend):
+// no cudaMalloc / cudaFree, whose implicit synchronisation stalled the step ~90 times.
+template <typename T>
+T* stream_alloc(size_t count, cudaStream_t s, const char* what) {
+    void* p = nullptr;
+    const cudaError_t e = cudaMallocAsync(&p, std::max<size_t>(count, 1) * sizeof(T), s);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fail("CUDA: cannot allocate %.1f MiB for %s: %s", double(count * sizeof(T)) / (1 << 20), what,
+             cudaGetErrorString(e));
+    }
+    return static_cast<T*>(p);
+}
+
 CrossEntropy cross_entropy(cublasHandle_t h, const float* W, int64_t V, int64_t D, const float* hid,
                            const int32_t* targets, int64_t T, float* dh, cudaStream_t s) {
     CUDA_CHECK(cudaMemsetAsync(dh, 0, size_t(T * D) * sizeof(float), s));
@@ -488,12 +502,12 @@ CrossEntropy cross_entropy(cublasHandle_t h, const float* W, int64_t V, int64_t 
     ce.count = int64_t(rows.size());
     if (ce.count == 0) return ce;
     const int64_t C = std::min<int64_t>(256, ce.count), n_all = ce.count;
-    int32_t* d_rows = device_alloc<int32_t>(size_t(2 * n_all), "cross-entropy rows");
+    int32_t* d_rows = stream_alloc<int32_t>(size_t(2 * n_all), s, "cross-entropy rows");
     int32_t* d_ys = d_rows + n_all;
-    float* hc = device_alloc<float>(size_t(C * D), "cross-entropy rows");
-    float* dhc = device_alloc<float>(size_t(C * D), "cross-entropy rows");
-    float* logits = device_alloc<float>(size_t(C * V), "cross-entropy logits");
-    double* loss = device_alloc<double>(size_t(n_all), "cross-entropy losses");
+    float* hc = stream_alloc<float>(size_t(C * D), s, "cross-entropy rows");
+    float* dhc = stream_alloc<float>(size_t(C * D), s, "cross-entropy rows");
+    float* logits = stream_alloc<float>(size_t(C * V), s, "cross-entropy logits");
+    double* loss = stream_alloc<double>(size_t(n_all), s, "cross-entropy losses");
     CUDA_CHECK(cudaMemcpyAsync(d_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaMemcpyAsync(d_ys, ys.data(), ys.size() * 4, cudaMemcpyHostToDevice, s));
     const double inv_n = 1.0 / double(n_all);
@@ -516,7 +530,7 @@ CrossEntropy cross_entropy(cublasHandle_t h, const float* W, int64_t V, int64_t 
     ce.loss = sum * inv_n;
     for (void* p : {static_cast<void*>(d_rows), static_cast<void*>(hc), static_cast<void*>(dhc),
                     static_cast<void*>(logits), static_cast<void*>(loss)})
-        CUDA_CHECK(cudaFree(p));
+        CUDA_CHECK(cudaFreeAsync(p, s));
     return ce;
 }
 
@@ -538,12 +552,12 @@ void mix_heads_dw(const float* dout, const float* a, const float* b, int64_t T, 
     const unsigned bx = unsigned(std::min<int64_t>(std::max<int64_t>((per_head + kThreads - 1) / kThreads, 1), 256));
     std::vector<double> part(size_t(bx) * size_t(n_kv_head), 0.0);
     if (per_head > 0) {
-        double* d = device_alloc<double>(part.size(), "mixing gradients");
+        double* d = stream_alloc<double>(part.size(), s, "mixing gradients");
         mix_heads_dw_kernel<<<dim3(bx, unsigned(n_kv_head)), kThreads, 0, s>>>(dout, a, b, T, n_head, group, head_dim, d);
         CUDA_LAUNCH_CHECK();
         CUDA_CHECK(cudaMemcpyAsync(part.data(), d, part.size() * sizeof(double), cudaMemcpyDeviceToHost, s));
+        CUDA_CHECK(cudaFreeAsync(d, s));
         CUDA_CHECK(cudaStreamSynchronize(s));
-        CUDA_CHECK(cudaFree(d));
     }
     for (int g = 0; g < n_kv_head; ++g) {
         double acc = 0;
@@ -569,7 +583,7 @@ void attn_backward(const AttnShape& sh, const DevicePlan& dp, const float* q, co
     if (sh.T <= 0) return;
     const AttnArgs p = make_args(sh, dp, q, k, v, coef);
     const int64_t rows = sh.T * sh.n_head;
-    float* delta = device_alloc<float>(size_t(rows), "attention backward");
+    float* delta = stream_alloc<float>(size_t(rows), s, "attention backward");
     const int per_block = kThreads / 32;
     attn_delta_kernel<<<unsigned((rows + per_block - 1) / per_block), kThreads, 0, s>>>(dout, o, delta, rows, sh.head_dim);
     CUDA_LAUNCH_CHECK();
@@ -578,7 +592,7 @@ void attn_backward(const AttnShape& sh, const DevicePlan& dp, const float* q, co
     case 64: backward_launch<2>(p, dout, lse, delta, dq, dk, dv, s); break;
     default: backward_launch<4>(p, dout, lse, delta, dq, dk, dv, s); break;
     }
-    CUDA_CHECK(cudaFree(delta));  // waits for the kernels
+    CUDA_CHECK(cudaFreeAsync(delta, s));  // after the kernels, in stream order
 }
 
 }  // namespace elastic::cuda

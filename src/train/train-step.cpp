@@ -37,6 +37,7 @@ TrainSample make_sample(const std::vector<int32_t>& prompt, const std::vector<in
     s.category = category;
     s.tokens = prompt;
     s.tokens.insert(s.tokens.end(), answer.begin(), answer.end());
+    s.prompt_len = int64_t(prompt.size());
     s.targets.assign(s.tokens.size(), -1);
     for (size_t t = prompt.size() - 1; t + 1 < s.tokens.size(); ++t) s.targets[t] = s.tokens[t + 1];
     return s;
@@ -88,6 +89,7 @@ struct Ctx {
     const ModelConfig& c;
     const StepOptions& o;
     int64_t T;
+    int64_t router_T;  // rows the router pools over (the prompt's)
     std::vector<int32_t> pos;
     AttnShape shape;
 };
@@ -134,9 +136,10 @@ void layer_forward(const Ctx& cx, const RouterLayer& r, int l, Buf x, Buf out, L
         be.rms_norm(a.k, *W.k_norm, a.kn, T * H, hd, c.rms_eps);
     }
     {  // the router runs on the host: it reads 2·window key rows and is a few small GEMVs
-        std::vector<float> kh(nk);
-        be.download(kh.data(), a.kn, nk);
-        a.ra = router_forward(r, kh.data(), T, H, hd, Router::kDefaultWindow);
+        const size_t nr = size_t(cx.router_T) * H * hd;
+        std::vector<float> kh(nr);
+        be.download(kh.data(), a.kn, nr);
+        a.ra = router_forward(r, kh.data(), cx.router_T, H, hd, Router::kDefaultWindow);
     }
     a.z = cx.o.soft_forward ? a.ra.soft : a.ra.z;
     be.copy(a.qr, a.qn, nq);
@@ -263,7 +266,9 @@ StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const T
         if (t < 0 || t >= c.vocab)
             fail("training sample%s: token id %d outside the model's vocabulary of %d (tokenizer and model differ?)",
                  s.line > 0 ? strprintf(" of line %lld", (long long)s.line).c_str() : "", t, c.vocab);
-    Ctx cx{e, be, c, o, T, {}, {}};
+    if (s.prompt_len < 0 || s.prompt_len > T)
+        fail("training sample: a prompt of %lld tokens in %lld", (long long)s.prompt_len, (long long)T);
+    Ctx cx{e, be, c, o, T, s.prompt_len > 0 ? s.prompt_len : T, {}, {}};
     cx.pos.resize(size_t(T));
     for (int64_t t = 0; t < T; ++t) cx.pos[size_t(t)] = int32_t(t);
     cx.shape.T = T;

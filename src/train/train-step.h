@@ -37,6 +37,9 @@ struct TrainSample {
     std::vector<int32_t> targets;  // [T]
     int category = kSensitive;
     int64_t line = 0;  // line of the data file (0: not from a file)
+    // Rows the router pools over: the prompt's (0: all of tokens). At inference the router decides
+    // at prefill from the prompt alone, so training conditions it on the same rows, not on the answer.
+    int64_t prompt_len = 0;
 };
 TrainSample make_sample(const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer, int category);
 
