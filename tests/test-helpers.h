@@ -79,13 +79,15 @@ inline Weight make_weight(DType t, int64_t rows, int64_t cols, std::mt19937_64& 
 }
 
 // The tolerance rule (CONVENTIONS.md #5), one place for every test that compares a backend:
-//  - fp32 (naive == nullptr): max |out - ref| <= rel * max |ref|.
+//  - fp32 (naive == nullptr): max |out - ref| <= rel * max |ref| (+ abs_floor: for outputs that are
+//    exactly 0 in exact arithmetic, where only the rounding of their inputs' scale is left).
 //  - bf16: max |out - ref| <= 2 * max |naive - ref| + rel * max |ref|, where `naive` is a naive
 //    implementation with the same tensors rounded to bf16 and fp32 accumulation (FlashAttention's
 //    rule; the floor covers outputs that bf16 happens to represent exactly).
 // On failure the message names the worst element with its values.
 inline ::testing::AssertionResult close_enough(const std::vector<float>& out, const std::vector<float>& ref,
-                                               const std::vector<float>* naive = nullptr, double rel = 1e-5) {
+                                               const std::vector<float>* naive = nullptr, double rel = 1e-5,
+                                               double abs_floor = 0) {
     if (out.size() != ref.size() || (naive && naive->size() != ref.size()))
         return ::testing::AssertionFailure() << "size mismatch: " << out.size() << " vs " << ref.size();
     double mref = 0, err = 0, nerr = 0;
@@ -97,11 +99,11 @@ inline ::testing::AssertionResult close_enough(const std::vector<float>& out, co
         if (e > err) { err = e; worst = i; }
         if (naive) nerr = std::max(nerr, std::fabs(double((*naive)[i]) - double(ref[i])));
     }
-    const double allowed = (naive ? 2.0 * nerr : 0.0) + rel * mref;
+    const double allowed = (naive ? 2.0 * nerr : 0.0) + rel * mref + abs_floor;
     if (err <= allowed) return ::testing::AssertionSuccess();
     auto f = ::testing::AssertionFailure();
     f << "max error " << err << " > allowed " << allowed << " (" << (naive ? "2x naive bf16 error " : "fp32 rule, ")
-      << (naive ? std::to_string(nerr) + " + " : "") << rel << " x max|ref| " << mref << "); worst element [" << worst
+      << (naive ? std::to_string(nerr) + " + " : "") << rel << " x max|ref| " << mref << (abs_floor > 0 ? " + floor " + std::to_string(abs_floor) : "") << "); worst element [" << worst
       << "]: got " << out[worst] << ", reference " << ref[worst];
     if (naive) f << ", naive bf16 " << (*naive)[worst];
     return f;

@@ -12,6 +12,8 @@
 #include <iterator>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "attention/router.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -236,7 +238,13 @@ TEST(TrainerRun, MovesOmegaTowardTarget) {
         devs.push_back(dev / n);
         seconds += l.seconds;
         tokens += l.tokens;
-        if (first < 0) first = l.lm_loss;
+        if (first < 0) {
+            first = l.lm_loss;
+            // The log line carries the targets, which `plot` draws against Ω.
+            const auto j = nlohmann::json::parse(l.json());
+            EXPECT_EQ(j.at("target").at("sensitive").get<double>(), o.target[train::kSensitive]);
+            EXPECT_EQ(j.at("target").at("robust").get<double>(), o.target[train::kRobust]);
+        }
     };
     train::train_loop(e, data, o, lo, st);
     ASSERT_EQ(devs.size(), 30u);

@@ -87,15 +87,17 @@ void write_curve_panels(const std::string& path, const std::vector<CurvePanel>& 
         cairo_stroke(cr);
         cv.text(kPad + kAxis / 2, ptop + kPlotH / 2, p.ylabel, {kAxis, false, 0.5, 0.5, kUp});
         double ly = ptop + 6;
-        std::map<std::string, uint32_t> by_suffix;  // "omega.robust" and "target.robust" share a colour
+        std::map<std::string, uint32_t> by_key;  // "omega.robust" and "target.robust" share a colour
         for (const auto& [name, unsorted] : p.series) {
             auto pts = unsorted;
             std::sort(pts.begin(), pts.end());
             const bool dashed = p.dashed.count(name) > 0;
             const size_t dot = name.find('.');
-            const std::string suffix = dot == std::string::npos ? name : name.substr(dot + 1);
-            if (!by_suffix.count(suffix)) by_suffix[suffix] = kPalette[size_t(color++) % std::size(kPalette)];
-            set_rgb(cr, by_suffix[suffix]);
+            const std::string prefix = dot == std::string::npos ? name : name.substr(0, dot);
+            const bool paired = prefix == "omega" || prefix == "target";  // λ1 and λ2 keep their own
+            const std::string key = paired && dot != std::string::npos ? name.substr(dot + 1) : name;
+            if (!by_key.count(key)) by_key[key] = kPalette[size_t(color++) % std::size(kPalette)];
+            set_rgb(cr, by_key[key]);
             const double dash[] = {5, 4};
             cairo_set_dash(cr, dash, dashed ? 2 : 0, 0);
             cairo_set_line_width(cr, 1.8);

@@ -130,6 +130,7 @@ std::string StepLog::json() const {
     for (int c = 0; c < kCategories; ++c)
         om[category_name(c)] = count[c] > 0 ? nlohmann::json(omega[c]) : nlohmann::json(nullptr);
     j["omega"] = om;
+    j["target"] = pair_json(target);
     j["lambda1"] = pair_json(lambda1);
     j["lambda2"] = pair_json(lambda2);
     j["lr"] = lr;
@@ -170,6 +171,7 @@ StepLog train_step_batch(const Engine& engine, const std::vector<TrainSample>& d
     std::vector<RouterLayer> grads;
     for (const RouterLayer& r : st.routers) grads.push_back(router_zero_grads(r));
     StepLog log;
+    for (int c = 0; c < kCategories; ++c) log.target[c] = o.target[c];
     double dl1[kCategories] = {0, 0}, dl2[kCategories] = {0, 0};
     for (int b = 0; b < o.batch; ++b) {
         const TrainSample& s = data[next_sample(st, data.size())];

@@ -53,6 +53,7 @@ struct StepLog {
     int count[kCategories] = {0, 0};
     int64_t tokens = 0;
     double lambda1[kCategories] = {0, 0}, lambda2[kCategories] = {0, 0};  // after the update
+    double target[kCategories] = {0, 0};  // the Ω targets (constant: drawn as lines by `plot`)
     std::string json() const;
 };
 
