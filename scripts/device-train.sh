@@ -104,11 +104,12 @@ eval)
   run_mode() {  # name, attention flags...
     local name=$1; shift
     local t0=$SECONDS
-    "$E" eval ruler -m "$M" --backend cuda --tasks "$T" --lengths "$L" --samples "$N" --seed 0 "$@" $W --json \
-      > "$RES/ruler-$name.json" 2> "$RES/eval-$name.err"
+    # -o: the file is rewritten after every task x length, so a run cut short keeps what finished.
+    "$E" eval ruler -m "$M" --backend cuda --tasks "$T" --lengths "$L" --samples "$N" --seed 0 "$@" $W \
+      -o "$RES/ruler-$name.json" > /dev/null 2> "$RES/eval-$name.err"
     local a=$?
-    "$E" eval robust -m "$M" --backend cuda --tasks "$RT" --lengths "$L" --samples "$N" --seed 0 "$@" $W --json \
-      > "$RES/robust-$name.json" 2>> "$RES/eval-$name.err"
+    "$E" eval robust -m "$M" --backend cuda --tasks "$RT" --lengths "$L" --samples "$N" --seed 0 "$@" $W \
+      -o "$RES/robust-$name.json" > /dev/null 2>> "$RES/eval-$name.err"
     log "eval $name rc=$a/$? in $((SECONDS - t0)) s"
   }
   for mode in ${MODES:-full fa-ssa fa-xa}; do
