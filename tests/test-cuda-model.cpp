@@ -100,6 +100,7 @@ std::vector<float> all_logits(const Engine& e, const AttentionSpec& spec, const 
 
 TEST(CudaModel, LogitsWithin2xOfNaivePerPrecision) {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    const test::ScopedCpuKernels f32(CpuKernels::F32);  // the CPU reference decodes in fp32, as the GPU does
     auto model = load_test_model();
     const ModelConfig& c = model->config;
     std::vector<int32_t> ids(260);

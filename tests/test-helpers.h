@@ -123,6 +123,19 @@ inline BlockList random_blocks(int64_t T, int64_t block, double p, std::mt19937_
     return bl;
 }
 
+// Runs a scope with another CPU kernel set (formats/quants.h): tests of cache and scheduling
+// equivalences compare paths that would otherwise differ by decode's Q8 activation rounding.
+class ScopedCpuKernels {
+public:
+    explicit ScopedCpuKernels(CpuKernels k) : saved_(cpu_kernels()) { set_cpu_kernels(k); }
+    ~ScopedCpuKernels() { set_cpu_kernels(saved_); }
+    ScopedCpuKernels(const ScopedCpuKernels&) = delete;
+    ScopedCpuKernels& operator=(const ScopedCpuKernels&) = delete;
+
+private:
+    CpuKernels saved_;
+};
+
 inline std::string source_path(const std::string& rel) { return std::string(ELASTIC_SOURCE_DIR) + "/" + rel; }
 
 inline bool file_exists(const std::string& p) {

@@ -83,7 +83,19 @@ TEST(Ops, MatmulAllTypesAndShapes) {
                 Weight w = make_weight(t, rows, cols, rng, store);
                 std::vector<float> x = randn(size_t(T * cols), rng);
                 std::vector<float> ref(static_cast<size_t>(T * rows));
-                cpu::matmul_naive(w, x.data(), ref.data(), T);
+                // The CPU's decode path multiplies quantised weights with the activation quantised to
+                // Q8 (formats/quants.h): its reference is the naive product with that activation.
+                const bool q8 = std::string(be->name()) == "cpu" && T <= cpu::kMatvecMaxT && q8_dot_supported(t) &&
+                                cpu_kernels() != CpuKernels::F32;
+                std::vector<float> xr = x;
+                if (q8)
+                    for (int64_t r = 0; r < T; ++r) {
+                        Q8Act a;
+                        quantize_act_q8(x.data() + r * cols, cols, a);
+                        for (int64_t c = 0; c < cols; ++c)
+                            xr[size_t(r * cols + c)] = a.d[size_t(c / 32)] * float(a.q[size_t(c)]);
+                    }
+                cpu::matmul_naive(w, xr.data(), ref.data(), T);
                 HBuf bx(*be, x), by(*be, poisoned(size_t(T * rows)));
                 be->matmul(*be->upload_matrix(w), bx.b, by.b, T);
                 const std::vector<float> naive = bf16 ? matmul_naive_bf16(w, x, T) : std::vector<float>{};

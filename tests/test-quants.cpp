@@ -347,3 +347,83 @@ TEST(Quant, DotRowOnUnalignedRows) {
         EXPECT_NEAR(dot_row(t, row1, x.data(), n), dot_row_ref(t, row1, x.data(), n), 2e-5 * mag) << dtype_name(t);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Integer dot products with Q8 activations (decode).
+
+TEST(QuantQ8, ActivationHandBlock) {
+    std::vector<float> x(32, 0.0f);
+    x[0] = 2.54f;  // amax: d = 0.02, q = 127
+    x[1] = -1.0f;  // -50
+    x[2] = 0.011f; // 0.55 -> 1
+    x[17] = 0.5f;  // 25 (second half)
+    Q8Act a;
+    quantize_act_q8(x.data(), 32, a);
+    EXPECT_FLOAT_EQ(a.d[0], 0.02f);
+    EXPECT_EQ(a.q[0], 127);
+    EXPECT_EQ(a.q[1], -50);
+    EXPECT_EQ(a.q[2], 1);
+    EXPECT_EQ(a.q[17], 25);
+    EXPECT_EQ(a.sum16(0), 127 - 50 + 1);
+    EXPECT_EQ(a.sum16(1), 25);
+    EXPECT_EQ(a.sum32(0), 127 - 50 + 1 + 25);
+    std::vector<float> zero(64, 0.0f);
+    quantize_act_q8(zero.data(), 64, a);
+    EXPECT_EQ(a.d[1], 0.0f);
+    EXPECT_EQ(a.sum32(1), 0);
+}
+
+// The reference integer dot equals dequantise(w) · dequantise(activation) in double; every kernel
+// set the processor has equals the reference (fp32 rule); and the result is within the
+// activation's rounding (Σ |w|·d/2) of the fp32 dot_row.
+TEST(QuantQ8, DotMatchesDequantizedAndEveryKernelSet) {
+    uint32_t seed;
+    std::mt19937 rng = fresh_rng(&seed);
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::uniform_int_distribution<int> nblocks(1, 6);
+    const CpuKernels saved = cpu_kernels();
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+        SCOPED_TRACE(dtype_name(t));
+        ASSERT_TRUE(q8_dot_supported(t));
+        for (int trial = 0; trial < 20; ++trial) {
+            const int64_t n = int64_t(nblocks(rng)) * 256;
+            // Two rows: the second starts at an odd block offset (unaligned, as inside a GGUF).
+            std::vector<float> w = skewed_data(rng, size_t(2 * n)), x = skewed_data(rng, size_t(n));
+            std::vector<uint8_t> q(dtype_nbytes(t, 2 * n));
+            quantize(t, w.data(), q.data(), 2 * n);
+            const uint8_t* row = q.data() + dtype_nbytes(t, n);
+            std::vector<float> deq(static_cast<size_t>(n));
+            dequantize(t, row, deq.data(), n);
+            Q8Act a;
+            quantize_act_q8(x.data(), n, a);
+            double exact = 0, mag = 0, bound = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double xa = double(a.d[size_t(i / 32)]) * a.q[size_t(i)];
+                exact += double(deq[size_t(i)]) * xa;
+                mag += std::fabs(double(deq[size_t(i)]) * xa);
+                bound += std::fabs(double(deq[size_t(i)])) * a.d[size_t(i / 32)] / 2;
+            }
+            const double tol = 1e-5 * mag + 1e-6;
+            const float ref = dot_row_q8_ref(t, row, a);
+            EXPECT_NEAR(ref, exact, tol) << "n " << n;
+            for (CpuKernels k : {CpuKernels::Scalar, CpuKernels::Avx2, CpuKernels::AvxVnni}) {
+                if (!cpu_kernels_supported(k)) continue;
+                set_cpu_kernels(k);
+                EXPECT_NEAR(dot_row_q8(t, row, a), ref, tol) << cpu_kernels_name(k) << " n " << n;
+            }
+            EXPECT_NEAR(ref, dot_row(t, row, x.data(), n), bound + tol) << "against fp32, n " << n;
+        }
+    }
+    set_cpu_kernels(saved);
+}
+
+TEST(QuantQ8, KernelSetsAreNamedAndChecked) {
+    EXPECT_TRUE(cpu_kernels_supported(CpuKernels::Scalar));
+    EXPECT_TRUE(cpu_kernels_supported(CpuKernels::F32));
+    EXPECT_STREQ(cpu_kernels_name(CpuKernels::AvxVnni), "vnni");
+    // VNNI implies AVX2 here: the sets form a ladder.
+    if (cpu_kernels_supported(CpuKernels::AvxVnni)) {
+        EXPECT_TRUE(cpu_kernels_supported(CpuKernels::Avx2));
+    }
+    std::printf("CPU kernels: %s (best supported here)\n", cpu_kernels_name(cpu_kernels()));
+}

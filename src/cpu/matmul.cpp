@@ -1,6 +1,9 @@
 // y[T, rows] = x[T, cols] @ W^T for weights of any stored type.
-// Decode (small T): one fused dequantise-and-dot per weight row (dot_row), rows split over threads,
-//   so each weight byte is read once per token: this is the memory-bound path.
+// Decode (small T): one dot per weight row, rows split over threads, so each weight byte is read
+//   once per token: the memory-bound path. Quantised weights use integer dot products with the
+//   activation quantised once per call (dot_row_q8, formats/quants.h), unless the weight asks for
+//   fp32 activations (the output projection) or ELASTIC_CPU_KERNELS=f32; then, and for other
+//   types, the fused dequantise-and-dot in fp32 (dot_row).
 // Prefill (large T): tasks of (64 weight rows x 256 tokens); each dequantises its panel of W into a
 //   thread-local fp32 buffer and calls single-threaded sgemm. Dequantisation costs rows*cols per task
 //   against 2*256*rows*cols flops of GEMM, under 1 %.
@@ -18,12 +21,23 @@ namespace elastic::cpu {
 namespace {
 constexpr int64_t kPanelRows = 64;
 constexpr int64_t kTokenChunk = 256;
-constexpr int64_t kSmallT = 4;
 }  // namespace
 
 void matmul(const Weight& W, const float* x, float* y, int64_t T) {
     const int64_t rows = W.rows, cols = W.cols;
-    if (T <= kSmallT) {
+    if (T <= kMatvecMaxT && q8_dot_supported(W.type) && !W.f32_activations && cpu_kernels() != CpuKernels::F32) {
+        thread_local std::vector<Q8Act> acts;  // reused: no allocation per token once warm
+        if (acts.size() < size_t(T)) acts.resize(size_t(T));
+        for (int64_t t = 0; t < T; ++t) quantize_act_q8(x + t * cols, cols, acts[size_t(t)]);
+        const std::vector<Q8Act>& a = acts;
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const uint8_t* wr = W.row(r);
+            for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot_row_q8(W.type, wr, a[size_t(t)]);
+        }
+        return;
+    }
+    if (T <= kMatvecMaxT) {
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const uint8_t* wr = W.row(r);

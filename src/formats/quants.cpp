@@ -8,8 +8,14 @@
 #include <cmath>
 #include <cstring>
 
-#ifdef __AVX2__
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
+#define ELASTIC_X86 1
 #endif
 
 #include "core/error.h"
@@ -510,6 +516,235 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
     }
 #endif
     return dot_row_ref(t, row, x, n);
+}
+
+}  // namespace elastic
+
+// ---------------------------------------------------------------------------------------------
+// Integer dot products with Q8 activations (decode).
+
+namespace elastic {
+
+void quantize_act_q8(const float* x, int64_t n, Q8Act& a) {
+    ELASTIC_ASSERT_MSG(n >= 0 && n % QK == 0, "quantize_act_q8: n must be a multiple of 32");
+    a.n = n;
+    a.q.resize(size_t(n));
+    a.d.resize(size_t(n / QK));
+    a.s16.resize(size_t(n / 16));
+    for (int64_t b = 0; b < n / QK; ++b) {
+        const float* xb = x + b * QK;
+        float amax = 0;
+        for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(xb[j]));
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        a.d[size_t(b)] = d;
+        int8_t* q = a.q.data() + b * QK;
+        for (int j = 0; j < QK; ++j) q[j] = int8_t(std::lrintf(xb[j] * id));  // |x·id| <= 127
+        for (int h = 0; h < 2; ++h) {
+            int32_t s = 0;
+            for (int j = 0; j < 16; ++j) s += q[16 * h + j];
+            a.s16[size_t(2 * b + h)] = s;
+        }
+    }
+}
+
+bool q8_dot_supported(DType t) {
+    return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q4_K || t == DType::Q6_K;
+}
+
+namespace {
+
+// Σ over 32 (or 16) elements of w·x in integers, then the block's scales: the same formulas as the
+// kernels, in plain loops. Weight integers come from the block layouts through the reference
+// dequantisers' element order.
+int32_t idot(const uint8_t* w, const int8_t* x, int n) {
+    int32_t s = 0;
+    for (int j = 0; j < n; ++j) s += int32_t(w[j]) * int32_t(x[j]);
+    return s;
+}
+
+float dot_q8_ref(DType t, const void* row, const Q8Act& a) {
+    double sum = 0;  // the order of the fp32 roundings differs from the kernels': keep this exact-ish
+    const int8_t* xq = a.q.data();
+    switch (t) {
+        case DType::Q8_0: {
+            const BlockQ8_0* b = static_cast<const BlockQ8_0*>(row);
+            for (int64_t i = 0; i < a.n / QK; ++i) {
+                int32_t s = 0;
+                for (int j = 0; j < QK; ++j) s += int32_t(b[i].qs[j]) * xq[i * QK + j];
+                sum += double(fp16_to_f32(b[i].d)) * a.d[size_t(i)] * s;
+            }
+            return float(sum);
+        }
+        case DType::Q4_0:
+        case DType::Q4_1: {
+            for (int64_t i = 0; i < a.n / QK; ++i) {
+                const uint8_t* qs;
+                float d, m;
+                if (t == DType::Q4_0) {
+                    const BlockQ4_0& b = static_cast<const BlockQ4_0*>(row)[i];
+                    qs = b.qs;
+                    d = fp16_to_f32(b.d);
+                    m = -8.0f * d;
+                } else {
+                    const BlockQ4_1& b = static_cast<const BlockQ4_1*>(row)[i];
+                    qs = b.qs;
+                    d = fp16_to_f32(b.d);
+                    m = fp16_to_f32(b.m);
+                }
+                uint8_t w[QK];
+                for (int j = 0; j < QK / 2; ++j) {
+                    w[j] = qs[j] & 0xF;
+                    w[j + QK / 2] = qs[j] >> 4;
+                }
+                const double dx = a.d[size_t(i)];
+                sum += double(d) * dx * idot(w, xq + i * QK, QK) + double(m) * dx * a.sum32(i);
+            }
+            return float(sum);
+        }
+        case DType::Q4_K: {
+            const BlockQ4_K* b = static_cast<const BlockQ4_K*>(row);
+            for (int64_t i = 0; i < a.n / QK_K; ++i) {
+                const double d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+                for (int s = 0; s < 8; ++s) {
+                    uint8_t sc, m, w[32];
+                    scale_min_k4(s, b[i].scales, &sc, &m);
+                    const uint8_t* q = b[i].qs + 32 * (s / 2);
+                    for (int l = 0; l < 32; ++l) w[l] = s % 2 ? q[l] >> 4 : q[l] & 0xF;
+                    const int64_t xb = 8 * i + s;
+                    const double dx = a.d[size_t(xb)];
+                    sum += d * sc * dx * idot(w, xq + xb * QK, 32) - dmin * m * dx * a.sum32(xb);
+                }
+            }
+            return float(sum);
+        }
+        case DType::Q6_K: {
+            const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row);
+            for (int64_t i = 0; i < a.n / QK_K; ++i) {
+                const double d = fp16_to_f32(b[i].d);
+                for (int h = 0; h < 2; ++h)
+                    for (int G = 0; G < 4; ++G) {
+                        const uint8_t* lo = b[i].ql + 64 * h + 32 * (G & 1);
+                        const uint8_t* qh = b[i].qh + 32 * h;
+                        uint8_t w[32];
+                        for (int l = 0; l < 32; ++l)
+                            w[l] = uint8_t(((lo[l] >> (G < 2 ? 0 : 4)) & 0xF) | (((qh[l] >> (2 * G)) & 3) << 4));
+                        const int64_t xb = 8 * i + 4 * h + G;
+                        const double dx = a.d[size_t(xb)];
+                        for (int r = 0; r < 2; ++r) {
+                            const int32_t s = idot(w + 16 * r, xq + xb * QK + 16 * r, 16) - 32 * a.sum16(2 * xb + r);
+                            sum += d * b[i].scales[8 * h + 2 * G + r] * dx * s;
+                        }
+                    }
+            }
+            return float(sum);
+        }
+        default: break;
+    }
+    fail("dot_row_q8: unsupported weight type %s", dtype_name(t));
+}
+
+#ifdef ELASTIC_X86
+#define Q8_NS avx2
+#define Q8_TARGET __attribute__((target("avx2,fma,f16c")))
+#define Q8_UDOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
+#include "formats/quants-q8-kernels.inc"
+#undef Q8_NS
+#undef Q8_TARGET
+#undef Q8_UDOT
+#define Q8_NS vnni
+#define Q8_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define Q8_UDOT(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u), (s))
+#include "formats/quants-q8-kernels.inc"
+#undef Q8_NS
+#undef Q8_TARGET
+#undef Q8_UDOT
+
+struct X86Features {
+    bool avx2 = false, vnni = false;
+};
+X86Features detect_x86() {
+    X86Features f;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool fma = c & (1u << 12), f16c = c & (1u << 29), osxsave = c & (1u << 27), avx = c & (1u << 28);
+    if (!(fma && f16c && osxsave && avx)) return f;
+    uint32_t xlo, xhi;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & 6) != 6) return f;  // the OS saves XMM and YMM state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    f.avx2 = b & (1u << 5);
+    if (f.avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.vnni = a & (1u << 4);  // AVX-VNNI (VEX)
+    return f;
+}
+#endif
+
+std::atomic<int> g_kernels{-1};
+
+CpuKernels best_kernels() {
+#ifdef ELASTIC_X86
+    static const X86Features f = detect_x86();
+    if (f.vnni) return CpuKernels::AvxVnni;
+    if (f.avx2) return CpuKernels::Avx2;
+#endif
+    return CpuKernels::F32;  // without SIMD integer kernels the fp32 dot_row is the faster path
+}
+
+CpuKernels parse_kernels(const std::string& s) {
+    if (s == "vnni") return CpuKernels::AvxVnni;
+    if (s == "avx2") return CpuKernels::Avx2;
+    if (s == "scalar") return CpuKernels::Scalar;
+    if (s == "f32") return CpuKernels::F32;
+    fail("ELASTIC_CPU_KERNELS=%s: expected vnni, avx2, scalar or f32", s.c_str());
+}
+
+}  // namespace
+
+const char* cpu_kernels_name(CpuKernels k) {
+    switch (k) {
+        case CpuKernels::F32: return "f32";
+        case CpuKernels::Scalar: return "scalar";
+        case CpuKernels::Avx2: return "avx2";
+        case CpuKernels::AvxVnni: return "vnni";
+    }
+    return "?";
+}
+
+bool cpu_kernels_supported(CpuKernels k) {
+    switch (k) {
+        case CpuKernels::F32:
+        case CpuKernels::Scalar: return true;
+        case CpuKernels::Avx2: return best_kernels() >= CpuKernels::Avx2;
+        case CpuKernels::AvxVnni: return best_kernels() == CpuKernels::AvxVnni;
+    }
+    return false;
+}
+
+void set_cpu_kernels(CpuKernels k) {
+    if (!cpu_kernels_supported(k))
+        fail("CPU kernels '%s': this processor lacks %s", cpu_kernels_name(k),
+             k == CpuKernels::AvxVnni ? "AVX-VNNI" : "AVX2/FMA/F16C");
+    g_kernels.store(int(k), std::memory_order_relaxed);
+}
+
+CpuKernels cpu_kernels() {
+    int k = g_kernels.load(std::memory_order_relaxed);
+    if (k >= 0) return CpuKernels(k);
+    const char* env = std::getenv("ELASTIC_CPU_KERNELS");
+    const CpuKernels want = env && *env ? parse_kernels(env) : best_kernels();
+    set_cpu_kernels(want);
+    return want;
+}
+
+float dot_row_q8_ref(DType t, const void* row, const Q8Act& a) { return dot_q8_ref(t, row, a); }
+
+float dot_row_q8(DType t, const void* row, const Q8Act& a) {
+    switch (cpu_kernels()) {
+#ifdef ELASTIC_X86
+        case CpuKernels::AvxVnni: return vnni::dot(t, row, a);
+        case CpuKernels::Avx2: return avx2::dot(t, row, a);
+#endif
+        default: return dot_q8_ref(t, row, a);
+    }
 }
 
 }  // namespace elastic

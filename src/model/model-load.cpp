@@ -60,6 +60,8 @@ void load_gguf(Model& m, const std::string& path) {
     const int64_t D = c.d_model, hd = c.head_dim;
     w.tok_embd = weight_from_tensor(need(*f, embedding_name(Layout::GGUF), path), c.vocab, D, path);
     w.output = c.tie_embeddings ? w.tok_embd : weight_from_tensor(need(*f, output_name(Layout::GGUF), path), c.vocab, D, path);
+    w.output.f32_activations = true;
+    w.tok_embd.f32_activations = true;  // the tied output is uploaded from it (Engine)
     w.out_norm = vector_from_tensor(need(*f, output_norm_name(Layout::GGUF), path), D, path);
     if (const TensorRef* rf = f->find_tensor("rope_freqs.weight")) {
         // Keep the factors only when the parameters that made them are unknown; never apply both.
@@ -87,6 +89,8 @@ void load_hf(Model& m, const std::string& dir) {
     } else {
         w.output = weight_from_tensor(*head, c.vocab, D, dir);
     }
+    w.output.f32_activations = true;
+    w.tok_embd.f32_activations = true;  // the tied output is uploaded from it (Engine)
     w.out_norm = vector_from_tensor(need(*ck, output_norm_name(Layout::HF), dir), D, dir);
     load_layers(m, *ck, Layout::HF, dir);
     struct stat st;
