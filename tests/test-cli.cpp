@@ -231,3 +231,20 @@ TEST(Cli, TrainRouterPlot) {
     EXPECT_EQ(no_model.code, 1);
     EXPECT_NE(no_model.err.find("-m is required"), std::string::npos) << no_model.err;
 }
+
+// A bad ELASTIC_CPU_KERNELS is one clear line before any work.
+TEST(Cli, BadCpuKernelsIsOneLine) {
+    const std::string model = default_model_path();
+    if (!file_exists(model)) GTEST_SKIP() << "default model not fetched (make model)";
+    setenv("ELASTIC_CPU_KERNELS", "bogus", 1);
+    Result r = run("run -m " + model + " -p hi -n 2");
+    unsetenv("ELASTIC_CPU_KERNELS");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("ELASTIC_CPU_KERNELS=bogus: expected vnni, avx2, scalar or f32"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+    setenv("ELASTIC_CPU_KERNELS", "f32", 1);
+    Result ok = run("run -m " + model + " -p hi -n 2 -v");
+    unsetenv("ELASTIC_CPU_KERNELS");
+    EXPECT_EQ(ok.code, 0) << ok.err;
+    EXPECT_NE(ok.err.find("decode kernels f32"), std::string::npos) << ok.err;
+}

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "formats/quants.h"
 #include "cpu/attention.h"
 #include "cpu/ops.h"
 #include "model/backend.h"
@@ -257,7 +258,10 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+    (void)cpu_kernels();  // a bad ELASTIC_CPU_KERNELS is an error now, not at the first decoded token
+    return std::make_unique<CpuBackend>(threads);
+}
 
 std::unique_ptr<Backend> make_reference_backend(int threads, DecodeObserver observer) {
     return std::make_unique<ReferenceBackend>(threads, std::move(observer));

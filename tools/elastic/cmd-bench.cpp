@@ -13,6 +13,7 @@
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "formats/quants.h"
 #include "model/generate.h"
 #include "model/model.h"
 
@@ -112,7 +113,11 @@ void bench_model(const BenchOptions& o) {
             std::fflush(stdout);
         }
     }
-    if (o.json) std::printf("%s\n", nlohmann::json{{"model", o.model}, {"backend", be->name()}, {"results", rows}}.dump().c_str());
+    if (o.json) {
+        nlohmann::json j{{"model", o.model}, {"backend", be->name()}, {"results", rows}};
+        if (std::string(be->name()) == "cpu") j["cpu_kernels"] = cpu_kernels_name(cpu_kernels());  // decode's products
+        std::printf("%s\n", j.dump().c_str());
+    }
 }
 
 }  // namespace

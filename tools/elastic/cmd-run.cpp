@@ -10,6 +10,7 @@
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "formats/quants.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -127,8 +128,10 @@ void run(const RunOptions& o) {
     if (g.reason == StopReason::Context)
         std::fprintf(stderr, "stopped after %zu tokens: the context of %lld tokens is full (--ctx)\n", out.size(), (long long)cap);
     if (o.verbose)
-        std::fprintf(stderr, "backend %s | stopped: %s | logits hash %016llx (FNV-1a of every sampled step's logits)\n",
-                     backend->name(), stop_reason_name(g.reason), (unsigned long long)hash);
+        std::fprintf(stderr, "backend %s%s%s | stopped: %s | logits hash %016llx (FNV-1a of every sampled step's logits)\n",
+                     backend->name(), std::string(backend->name()) == "cpu" ? ", decode kernels " : "",
+                     std::string(backend->name()) == "cpu" ? cpu_kernels_name(cpu_kernels()) : "", stop_reason_name(g.reason),
+                     (unsigned long long)hash);
     if (!o.stats_json.empty()) {
         std::ofstream f(o.stats_json);
         if (!(f << st.to_json(true) << "\n")) fail("%s: cannot write", o.stats_json.c_str());
