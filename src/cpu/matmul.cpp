@@ -83,7 +83,7 @@ void matmul_naive(const Weight& W, const float* x, float* y, int64_t T) {
 }
 
 void embedding(const Weight& E, const int32_t* ids, int64_t T, float* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 4)
     for (int64_t t = 0; t < T; ++t) dequantize(E.type, E.row(ids[t]), out + t * E.cols, E.cols);
 }
 
