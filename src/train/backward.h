@@ -76,7 +76,16 @@ void mixed_attention_backward(const AttnShape& s, const LayerPlan& sparse, const
 
 // ---- router (router-backward.cpp) ----
 
-// The router's forward on one sequence with what its backward needs (softmax variant only).
+// Gumbel noise on the router's decision (DESIGN.md §1.4, the sigmoid variant's option; accepted for
+// both): with margin m (softmax: logit1 − logit0; sigmoid: the LayerNorm output) the decision is
+//   soft = sigmoid((m + g) / tau),  hard = (m + g > 0),  g = Gumbel1 − Gumbel2 (a logistic draw).
+// Without noise and at tau 1 this is the plain router (softmax(logits)[1] = sigmoid(l1 − l0)).
+struct RouterNoise {
+    float tau = 1.0f;
+    std::vector<float> logistic;  // [H] g per head, or empty: none
+};
+
+// The router's forward on one sequence with what its backward needs (both variants).
 struct RouterActs {
     int64_t T = 0;
     int n_kv_head = 0, head_dim = 0, window = 0;
@@ -85,14 +94,17 @@ struct RouterActs {
     std::vector<float> f;       // [H, fe2.out] task feature
     std::vector<float> a2, h2;  // [H, rh0.out]
     std::vector<float> a3, h3;  // [H, rh2.out]
-    std::vector<float> logits;  // [H, 2]
-    std::vector<float> soft;    // [H] softmax(logits)[1]
-    std::vector<float> z;       // [H] straight-through decision: argmax in value (1 = FA), gradient of soft
+    std::vector<float> logits;  // [H, rh4.out]: 2 (softmax) or 1 (sigmoid, before the LayerNorm)
+    std::vector<float> margin;  // [H] l1 − l0, or the LayerNorm output over the layer's heads
+    double ln_inv = 1;          // sigmoid variant: 1 / sqrt(var + 1e-5) of the LayerNorm
+    RouterNoise noise;
+    std::vector<float> soft;    // [H] sigmoid((margin + g) / tau)
+    std::vector<float> z;       // [H] straight-through decision: hard in value (1 = FA), gradient of soft
 };
 
 // k_prerope [T, n_kv_head, head_dim]; window as Router::window().
 RouterActs router_forward(const RouterLayer& r, const float* k_prerope, int64_t T, int n_kv_head, int head_dim,
-                          int window);
+                          int window, const RouterNoise& noise = {});
 
 // A RouterLayer of zeros shaped like r: holds the gradients of r's 10 tensors.
 RouterLayer router_zero_grads(const RouterLayer& r);

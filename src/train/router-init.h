@@ -11,9 +11,10 @@
 namespace elastic::train {
 
 // One layer's router; draws fe0, fe2, rh0, rh2, rh4 in that order (weights, then bias) from rng.
-RouterLayer router_layer_init(int head_dim, std::mt19937_64& rng);
+// n_out 2: the softmax variant; 1: the sigmoid variant (Linear(d,1) + LayerNorm over heads).
+RouterLayer router_layer_init(int head_dim, std::mt19937_64& rng, int n_out = 2);
 
 // n_layer routers from one generator seeded with `seed` (layer 0 first).
-std::vector<RouterLayer> router_init(int n_layer, int head_dim, uint64_t seed);
+std::vector<RouterLayer> router_init(int n_layer, int head_dim, uint64_t seed, int n_out = 2);
 
 }  // namespace elastic::train

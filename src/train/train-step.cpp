@@ -29,6 +29,21 @@ const char* train_config_name(TrainConfig c) {
     return "?";
 }
 
+namespace {
+uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+}  // namespace
+
+float router_noise(uint64_t key, int layer, int head) {
+    const uint64_t r = splitmix64(splitmix64(key ^ (uint64_t(layer) << 32)) ^ uint64_t(head));
+    const double u = (double(r >> 11) + 0.5) * 0x1.0p-53;  // in (0, 1)
+    return float(std::log(u) - std::log1p(-u));
+}
+
 const char* category_name(int c) { return c == kSensitive ? "sensitive" : c == kRobust ? "robust" : "?"; }
 
 TrainSample make_sample(const std::vector<int32_t>& prompt, const std::vector<int32_t>& answer, int category) {
@@ -139,7 +154,11 @@ void layer_forward(const Ctx& cx, const RouterLayer& r, int l, Buf x, Buf out, L
         const size_t nr = size_t(cx.router_T) * H * hd;
         std::vector<float> kh(nr);
         be.download(kh.data(), a.kn, nr);
-        a.ra = router_forward(r, kh.data(), cx.router_T, H, hd, Router::kDefaultWindow);
+        RouterNoise noise;
+        noise.tau = cx.o.tau;
+        if (cx.o.noise_key != 0)
+            for (int h = 0; h < H; ++h) noise.logistic.push_back(router_noise(cx.o.noise_key, l, h));
+        a.ra = router_forward(r, kh.data(), cx.router_T, H, hd, Router::kDefaultWindow, noise);
     }
     a.z = cx.o.soft_forward ? a.ra.soft : a.ra.z;
     be.copy(a.qr, a.qn, nq);

@@ -29,7 +29,15 @@ struct StepOptions {
     // Test only: the forward uses the router's soft probability as z instead of the hard 0/1
     // decision, so the loss is a smooth function of the router weights (finite differences).
     bool soft_forward = false;
+    // Gumbel-sigmoid decisions (router-backward.cpp, RouterNoise): temperature, and the key of this
+    // sample's noise (0: none). Noise of layer l, head h is a function of (noise_key, l, h) only,
+    // so a step is reproducible and a resumed run draws what the uninterrupted one drew.
+    float tau = 1.0f;
+    uint64_t noise_key = 0;
 };
+
+// The logistic draw (Gumbel1 − Gumbel2) of layer l, head h for a noise key.
+float router_noise(uint64_t key, int layer, int head);
 
 // tokens = prompt + answer; targets[t] = tokens[t + 1] where that token is an answer token, else -1.
 struct TrainSample {

@@ -131,6 +131,7 @@ std::string StepLog::json() const {
         om[category_name(c)] = count[c] > 0 ? nlohmann::json(omega[c]) : nlohmann::json(nullptr);
     j["omega"] = om;
     j["target"] = pair_json(target);
+    j["tau"] = tau;
     j["lambda1"] = pair_json(lambda1);
     j["lambda2"] = pair_json(lambda2);
     j["lr"] = lr;
@@ -139,6 +140,13 @@ std::string StepLog::json() const {
     j["seconds"] = seconds;
     j["tokens_per_s"] = seconds > 0 ? double(tokens) / seconds : 0.0;
     return j.dump();
+}
+
+double temperature(const TrainerOptions& o, int64_t step) {
+    if (!o.gumbel) return 1.0;
+    const double span = std::max(1.0, o.tau_share * double(o.steps));
+    const double f = std::min(1.0, double(step) / span);
+    return o.tau_start + (o.tau_end - o.tau_start) * f;
 }
 
 TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples) {
@@ -172,12 +180,17 @@ StepLog train_step_batch(const Engine& engine, const std::vector<TrainSample>& d
     for (const RouterLayer& r : st.routers) grads.push_back(router_zero_grads(r));
     StepLog log;
     for (int c = 0; c < kCategories; ++c) log.target[c] = o.target[c];
+    StepOptions so = o.step;
+    so.tau = float(temperature(o, st.step));
+    log.tau = so.tau;
     double dl1[kCategories] = {0, 0}, dl2[kCategories] = {0, 0};
     for (int b = 0; b < o.batch; ++b) {
         const TrainSample& s = data[next_sample(st, data.size())];
         const int c = s.category;
-        const StepResult r =
-            train_step(engine, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], o.step, grads);
+        // Noise keyed by (seed, step, slot in the batch): never 0, reproducible across a resume.
+        so.noise_key = o.gumbel ? (o.seed * 0x9E3779B97F4A7C15ull) ^ (uint64_t(st.step) << 20) ^ uint64_t(b) ^ 1ull : 0;
+        if (o.gumbel && so.noise_key == 0) so.noise_key = 1;
+        const StepResult r = train_step(engine, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], so, grads);
         log.lm_loss += r.lm_loss / o.batch;
         log.reg_loss += r.reg_loss / o.batch;
         log.omega[c] += r.omega;
@@ -255,6 +268,8 @@ void save_checkpoint(const std::string& dir, const TrainState& st, const Trainer
     j["lr"] = o.lr;
     j["lambda_lr"] = o.lambda_lr;
     j["target"] = {o.target[0], o.target[1]};
+    j["gumbel"] = o.gumbel;
+    if (o.gumbel) j["tau"] = {o.tau_start, o.tau_end, o.tau_share};
     const std::string path = dir + "/state.json", tmp = path + ".tmp";
     {
         std::ofstream f(tmp);

@@ -32,7 +32,13 @@ struct TrainerOptions {
     double lambda_init = 0.0;
     double target[kCategories] = {0.7, 1.0};  // Ω_MSR targets: sensitive, robust
     uint64_t seed = 0;
+    // Gumbel-sigmoid decisions: logistic noise on every router margin, temperature annealed
+    // linearly from tau_start to tau_end over the first tau_share of the steps (DESIGN.md §1.4).
+    bool gumbel = false;
+    double tau_start = 1.5, tau_end = 1.0, tau_share = 0.6;
 };
+
+double temperature(const TrainerOptions& o, int64_t step);  // step 0-based; 1 without gumbel
 
 struct TrainState {
     std::vector<RouterLayer> routers, adam_m, adam_v;
@@ -54,6 +60,7 @@ struct StepLog {
     int64_t tokens = 0;
     double lambda1[kCategories] = {0, 0}, lambda2[kCategories] = {0, 0};  // after the update
     double target[kCategories] = {0, 0};  // the Ω targets (constant: drawn as lines by `plot`)
+    double tau = 1;                       // the router's temperature at this step
     std::string json() const;
 };
 

@@ -30,6 +30,9 @@ struct TrainCliOptions {
     double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
     int64_t sink = 128, local = 2048, xa_block = 128;
     bool skip_bad = false;
+    std::string variant = "softmax";
+    bool gumbel = false;
+    double tau_start = 1.5, tau_end = 1.0;
 };
 
 void train_router(const TrainCliOptions& c) {
@@ -82,6 +85,12 @@ void train_router(const TrainCliOptions& c) {
     o.target[train::kSensitive] = c.target_sensitive;
     o.target[train::kRobust] = c.target_robust;
     o.seed = c.seed;
+    o.gumbel = c.gumbel;
+    o.tau_start = c.tau_start;
+    o.tau_end = c.tau_end;
+    if (c.gumbel && !(c.tau_start > 0 && c.tau_end > 0)) fail("train-router: --tau-start and --tau-end must be > 0");
+    if (c.variant != "softmax" && c.variant != "sigmoid")
+        fail("train-router: --variant must be softmax or sigmoid, not '%s'", c.variant.c_str());
 
     train::TrainState st;
     if (!c.resume.empty()) {
@@ -98,7 +107,7 @@ void train_router(const TrainCliOptions& c) {
             const Router r = Router::load(c.init, mc.n_layer, mc.head_dim);
             for (int l = 0; l < mc.n_layer; ++l) init.push_back(r.layer(l));
         } else {
-            init = train::router_init(mc.n_layer, mc.head_dim, c.seed);
+            init = train::router_init(mc.n_layer, mc.head_dim, c.seed, c.variant == "sigmoid" ? 1 : 2);
         }
         st = train::init_state(std::move(init), o, data.size());
     }
@@ -122,6 +131,8 @@ void train_router(const TrainCliOptions& c) {
          {"steps", std::to_string(st.step)},
          {"batch", std::to_string(c.batch)},
          {"seed", std::to_string(c.seed)},
+         {"variant", st.routers.front().use_softmax() ? "softmax" : "sigmoid"},
+         {"gumbel", c.gumbel ? strprintf("tau %g -> %g over 60 %% of steps", c.tau_start, c.tau_end) : "no"},
          {"omega_sensitive", omega[0] >= 0 ? strprintf("%.6f", omega[0]) : "n/a"},
          {"omega_robust", omega[1] >= 0 ? strprintf("%.6f", omega[1]) : "n/a"},
          {"lambda1", strprintf("%.6g,%.6g", st.lambda1[0], st.lambda1[1])},
@@ -214,6 +225,11 @@ void add_train_router(CLI::App& app) {
     c->add_option("--backend", o->backend, "cpu, or cuda / cuda:N (trains in fp32 on the GPU)")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
     c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
+    c->add_option("--variant", o->variant, "Router head of a fresh init: softmax (2 logits) or sigmoid (1 logit + LayerNorm over heads)")
+        ->capture_default_str();
+    c->add_flag("--gumbel", o->gumbel, "Gumbel noise on the router's decisions, temperature annealed --tau-start -> --tau-end over 60 % of the steps");
+    c->add_option("--tau-start", o->tau_start, "--gumbel: initial temperature")->capture_default_str();
+    c->add_option("--tau-end", o->tau_end, "--gumbel: final temperature")->capture_default_str();
     auto plot = std::make_shared<std::pair<std::string, std::string>>();  // log, image
     CLI::App* p = c->add_subcommand("plot", "Draw a training log: losses, Ω_MSR per category against its target, λ");
     p->add_option("log", plot->first, "The --log file of a run (JSON lines)")->required();
