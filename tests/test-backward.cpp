@@ -28,7 +28,8 @@ class BackwardOps : public BackwardTest {};
 TEST_F(BackwardOps, RmsNorm) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     const double eps = 1e-5;
-    for (auto [rows, dim] : {std::pair<int64_t, int64_t>{7, 64}, {3, 576}}) {
+    for (const auto& shape : {std::pair<int64_t, int64_t>{7, 64}, {3, 576}}) {
+        const int64_t rows = shape.first, dim = shape.second;  // not a structured binding: lambdas capture it (clang 14)
         const auto x = randn(size_t(rows * dim), rng), w = randn(size_t(dim), rng), R = randn(size_t(rows * dim), rng);
         auto dx = poisoned(x.size());
         rms_norm_backward(x.data(), w.data(), R.data(), dx.data(), rows, dim, float(eps));
