@@ -53,7 +53,7 @@ test-tsan: setup model
 	@test -n "$(ARCHER)" || { echo "test-tsan: libarcher.so not found (apt install libomp-dev)"; exit 1; }
 	@cmake --preset cpu-tsan >/dev/null
 	@cmake --build build-cpu-tsan -j $(JOBS)
-	@cd build-cpu-tsan && OMP_TOOL_LIBRARIES=$(ARCHER) OMP_NUM_THREADS=2 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	@cd build-cpu-tsan && OMP_TOOL_LIBRARIES=$(ARCHER) OMP_NUM_THREADS=2 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ./bin/elastic_tests --gtest_filter='$(TSAN_TESTS)'
 
 # Long mode: the tests, the sanitized suite (too long for CI on 2 cores: its build alone takes
