@@ -16,6 +16,10 @@ rounds=${ROUNDS:-3}
 lengths=${LENGTHS:-512,2048,8192}
 threads=${THREADS:-2}
 gen=${GEN:-32}
+# llama.cpp's AMX buffer type (built by GGML_NATIVE on CPUs that list AMX) segfaults in its matmul on
+# this VM (the CPU lists amx_tile but the first tile use crashes): --repack 0 keeps llama.cpp on its
+# plain CPU path (AVX-512/VNNI dot products), as on any machine without AMX. LLAMA_ARGS overrides.
+llama_args=${LLAMA_ARGS:---repack 0}
 elastic=build/bin/elastic
 [ -f "$model" ] || { echo "cpu.sh: $model missing (make model)" >&2; exit 1; }
 [ -x "$elastic" ] || { echo "cpu.sh: $elastic missing (make build)" >&2; exit 1; }
@@ -31,8 +35,8 @@ for r in $(seq "$rounds"); do
     "$elastic" bench model -m "$model" -p "$n" -n "$gen" -r 1 -t "$threads" --attention full --json 2>/dev/null |
       python3 -c 'import json,sys; d=json.load(sys.stdin)["results"][0]; print(json.dumps({"engine":"elastic","round":int(sys.argv[1]),"n":d["prompt_tokens"],"prefill":d["prefill_tok_s"]["median"],"decode":d["decode_tok_s"]["median"]}))' "$r" >> "$raw"
     echo "cpu.sh: round $r/$rounds, N $n: llama.cpp" >&2
-    pp=$("$llama" -m "$model" -p "$n" -n 0 -t "$threads" -r 1 -o json 2>/dev/null)
-    tg=$("$llama" -m "$model" -p 0 -n "$gen" -d "$n" -t "$threads" -r 1 -o json 2>/dev/null)
+    pp=$("$llama" -m "$model" -p "$n" -n 0 -t "$threads" -r 1 $llama_args -o json 2>/dev/null)
+    tg=$("$llama" -m "$model" -p 0 -n "$gen" -d "$n" -t "$threads" -r 1 $llama_args -o json 2>/dev/null)
     python3 -c 'import json,sys
 pp, tg = json.loads(sys.argv[2])[0], json.loads(sys.argv[3])[0]
 print(json.dumps({"engine":"llama.cpp","round":int(sys.argv[1]),"n":pp["n_prompt"],"prefill":pp["avg_ts"],"decode":tg["avg_ts"],
