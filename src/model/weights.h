@@ -22,8 +22,9 @@ struct Weight {
     const uint8_t* data = nullptr;
     std::shared_ptr<std::vector<uint8_t>> owned;  // set when data is a private copy
     // Decode multiplies this weight with fp32 activations, never Q8-quantised ones (cpu::matmul):
-    // set for the output projection, whose input (the final hidden state) has outlier channels
-    // that one int8 scale per 32 elements flattens enough to change SmolLM2's greedy answers.
+    // set for the output projection and the FFN down projection, whose inputs (the final hidden
+    // state, the SwiGLU product) have outlier channels that one int8 scale per 32 elements
+    // flattens enough to change SmolLM2's greedy answers.
     bool f32_activations = false;
 
     const uint8_t* row(int64_t r) const { return data + size_t(r) * row_bytes; }
