@@ -394,10 +394,8 @@ TEST(Gguf, SeedCorpusMatchesPythonGguf) {
 namespace {
 std::string model_path() {
     if (const char* e = std::getenv("ELASTIC_MODEL")) return e;
-    for (std::string p : {std::string(ELASTIC_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                          std::string("/work/main/models/SmolLM2-135M-Instruct.Q4_1.gguf")})
-        if (file_exists(p)) return p;
-    return "";
+    const std::string p = std::string(ELASTIC_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    return file_exists(p) ? p : "";
 }
 
 struct RefTensor {
