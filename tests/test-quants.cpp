@@ -36,6 +36,19 @@ std::vector<float> skewed_data(std::mt19937& rng, size_t n) {
     return x;
 }
 
+// Two rows of n values quantised as one tensor; `second` is the second row, which starts at a
+// block offset that is only 2-byte aligned (as rows inside a GGUF), `deq` its dequantised values.
+struct TwoRows {
+    std::vector<uint8_t> q;
+    const uint8_t* second = nullptr;
+    std::vector<float> deq;
+    TwoRows(DType t, const std::vector<float>& w, int64_t n) : q(dtype_nbytes(t, 2 * n)), deq(static_cast<size_t>(n)) {
+        quantize(t, w.data(), q.data(), 2 * n);
+        second = q.data() + dtype_nbytes(t, n);
+        dequantize(t, second, deq.data(), n);
+    }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -337,11 +350,9 @@ TEST(Quant, DotRowOnUnalignedRows) {
     for (DType t : kAll) {
         const int64_t n = 512;
         std::vector<float> w = skewed_data(rng, size_t(2 * n)), x = skewed_data(rng, size_t(n));
-        std::vector<uint8_t> q(dtype_nbytes(t, 2 * n));
-        quantize(t, w.data(), q.data(), 2 * n);
-        const uint8_t* row1 = q.data() + dtype_nbytes(t, n);
-        std::vector<float> deq(static_cast<size_t>(n));
-        dequantize(t, row1, deq.data(), n);
+        const TwoRows tr(t, w, n);
+        const uint8_t* row1 = tr.second;
+        const std::vector<float>& deq = tr.deq;
         double mag = 0;
         for (int64_t i = 0; i < n; ++i) mag += std::fabs(double(deq[size_t(i)]) * x[size_t(i)]);
         EXPECT_NEAR(dot_row(t, row1, x.data(), n), dot_row_ref(t, row1, x.data(), n), 2e-5 * mag) << dtype_name(t);
@@ -389,11 +400,9 @@ TEST(QuantQ8, DotMatchesDequantizedAndEveryKernelSet) {
             const int64_t n = int64_t(nblocks(rng)) * 256;
             // Two rows: the second starts at an odd block offset (unaligned, as inside a GGUF).
             std::vector<float> w = skewed_data(rng, size_t(2 * n)), x = skewed_data(rng, size_t(n));
-            std::vector<uint8_t> q(dtype_nbytes(t, 2 * n));
-            quantize(t, w.data(), q.data(), 2 * n);
-            const uint8_t* row = q.data() + dtype_nbytes(t, n);
-            std::vector<float> deq(static_cast<size_t>(n));
-            dequantize(t, row, deq.data(), n);
+            const TwoRows tr(t, w, n);
+            const uint8_t* row = tr.second;
+            const std::vector<float>& deq = tr.deq;
             Q8Act a;
             quantize_act_q8(x.data(), n, a);
             double exact = 0, mag = 0, bound = 0;

@@ -30,10 +30,11 @@ void matmul(const Weight& W, const float* x, float* y, int64_t T) {
         if (acts.size() < size_t(T)) acts.resize(size_t(T));
         for (int64_t t = 0; t < T; ++t) quantize_act_q8(x + t * cols, cols, acts[size_t(t)]);
         const std::vector<Q8Act>& a = acts;
+        const Q8DotFn dot = q8_dot_kernel();  // chosen once per product, not per row
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const uint8_t* wr = W.row(r);
-            for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot_row_q8(W.type, wr, a[size_t(t)]);
+            for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot(W.type, wr, a[size_t(t)]);
         }
         return;
     }

@@ -737,14 +737,16 @@ CpuKernels cpu_kernels() {
 
 float dot_row_q8_ref(DType t, const void* row, const Q8Act& a) { return dot_q8_ref(t, row, a); }
 
-float dot_row_q8(DType t, const void* row, const Q8Act& a) {
+Q8DotFn q8_dot_kernel() {
     switch (cpu_kernels()) {
 #ifdef ELASTIC_X86
-        case CpuKernels::AvxVnni: return vnni::dot(t, row, a);
-        case CpuKernels::Avx2: return avx2::dot(t, row, a);
+        case CpuKernels::AvxVnni: return vnni::dot;
+        case CpuKernels::Avx2: return avx2::dot;
 #endif
-        default: return dot_q8_ref(t, row, a);
+        default: return dot_q8_ref;
     }
 }
+
+float dot_row_q8(DType t, const void* row, const Q8Act& a) { return q8_dot_kernel()(t, row, a); }
 
 }  // namespace elastic

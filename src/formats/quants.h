@@ -40,6 +40,9 @@ struct Q8Act {
 void quantize_act_q8(const float* x, int64_t n, Q8Act& a);  // n a multiple of 32
 bool q8_dot_supported(DType t);                               // Q8_0, Q4_0, Q4_1, Q4_K, Q6_K
 float dot_row_q8(DType t, const void* row, const Q8Act& a);   // the selected kernels (cpu_kernels())
+// dot_row_q8 of the kernel set selected now, to call per row without choosing again each time.
+using Q8DotFn = float (*)(DType t, const void* row, const Q8Act& a);
+Q8DotFn q8_dot_kernel();
 // The specification: plain integer loops, the same block formulas.
 float dot_row_q8_ref(DType t, const void* row, const Q8Act& a);
 

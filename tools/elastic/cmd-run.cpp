@@ -127,11 +127,12 @@ void run(const RunOptions& o) {
                  double(s.kv_bytes()) / (1 << 20), 100.0 * st.attention_seconds / std::max(st.prefill_seconds, 1e-9));
     if (g.reason == StopReason::Context)
         std::fprintf(stderr, "stopped after %zu tokens: the context of %lld tokens is full (--ctx)\n", out.size(), (long long)cap);
-    if (o.verbose)
-        std::fprintf(stderr, "backend %s%s%s | stopped: %s | logits hash %016llx (FNV-1a of every sampled step's logits)\n",
-                     backend->name(), std::string(backend->name()) == "cpu" ? ", decode kernels " : "",
-                     std::string(backend->name()) == "cpu" ? cpu_kernels_name(cpu_kernels()) : "", stop_reason_name(g.reason),
-                     (unsigned long long)hash);
+    if (o.verbose) {
+        const std::string kernels =
+            std::string(backend->name()) == "cpu" ? std::string(", decode kernels ") + cpu_kernels_name(cpu_kernels()) : "";
+        std::fprintf(stderr, "backend %s%s | stopped: %s | logits hash %016llx (FNV-1a of every sampled step's logits)\n",
+                     backend->name(), kernels.c_str(), stop_reason_name(g.reason), (unsigned long long)hash);
+    }
     if (!o.stats_json.empty()) {
         std::ofstream f(o.stats_json);
         if (!(f << st.to_json(true) << "\n")) fail("%s: cannot write", o.stats_json.c_str());
