@@ -20,7 +20,7 @@
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
 # SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
-# MODES (eval: which of full fa-ssa fa-xa), BIG (the random 8B model's directory).
+# MODES (eval: which of full fa-ssa fa-xa), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -88,7 +88,7 @@ train)
       t0=$SECONDS
       with_peak_mem "train-$cfg" "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
         --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
-        --lambda-init "${LAMBDA_INIT:-1}" --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --checkpoint-every 25 \
+        --lambda-init "${LAMBDA_INIT:-1}" ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --checkpoint-every 25 \
         ${RESUME:+--resume "$RES/ckpt-$cfg"} --log "$RES/train-$cfg.jsonl" -o "$RES/smollm2-$cfg.safetensors" \
         > "$RES/train-$cfg.out" 2>&1
       log "train $cfg rc=$? in $((SECONDS - t0)) s: $(tail -1 "$RES/train-$cfg.out")"
@@ -147,9 +147,16 @@ bigmodel)
   cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/ 2>/dev/null
   [ -f "$BIG/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$BIG" --force \
     > "$RES/bigmodel.out" 2>&1
-  "$E" data build --out "$RES/big-32k.jsonl" --tokens 32768 --min-seq 32768 --max-seq 32768 --seed 1 -m "$BIG" --force \
-    >> "$RES/bigmodel.out" 2>&1
-  log "bigmodel rc=$? in $((SECONDS - t0)) s"
+  # The GPU machine has no prose for `data build`: the 32K sample is built on the dev machine with
+  # `elastic data build --out .carry/big/big-32k.jsonl --tokens 32768 --min-seq 32768 --max-seq 32768
+  # --seed 1 -m <dir with the Qwen3 tokenizer>` and carried; built here only when it was not.
+  if [ -f .carry/big/big-32k.jsonl ]; then
+    cp .carry/big/big-32k.jsonl "$RES/big-32k.jsonl"
+  else
+    "$E" data build --out "$RES/big-32k.jsonl" --tokens 32768 --min-seq 32768 --max-seq 32768 --seed 1 -m "$BIG" --force \
+      >> "$RES/bigmodel.out" 2>&1
+  fi
+  log "bigmodel rc=$? in $((SECONDS - t0)) s: $(ls "$BIG" | wc -l) files, $(du -sh "$BIG" | cut -f1)"
   ;;
 big)
   # One step (batch 1, a 32K-token sample) of fa-ssa training at the paper's window on the random
