@@ -16,6 +16,7 @@ void add_random_model(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_data(CLI::App& app);  // cmd-data.cpp: router training mix
 void add_train_router(CLI::App& app);  // cmd-train.cpp
+void add_serve(CLI::App& app);         // cmd-serve.cpp
 void add_bench_attention(CLI::App* bench);  // cmd-bench-attention.cpp
 void add_eval_report(CLI::App* eval);      // cmd-eval-report.cpp
 // cmd-inspect-retrieval.cpp: per-head retrieval scores on NIAH samples, written for static:FILE.

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
     elastic::cli::add_eval(app);
     elastic::cli::add_data(app);
     elastic::cli::add_train_router(app);
+    elastic::cli::add_serve(app);
     if (argc > 1 && argv[1][0] != '-') {
         std::string names;
         bool known = false;
