@@ -60,6 +60,7 @@ test-tsan: setup model
 # ~20 min) and a minute of fuzzing per parser.
 test-long: test test-sanitize fuzz
 	@bash scripts/run-fuzzers.sh 60
+	@python3 tests/serve/load_test.py --elastic $(BIN) --clients 32 --seconds 60 --json build/serve-load-60s.json
 
 fuzz: setup
 	@cmake --preset fuzz >/dev/null

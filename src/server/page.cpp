@@ -40,7 +40,7 @@ function drawMap(el){
   const col = {F:'#1f3b73', S:'#9cc3e6', X:'#e3a33b'};
   for(let l=0;l<L;l++) for(let h=0;h<H;h++){g.fillStyle=col[rows[l][h]]||'#f00';g.fillRect(h*cell,l*cell,cell-(cell>3?1:0),cell-(cell>3?1:0));}
   c.dataset.rendered = String(L*H);
-  document.getElementById('mapinfo').textContent = `${el.attention}: ${L} layers x ${H} KV heads, ${el.heads_sparse} sparse / ${el.heads_full} full, Ω_MSR ${el.omega_msr.toFixed(3)}, KV cache ${(el.kv_bytes/1048576).toFixed(2)} MiB`;
+  document.getElementById('mapinfo').textContent = `${el.attention}: ${L} layers (rows, first at the top) x ${H} KV heads (columns), ${el.heads_sparse} sparse / ${el.heads_full} full, Ω_MSR ${el.omega_msr.toFixed(3)}, KV cache ${(el.kv_bytes/1048576).toFixed(2)} MiB`;
 }
 async function ask(text){
   history.push({role:'user', content:text}); add('user', text);

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "tokenizer/unicode-nfc.h"
 
 namespace elastic::server {
 
@@ -193,14 +194,14 @@ void Scheduler::finish(Seq& s, const std::string& reason) {
     // Text still held back (a partial stop string, or a partial character at the very end) goes out.
     if (s.emitted < s.text.size()) {
         JobEvent t;
-        t.text = s.text.substr(s.emitted);
+        t.text = utf8_lossy(std::string_view(s.text).substr(s.emitted));
         s.emitted = s.text.size();
         s.job->push(std::move(t));
     }
     JobResult res;
     res.prompt_tokens = int(s.job->req.prompt.size());
     res.completion_tokens = int(s.out.size());
-    res.text = s.text;
+    res.text = utf8_lossy(s.text);
     res.stats = s.s->stats();
     res.kv_bytes = s.s->kv_bytes();
     res.queue_seconds = s.queue_seconds;
@@ -238,7 +239,7 @@ bool Scheduler::step(Seq& s) {
         return false;
     }
     s.out.push_back(next);
-    s.text = tok_.decode(s.out, /*skip_special=*/true);
+    s.text = tok_.decode_bytes(s.out, /*skip_special=*/true);  // may end inside a character
     // Stop strings: the output ends before the first one found.
     size_t longest = 0;
     for (const std::string& st : r.stop) longest = std::max(longest, st.size());
@@ -269,7 +270,7 @@ bool Scheduler::step(Seq& s) {
     }
     if (end > s.emitted) {
         JobEvent t;
-        t.text = s.text.substr(s.emitted, end - s.emitted);
+        t.text = utf8_lossy(std::string_view(s.text).substr(s.emitted, end - s.emitted));
         s.emitted = end;
         s.job->push(std::move(t));
     }

@@ -43,7 +43,7 @@ public:
 
     // Raw bytes of the tokens, no UTF-8 repair: for streaming, where a character may be split
     // across tokens (decode() replaces invalid sequences with U+FFFD as HF does).
-    std::string decode_bytes(const std::vector<int32_t>& ids, bool skip_special = false) const;
+    std::string decode_bytes(const std::vector<int32_t>& ids, bool skip_special = false) const override;
 
 private:
     void encode_plain(std::string_view text, std::vector<int32_t>& out) const;

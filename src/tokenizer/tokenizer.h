@@ -35,6 +35,10 @@ public:
     // Bytes of the tokens joined (byte-level decoding); special tokens are written as their text
     // unless skip_special.
     virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
+    // The same bytes before invalid UTF-8 is replaced: a prefix of a longer output may end inside a
+    // character (a byte-level token holds part of it), which streaming output must hold back
+    // rather than print as U+FFFD.
+    virtual std::string decode_bytes(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
     virtual std::string token_text(int32_t id) const = 0;  // raw vocabulary string
     virtual int32_t vocab_size() const = 0;
     virtual int32_t token_id(std::string_view text) const = 0;  // -1 if absent

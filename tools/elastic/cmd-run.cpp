@@ -87,7 +87,8 @@ void run(const RunOptions& o) {
     std::vector<int32_t> out;
     std::string printed;
     auto print_new = [&](bool final) {
-        const std::string all = tok.decode(out, /*skip_special=*/true);
+        // Raw bytes: a partial character at the end is held back below, not printed as U+FFFD.
+        const std::string all = tok.decode_bytes(out, /*skip_special=*/true);
         size_t end = all.size();
         if (!final) {  // print only complete UTF-8: hold back a trailing partial sequence
             size_t k = end;
