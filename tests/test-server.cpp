@@ -1,24 +1,27 @@
-// `elastic serve` (src/server): the server runs in this process on a free loopback port over a tiny
-// random Qwen3 (real Qwen3 tokenizer and chat template from ../shared) with untrained routers, and
-// the tests talk to it over HTTP. The real model's turn is tests/serve/test_openai.py.
-#ifdef ELASTIC_HAVE_SERVER
+// `elastic serve` (src/server) and the batched decode under it (DecodeBatch). The server runs in
+// this process on a free loopback port over a tiny random Qwen3 (real Qwen3 tokenizer and chat
+// template from ../shared) with untrained routers, and the tests talk to it over HTTP. The real
+// model's turn is tests/serve/test_openai.py.
 #include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "attention/router.h"
 #include "model/random-model.h"
-#include "server/server.h"
 #include "test-helpers.h"
+#ifdef ELASTIC_HAVE_SERVER
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "server/server.h"
+#endif
 
 namespace elastic {
 namespace {
 
-using json = nlohmann::json;
 using test::source_path;
 
 // The tiny model and its router, made once for the whole suite.
@@ -52,6 +55,59 @@ Fixture& fixture() {
     }();
     return f;
 }
+
+// Stacked decode rows give each session exactly its single-row decode: same sampled ids and the
+// same logits bit for bit, for sessions at different positions, full and lean (fa-ssa, rings that
+// wrap) caches, on bf16 weights (fp32 dot products) and on Q4_1 (int8 dot products).
+TEST(DecodeBatch, EqualsSingleSessionDecodeBitForBit) {
+    Fixture& f = fixture();
+    const std::string q4 = f.dir + "/tiny-q4_1.gguf";
+    const std::string cmd = std::string(ELASTIC_BINARY_DIR) + "/bin/elastic convert " + f.dir + "/model " + q4 +
+                            " --type q4_1 --force > /dev/null 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    auto quant = Model::load(q4);
+    for (const Model* m : {f.model.get(), quant.get()}) {
+        auto be = make_cpu_backend(2);
+        Engine eng(*m, *be, f.router.get());
+        DecodeBatch batch(eng);
+        ASSERT_EQ(batch.max_rows(), 4);
+        for (const char* mode : {"full", "fa-ssa"}) {
+            AttentionSpec spec = AttentionSpec::parse(mode);
+            spec.win.sink = 4;
+            spec.win.local = 8;
+            const std::vector<int> lens = {5, 17, 30, 9};
+            std::vector<std::unique_ptr<Session>> alone, batched;
+            for (size_t i = 0; i < lens.size(); ++i) {
+                std::vector<int32_t> prompt;
+                for (int t = 0; t < lens[i]; ++t) prompt.push_back(int32_t((t * 7919 + int(i) * 104729) % 5000 + 10));
+                for (auto* set : {&alone, &batched}) {
+                    set->push_back(std::make_unique<Session>(eng, 128, spec));
+                    set->back()->forward(prompt.data(), int64_t(prompt.size()));
+                }
+            }
+            Sampler greedy(SamplerParams{});
+            for (int step = 0; step < 12; ++step) {
+                std::vector<Session*> ss;
+                std::vector<int32_t> ids;
+                for (size_t i = 0; i < lens.size(); ++i) {
+                    const int32_t a = alone[i]->sample_next(greedy), b = batched[i]->sample_next(greedy);
+                    ASSERT_EQ(a, b) << m->path << " " << mode << " session " << i << " step " << step;
+                    ASSERT_EQ(std::memcmp(alone[i]->last_logits().data(), batched[i]->last_logits().data(),
+                                          alone[i]->last_logits().size() * sizeof(float)),
+                              0)
+                        << m->path << " " << mode << " session " << i << " step " << step;
+                    alone[i]->forward(&a, 1);
+                    ss.push_back(batched[i].get());
+                    ids.push_back(b);
+                }
+                batch.run(ss, ids.data());
+            }
+        }
+    }
+}
+
+#ifdef ELASTIC_HAVE_SERVER
+using json = nlohmann::json;
 
 // A server on a free port, serving from a thread for the life of the object.
 struct Running {
@@ -335,6 +391,7 @@ TEST(Serve, ShutdownDrainsInFlight) {
     r->th = std::thread([] {});
 }
 
+#endif  // ELASTIC_HAVE_SERVER
+
 }  // namespace
 }  // namespace elastic
-#endif  // ELASTIC_HAVE_SERVER

@@ -40,6 +40,9 @@ const float* V_of(const Backend::Vector& v) { return static_cast<const CpuVector
 
 class CpuBackend : public Backend {
 public:
+    // Up to kMatvecMaxT rows every product is one dot per (weight row, token), the same code for
+    // any row count: stacked decode rows get their single-row results bit for bit.
+    int max_stable_decode_rows() const override { return int(cpu::kMatvecMaxT); }
     explicit CpuBackend(int threads) {
         openblas_set_num_threads(1);
         // More threads than the machine has only oversubscribes it (and tens of thousands exhaust

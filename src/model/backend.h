@@ -45,6 +45,9 @@ public:
     virtual const char* name() const = 0;
     // Type of q, k, v and the attention output (see the file comment).
     virtual DType attn_type() const { return DType::F32; }
+    // Most decode rows one call may stack (DecodeBatch) while each row's result stays bit-identical
+    // to a call with that row alone: the GEMMs must not change their arithmetic with the row count.
+    virtual int max_stable_decode_rows() const { return 1; }
 
     // --- Memory ---
     virtual Buf alloc(size_t n, DType t) = 0;  // n elements, uninitialised

@@ -4,52 +4,85 @@
 // and decode it. The attention step records its own statistics (AttentionStats).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "model/model.h"
 
 namespace elastic {
 
+namespace {
+
+// The rows one layer works on: x (residual stream, f32), h, q, k, v, att and the FFN chunk buffers.
+struct Rows {
+    Buf x, h, q, k, v, att, gate, up;
+};
+
+// The layer function: one transformer layer over n rows. `attend` turns q, k, v into att (the
+// prefill's hybrid attention, or decode against the KV caches); everything else is per row.
+template <class Attend, class Hook>
+void layer_rows(const Engine& e, int l, const Rows& b, int64_t n, int64_t chunk, Attend&& attend, Hook&& hook) {
+    const ModelConfig& c = e.model.config;
+    Backend& be = e.backend;
+    const Engine::Layer& L = e.layers[size_t(l)];
+    const int64_t D = c.d_model, hd = c.head_dim;
+    be.rms_norm(b.x, *L.attn_norm, b.h, n, D, c.rms_eps);
+    be.matmul(*L.wq, b.h, b.q, n);  // q [n, n_head, hd]
+    be.matmul(*L.wk, b.h, b.k, n);  // k [n, n_kv_head, hd]
+    be.matmul(*L.wv, b.h, b.v, n);  // v [n, n_kv_head, hd]
+    if (c.qk_norm) {
+        be.rms_norm(b.q, *L.q_norm, b.q, n * c.n_head, hd, c.rms_eps);
+        be.rms_norm(b.k, *L.k_norm, b.k, n * c.n_kv_head, hd, c.rms_eps);
+    }
+    attend();  // att [n, n_head, hd]
+    hook("attn_out", b.att, int64_t(c.n_head) * hd);
+    be.matmul(*L.wo, b.att, b.h, n);  // h [n, D]
+    be.add(b.x, b.h, n * D);
+    for (int64_t r = 0; r < n; r += chunk) {  // FFN in chunks of rows
+        const int64_t m = std::min(chunk, n - r);
+        const Buf xr = b.x.at(r * D), hr = b.h.at(r * D);
+        be.rms_norm(xr, *L.ffn_norm, hr, m, D, c.rms_eps);
+        be.matmul(*L.w_gate, hr, b.gate, m);  // [m, d_ff]
+        be.matmul(*L.w_up, hr, b.up, m);
+        be.swiglu(b.gate, b.up, b.gate, m * c.d_ff);
+        be.matmul(*L.w_down, b.gate, hr, m);
+        be.add(xr, hr, m * D);
+    }
+    hook("layer_out", b.x, D);
+}
+
+// Decode attention: row t (at position pos[t]) joins the cache caches[t] and attends to it. The
+// rows of one sequence share a cache; a DecodeBatch gives each row its own sequence's.
+void decode_rows(const Engine& e, const Rows& b, int64_t n, const int32_t* pos, Backend::LayerCache* const* caches) {
+    const ModelConfig& c = e.model.config;
+    Backend& be = e.backend;
+    const int H = c.n_kv_head, hd = c.head_dim;
+    const int64_t qd = int64_t(c.n_head) * hd, kvd = int64_t(H) * hd;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    be.rope(b.q, n, c.n_head, hd, pos, *e.inv_freq);
+    be.rope(b.k, n, H, hd, pos, *e.inv_freq);
+    for (int64_t t = 0; t < n; ++t) {
+        be.cache_append(*caches[t], b.k.at(t * kvd), b.v.at(t * kvd), pos[t]);
+        be.attn_decode(b.q.at(t * qd), *caches[t], pos[t], b.att.at(t * qd), c.n_head, scale);
+    }
+}
+
+}  // namespace
+
 void Session::layer(int l, int64_t n, const int32_t* pos) {
-    const Engine::Layer& L = e_.layers[size_t(l)];
-    const int64_t D = c_.d_model, hd = c_.head_dim;
-    be_.rms_norm(x_, *L.attn_norm, h_, n, D, c_.rms_eps);
-    be_.matmul(*L.wq, h_, q_, n);  // q [n, n_head, hd]
-    be_.matmul(*L.wk, h_, k_, n);  // k [n, n_kv_head, hd]
-    be_.matmul(*L.wv, h_, v_, n);  // v [n, n_kv_head, hd]
-    if (c_.qk_norm) {
-        be_.rms_norm(q_, *L.q_norm, q_, n * c_.n_head, hd, c_.rms_eps);
-        be_.rms_norm(k_, *L.k_norm, k_, n * c_.n_kv_head, hd, c_.rms_eps);
-    }
-    attention(l, n, pos);  // att [n, n_head, hd]
-    if (hook_) hook_(l, "attn_out", att_, n, int64_t(c_.n_head) * hd);
-    be_.matmul(*L.wo, att_, h_, n);  // h [n, D]
-    be_.add(x_, h_, n * D);
-    for (int64_t r = 0; r < n; r += chunk_) {  // FFN in chunks of rows
-        const int64_t m = std::min(chunk_, n - r);
-        const Buf xr = x_.at(r * D), hr = h_.at(r * D);
-        be_.rms_norm(xr, *L.ffn_norm, hr, m, D, c_.rms_eps);
-        be_.matmul(*L.w_gate, hr, gate_, m);  // [m, d_ff]
-        be_.matmul(*L.w_up, hr, up_, m);
-        be_.swiglu(gate_, up_, gate_, m * c_.d_ff);
-        be_.matmul(*L.w_down, gate_, hr, m);
-        be_.add(xr, hr, m * D);
-    }
-    if (hook_) hook_(l, "layer_out", x_, n, D);
+    const Rows b{x_, h_, q_, k_, v_, att_, gate_, up_};
+    layer_rows(e_, l, b, n, chunk_, [&] { attention(l, n, pos); },
+               [&](const char* name, Buf buf, int64_t width) {
+                   if (hook_) hook_(l, name, buf, n, width);
+               });
 }
 
 void Session::attention(int l, int64_t n, const int32_t* pos) {
     const int H = c_.n_kv_head, hd = c_.head_dim;
-    const int64_t qd = int64_t(c_.n_head) * hd, kvd = int64_t(H) * hd;
     const float scale = 1.0f / std::sqrt(float(hd));
     if (pos_ > 0) {  // decode: each new token joins the cache, then attends to it
-        be_.rope(q_, n, c_.n_head, hd, pos, *e_.inv_freq);
-        be_.rope(k_, n, H, hd, pos, *e_.inv_freq);
-        Backend::LayerCache& cache = *caches_[size_t(l)];
-        for (int64_t t = 0; t < n; ++t) {
-            be_.cache_append(cache, k_.at(t * kvd), v_.at(t * kvd), pos[t]);
-            be_.attn_decode(q_.at(t * qd), cache, pos[t], att_.at(t * qd), c_.n_head, scale);
-        }
+        const std::vector<Backend::LayerCache*> caches(size_t(n), caches_[size_t(l)].get());
+        decode_rows(e_, Rows{x_, h_, q_, k_, v_, att_, gate_, up_}, n, pos, caches.data());
         return;
     }
     // Prefill. The router reads the pre-RoPE keys (DESIGN.md §1.1).
@@ -87,6 +120,64 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
     caches_.push_back(be_.new_layer_cache(plan, spec_.win, cap_, H, hd));
     be_.cache_store_prefill(*caches_.back(), k_, v_, n);
     stats_.record_layer(plan, spec_, n, routed ? decision.prob_fa : std::vector<float>{});
+}
+
+DecodeBatch::DecodeBatch(const Engine& engine)
+    : e_(engine), max_rows_(std::max(1, engine.backend.max_stable_decode_rows())) {}
+
+DecodeBatch::~DecodeBatch() {
+    for (Buf b : {x_, h_, q_, k_, v_, att_, gate_, up_, logits_})
+        if (b) e_.backend.release(b);
+}
+
+void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
+    const int64_t n = int64_t(ss.size());
+    if (n == 0) return;
+    if (n > max_rows_) fail("DecodeBatch: %lld sessions, more than %d", (long long)n, max_rows_);
+    const ModelConfig& c = e_.model.config;
+    Backend& be = e_.backend;
+    for (int64_t i = 0; i < n; ++i) {
+        const Session& s = *ss[size_t(i)];
+        if (&s.e_ != &e_) fail("DecodeBatch: a session of another engine");
+        if (s.pos_ == 0) fail("DecodeBatch: a session has not been prefilled");
+        if (s.pos_ + 1 > s.cap_) fail("%lld tokens exceed the session's context of %lld", (long long)(s.pos_ + 1), (long long)s.cap_);
+        if (ids[i] < 0 || ids[i] >= c.vocab) fail("token id %d is outside the vocabulary (%d)", ids[i], c.vocab);
+    }
+    if (n > rows_) {
+        for (Buf* b : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_})
+            if (*b) be.release(*b);
+        const int64_t qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_kv_head) * c.head_dim;
+        const DType at = be.attn_type();
+        const int64_t m = max_rows_;  // sized once for the largest batch
+        x_ = be.alloc(size_t(m * c.d_model), DType::F32);
+        h_ = be.alloc(size_t(m * c.d_model), DType::F32);
+        q_ = be.alloc(size_t(m * qd), at);
+        att_ = be.alloc(size_t(m * qd), at);
+        k_ = be.alloc(size_t(m * kvd), at);
+        v_ = be.alloc(size_t(m * kvd), at);
+        gate_ = be.alloc(size_t(m * c.d_ff), DType::F32);
+        up_ = be.alloc(size_t(m * c.d_ff), DType::F32);
+        logits_ = be.alloc(size_t(m * c.vocab), DType::F32);
+        rows_ = m;
+    }
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(ss[size_t(i)]->pos_);
+    const Rows b{x_, h_, q_, k_, v_, att_, gate_, up_};
+    be.embedding(*e_.tok_embd, ids, n, x_);
+    std::vector<Backend::LayerCache*> caches(static_cast<size_t>(n));
+    for (int l = 0; l < c.n_layer; ++l) {
+        for (int64_t i = 0; i < n; ++i) caches[size_t(i)] = ss[size_t(i)]->caches_[size_t(l)].get();
+        layer_rows(e_, l, b, n, n, [&] { decode_rows(e_, b, n, pos.data(), caches.data()); },
+                   [](const char*, Buf, int64_t) {});
+    }
+    be.rms_norm(x_, *e_.out_norm, h_, n, c.d_model, c.rms_eps);
+    be.matmul(*e_.output, h_, logits_, n);
+    for (int64_t i = 0; i < n; ++i) {
+        Session& s = *ss[size_t(i)];
+        s.pos_ += 1;
+        s.sample_logits_ = logits_.at(i * c.vocab);
+        if (s.host_logits_) be.download(s.last_logits_.data(), s.sample_logits_, size_t(c.vocab));
+    }
 }
 
 }  // namespace elastic

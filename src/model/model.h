@@ -102,6 +102,7 @@ public:
     void set_layer_hook(LayerHook fn) { hook_ = std::move(fn); }
 
 private:
+    friend class DecodeBatch;
     void layer(int l, int64_t n, const int32_t* pos);
     void attention(int l, int64_t n, const int32_t* pos);
     void ensure_scratch(int64_t rows);
@@ -121,12 +122,37 @@ private:
     LayerHook hook_;
     bool host_logits_ = true;
     int64_t last_row_ = 0;  // row of logits_ that holds the last position's logits
+    Buf sample_logits_;     // where the last position's logits are (logits_ or a DecodeBatch's rows)
     std::vector<std::pair<float, int32_t>> cand_;
     // Scratch: rows of the current call (x, h: f32; q, k, v, att: attention type), FFN chunk rows
     // (gate, up) and logits rows.
     int64_t rows_ = 0;
     Buf x_, h_, q_, k_, v_, att_, gate_, up_, logits_;
     std::vector<float> last_logits_;
+};
+
+// One decode token for each of several sessions of one Engine, their rows stacked through every
+// GEMM (each weight row is read once for all of them) and each attending to its own KV cache: the
+// decode step of a continuous-batching server. With at most Backend::max_stable_decode_rows()
+// sessions a call gives every session exactly what forward(&id, 1) would (same bits), so batching
+// never changes a request's output. The scratch buffers live here, sized for the largest call.
+class DecodeBatch {
+public:
+    explicit DecodeBatch(const Engine& engine);
+    ~DecodeBatch();
+    DecodeBatch(const DecodeBatch&) = delete;
+    DecodeBatch& operator=(const DecodeBatch&) = delete;
+    int max_rows() const { return max_rows_; }
+    // ids[i] is appended to ss[i]; every session must be past its prefill, with room for one more
+    // token, and ss.size() <= max_rows(). Afterwards each session's sample_next() and
+    // last_logits() (when it keeps host logits) see its new logits.
+    void run(const std::vector<Session*>& ss, const int32_t* ids);
+
+private:
+    const Engine& e_;
+    int max_rows_;
+    int64_t rows_ = 0;
+    Buf x_, h_, q_, k_, v_, att_, gate_, up_, logits_;
 };
 
 // Peak resident memory of this process in bytes (from getrusage).

@@ -98,6 +98,7 @@ void Session::logits_of(int64_t n, bool all_logits, const LogitsFn& on_logits) {
         be_.rms_norm(x_.at((n - 1) * D), *e_.out_norm, h_, 1, D, c_.rms_eps);
         be_.matmul(*e_.output, h_, logits_, 1);
         last_row_ = 0;
+        sample_logits_ = logits_;
         if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c_.vocab));
         if (on_logits) on_logits(n - 1, last_logits_.data());
         return;
@@ -113,6 +114,7 @@ void Session::logits_of(int64_t n, bool all_logits, const LogitsFn& on_logits) {
         if (r + nr == n) {
             std::copy(host.begin() + (nr - 1) * c_.vocab, host.begin() + nr * c_.vocab, last_logits_.begin());
             last_row_ = nr - 1;
+            sample_logits_ = logits_.at(last_row_ * c_.vocab);
         }
     }
 }
@@ -124,7 +126,7 @@ int32_t Session::sample_next(Sampler& sampler, int32_t limit, const std::vector<
     const int extra = int(banned.size());
     if (sampler.uses_candidates(Backend::kMaxCandidates - extra)) {
         const int want = std::min(sampler.candidates_needed() + extra, int(limit));
-        be_.top_candidates(logits_.at(last_row_ * vocab), limit, want, cand_);
+        be_.top_candidates(sample_logits_, limit, want, cand_);
         if (extra)
             cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
                                        [&](const auto& c) {
@@ -135,7 +137,7 @@ int32_t Session::sample_next(Sampler& sampler, int32_t limit, const std::vector<
         if (cand_.empty()) fail("sample_next: every candidate is banned");
         return sampler.sample_candidates(cand_);
     }
-    if (!host_logits_) be_.download(last_logits_.data(), logits_.at(last_row_ * vocab), size_t(vocab));
+    if (!host_logits_) be_.download(last_logits_.data(), sample_logits_, size_t(vocab));
     if (!extra) return sampler.sample(last_logits_.data(), limit);
     std::vector<float> masked(last_logits_.begin(), last_logits_.begin() + limit);
     for (int32_t id : banned)

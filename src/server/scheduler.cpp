@@ -63,10 +63,12 @@ struct Scheduler::Seq {
     std::string text;    // decoded output
     bool prefilled = false, done = false;
     double queue_seconds = 0, ttft = -1;
+    int32_t next = -1;  // the sampled token the next batched decode appends
     explicit Seq(std::shared_ptr<Job> j) : job(std::move(j)), sampler(job->req.sampling) {}
 };
 
-Scheduler::Scheduler(const Engine& engine, SchedulerOptions o) : e_(engine), tok_(engine.model.tok()), o_(o) {
+Scheduler::Scheduler(const Engine& engine, SchedulerOptions o)
+    : e_(engine), tok_(engine.model.tok()), o_(o), batch_(engine) {
     if (o_.parallel < 1) fail("serve: --parallel must be >= 1");
     if (o_.queue < 0) fail("serve: --queue must be >= 0");
     thread_ = std::thread([this] { loop(); });
@@ -278,20 +280,40 @@ bool Scheduler::step(Seq& s) {
         finish(s, "length");
         return false;
     }
-    s.s->forward(&next, 1);
+    s.next = next;  // fed back by the round's batched decode
     return true;
 }
 
 void Scheduler::decode_round(std::vector<std::unique_ptr<Seq>>& running, const Seq* skip) {
     const auto t0 = clock::now();
+    // Every running sequence samples its next token, then those that go on decode it together:
+    // batches of up to the backend's stable row count, so a request's output is what it gets alone.
+    std::vector<Seq*> go;
     for (auto& sp : running) {
         Seq& s = *sp;
         if (&s == skip || s.done || !s.prefilled) continue;
         try {
-            step(s);
+            if (step(s)) go.push_back(&s);
         } catch (const std::exception& ex) {
             s.done = true;
             fail_job(s.job, ex.what(), 500);
+        }
+    }
+    const size_t rows = size_t(batch_.max_rows());
+    for (size_t i = 0; i < go.size(); i += rows) {
+        std::vector<Session*> ss;
+        std::vector<int32_t> ids;
+        for (size_t k = i; k < std::min(go.size(), i + rows); ++k) {
+            ss.push_back(go[k]->s.get());
+            ids.push_back(go[k]->next);
+        }
+        try {
+            batch_.run(ss, ids.data());
+        } catch (const std::exception& ex) {
+            for (size_t k = i; k < std::min(go.size(), i + rows); ++k) {
+                go[k]->done = true;
+                fail_job(go[k]->job, ex.what(), 500);
+            }
         }
     }
     std::lock_guard<std::mutex> lk(mu_);

@@ -1,6 +1,7 @@
 // The serving loop behind `elastic serve`: one model thread runs every admitted request's Session,
 // one decode token per running sequence per round (continuous batching: sequences join and leave
-// between rounds). A new request's prefill runs whole — the router decides on the whole prompt,
+// between rounds), their rows stacked through the GEMMs (DecodeBatch) in groups the backend keeps
+// bit-identical to single-row decode. A new request's prefill runs whole — the router decides on the whole prompt,
 // so the prompt is not cut into token chunks — but it yields after each layer to decode rounds of
 // the running sequences, which keep streaming while a long prompt is read. No HTTP here: the server
 // (server.h) submits Jobs and reads their events.
@@ -108,7 +109,7 @@ private:
     void admit(std::vector<std::unique_ptr<Seq>>& running);
     void prefill(Seq& s, std::vector<std::unique_ptr<Seq>>& running);
     void decode_round(std::vector<std::unique_ptr<Seq>>& running, const Seq* skip);
-    bool step(Seq& s);  // sample, emit, feed back; false when the sequence is done
+    bool step(Seq& s);  // sample and emit; true when the sequence goes on (its token is then decoded)
     void finish(Seq& s, const std::string& reason);
     void fail_job(const std::shared_ptr<Job>& job, const std::string& msg, int status);
 
@@ -121,6 +122,7 @@ private:
     bool stopping_ = false;
     int64_t running_ = 0;
     SchedulerStats stats_;
+    DecodeBatch batch_;  // the decode rounds' stacked rows (model thread only)
     std::thread thread_;
 };
 
