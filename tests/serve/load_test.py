@@ -185,6 +185,7 @@ with Server(elastic, ["--parallel", "4", "--queue", "64", "--max-tokens", "64"])
         "unexpected_count": len(unexpected),
         "rss_mib": {"first": rss[0][1] / 1024 if rss else 0, "after_warmup": warm[0] / 1024 if warm else 0,
                     "max_after_warmup": max(warm) / 1024 if warm else 0, "last": warm[-1] / 1024 if warm else 0},
+        "rss_mib_every_5s": [round(kib / 1024, 1) for t, kib in rss[::10]],
         "completion_tokens": next((float(l.split()[1]) for l in metrics.splitlines()
                                    if l.startswith("elastic_completion_tokens_total ")), 0),
     }

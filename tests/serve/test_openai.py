@@ -83,4 +83,26 @@ with Server(elastic, ["--api-key", "k-123"]) as s:
         check(e.status_code == 401, "a wrong API key: AuthenticationError")
     good = openai.OpenAI(base_url=s.url + "/v1", api_key="k-123", max_retries=0)
     check(len(good.models.list().data) == 1, "the right API key is accepted")
+# SIGTERM drains: a request in flight finishes, then the process exits 0.
+import json, signal, threading, time, urllib.request  # noqa: E401,E402
+with Server(elastic, ["--drain", "60"]) as s:
+    result = {}
+
+    def inflight():
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        r = c.completions.create(model="m", prompt="Once upon a time", temperature=0, max_tokens=40)
+        result["text"], result["reason"] = r.choices[0].text, r.choices[0].finish_reason
+
+    t = threading.Thread(target=inflight)
+    t.start()
+    deadline = time.time() + 60
+    while json.loads(s.get("/health")[1])["running"] == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(120)
+    code = s.proc.wait(120)
+    s.log.seek(0)
+    check(result.get("text") and result.get("reason") in ("length", "stop"),
+          "SIGTERM: the request in flight completed (%s)" % result.get("reason"))
+    check(code == 0 and "draining" in s.log.read(), "SIGTERM: the server drained and exited 0")
 print("test_openai: all passed")

@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <thread>
 
@@ -34,13 +36,23 @@ struct ServeOptions {
 };
 
 #ifdef ELASTIC_HAVE_SERVER
+int g_signal_pipe[2] = {-1, -1};
+volatile sig_atomic_t g_signals = 0;
+extern "C" void on_signal(int sig) {
+    if (g_signals++ > 0) _exit(128 + sig);  // a second Ctrl-C does not wait for the drain
+    const unsigned char b = static_cast<unsigned char>(sig);
+    (void)!write(g_signal_pipe[1], &b, 1);  // async-signal-safe
+}
+
 void serve(const ServeOptions& o) {
-    // Signals go to one waiting thread: block them before any other thread (HTTP, OpenMP) exists.
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+    // SIGINT / SIGTERM: the handler only writes the signal's number to a pipe that a waiting thread
+    // reads (any thread may take the signal: OpenBLAS starts its threads before main).
+    if (pipe(g_signal_pipe) != 0) fail("serve: pipe: %s", std::strerror(errno));
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);  // a client that leaves must not end the server
 
     std::fprintf(stderr, "elastic serve: loading %s\n", o.model.c_str());
@@ -79,14 +91,19 @@ void serve(const ServeOptions& o) {
                  o.parallel, o.queue, (long long)(o.ctx > 0 ? o.ctx : model->config.max_ctx));
     std::fflush(stderr);
     std::thread waiter([&] {
-        int sig = 0;
-        sigwait(&sigs, &sig);
+        unsigned char sig = 0;
+        while (read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+        }
+        if (sig == 0) return;  // run() ended on its own
         std::fprintf(stderr, "elastic serve: %s: draining the requests in flight (up to %.0f s)\n",
                      sig == SIGINT ? "SIGINT" : "SIGTERM", o.drain);
         srv.shutdown(o.drain);
     });
     srv.run();
-    if (!srv.draining()) kill(getpid(), SIGTERM);  // run() ended on its own: release the waiter
+    if (!srv.draining()) {  // run() ended on its own: release the waiter
+        const unsigned char zero = 0;
+        (void)!write(g_signal_pipe[1], &zero, 1);
+    }
     waiter.join();
     std::fprintf(stderr, "elastic serve: stopped\n");
 }
