@@ -4,6 +4,8 @@
 // bit-exact resume, and data-line errors.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include "attention/router.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "dist/comm.h"
 #include "test-helpers.h"
 #include "train/backward.h"
 #include "train/router-init.h"
@@ -330,6 +333,73 @@ void check_resume_bit_exact(bool gumbel, int n_out) {
     std::filesystem::remove_all(dir);
 }
 
+// Data parallel (issue 14) with the in-process communicator: N ranks, each with its own backend
+// and engine on one model, each computing its share of every batch, give one rank's result on the
+// same global batch up to the order of the gradient sums: routers within 1e-5, λ and the logged Ω,
+// losses and token counts exactly (they are summed per slot, in slot order). Batch 5 over 2 and 3
+// ranks: uneven shares; Gumbel noise keyed by the global slot.
+TEST(TrainerRun, DataParallelMatchesOneRank) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const std::vector<TrainSample> data = synthetic_data(m->config.vocab, 7, 5);
+    train::TrainerOptions o;
+    o.step.win.sink = 4;
+    o.step.win.local = 8;
+    o.steps = 4;
+    o.batch = 5;
+    o.lr = 1e-2;
+    o.lambda_init = 0.5;
+    o.lambda_lr = 0.05;
+    o.seed = 21;
+    o.gumbel = true;
+    const std::vector<RouterLayer> init = train::router_init(m->config.n_layer, m->config.head_dim, 3);
+    train::TrainState one = train::init_state(init, o, data.size());
+    std::vector<train::StepLog> logs1;
+    train::LoopOptions lo1;
+    lo1.on_step = [&](const train::StepLog& l) { logs1.push_back(l); };
+    train::train_loop(*ce.engine, data, o, lo1, one);
+    for (int ranks : {2, 3}) {
+        SCOPED_TRACE(testing::Message() << ranks << " ranks");
+        dist::LocalGroup group(ranks);
+        std::vector<train::TrainState> states(size_t(ranks), train::init_state(init, o, data.size()));
+        std::vector<std::vector<train::StepLog>> logs(static_cast<size_t>(ranks));
+        std::vector<std::thread> th;
+        for (int r = 0; r < ranks; ++r)
+            th.emplace_back([&, r] {
+                auto comm = group.rank(r);
+                auto be = make_cpu_backend(1);
+                Engine eng(*m, *be);
+                train::TrainerOptions ro = o;
+                ro.comm = comm.get();
+                train::LoopOptions lo;
+                lo.on_step = [&](const train::StepLog& l) { logs[size_t(r)].push_back(l); };
+                train::train_loop(eng, data, ro, lo, states[size_t(r)]);
+            });
+        for (auto& t : th) t.join();
+        for (int r = 0; r < ranks; ++r) {
+            const train::TrainState& st = states[size_t(r)];
+            ASSERT_EQ(st.step, one.step);
+            for (size_t l = 0; l < init.size(); ++l) {
+                auto A = tensors_of(one.routers[l]), B = tensors_of(const_cast<RouterLayer&>(st.routers[l]));
+                for (size_t i = 0; i < A.size(); ++i)
+                    for (size_t e = 0; e < A[i]->size(); ++e)
+                        ASSERT_NEAR((*B[i])[e], (*A[i])[e], 1e-5) << "rank " << r << " layer " << l << " tensor " << i;
+            }
+            for (int k = 0; k < train::kCategories; ++k) {
+                EXPECT_NEAR(st.lambda1[k], one.lambda1[k], 1e-12);
+                EXPECT_NEAR(st.lambda2[k], one.lambda2[k], 1e-12);
+            }
+            ASSERT_EQ(logs[size_t(r)].size(), logs1.size());
+            for (size_t k = 0; k < logs1.size(); ++k) {
+                EXPECT_EQ(logs[size_t(r)][k].tokens, logs1[k].tokens);
+                EXPECT_NEAR(logs[size_t(r)][k].lm_loss, logs1[k].lm_loss, 1e-9);
+                EXPECT_NEAR(logs[size_t(r)][k].grad_norm, logs1[k].grad_norm, 1e-5 * (1 + logs1[k].grad_norm));
+                for (int c = 0; c < train::kCategories; ++c) EXPECT_EQ(logs[size_t(r)][k].count[c], logs1[k].count[c]);
+            }
+        }
+    }
+}
+
 TEST(TrainerRun, ResumeIsBitExact) { check_resume_bit_exact(false, 2); }
 TEST(TrainerRun, GumbelResumeIsBitExact) {
     check_resume_bit_exact(true, 2);
@@ -484,6 +554,69 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
     const std::string err = slurp(dir + "/err4");
     EXPECT_NE(err.find("data.jsonl:5: missing field 'answer'"), std::string::npos) << err;
     std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace elastic
+
+namespace elastic {
+namespace {
+
+// `train-router --ranks N` (data parallel in one process, one backend per rank): the same losses,
+// Ω and λ as one rank, step by step, on a tiny random Qwen3 with the real tokenizer; a process
+// that a launcher started as one rank of several is told what is missing, in one line.
+TEST(TrainerCli, RanksMatchOneRank) {
+    const std::string d = temp_dir();
+    ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +
+                              " -o " + d + "/m",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    ASSERT_EQ(run_elastic("data build --out " + d + "/data.jsonl --tokens 6000 --max-seq 384 --min-seq 128 --seed 0 -m " + d + "/m",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    std::vector<std::vector<nlohmann::json>> logs;
+    for (int ranks : {1, 3}) {
+        const std::string log = d + "/log-" + std::to_string(ranks) + ".jsonl";
+        ASSERT_EQ(run_elastic("train-router -m " + d + "/m --data " + d + "/data.jsonl --config fa-ssa --steps 3 --batch 5 " +
+                                  "--max-seq 384 --sink 4 --local 16 --gumbel --lambda-init 0.5 --ranks " + std::to_string(ranks) +
+                                  " -t 1 -o " + d + "/r.safetensors --log " + log,
+                              d + "/err"),
+                  0)
+            << slurp(d + "/err");
+        std::ifstream f(log);
+        std::vector<nlohmann::json> lines;
+        for (std::string line; std::getline(f, line);) lines.push_back(nlohmann::json::parse(line));
+        logs.push_back(lines);
+    }
+    ASSERT_EQ(logs[0].size(), 3u);
+    ASSERT_EQ(logs[1].size(), 3u);
+    for (size_t k = 0; k < 3; ++k) {
+        for (const char* key : {"lm_loss", "reg_loss", "tokens"}) EXPECT_EQ(logs[1][k][key], logs[0][k][key]) << key << " step " << k + 1;
+        for (const char* key : {"omega", "lambda1", "lambda2"})
+            for (const char* cat : {"sensitive", "robust"})
+                EXPECT_NEAR(logs[1][k][key][cat].get<double>(), logs[0][k][key][cat].get<double>(), 1e-12) << key << " step " << k + 1;
+        EXPECT_NEAR(logs[1][k]["grad_norm"].get<double>(), logs[0][k]["grad_norm"].get<double>(), 1e-6);
+    }
+    EXPECT_EQ(run_elastic("train-router -m " + d + "/m --data " + d + "/data.jsonl --steps 1 -o " + d + "/x.safetensors --ranks 2 --batch 1",
+                          d + "/err"),
+              1);
+    EXPECT_NE(slurp(d + "/err").find("--ranks must be between 1 and --batch"), std::string::npos) << slurp(d + "/err");
+    EXPECT_EQ(run_elastic("train-router -m " + d + "/m --data " + d + "/data.jsonl --steps 1 -o " + d + "/x.safetensors",
+                          d + "/err2"),
+              0);  // (no launcher variables here: one rank)
+    setenv("RANK", "1", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    EXPECT_EQ(run_elastic("train-router -m " + d + "/m --data " + d + "/data.jsonl --steps 1 -o " + d + "/x.safetensors",
+                          d + "/err2"),
+              1);
+    unsetenv("RANK");
+    unsetenv("WORLD_SIZE");
+    const std::string e2 = slurp(d + "/err2");
+    EXPECT_NE(e2.find("rank 1 of 2 (torchrun)"), std::string::npos) << e2;
+    EXPECT_EQ(std::count(e2.begin(), e2.end(), '\n'), 1) << e2;
+    std::filesystem::remove_all(d);
 }
 
 }  // namespace

@@ -183,22 +183,51 @@ StepLog train_step_batch(const Engine& engine, const std::vector<TrainSample>& d
     StepOptions so = o.step;
     so.tau = float(temperature(o, st.step));
     log.tau = so.tau;
-    double dl1[kCategories] = {0, 0}, dl2[kCategories] = {0, 0};
+    // Per batch slot: what the step reports (filled by the slot's rank, summed over ranks, then
+    // folded in slot order, so the log is the same for any number of ranks).
+    enum { kLm, kReg, kOmega, kCat, kTokens, kDl1, kDl2, kSlotFields };
+    const int ranks = o.comm ? o.comm->size() : 1, me = o.comm ? o.comm->rank() : 0;
+    std::vector<double> slot(size_t(o.batch) * kSlotFields, 0.0);
     for (int b = 0; b < o.batch; ++b) {
-        const TrainSample& s = data[next_sample(st, data.size())];
+        const TrainSample& s = data[next_sample(st, data.size())];  // every rank walks the same order
+        if (b % ranks != me) continue;
         const int c = s.category;
         // Noise keyed by (seed, step, slot in the batch): never 0, reproducible across a resume.
         so.noise_key = o.gumbel ? (o.seed * 0x9E3779B97F4A7C15ull) ^ (uint64_t(st.step) << 20) ^ uint64_t(b) ^ 1ull : 0;
         if (o.gumbel && so.noise_key == 0) so.noise_key = 1;
         const StepResult r = train_step(engine, st.routers, s, st.lambda1[c], st.lambda2[c], o.target[c], so, grads);
-        log.lm_loss += r.lm_loss / o.batch;
-        log.reg_loss += r.reg_loss / o.batch;
-        log.omega[c] += r.omega;
-        st.last_omega[c] = r.omega;
+        double* v = slot.data() + size_t(b) * kSlotFields;
+        v[kLm] = r.lm_loss;
+        v[kReg] = r.reg_loss;
+        v[kOmega] = r.omega;
+        v[kCat] = c;
+        v[kTokens] = double(s.tokens.size());
+        v[kDl1] = r.dlambda1;
+        v[kDl2] = r.dlambda2;
+    }
+    if (ranks > 1) {
+        o.comm->all_reduce_sum(slot.data(), slot.size());
+        std::vector<double> flat;
+        for (RouterLayer& g : grads)
+            for (std::vector<float>* t : tensors(g)) flat.insert(flat.end(), t->begin(), t->end());
+        o.comm->all_reduce_sum(flat.data(), flat.size());
+        size_t k = 0;
+        for (RouterLayer& g : grads)
+            for (std::vector<float>* t : tensors(g))
+                for (float& x : *t) x = float(flat[k++]);
+    }
+    double dl1[kCategories] = {0, 0}, dl2[kCategories] = {0, 0};
+    for (int b = 0; b < o.batch; ++b) {
+        const double* v = slot.data() + size_t(b) * kSlotFields;
+        const int c = int(v[kCat]);
+        log.lm_loss += v[kLm] / o.batch;
+        log.reg_loss += v[kReg] / o.batch;
+        log.omega[c] += v[kOmega];
+        st.last_omega[c] = v[kOmega];
         log.count[c] += 1;
-        log.tokens += int64_t(s.tokens.size());
-        dl1[c] += r.dlambda1 / o.batch;
-        dl2[c] += r.dlambda2 / o.batch;
+        log.tokens += int64_t(v[kTokens]);
+        dl1[c] += v[kDl1] / o.batch;
+        dl2[c] += v[kDl2] / o.batch;
     }
     for (int c = 0; c < kCategories; ++c)
         if (log.count[c] > 0) log.omega[c] /= log.count[c];

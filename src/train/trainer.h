@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/comm.h"
 #include "train/train-step.h"
 
 namespace elastic::train {
@@ -36,6 +37,10 @@ struct TrainerOptions {
     // linearly from tau_start to tau_end over the first tau_share of the steps (DESIGN.md §1.4).
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0, tau_share = 0.6;
+    // Data parallel: rank r computes the batch slots b with b % size == r; gradients, λ gradients
+    // and the log's sums are all-reduced, and every rank applies the same update. Null: one rank.
+    // The result is one rank's on the same batch up to the order of the gradient sums.
+    dist::Communicator* comm = nullptr;
 };
 
 double temperature(const TrainerOptions& o, int64_t step);  // step 0-based; 1 without gumbel

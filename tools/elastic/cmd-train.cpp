@@ -3,6 +3,7 @@
 // under the released tensor names, loadable with --router, with the run's metadata.
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
+#include "dist/comm.h"
 #include "model/model.h"
 #include "eval/training-plot.h"
 #include "train/router-init.h"
@@ -25,7 +27,7 @@ namespace {
 struct TrainCliOptions {
     std::string model, data, config = "fa-ssa", out, resume, checkpoint_dir, log, init, backend = "cpu";
     int64_t steps = 300, max_seq = 4096, checkpoint_every = 0, stop_at = -1;
-    int batch = 1, threads = 0;
+    int batch = 1, threads = 0, ranks = 1;
     uint64_t seed = 0;
     double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
     int64_t sink = 128, local = 2048, xa_block = 128;
@@ -38,6 +40,13 @@ struct TrainCliOptions {
 void train_router(const TrainCliOptions& c) {
     if (c.steps < 1) fail("train-router: --steps must be >= 1");
     if (c.batch < 1) fail("train-router: --batch must be >= 1");
+    if (c.ranks < 1 || c.ranks > c.batch) fail("train-router: --ranks must be between 1 and --batch (%d)", c.batch);
+    const dist::RankEnv env = dist::rank_from_env();
+    if (env.world > 1)
+        fail("train-router: started as rank %d of %d (%s): training across processes or hosts needs a network "
+             "communicator (NCCL), which this build does not have; on one host use --ranks N (one thread per GPU)",
+             env.rank, env.world, env.source.c_str());
+    if (c.ranks > 1) dist::disable_nvlink_multicast();
     const train::TrainConfig config = train::parse_train_config(c.config);
     if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
         fail("train-router: --checkpoint-every needs --checkpoint-dir");
@@ -111,6 +120,40 @@ void train_router(const TrainCliOptions& c) {
         }
         st = train::init_state(std::move(init), o, data.size());
     }
+    // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
+    // backend), the same state and options; rank 0 (this thread) logs and checkpoints.
+    dist::LocalGroup group(c.ranks);
+    std::vector<std::unique_ptr<Backend>> rank_backends;
+    for (int r = 1; r < c.ranks; ++r) {
+        BackendOptions rb = bo;
+        if (c.backend != "cpu") rb.backend = "cuda:" + std::to_string(r);
+        rank_backends.push_back(c.backend == "cpu" ? make_cpu_backend(std::max(1, c.threads / c.ranks)) : rb.make(c.threads, *model));
+    }
+    auto comm0 = group.rank(0);
+    if (c.ranks > 1) {
+        o.comm = comm0.get();
+        std::fprintf(stderr, "train-router: %d ranks on %s%s (batch %d: %d-%d samples per rank)\n", c.ranks, be.name(),
+                     c.backend == "cpu" ? "" : " devices 0..N-1", c.batch, c.batch / c.ranks, (c.batch + c.ranks - 1) / c.ranks);
+    }
+    // Each rank's copy of the state is made here, before rank 0 starts changing its own.
+    std::vector<train::TrainState> rank_states(size_t(c.ranks - 1), st);
+    std::vector<std::thread> rank_threads;
+    for (int r = 1; r < c.ranks; ++r)
+        rank_threads.emplace_back([&, r] {
+            try {
+                auto comm = group.rank(r);
+                const Engine eng(*model, *rank_backends[size_t(r - 1)]);
+                train::TrainState& rs = rank_states[size_t(r - 1)];
+                train::TrainerOptions ro = o;
+                ro.comm = comm.get();
+                train::LoopOptions rl;
+                rl.stop_at = c.stop_at;
+                train::train_loop(eng, data, ro, rl, rs);
+            } catch (const std::exception& ex) {  // the other ranks would wait for it forever
+                std::fprintf(stderr, "elastic: train-router: rank %d: %s\n", r, ex.what());
+                std::_Exit(1);
+            }
+        });
     train::LoopOptions lo;
     lo.stop_at = c.stop_at;
     lo.checkpoint_dir = !c.checkpoint_dir.empty() ? c.checkpoint_dir : c.resume;
@@ -118,6 +161,7 @@ void train_router(const TrainCliOptions& c) {
     lo.log_path = c.log;
     lo.progress = stderr_is_tty();
     train::train_loop(engine, data, o, lo, st);
+    for (auto& t : rank_threads) t.join();
     const double* omega = st.last_omega;
     train::write_trained_router(
         c.out, st.routers,
@@ -130,6 +174,7 @@ void train_router(const TrainCliOptions& c) {
          {"data_fnv1a64", train::file_hash(c.data)},
          {"steps", std::to_string(st.step)},
          {"batch", std::to_string(c.batch)},
+         {"ranks", std::to_string(c.ranks)},
          {"seed", std::to_string(c.seed)},
          {"variant", st.routers.front().use_softmax() ? "softmax" : "sigmoid"},
          {"gumbel", c.gumbel ? strprintf("tau %g -> %g over 60 %% of steps", c.tau_start, c.tau_end) : "no"},
@@ -224,6 +269,11 @@ void add_train_router(CLI::App& app) {
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
     c->add_option("--backend", o->backend, "cpu, or cuda / cuda:N (trains in fp32 on the GPU)")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
+    c->add_option("--ranks", o->ranks,
+                  "Data-parallel ranks on this host: with --backend cuda one per GPU (cuda:0..N-1); the batch is split, "
+                  "gradients summed")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1024));
     c->add_flag("--skip-bad", o->skip_bad, "Skip bad data lines (counted) instead of stopping");
     c->add_option("--variant", o->variant, "Router head of a fresh init: softmax (2 logits) or sigmoid (1 logit + LayerNorm over heads)")
         ->capture_default_str();
