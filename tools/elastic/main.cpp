@@ -26,18 +26,22 @@ bool stderr_is_tty() { return isatty(STDERR_FILENO) == 1; }
 
 }  // namespace elastic::cli
 
-// OpenMP threads that spin at barriers collapse when another process shares the cores: decode of
-// SmolLM2 on this 2-core machine measured 18 tok/s with one thread, 1.3 tok/s with two spinning
-// threads and 17 tok/s with two passive threads while a compiler ran beside it. libgomp reads its
-// wait policy before main(), so when the user has not chosen one we set PASSIVE and re-execute.
-static void prefer_passive_openmp(char** argv) {
-    if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+// How OpenMP threads wait between parallel regions. Spinning without end collapses when another
+// process shares the cores (decode of SmolLM2 on this 2-core machine: 1.3 tok/s with two spinning
+// threads beside a compiler); sleeping at once (OMP_WAIT_POLICY=PASSIVE, our earlier default) pays
+// a futex wake-up for each of the ~300 parallel regions of a decode token, a quarter of decode's
+// time in the kernel. A short bounded spin keeps both: decode 37 -> 90 tok/s on the quiet machine
+// and the same as PASSIVE beside two CPU-bound processes (docs/performance.md, "OpenMP wait").
+// libgomp reads these before main(), so when the user has set neither we set GOMP_SPINCOUNT and
+// re-execute.
+static void prefer_short_spin_openmp(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+    setenv("GOMP_SPINCOUNT", "10000", 1);
     execv("/proc/self/exe", argv);  // returns only on failure: then run with the default policy
 }
 
 int main(int argc, char** argv) {
-    prefer_passive_openmp(argv);
+    prefer_short_spin_openmp(argv);
     CLI::App app{"elastic: long-context LLM engine with Elastic Attention"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "elastic 0.1.0");
