@@ -160,9 +160,10 @@ bigmodel)
   ;;
 big)
   # One step (batch 1, a 32K-token sample) of fa-ssa training at the paper's window on the random
-  # Qwen3-8B-shaped model held in fp32; steps 1 and 2 of 2 (the first also loads and uploads).
+  # Qwen3-8B-shaped model held in fp32; steps 1 and 2 of 2 (the first also loads and uploads;
+  # BIG_STEPS=1 when device time is short).
   t0=$SECONDS
-  with_peak_mem big-32k "$E" train-router -m "$BIG" --data "$RES/big-32k.jsonl" --config fa-ssa --steps 2 --batch 1 \
+  with_peak_mem big-32k "$E" train-router -m "$BIG" --data "$RES/big-32k.jsonl" --config fa-ssa --steps "${BIG_STEPS:-2}" --batch 1 \
     --max-seq 32768 --sink 128 --local 2048 --backend cuda --seed 0 -o "$RES/big-32k.safetensors" \
     --log "$RES/big-32k.log.jsonl" > "$RES/big-32k.out" 2>&1
   log "big rc=$? in $((SECONDS - t0)) s: $(python3 -c 'import sys,json; r=[json.loads(l) for l in open(sys.argv[1])]; print(" ".join("step %d: %.1f s, %.0f tok/s" % (x["step"], x["seconds"], x["tokens"]/x["seconds"]) for x in r))' "$RES/big-32k.log.jsonl" 2>&1)"
