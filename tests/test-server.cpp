@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "attention/router.h"
@@ -38,6 +39,9 @@ Fixture& fixture() {
         Fixture x;
         char tmpl[] = "/tmp/elastic-serve-test-XXXXXX";
         x.dir = mkdtemp(tmpl);
+        static std::string cleanup;
+        cleanup = x.dir;
+        std::atexit([] { std::filesystem::remove_all(cleanup); });
         RandomModelSpec s;
         s.arch = "tiny-qwen3";
         s.tokenizer = source_path("../shared/fixtures/tokenizers/qwen3");

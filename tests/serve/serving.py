@@ -3,6 +3,7 @@ fetched (`make model`), else a tiny random Qwen3 with the real Qwen3 tokenizer, 
 port. Stdlib only, so that every test can import it."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def alive(self):
         return self.proc.poll() is None
