@@ -269,7 +269,7 @@ void add_train_router(CLI::App& app) {
     c->add_option("--xa-block", o->xa_block, "XAttention block size")->capture_default_str();
     c->add_option("--backend", o->backend, "cpu, or cuda / cuda:N (trains in fp32 on the GPU)")->capture_default_str();
     c->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(1, 1 << 20));
-    c->add_option("--ranks", o->ranks,
+    c->add_option("--ranks,--gpus", o->ranks,
                   "Data-parallel ranks on this host: with --backend cuda one per GPU (cuda:0..N-1); the batch is split, "
                   "gradients summed")
         ->capture_default_str()
