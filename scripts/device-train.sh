@@ -11,6 +11,7 @@
 #   bash scripts/device-train.sh bigmodel # writes the Qwen3-8B-shaped random model (tokenizer:
 #                                         # .carry/qwen3/tokenizer.json.gz) to $BIG
 #   bash scripts/device-train.sh big      # one fa-ssa training step at 32K on it, with peak GPU memory
+#   bash scripts/device-train.sh wait [S] # until no elastic process runs (at most S s, default 540)
 #   bash scripts/device-train.sh stop     # kills running trainings (the checkpoints stay)
 #   bash scripts/device-train.sh pack     # $RES's logs, checkpoints' routers and results as one
 #                                         # $OUT/train-run.tgz (few files come back from a call)
@@ -167,6 +168,15 @@ big)
     --max-seq 32768 --sink 128 --local 2048 --backend cuda --seed 0 -o "$RES/big-32k.safetensors" \
     --log "$RES/big-32k.log.jsonl" > "$RES/big-32k.out" 2>&1
   log "big rc=$? in $((SECONDS - t0)) s: $(python3 -c 'import sys,json; r=[json.loads(l) for l in open(sys.argv[1])]; print(" ".join("step %d: %.1f s, %.0f tok/s" % (x["step"], x["seconds"], x["tokens"]/x["seconds"]) for x in r))' "$RES/big-32k.log.jsonl" 2>&1)"
+  ;;
+wait)
+  # Waits until no `elastic` process runs (started with setsid by an earlier action) or for at most
+  # ${2:-540} seconds, then prints the progress log: poll with this, not `pgrep -f` (whose pattern
+  # matches the polling shell's own command line).
+  end=$((SECONDS + ${2:-540}))
+  while pgrep -x elastic > /dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
+  pgrep -x elastic > /dev/null && echo "wait: still running after ${2:-540} s"
+  cat "$RES/progress.log" 2>/dev/null
   ;;
 stop)
   pkill -x elastic
