@@ -194,7 +194,7 @@ pack)
   log "pack: ${OUT:-/tmp}/train-run.tgz"
   ;;
 *)
-  echo "usage: device-train.sh build|model|test|bench|train|eval|stop|pack" >&2
+  echo "usage: device-train.sh build|model|test|bench|train|eval|bigmodel|big|wait|stop|pack" >&2
   exit 2
   ;;
 esac
