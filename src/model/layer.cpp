@@ -13,15 +13,10 @@ namespace elastic {
 
 namespace {
 
-// The rows one layer works on: x (residual stream, f32), h, q, k, v, att and the FFN chunk buffers.
-struct Rows {
-    Buf x, h, q, k, v, att, gate, up;
-};
-
 // The layer function: one transformer layer over n rows. `attend` turns q, k, v into att (the
 // prefill's hybrid attention, or decode against the KV caches); everything else is per row.
 template <class Attend, class Hook>
-void layer_rows(const Engine& e, int l, const Rows& b, int64_t n, int64_t chunk, Attend&& attend, Hook&& hook) {
+void layer_rows(const Engine& e, int l, const RowBuffers& b, int64_t n, int64_t chunk, Attend&& attend, Hook&& hook) {
     const ModelConfig& c = e.model.config;
     Backend& be = e.backend;
     const Engine::Layer& L = e.layers[size_t(l)];
@@ -53,7 +48,7 @@ void layer_rows(const Engine& e, int l, const Rows& b, int64_t n, int64_t chunk,
 
 // Decode attention: row t (at position pos[t]) joins the cache caches[t] and attends to it. The
 // rows of one sequence share a cache; a DecodeBatch gives each row its own sequence's.
-void decode_rows(const Engine& e, const Rows& b, int64_t n, const int32_t* pos, Backend::LayerCache* const* caches) {
+void decode_rows(const Engine& e, const RowBuffers& b, int64_t n, const int32_t* pos, Backend::LayerCache* const* caches) {
     const ModelConfig& c = e.model.config;
     Backend& be = e.backend;
     const int H = c.n_kv_head, hd = c.head_dim;
@@ -70,8 +65,7 @@ void decode_rows(const Engine& e, const Rows& b, int64_t n, const int32_t* pos, 
 }  // namespace
 
 void Session::layer(int l, int64_t n, const int32_t* pos) {
-    const Rows b{x_, h_, q_, k_, v_, att_, gate_, up_};
-    layer_rows(e_, l, b, n, chunk_, [&] { attention(l, n, pos); },
+    layer_rows(e_, l, b_, n, chunk_, [&] { attention(l, n, pos); },
                [&](const char* name, Buf buf, int64_t width) {
                    if (hook_) hook_(l, name, buf, n, width);
                });
@@ -82,7 +76,7 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
     const float scale = 1.0f / std::sqrt(float(hd));
     if (pos_ > 0) {  // decode: each new token joins the cache, then attends to it
         const std::vector<Backend::LayerCache*> caches(size_t(n), caches_[size_t(l)].get());
-        decode_rows(e_, Rows{x_, h_, q_, k_, v_, att_, gate_, up_}, n, pos, caches.data());
+        decode_rows(e_, b_, n, pos, caches.data());
         return;
     }
     // Prefill. The router reads the pre-RoPE keys (DESIGN.md §1.1).
@@ -94,7 +88,7 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
         const double t0 = stats_clock();
         const RouterLayer& rl = *L.router->layer;
         std::vector<float> logits(size_t(H) * size_t(rl.rh4.out));
-        be_.router_logits(*L.router, k_, n, H, hd, e_.router->window(), logits.data());
+        be_.router_logits(*L.router, b_.k, n, H, hd, e_.router->window(), logits.data());
         decision = Router::decision(rl, std::move(logits), H);
         stats_.router_seconds += stats_clock() - t0;
     } else if (spec_.needs_router()) {  // a layer without router weights keeps full attention
@@ -106,19 +100,19 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
                              int64_t(l) * H);
     for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
 
-    be_.rope(q_, n, c_.n_head, hd, pos, *e_.inv_freq);
-    be_.rope(k_, n, H, hd, pos, *e_.inv_freq);
+    be_.rope(b_.q, n, c_.n_head, hd, pos, *e_.inv_freq);
+    be_.rope(b_.k, n, H, hd, pos, *e_.inv_freq);
     const bool any_xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
     be_.sync();  // (GPU: the times below are of the attention's own kernels)
     const double t0 = stats_clock();
-    if (any_xa) be_.xa_fill_plan(q_, k_, n, c_.n_head, H, hd, spec_.xa, plan);
+    if (any_xa) be_.xa_fill_plan(b_.q, b_.k, n, c_.n_head, H, hd, spec_.xa, plan);
     const double t1 = stats_clock();
-    be_.attn_hybrid_prefill(q_, k_, v_, att_, n, c_.n_head, H, hd, plan, spec_.win, spec_.xa.block, scale);
+    be_.attn_hybrid_prefill(b_.q, b_.k, b_.v, b_.att, n, c_.n_head, H, hd, plan, spec_.win, spec_.xa.block, scale);
     be_.sync();
     stats_.xa_seconds += t1 - t0;
     stats_.attention_seconds += stats_clock() - t1;
     caches_.push_back(be_.new_layer_cache(plan, spec_.win, cap_, H, hd));
-    be_.cache_store_prefill(*caches_.back(), k_, v_, n);
+    be_.cache_store_prefill(*caches_.back(), b_.k, b_.v, n);
     stats_.record_layer(plan, spec_, n, routed ? decision.prob_fa : std::vector<float>{});
 }
 
@@ -126,8 +120,8 @@ DecodeBatch::DecodeBatch(const Engine& engine)
     : e_(engine), max_rows_(std::max(1, engine.backend.max_stable_decode_rows())) {}
 
 DecodeBatch::~DecodeBatch() {
-    for (Buf b : {x_, h_, q_, k_, v_, att_, gate_, up_, logits_})
-        if (b) e_.backend.release(b);
+    b_.release(e_.backend);
+    if (logits_) e_.backend.release(logits_);
 }
 
 void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
@@ -143,35 +137,21 @@ void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
         if (s.pos_ + 1 > s.cap_) fail("%lld tokens exceed the session's context of %lld", (long long)(s.pos_ + 1), (long long)s.cap_);
         if (ids[i] < 0 || ids[i] >= c.vocab) fail("token id %d is outside the vocabulary (%d)", ids[i], c.vocab);
     }
-    if (n > rows_) {
-        for (Buf* b : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_, &logits_})
-            if (*b) be.release(*b);
-        const int64_t qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_kv_head) * c.head_dim;
-        const DType at = be.attn_type();
-        const int64_t m = max_rows_;  // sized once for the largest batch
-        x_ = be.alloc(size_t(m * c.d_model), DType::F32);
-        h_ = be.alloc(size_t(m * c.d_model), DType::F32);
-        q_ = be.alloc(size_t(m * qd), at);
-        att_ = be.alloc(size_t(m * qd), at);
-        k_ = be.alloc(size_t(m * kvd), at);
-        v_ = be.alloc(size_t(m * kvd), at);
-        gate_ = be.alloc(size_t(m * c.d_ff), DType::F32);
-        up_ = be.alloc(size_t(m * c.d_ff), DType::F32);
-        logits_ = be.alloc(size_t(m * c.vocab), DType::F32);
-        rows_ = m;
+    if (!logits_) {  // sized once, for the largest batch
+        b_.alloc(be, c, max_rows_, max_rows_);
+        logits_ = be.alloc(size_t(int64_t(max_rows_) * c.vocab), DType::F32);
     }
     std::vector<int32_t> pos(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(ss[size_t(i)]->pos_);
-    const Rows b{x_, h_, q_, k_, v_, att_, gate_, up_};
-    be.embedding(*e_.tok_embd, ids, n, x_);
+    be.embedding(*e_.tok_embd, ids, n, b_.x);
     std::vector<Backend::LayerCache*> caches(static_cast<size_t>(n));
     for (int l = 0; l < c.n_layer; ++l) {
         for (int64_t i = 0; i < n; ++i) caches[size_t(i)] = ss[size_t(i)]->caches_[size_t(l)].get();
-        layer_rows(e_, l, b, n, n, [&] { decode_rows(e_, b, n, pos.data(), caches.data()); },
+        layer_rows(e_, l, b_, n, n, [&] { decode_rows(e_, b_, n, pos.data(), caches.data()); },
                    [](const char*, Buf, int64_t) {});
     }
-    be.rms_norm(x_, *e_.out_norm, h_, n, c.d_model, c.rms_eps);
-    be.matmul(*e_.output, h_, logits_, n);
+    be.rms_norm(b_.x, *e_.out_norm, b_.h, n, c.d_model, c.rms_eps);
+    be.matmul(*e_.output, b_.h, logits_, n);
     for (int64_t i = 0; i < n; ++i) {
         Session& s = *ss[size_t(i)];
         s.pos_ += 1;

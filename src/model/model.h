@@ -56,6 +56,14 @@ public:
     std::vector<Layer> layers;
 };
 
+// Scratch rows of the layer function (layer.cpp): x, h (f32 residual stream), q, k, v, att (the
+// backend's attention type) for `rows` rows, gate and up (f32) for the FFN's chunk of rows.
+struct RowBuffers {
+    Buf x, h, q, k, v, att, gate, up;
+    void alloc(Backend& be, const ModelConfig& c, int64_t rows, int64_t ffn_rows);  // releases the old ones first
+    void release(Backend& be);
+};
+
 // One sequence on an Engine: its KV caches, plans and scratch buffers. forward() appends tokens;
 // every call runs the same layer function (model/layer.cpp) over the new tokens: the first call
 // (from position 0) is the prefill (router, plan, hybrid attention over the whole prompt, caches
@@ -127,7 +135,8 @@ private:
     // Scratch: rows of the current call (x, h: f32; q, k, v, att: attention type), FFN chunk rows
     // (gate, up) and logits rows.
     int64_t rows_ = 0;
-    Buf x_, h_, q_, k_, v_, att_, gate_, up_, logits_;
+    RowBuffers b_;
+    Buf logits_;
     std::vector<float> last_logits_;
 };
 
@@ -151,8 +160,8 @@ public:
 private:
     const Engine& e_;
     int max_rows_;
-    int64_t rows_ = 0;
-    Buf x_, h_, q_, k_, v_, att_, gate_, up_, logits_;
+    RowBuffers b_;
+    Buf logits_;
 };
 
 // Peak resident memory of this process in bytes (from getrusage).

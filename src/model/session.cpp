@@ -26,8 +26,30 @@ Session::Session(const Engine& engine, int64_t capacity, const AttentionSpec& sp
 }
 
 Session::~Session() {
-    for (Buf b : {x_, h_, q_, k_, v_, att_, gate_, up_, logits_})
-        if (b) be_.release(b);
+    b_.release(be_);
+    if (logits_) be_.release(logits_);
+}
+
+void RowBuffers::alloc(Backend& be, const ModelConfig& c, int64_t rows, int64_t ffn_rows) {
+    release(be);
+    const int64_t qd = int64_t(c.n_head) * c.head_dim, kvd = int64_t(c.n_kv_head) * c.head_dim;
+    const DType at = be.attn_type();
+    x = be.alloc(size_t(rows * c.d_model), DType::F32);
+    h = be.alloc(size_t(rows * c.d_model), DType::F32);
+    q = be.alloc(size_t(rows * qd), at);
+    att = be.alloc(size_t(rows * qd), at);
+    k = be.alloc(size_t(rows * kvd), at);
+    v = be.alloc(size_t(rows * kvd), at);
+    gate = be.alloc(size_t(ffn_rows * c.d_ff), DType::F32);
+    up = be.alloc(size_t(ffn_rows * c.d_ff), DType::F32);
+}
+
+void RowBuffers::release(Backend& be) {
+    for (Buf* b : {&x, &h, &q, &k, &v, &att, &gate, &up})
+        if (*b) {
+            be.release(*b);
+            *b = Buf{};
+        }
 }
 
 void Session::reset() {
@@ -45,19 +67,7 @@ size_t Session::kv_bytes() const {
 
 void Session::ensure_scratch(int64_t rows) {
     if (rows <= rows_) return;
-    for (Buf* b : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_})
-        if (*b) be_.release(*b);
-    const int64_t qd = int64_t(c_.n_head) * c_.head_dim, kvd = int64_t(c_.n_kv_head) * c_.head_dim;
-    const int64_t ffn_rows = std::min(rows, chunk_);
-    const DType at = be_.attn_type();
-    x_ = be_.alloc(size_t(rows * c_.d_model), DType::F32);
-    h_ = be_.alloc(size_t(rows * c_.d_model), DType::F32);
-    q_ = be_.alloc(size_t(rows * qd), at);
-    att_ = be_.alloc(size_t(rows * qd), at);
-    k_ = be_.alloc(size_t(rows * kvd), at);
-    v_ = be_.alloc(size_t(rows * kvd), at);
-    gate_ = be_.alloc(size_t(ffn_rows * c_.d_ff), DType::F32);
-    up_ = be_.alloc(size_t(ffn_rows * c_.d_ff), DType::F32);
+    b_.alloc(be_, c_, rows, std::min(rows, chunk_));
     if (!logits_) logits_ = be_.alloc(size_t(kLogitRows * c_.vocab), DType::F32);
     rows_ = rows;
 }
@@ -78,7 +88,7 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
         sparse_so_far_ = 0;
     }
     const double t0 = stats_clock();
-    be_.embedding(*e_.tok_embd, ids, n, x_);  // x [n, D]
+    be_.embedding(*e_.tok_embd, ids, n, b_.x);  // x [n, D]
     for (int l = 0; l < c_.n_layer; ++l) {
         layer(l, n, pos.data());
         if (progress_ && pos_ == 0) progress_(l, c_.n_layer);
@@ -95,19 +105,19 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
 void Session::logits_of(int64_t n, bool all_logits, const LogitsFn& on_logits) {
     const int64_t D = c_.d_model;
     if (!all_logits) {
-        be_.rms_norm(x_.at((n - 1) * D), *e_.out_norm, h_, 1, D, c_.rms_eps);
-        be_.matmul(*e_.output, h_, logits_, 1);
+        be_.rms_norm(b_.x.at((n - 1) * D), *e_.out_norm, b_.h, 1, D, c_.rms_eps);
+        be_.matmul(*e_.output, b_.h, logits_, 1);
         last_row_ = 0;
         sample_logits_ = logits_;
         if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c_.vocab));
         if (on_logits) on_logits(n - 1, last_logits_.data());
         return;
     }
-    be_.rms_norm(x_, *e_.out_norm, h_, n, D, c_.rms_eps);
+    be_.rms_norm(b_.x, *e_.out_norm, b_.h, n, D, c_.rms_eps);
     std::vector<float> host(static_cast<size_t>(kLogitRows * c_.vocab));
     for (int64_t r = 0; r < n; r += kLogitRows) {
         const int64_t nr = std::min(kLogitRows, n - r);
-        be_.matmul(*e_.output, h_.at(r * D), logits_, nr);
+        be_.matmul(*e_.output, b_.h.at(r * D), logits_, nr);
         be_.download(host.data(), logits_, size_t(nr * c_.vocab));
         for (int64_t i = 0; i < nr; ++i)
             if (on_logits) on_logits(r + i, host.data() + i * c_.vocab);
