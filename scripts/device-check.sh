@@ -112,6 +112,7 @@ configure_and_build() {
   fi
   # CUDA_ARCHS (default 90, the H100/H200 here) keeps the build on that machine short; the
   # preset itself builds sm_80 and sm_90. No -Werror with that machine's other compiler (GCC 13).
+  bash scripts/get-cutlass.sh  # CuTe headers of the Hopper kernel, from the carried wheel
   cmake --preset "$PRESET" -B "$BUILD" "${CMAKE_DEPS[@]}" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" \
     -DELASTIC_WERROR="${WERROR:-OFF}"
   # Every dependency must come from $DEPS, not from a system copy that happens to exist.

@@ -24,3 +24,8 @@ if ! .venv/bin/python -c 'import openai, websocket' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-serve.txt
 fi
+
+# CUTLASS/CuTe headers for the Hopper prefill kernel (CUDA builds only; 6.4 MB wheel from PyPI).
+if command -v "${CUDACXX:-nvcc}" >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  bash scripts/get-cutlass.sh
+fi

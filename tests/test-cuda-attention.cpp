@@ -221,6 +221,18 @@ protected:
 // Runs one single-sequence case through cuda::attn_hybrid_prefill in type dtype (fp32 inputs
 // converted on the device) and checks it: bf16 / fp16 by the 2x-naive-low-precision rule, fp32 by
 // the fp32 rule (1e-5 of the largest output).
+// Hopper-kernel cases that ran (a device that has the kernel must run some: see HopperRan).
+int g_hopper_cases = 0;
+
+// The kernels a 16-bit case runs through: the mma.sync kernel always, the Hopper one where it
+// takes the launch.
+std::vector<cuda::PrefillKernel> kernels_for(DType t, int d, const cuda::DevicePlan& dp) {
+    std::vector<cuda::PrefillKernel> ks = {cuda::PrefillKernel::Sm80};
+    if (t != DType::F32 && cuda::hopper_prefill_available(t, d, dp)) ks.push_back(cuda::PrefillKernel::Sm90);
+    return ks;
+}
+const char* kernel_name(cuda::PrefillKernel k) { return k == cuda::PrefillKernel::Sm90 ? "sm90" : "sm80"; }
+
 void check_prefill_case(const Case& c, std::mt19937_64& rng, DType dtype = DType::BF16) {
     const int64_t T = c.T;
     const std::vector<float> q = randn(size_t(T * c.Hq * c.d), rng), k = randn(size_t(T * c.Hkv * c.d), rng),
@@ -233,22 +245,26 @@ void check_prefill_case(const Case& c, std::mt19937_64& rng, DType dtype = DType
     if (!f32) naive_lowp(q, k, v, lowp, T, c.Hq, c.Hkv, c.d, plan, c.win, c.block, scale, dtype);
 
     const DevTensor dq(q, dtype), dk(k, dtype), dv(v, dtype);
-    DevTensor dout(q.size(), dtype);
-    dout.poison();
     auto dp = cuda::upload_plan(plan, T, c.block, nullptr);
-    cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), dtype, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block, scale,
-                              nullptr);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<float> got = dout.get();
+    for (cuda::PrefillKernel kernel : kernels_for(dtype, c.d, *dp)) {
+        DevTensor dout(q.size(), dtype);
+        dout.poison();
+        cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), dtype, T, c.Hq, c.Hkv, c.d, *dp, c.win, c.block,
+                                  scale, nullptr, kernel);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const std::vector<float> got = dout.get();
+        g_hopper_cases += kernel == cuda::PrefillKernel::Sm90;
 
-    size_t wg = 0, wl = 0;
-    const double eg = max_abs_err(got, ref, &wg), el = f32 ? 0.0 : max_abs_err(lowp, ref, &wl);
-    const double tol = f32 ? 1e-5 * max_abs(ref) : 2.0 * el + 1e-3 * max_abs(ref);
-    const size_t row = wg / size_t(c.Hq * c.d), head = wg / size_t(c.d) % size_t(c.Hq);
-    EXPECT_LE(eg, tol) << kind_name(c.kind) << " T " << T << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d
-                       << " block " << c.block << " window " << c.win.sink << "/" << c.win.local << " "
-                       << type_name(dtype) << ": err " << eg << " (naive " << type_name(dtype) << " " << el << ") worst element " << wg << " (row " << row << ", head " << head
-                       << "): got " << got[wg] << " want " << ref[wg];
+        size_t wg = 0, wl = 0;
+        const double eg = max_abs_err(got, ref, &wg), el = f32 ? 0.0 : max_abs_err(lowp, ref, &wl);
+        const double tol = f32 ? 1e-5 * max_abs(ref) : 2.0 * el + 1e-3 * max_abs(ref);
+        const size_t row = wg / size_t(c.Hq * c.d), head = wg / size_t(c.d) % size_t(c.Hq);
+        EXPECT_LE(eg, tol) << kernel_name(kernel) << " " << kind_name(c.kind) << " T " << T << " heads " << c.Hq << "/"
+                           << c.Hkv << " d " << c.d << " block " << c.block << " window " << c.win.sink << "/"
+                           << c.win.local << " " << type_name(dtype) << ": err " << eg << " (naive "
+                           << type_name(dtype) << " " << el << ") worst element " << wg << " (row " << row
+                           << ", head " << head << "): got " << got[wg] << " want " << ref[wg];
+    }
 }
 
 }  // namespace
@@ -276,6 +292,13 @@ TEST_F(CudaAttention, PrefillMatchesNaiveOnGrid) {
                 if (HasFatalFailure()) return;
             }
         }
+    // Where the Hopper kernel exists, the grid ran through it too (not only the sm80 kernel).
+    LayerPlan fa;
+    fa.mode = {HeadMode::FA};
+    auto dp = cuda::upload_plan(fa, 64, 128, nullptr);
+    if (cuda::hopper_prefill_available(DType::BF16, 128, *dp)) {
+        EXPECT_GT(g_hopper_cases, 0);
+    }
 }
 
 // The paper's window (sink 128, local 2048) past the end of the first window, FA-SSA.
@@ -312,12 +335,15 @@ TEST_F(CudaAttention, PrefillLongSampledRows) {
     cpu::attn_hybrid_naive_rows(q.data(), k.data(), v.data(), ref.data(), T, Hq, Hkv, d, plan, win, block, scale, rows);
     naive_lowp(q, k, v, lowp, T, Hq, Hkv, d, plan, win, block, scale, DType::BF16, rows);
     const DevTensor dq(q, DType::BF16), dk(k, DType::BF16), dv(v, DType::BF16);
+    auto dp = cuda::upload_plan(plan, T, block, nullptr);
+    for (cuda::PrefillKernel kernel : kernels_for(DType::BF16, d, *dp)) {
+    SCOPED_TRACE(kernel_name(kernel));
     DevTensor dout(q.size(), DType::BF16);
     dout.poison();
-    auto dp = cuda::upload_plan(plan, T, block, nullptr);
     cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), DType::BF16, T, Hq, Hkv, d, *dp, win, block, scale,
-                              nullptr);
+                              nullptr, kernel);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    g_hopper_cases += kernel == cuda::PrefillKernel::Sm90;
     const std::vector<float> all = dout.get();
     for (float x : all) ASSERT_TRUE(std::isfinite(x)) << "unwritten or non-finite output";
     std::vector<float> got, r, l;
@@ -330,6 +356,7 @@ TEST_F(CudaAttention, PrefillLongSampledRows) {
     const double eg = max_abs_err(got, r, &wg), el = max_abs_err(l, r, &wl);
     EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(r)) << "err " << eg << " naive " << el << " worst sampled row "
                                                 << rows[wg / size_t(Hq * d)] << " head " << wg / size_t(d) % size_t(Hq);
+    }
 }
 
 // Native entry: a varlen batch of 3 sequences, each with its own plan, bf16 and fp16, both tile
@@ -341,9 +368,10 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
     const StreamingWindow win{16, 80};
     for (DType dt : {DType::BF16, DType::F16})
         for (int d : {64, 128})
-            for (int bm : {64, 128})
+            for (int bm : {64, 128, 0})  // 0: the Hopper kernel (its own 128 × 128 tiles)
             for (int bn : {64, 32}) {
                 if (bn == 32 && !(d == 128 && bm == 128)) continue;  // the one 32-key configuration
+                if (bm == 0 && bn != 64) continue;
                 const int Hq = 8, Hkv = 2;
                 const int64_t block = 128;
                 const std::vector<int64_t> lens = {300, 1, 190};
@@ -379,8 +407,15 @@ TEST_F(CudaAttention, PrefillVarlenBatchNative) {
                 p.scale = 1.0f / std::sqrt(float(d));
                 p.win = win;
                 p.plan = dp.get();
-                p.force_block_m = bm;
-                p.force_block_n = bn;
+                if (bm == 0) {
+                    if (!cuda::hopper_prefill_available(dt, d, *dp)) continue;
+                    p.kernel = cuda::PrefillKernel::Sm90;
+                    ++g_hopper_cases;
+                } else {
+                    p.kernel = cuda::PrefillKernel::Sm80;
+                    p.force_block_m = bm;
+                    p.force_block_n = bn;
+                }
                 cuda::hybrid_prefill(p, nullptr);
                 ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
                 const std::vector<float> got = decode(dout.get(), dt);
@@ -440,8 +475,13 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
     p.scale = 1.0f / std::sqrt(float(d));
     p.win = win;
     p.plan = dp.get();
+    for (cuda::PrefillKernel kernel : kernels_for(DType::BF16, d, *dp)) {
+    SCOPED_TRACE(kernel_name(kernel));
+    dout.poison();
+    p.kernel = kernel;
     cuda::hybrid_prefill(p, nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    g_hopper_cases += kernel == cuda::PrefillKernel::Sm90;
     const std::vector<float> all = decode(dout.get(), DType::BF16);
     std::vector<float> got(q.size());
     for (int64_t i = 0; i < T; ++i) {
@@ -454,6 +494,7 @@ TEST_F(CudaAttention, PrefillStridedQKV) {
     size_t wg = 0, wl = 0;
     const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
     EXPECT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref)) << "err " << eg << " naive " << el << " worst " << wg;
+    }
 }
 
 // Decode with q, k, v and the output in each attention type (the cache is bf16 in all). The naive

@@ -2,6 +2,9 @@
 // work list of tiles sorted by cost (DESIGN.md §1.5: longest first).
 #include "cuda/attention-plan.cuh"
 
+#include <cstdlib>
+#include <string>
+
 #include "core/error.h"
 
 void std::default_delete<elastic::cuda::DevicePlan>::operator()(elastic::cuda::DevicePlan* p) const { delete p; }
@@ -41,7 +44,14 @@ void build_items(const DevicePlan& plan, int n_head, int bm, int sink, int local
                 for (int hh = 0; hh < group; ++hh) items.push_back({b, g * group + hh, mt, tr.count});
             }
     }
-    std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
+    // Longest first. ELASTIC_PREFILL_ORDER=plain keeps the order built above (tiles in sequence
+    // order), the baseline a benchmark compares the sorted order with.
+    static const bool plain = [] {
+        const char* e = std::getenv("ELASTIC_PREFILL_ORDER");
+        return e && std::string(e) == "plain";
+    }();
+    if (!plain)
+        std::stable_sort(items.begin(), items.end(), [](const WorkItem& a, const WorkItem& b) { return a.cost > b.cost; });
     upload_into(plan.d_items, plan.cap_items, items, s);
     plan.n_items = int(items.size());
     plan.key_head = n_head;

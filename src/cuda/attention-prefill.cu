@@ -15,10 +15,13 @@
 //     are adjacent in the list, so their K/V tiles are shared through L2; K/V are never repeated.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 #include "cuda/attention-plan.cuh"
 #include "cuda/attention-prefill-kernels.cuh"
+#include "cuda/sm90/attention-sm90.h"
 
 namespace elastic::cuda {
 
@@ -60,7 +63,28 @@ void dispatch(const PrefillKernelParams& kp, const DevicePlan& plan, int head_di
     }
 }
 
+// The environment's choice (ELASTIC_PREFILL_KERNEL=sm80|sm90), read once.
+PrefillKernel env_kernel() {
+    static const PrefillKernel k = [] {
+        const char* e = std::getenv("ELASTIC_PREFILL_KERNEL");
+        if (!e || !*e || std::string(e) == "auto") return PrefillKernel::Auto;
+        if (std::string(e) == "sm80") return PrefillKernel::Sm80;
+        if (std::string(e) == "sm90") return PrefillKernel::Sm90;
+        fail("ELASTIC_PREFILL_KERNEL=%s: expected auto, sm80 or sm90", e);
+    }();
+    return k;
+}
+
 }  // namespace
+
+bool hopper_prefill_available(DType t, int head_dim, const DevicePlan& plan) {
+#ifdef ELASTIC_HAVE_SM90
+    return sm90::supported(t, head_dim, plan);
+#else
+    (void)t, (void)head_dim, (void)plan;
+    return false;
+#endif
+}
 
 void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     ELASTIC_ASSERT(p.plan != nullptr);
@@ -87,6 +111,32 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
         ELASTIC_ASSERT_MSG(x % 8 == 0, "strides must be multiples of 8 elements (16-byte copies)");
     for (const void* ptr : {p.q, p.k, p.v, static_cast<const void*>(p.out)})
         ELASTIC_ASSERT_MSG(ptr != nullptr && reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "pointers 16-byte aligned");
+    ELASTIC_ASSERT_MSG(p.dtype != DType::F32, "the tensor-core kernel takes bf16 or fp16 (fp32: attn_hybrid_prefill)");
+    const PrefillKernel want = p.kernel != PrefillKernel::Auto ? p.kernel : env_kernel();
+    if (want != PrefillKernel::Sm80 && hopper_prefill_available(p.dtype, p.head_dim, plan)) {
+#ifdef ELASTIC_HAVE_SM90
+        const LaunchConsts lc = launch_consts(p.win, plan, p.scale);
+        build_items(plan, p.n_head, 128, lc.sink, lc.local, s);
+        kp.cu_seqlens = p.cu_seqlens ? p.cu_seqlens : plan.d_cu;
+        kp.meta = plan.d_meta;
+        kp.xa_offsets = plan.d_xa_off;
+        kp.xa_blocks = plan.d_xa_blocks;
+        kp.items = plan.d_items;
+        kp.n_items = plan.n_items;
+        kp.counter = plan.d_counter;
+        kp.n_kv_head = p.n_kv_head;
+        kp.group = p.n_head / p.n_kv_head;
+        kp.sink = lc.sink;
+        kp.local = lc.local;
+        kp.xa_block = lc.xa_block;
+        kp.scale_log2 = lc.scale_log2;
+        sm90::hybrid_prefill(kp, p.dtype, p.head_dim, plan.h_cu.back(), p.n_head, plan, s);
+        return;
+#endif
+    }
+    ELASTIC_ASSERT_MSG(want != PrefillKernel::Sm90,
+                       "the Hopper prefill kernel cannot take this launch (not built, not an sm_90 device, "
+                       "fp32, head_dim not 64/128, or XA blocks not multiples of 128)");
     int bm = p.force_block_m ? p.force_block_m : auto_block_m(p.head_dim, plan);
     ELASTIC_ASSERT(bm == 64 || bm == 128);
     if (plan.has_xa) ELASTIC_ASSERT_MSG(plan.xa_block % bm == 0, "query tile must lie in one XA block");
@@ -105,7 +155,6 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     kp.local = lc.local;
     kp.xa_block = lc.xa_block;
     kp.scale_log2 = lc.scale_log2;
-    ELASTIC_ASSERT_MSG(p.dtype != DType::F32, "the tensor-core kernel takes bf16 or fp16 (fp32: attn_hybrid_prefill)");
     // Key tiles: 64, or 32 for 128-row tiles at d 128 (half the S registers: no spills).
     const int bn = p.force_block_n ? p.force_block_n : auto_block_n(p.head_dim, bm);
     ELASTIC_ASSERT_MSG(bn == 64 || (bn == 32 && bm == 128 && p.head_dim == 128), "32-key tiles: d 128 with 128-row tiles only");
@@ -115,7 +164,7 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
 
 void attn_hybrid_prefill(const void* q, const void* k, const void* v, void* out, DType t, int64_t T, int n_head,
                          int n_kv_head, int head_dim, const DevicePlan& plan, const StreamingWindow& win,
-                         int64_t xa_block, float scale, cudaStream_t s) {
+                         int64_t xa_block, float scale, cudaStream_t s, PrefillKernel kernel) {
     ELASTIC_ASSERT(plan.n_seq == 1 && plan.h_cu[1] == T);
     if (plan.has_xa) ELASTIC_ASSERT(plan.xa_block == xa_block);
     if (T == 0) return;
@@ -157,6 +206,7 @@ void attn_hybrid_prefill(const void* q, const void* k, const void* v, void* out,
     p.scale = scale;
     p.win = win;
     p.plan = &plan;
+    p.kernel = kernel;
     hybrid_prefill(p, s);
 }
 

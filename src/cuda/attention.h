@@ -54,6 +54,14 @@ void refill_plan(DevicePlan& dp, const LayerPlan& plan, int64_t T, int64_t xa_bl
 std::unique_ptr<DevicePlan> upload_batch_plan(const std::vector<LayerPlan>& plans, const std::vector<int64_t>& seqlens,
                                               int64_t xa_block, cudaStream_t s);
 
+// Which tensor-core prefill kernel runs: the Hopper one (wgmma + TMA, sm_90a; built when the CuTe
+// headers are present) or the mma.sync one (sm_80 and later). Auto: Hopper where it is built and
+// takes the launch (bf16/fp16, d 64/128, XA blocks multiples of 128, an sm_90 device), unless the
+// environment says ELASTIC_PREFILL_KERNEL=sm80. Sm90 where it cannot run is an error.
+enum class PrefillKernel { Auto, Sm80, Sm90 };
+// Whether the Hopper kernel would take a launch of this type, head_dim and plan on this device.
+bool hopper_prefill_available(DType t, int head_dim, const DevicePlan& plan);
+
 // Native varlen launcher of the tensor-core kernel. All strides in elements; a zero stride means
 // the packed default (q/out row stride n_head·head_dim, k/v row stride n_kv_head·head_dim, head
 // stride head_dim). Pointers 16-byte aligned, strides multiples of 8 elements, head_dim 64 or 128.
@@ -74,6 +82,7 @@ struct HybridParams {
     const DevicePlan* plan = nullptr;
     int force_block_m = 0;  // 0: automatic (128 rows when the XA blocks allow, else 64)
     int force_block_n = 0;  // 0: automatic (64 keys; 32 with 128-row tiles at d 128)
+    PrefillKernel kernel = PrefillKernel::Auto;  // force_block_m/n apply to the Sm80 kernel only
 };
 void hybrid_prefill(const HybridParams& p, cudaStream_t s);
 
@@ -82,7 +91,8 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s);
 // CUDA-core kernel (same fused launch and tiles, nothing rounded).
 void attn_hybrid_prefill(const void* q, const void* k, const void* v, void* out, DType t, int64_t T, int n_head,
                          int n_kv_head, int head_dim, const DevicePlan& plan, const StreamingWindow& win,
-                         int64_t xa_block, float scale, cudaStream_t s);
+                         int64_t xa_block, float scale, cudaStream_t s,
+                         PrefillKernel kernel = PrefillKernel::Auto);
 
 // XAttention estimation: device q [T, Hq, d], k [T, Hkv, d] of type t; block scores on the GPU
 // (fp32 dot products, fp64 block sums), selection on the host with xa_select_blocks. Fills

@@ -1,0 +1,11 @@
+// The Hopper prefill kernel's f16 instances (attention-prefill-sm90.cuh).
+#include "cuda/sm90/attention-prefill-sm90.cuh"
+
+namespace elastic::cuda::sm90::detail90 {
+
+void launch_f16(const PrefillKernelParams& kp, int head_dim, bool overlap, int total_rows, int n_head,
+                 const DevicePlan& plan, cudaStream_t s) {
+    launch_type<cutlass::half_t>(kp, head_dim, overlap, total_rows, n_head, plan, s);
+}
+
+}  // namespace elastic::cuda::sm90::detail90
