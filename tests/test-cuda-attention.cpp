@@ -5,7 +5,7 @@
 //     strided views via the native entry) vs cpu::attn_hybrid_naive over modes FA / SSA / XA /
 //     mixed, T = 1, T < sink, T not a multiple of the tile, GQA 1 / 4 / 8, head_dim 64 / 128;
 //   - decode over the bf16 lean cache (SSA ring wrapping included), q / k / v / out in each
-//     attention type, vs cpu::attn_decode_naive;
+//     attention type, vs cpu::attn_decode_naive; GQA 1-16, every config, pos 0 to a few thousand;
 //   - XA estimation, q / k in each attention type: block scores vs an fp64 evaluation of the
 //     definition on the same (rounded) inputs, lists vs cpu::xa_fill_plan.
 // Tolerance (FlashAttention's rule): max |gpu − ref| ≤ 2 · max |naive_lowp − ref| + floor, where
@@ -551,6 +551,67 @@ TEST_F(CudaAttention, DecodeMatchesNaive) {
                     << type_name(t) << " heads " << c.Hq << "/" << c.Hkv << " d " << c.d << " pos " << pos << " window "
                     << c.win.sink << "/" << c.win.local << " splits " << cuda::decode_splits(*cache) << ": err " << eg
                     << " (naive " << el << ") worst " << wg << " got " << got[wg] << " want " << ref[wg];
+            }
+        }
+}
+
+// The stream-K decode kernel's corners, bf16 (the types are covered above): every GQA group size
+// it specialises (1, 2, 3 → 4, 4, 8 and 16 as two chunks of 8), every config's head mix (fa-ssa,
+// fa-xa, xa-ssa: dense and sparse heads alternate), head_dim 64 and 128, every position from 0
+// (context below the sink, not a multiple of any tile, SSA rings wrapping twice), then a context
+// of a few thousand keys, where pieces of ≥ 256 keys cut heads across CTAs (whole short SSA heads
+// and cut FA/XA heads in one CTA; the last CTA of each cut head merges its pieces).
+TEST_F(CudaAttention, DecodeGroupsConfigsRings) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    struct Config {
+        const char* name;
+        HeadMode dense, sparse;
+    };
+    const Config configs[] = {{"fa-ssa", HeadMode::FA, HeadMode::SSA},
+                              {"fa-xa", HeadMode::FA, HeadMode::XA},
+                              {"xa-ssa", HeadMode::XA, HeadMode::SSA}};
+    const DType t = DType::BF16;
+    const StreamingWindow win{16, 64};
+    int n_case = 0;
+    for (const int G : {1, 2, 3, 4, 8, 16})
+        for (const Config& cf : configs) {
+            const int Hkv = G == 16 ? 2 : 4, Hq = G * Hkv, d = n_case++ % 2 ? 64 : 128;
+            LayerPlan plan;
+            for (int g = 0; g < Hkv; ++g) plan.mode.push_back(g % 2 ? cf.dense : cf.sparse);
+            plan.xa.resize(size_t(Hkv));
+            for (const int64_t long_ctx : {int64_t(0), int64_t(3001)}) {
+                // Positions 0..n_short−1 by appends from an empty prefill; or a 3001-token prefill
+                // and three appends.
+                const int64_t T0 = long_ctx ? long_ctx : 1, cap = long_ctx ? long_ctx + 3 : 170, kvd = int64_t(Hkv) * d;
+                const std::vector<float> kall = randn(size_t(cap * kvd), rng), vall = randn(size_t(cap * kvd), rng);
+                auto cache = cuda::new_layer_cache(plan, win, cap, Hkv, d);
+                const DevTensor dk(kall, t), dv(vall, t);
+                cuda::cache_store_prefill(*cache, dk.p(), dv.p(), t, T0, nullptr);
+                const std::vector<float> kb = rounded(kall, t), vb = rounded(vall, t);
+                const float scale = 1.0f / std::sqrt(float(d));
+                for (int64_t pos = T0 - 1; pos < cap; ++pos) {
+                    if (pos >= T0) cuda::cache_append(*cache, dk.at(pos * kvd), dv.at(pos * kvd), t, pos, nullptr);
+                    const std::vector<float> q = randn(size_t(Hq * d), rng);
+                    const DevTensor dq(q, t);
+                    DevTensor dout(q.size(), t);
+                    dout.poison();
+                    cuda::attn_decode(dq.p(), *cache, pos, dout.p(), t, Hq, scale, nullptr);
+                    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+                    const std::vector<float> got = dout.get();
+                    std::vector<float> ref(q.size()), lowp(q.size());
+                    cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), pos, ref.data(), Hq, Hkv, d, plan, win, scale);
+                    cpu::attn_decode_naive(rounded(q, t).data(), kb.data(), vb.data(), pos, lowp.data(), Hq, Hkv, d, plan, win,
+                                           scale);
+                    lowp = rounded(lowp, t);
+                    size_t wg = 0, wl = 0;
+                    const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+                    ASSERT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref))
+                        << cf.name << " heads " << Hq << "/" << Hkv << " d " << d << " pos " << pos << " splits "
+                        << cuda::decode_splits(*cache) << ": err " << eg << " (naive " << el << ") worst " << wg << " (head "
+                        << wg / size_t(d) << ") got " << got[wg] << " want " << ref[wg];
+                }
             }
         }
 }

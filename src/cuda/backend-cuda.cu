@@ -176,7 +176,7 @@ public:
                 xs_n_ = need;
             }
         }
-        cuda::matmul(blas_, m.mem.p, m.type, m.rows, m.cols, x.p, x.type, xs_, y.p, y.type, T, stream_);
+        cuda::matmul(blas_, m.mem.p, m.type, m.rows, m.cols, x.p, x.type, xs_, y.p, y.type, T, stream_, &gemv_);
     }
     void rope(Buf x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) override {
         bind();
@@ -354,6 +354,7 @@ private:
     DType precision_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
+    cuda::GemvTuning gemv_;  // decode products: our GEMV or cuBLAS, per shape
     uint8_t* xs_ = nullptr;  // fp32 GEMM inputs rounded to the weight type, [xs_n_] bytes
     size_t xs_n_ = 0;
     float* stage_ = nullptr;  // [stage_n_]

@@ -19,16 +19,22 @@ struct DeviceLayerCache {
     __nv_bfloat16* k = nullptr;  // all heads' slots, head after head: [slots_g, head_dim]
     __nv_bfloat16* v = nullptr;
     size_t elems = 0;
+    // Decode's scratch (attention-decode.cu): partial results of pairs cut across CTAs and one
+    // counter per (KV head, query-head chunk), left at 0 by every call.
     mutable float* d_part = nullptr;
     mutable size_t part_floats = 0;
+    mutable int* d_count = nullptr;
+    mutable size_t count_n = 0;
     mutable int last_splits = 0;
     mutable int sms = 0;       // multiprocessors of the cache's device (asked once)
-    mutable int prepared = 0;  // the decode kernel whose shared-memory limit is set (0: none)
+    mutable int resident = 0;  // CTAs of the decode kernel `prepared` that fit on one SM
+    mutable int prepared = 0;  // the decode kernel whose occupancy was asked (0: none)
     ~DeviceLayerCache() {
         cudaFree(d_heads);
         cudaFree(k);
         cudaFree(v);
         cudaFree(d_part);
+        cudaFree(d_count);
     }
 };
 

@@ -2,9 +2,15 @@
 // (make_cuda_backend in src/model/backend.h): weights stored in bf16, fp16 or fp32, fp32 accumulation.
 // matmul: for bf16 / fp16, x (when fp32) is rounded to the weight type by a small kernel, then one
 // cublasGemmEx (16-bit x 16-bit -> fp32 or 16-bit output, CUBLAS_COMPUTE_32F) on the tensor cores; for fp32 one
-// cublasGemmEx in plain fp32 (CUBLAS_COMPUTE_32F with the default math mode: no TF32). For T == 1
-// cuBLAS picks its GEMV path itself. 16-bit weights halve the bytes of decode (memory-bound: every
-// weight byte read once per token) against fp32 and are what the tensor cores take at full rate.
+// cublasGemmEx in plain fp32 (CUBLAS_COMPUTE_32F with the default math mode: no TF32). 16-bit
+// weights halve the bytes of decode (memory-bound: every weight byte read once per token) against
+// fp32 and are what the tensor cores take at full rate. Decode-sized products (T ≤ 4) may instead
+// run our GEMV (gemv.cu): GemvTuning picks per shape, by a one-time timing or by ELASTIC_GEMV.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
@@ -68,9 +74,18 @@ void embedding(const void* E, DType t, int64_t cols, const int32_t* ids, int32_t
     CUDA_LAUNCH_CHECK();
 }
 
-void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* xs,
-            void* y, DType ty, int64_t T, cudaStream_t s) {
-    if (T <= 0) return;
+GemvTuning::Mode GemvTuning::mode_from_env() {
+    const char* e = std::getenv("ELASTIC_GEMV");
+    if (!e || !*e || std::strcmp(e, "auto") == 0) return kAuto;
+    if (std::strcmp(e, "ours") == 0) return kOurs;
+    if (std::strcmp(e, "cublas") == 0) return kCublas;
+    throw Error(std::string("ELASTIC_GEMV must be ours, cublas or auto, not '") + e + "'");
+}
+
+namespace {
+
+void cublas_matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx,
+                   void* xs, void* y, DType ty, int64_t T, cudaStream_t s) {
     const void* xin = x;
     if (tx != tw) {
         ELASTIC_ASSERT_MSG(tx == DType::F32, "matmul: 16-bit inputs must match the weight type");
@@ -82,6 +97,49 @@ void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t col
     const cudaDataType_t ab = cublas_type(tw);
     CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(cols), &alpha, W, ab, int(cols), xin, ab,
                               int(cols), &beta, y, cublas_type(ty), int(rows), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// Mean milliseconds of f over 20 runs on s after 3 warm-up runs.
+template <class F>
+float time_on(cudaStream_t s, F&& f) {
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; ++i) f();
+    CUDA_CHECK(cudaEventRecord(a, s));
+    for (int i = 0; i < 20; ++i) f();
+    CUDA_CHECK(cudaEventRecord(b, s));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    CUDA_CHECK(cudaEventDestroy(a));
+    CUDA_CHECK(cudaEventDestroy(b));
+    return ms / 20.0f;
+}
+
+}  // namespace
+
+void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* xs,
+            void* y, DType ty, int64_t T, cudaStream_t s, GemvTuning* tune) {
+    if (T <= 0) return;
+    if (tune && tune->mode != GemvTuning::kCublas && gemv_takes(tw, rows, cols, W, tx, x, ty, T)) {
+        bool ours = true;
+        if (tune->mode == GemvTuning::kAuto) {
+            const std::array<int64_t, 6> key{rows, cols, T, int64_t(tw), int64_t(tx), int64_t(ty)};
+            auto it = tune->ours.find(key);
+            if (it == tune->ours.end()) {  // y is overwritten by the real call below
+                const float t_ours = time_on(s, [&] { gemv(W, tw, rows, cols, x, tx, y, ty, T, s); });
+                const float t_blas = time_on(s, [&] { cublas_matmul(h, W, tw, rows, cols, x, tx, xs, y, ty, T, s); });
+                it = tune->ours.emplace(key, t_ours <= t_blas).first;
+            }
+            ours = it->second;
+        }
+        if (ours) {
+            gemv(W, tw, rows, cols, x, tx, y, ty, T, s);
+            return;
+        }
+    }
+    cublas_matmul(h, W, tw, rows, cols, x, tx, xs, y, ty, T, s);
 }
 
 }  // namespace elastic::cuda

@@ -9,7 +9,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
 #include <utility>
 
 #include "core/dtype.h"
@@ -35,11 +37,29 @@ size_t elem_bytes(DType t);
 void convert(const void* x, DType tx, void* y, DType ty, int64_t n, cudaStream_t s);
 // out[T, cols] fp32 = rows ids[t] of E[vocab, cols] (type t); ids may be null for T == 1 (then row id0).
 void embedding(const void* E, DType t, int64_t cols, const int32_t* ids, int32_t id0, int64_t T, float* out, cudaStream_t s);
+// How matmul serves decode-sized products (T ≤ kGemvMaxT, shapes gemv_takes): our GEMV kernel or
+// cuBLAS. ELASTIC_GEMV=ours|cublas forces one; unset or `auto`, the first product of each shape
+// times both on the stream (a few runs each, once) and keeps the faster. One per backend.
+struct GemvTuning {
+    enum Mode { kAuto, kOurs, kCublas };
+    Mode mode = mode_from_env();
+    std::map<std::array<int64_t, 6>, bool> ours;  // (rows, cols, T, tw, tx, ty) → our kernel is the faster
+    static Mode mode_from_env();  // ELASTIC_GEMV; an unknown value is an error
+};
+
 // y[T, rows] (type ty) = x[T, cols] (type tx) @ W[rows, cols]^T with W of type tw, fp32 accumulation.
-// When x is fp32 and W 16-bit, x is first rounded to tw into xs (scratch of T * cols elements);
-// otherwise tx must equal tw. The handle must already be bound to stream s.
+// When x is fp32 and W 16-bit, x is first rounded to tw (into xs, scratch of T * cols elements, on
+// the cuBLAS path); otherwise tx must equal tw. The handle must already be bound to stream s.
+// tune: null means cuBLAS always.
 void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* xs,
-            void* y, DType ty, int64_t T, cudaStream_t s);
+            void* y, DType ty, int64_t T, cudaStream_t s, GemvTuning* tune = nullptr);
+
+// Our GEMV (gemv.cu): the same product for 16-bit W, T ≤ kGemvMaxT, cols a multiple of 8, W and x
+// 16-byte aligned, tx and ty each tw or F32 (an fp32 x is rounded to tw as it is read).
+constexpr int64_t kGemvMaxT = 4;
+bool gemv_takes(DType tw, int64_t rows, int64_t cols, const void* W, DType tx, const void* x, DType ty, int64_t T);
+void gemv(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* y, DType ty, int64_t T,
+          cudaStream_t s);
 
 // One Linear layer of a router on the device: w [out, in] row-major, b [out], fp32.
 struct RouterLinearDev {

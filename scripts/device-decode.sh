@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Issue 12 on the GPU machine: decode attention and the decode GEMV at the memory limit. From the
+# repository root, after the usual build step (or alone: it unpacks .carry/debs and builds
+# build-cuda itself when /tmp/deps or build-cuda/bin/elastic is missing; otherwise it only rebuilds
+# what changed):
+#   bash scripts/device-decode.sh
+# Steps (each line of the summary says how it went, with seconds):
+#   build     incremental build of build-cuda (scripts/device-check.sh's build step)
+#   test      CudaAttention.Decode* (lean and full caches, every config, GQA 1-16, wrapping rings)
+#             and CudaGemv.* (our GEMV and matmul's paths vs fp64)
+#   sanitize  compute-sanitizer memcheck on the new decode and GEMV tests
+#   attn      elastic bench attention --decode-ctx 32768,131072, full and fa-ssa Ω 0.75: ms and GB/s
+#   gemv      elastic bench gemv: Qwen3-8B shapes, T = 1 and 4, ours vs cuBLAS, % of 4.0 TB/s
+#   peer      bench/peers/decode_peer.py: device copy, SDPA decode, torch GEMV at the same shapes
+# Environment: OUT (logs and decode-summary.md go there; default build-cuda/decode-logs).
+# Takes about 3-5 minutes once built.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOGS=${OUT:-build-cuda/decode-logs}
+DEPS=${DEPS:-/tmp/deps}
+mkdir -p "$LOGS"
+E=build-cuda/bin/elastic
+SUM="$LOGS/decode-summary.md"
+: > "$SUM"
+note() { echo "$*" | tee -a "$SUM"; }
+export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/usr/lib/x86_64-linux-gnu/openblas-pthread:$DEPS/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_WAIT_POLICY=PASSIVE
+# run NAME CMD...: output in $LOGS/NAME.log, one summary line with the exit status and seconds.
+run() {
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  note "- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s (log $LOGS/$name.log)"
+  return $rc
+}
+
+note "## device-decode $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+steps="build"
+[ -d "$DEPS/usr" ] || steps="deps build"
+STEPS="$steps" OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
+
+run test build-cuda/bin/elastic_tests --gtest_filter='CudaAttention.Decode*:CudaGemv.*'
+grep -E '^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure|err ' "$LOGS/test.log" | head -20 | tee -a "$SUM"
+
+run sanitize timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/bin/elastic_tests \
+  --gtest_filter='CudaAttention.DecodeGroupsConfigsRings:CudaGemv.KernelMatchesFp64'
+grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/sanitize.log" | tail -3 | tee -a "$SUM"
+
+note ""
+note "### decode attention (32/8 heads, d 128, bf16 cache; fa-ssa: sink 128, local 2048)"
+run attn "$E" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0,0.75 --decode-ctx 32768,131072
+grep '^decode' "$LOGS/attn.log" | tee -a "$SUM"
+run attn-xa "$E" bench attention --backend cuda --seq 1024 --reps 1 --config xa-ssa --msr 0.75 --decode-ctx 131072
+grep '^decode' "$LOGS/attn-xa.log" | tee -a "$SUM"
+
+note ""
+note "### GEMV (bf16 weights, ours vs cuBLAS; fractions of 4.0 TB/s)"
+run gemv "$E" bench gemv --backend cuda --tokens 1,4
+grep '^|' "$LOGS/gemv.log" | tee -a "$SUM"
+
+note ""
+note "### PyTorch peers (same shapes)"
+run peer python3 bench/peers/decode_peer.py --json "$LOGS/decode-peer.json"
+tee -a "$SUM" < "$LOGS/peer.log"
+echo
+echo "summary: $SUM"
