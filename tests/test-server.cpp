@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <thread>
 
+#include "attention/elastic.h"
 #include "attention/router.h"
+#include "model/model.h"
 #include "model/random-model.h"
 #include "test-helpers.h"
 #ifdef ELASTIC_HAVE_SERVER
