@@ -34,9 +34,12 @@ fi
 if want test; then
   t0=$SECONDS
   "$E" --version > /dev/null 2>&1
-  build-cuda/bin/elastic_tests --gtest_filter='CudaAttention.Prefill*:CudaTiles*' > "$OUT/test.log" 2>&1
-  note "test rc=$? in $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test.log" | tr '\n' ' ')"
-  grep -E 'Failure|err |FAILED' "$OUT/test.log" | head -20
+  for v in overlap simple; do
+    ELASTIC_SM90_VARIANT=$v build-cuda/bin/elastic_tests --gtest_filter='CudaAttention.Prefill*:CudaTiles*' \
+      > "$OUT/test-$v.log" 2>&1
+    note "test ($v) rc=$? in $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test-$v.log" | tr '\n' ' ')"
+    grep -E 'Failure|err |FAILED' "$OUT/test-$v.log" | head -20
+  done
 fi
 
 if want sanitize; then
@@ -54,10 +57,30 @@ if want bench; then
     note "bench $k rc=$? in $((SECONDS - t0)) s"
     ELASTIC_PREFILL_KERNEL=$k "$E" bench attention $args 2>&1 | tail -n 14
   done
+  ELASTIC_SM90_VARIANT=simple "$E" bench attention $args --json > "$OUT/bench-sm90-simple.json" 2>&1
+  note "bench sm90 simple (no softmax/GEMM overlap) rc=$?"
   # Longest-first against the plain order (the work list as built, no sort), Hopper kernel.
   ELASTIC_PREFILL_ORDER=plain "$E" bench attention $args --json > "$OUT/bench-sm90-plain.json" 2>&1
   note "bench sm90 plain order rc=$?"
   "$E" bench attention --backend cuda --precision bf16 --seq 32768 --msr 0,0.75 -r 3 --check 2>&1 | tail -n 6
+fi
+
+# End to end: 32K prefill (and decode after it) of the Qwen3-8B-shaped random model, both kernels.
+if want e2e; then
+  mkdir -p /tmp/qwen3-tok
+  gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
+  cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+  dir=/tmp/qwen3-8b-random
+  t0=$SECONDS
+  [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > /dev/null
+  [ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" > /dev/null
+  note "e2e model ready in $((SECONDS - t0)) s"
+  for k in sm90 sm80; do
+    for a in "full" "msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"; do
+      echo "--- $k $a"
+      ELASTIC_PREFILL_KERNEL=$k "$E" bench model -m "$dir" --backend cuda -p 32768 -n 16 -r 3 --attention $a 2>&1 | tail -n 4
+    done
+  done 2>&1 | tee "$OUT/e2e.log"
 fi
 
 if want peers; then
@@ -68,7 +91,7 @@ if want peers; then
 fi
 
 if want table; then
-  for k in sm90 sm80 sm90-plain; do
+  for k in sm90 sm80 sm90-plain sm90-simple; do
     [ -f "$OUT/bench-$k.json" ] && [ -f "$OUT/peers.json" ] || continue
     echo "--- ours = $k"
     python3 bench/peers/compare.py "$OUT/bench-$k.json" "$OUT/peers.json" --markdown "$OUT/table-$k.md" 2>&1 | tail -n 20

@@ -56,7 +56,8 @@ struct Traits {
     using BN = Int<kBlockN>;
     using HD = Int<D>;
     // Q, K, V tiles: rows of D elements, 128B-swizzled K-major atoms (8 rows × 64 elements).
-    using SmemLayoutQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BM, HD>{}));
+    // Two Q buffers: the next item's Q lands while this one runs.
+    using SmemLayoutQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BM, HD, _2>{}));
     using SmemLayoutKV = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BN, HD, Int<kStages>>{}));
     // V read as the B operand of P V: (D, keys), D contiguous (MN-major), the same bytes.
     using SmemLayoutVt = decltype(composition(
@@ -71,15 +72,23 @@ struct Traits {
     static constexpr uint32_t kBytesKV = kBlockN * D * sizeof(Element);
 };
 
+// A work item as the producer decoded it, handed to the consumers in shared memory (they do not
+// repeat the dependent global reads of the work list, cu_seqlens and the head's mode).
+struct ItemInfo {
+    int item;  // >= n_items: no more work
+    int seq0, L, head, g, mode, m0, m1;
+    detail::TileRange tr;
+};
+
 template <typename Tr>
 struct SharedStorage {
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutQ>> q;
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutKV>> k;
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutKV>> v;
-    alignas(8) uint64_t q_full, q_empty;
+    alignas(8) uint64_t q_full[2], q_empty[2];
     uint64_t k_full[Tr::kStages], k_empty[Tr::kStages], v_full[Tr::kStages], v_empty[Tr::kStages];
     uint64_t item_full[2], item_empty[2];
-    int item[2];
+    ItemInfo info[2];
 };
 
 // Global tensors as TMA sees them: (rows of the packed batch, head_dim, heads), row stride given.
@@ -90,7 +99,7 @@ template <typename Tr>
 struct TmaTypes {
     using Element = typename Tr::Element;
     using GTensor = decltype(make_tensor(make_gmem_ptr(static_cast<const Element*>(nullptr)), GShape{}, GStride{}));
-    using Q = decltype(make_tma_copy(SM90_TMA_LOAD{}, std::declval<GTensor>(), typename Tr::SmemLayoutQ{},
+    using Q = decltype(make_tma_copy(SM90_TMA_LOAD{}, std::declval<GTensor>(), take<0, 2>(typename Tr::SmemLayoutQ{}),
                                      Shape<typename Tr::BM, typename Tr::HD>{}, _1{}));
     using KV = decltype(make_tma_copy(SM90_TMA_LOAD{}, std::declval<GTensor>(),
                                       take<0, 2>(typename Tr::SmemLayoutKV{}),
@@ -135,8 +144,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
 
     const int warp = threadIdx.x / 32;
     if (threadIdx.x == 0) {
-        FullBarrier::init(&sh.q_full, 1);
-        EmptyBarrier::init(&sh.q_empty, Tr::kConsumerThreads);
+        for (int s = 0; s < 2; ++s) {
+            FullBarrier::init(&sh.q_full[s], 1);
+            EmptyBarrier::init(&sh.q_empty[s], Tr::kConsumerThreads);
+        }
         for (int s = 0; s < kStages; ++s) {
             FullBarrier::init(&sh.k_full[s], 1);
             FullBarrier::init(&sh.v_full[s], 1);
@@ -163,9 +174,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             const int slot = it & 1;
             EmptyBarrier::wait(&sh.item_empty[slot], ((it >> 1) & 1) ^ 1);
             const int item = atomicAdd(p.counter, 1);
-            sh.item[slot] = item;
-            EmptyBarrier::arrive(&sh.item_full[slot]);
-            if (item >= p.n_items) break;
+            ItemInfo& in = sh.info[slot];
+            in.item = item;
+            if (item >= p.n_items) {
+                EmptyBarrier::arrive(&sh.item_full[slot]);
+                break;
+            }
             const detail::WorkItem w = p.items[item];
             const int seq0 = p.cu_seqlens[w.seq];
             const int L = p.cu_seqlens[w.seq + 1] - seq0;
@@ -174,13 +188,23 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             const int m0 = w.tile * BM, m1 = min(m0 + BM, L);
             const detail::TileRange tr =
                 detail::tile_range(hm.mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
+            in.seq0 = seq0;
+            in.L = L;
+            in.head = w.head;
+            in.g = g;
+            in.mode = hm.mode;
+            in.m0 = m0;
+            in.m1 = m1;
+            in.tr = tr;
+            EmptyBarrier::arrive(&sh.item_full[slot]);
 
             Tensor gQ = local_tile(domain_offset(make_coord(seq0 + m0, _0{}), mQ(_, _, w.head)), Shape<Int<BM>, Int<D>>{},
                                    make_coord(_0{}, _0{}));
-            auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-            EmptyBarrier::wait(&sh.q_empty, (it & 1) ^ 1);
-            FullBarrier::arrive_and_expect_tx(&sh.q_full, Tr::kBytesQ);
-            copy(prm.tma_q.with(sh.q_full), tQg, tQs);
+            auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, slot)),
+                                            group_modes<0, 2>(gQ));
+            EmptyBarrier::wait(&sh.q_empty[slot], ((it >> 1) & 1) ^ 1);
+            FullBarrier::arrive_and_expect_tx(&sh.q_full[slot], Tr::kBytesQ);
+            copy(prm.tma_q.with(sh.q_full[slot]), tQg, tQs);
 
             Tensor gK = local_tile(domain_offset(make_coord(seq0, _0{}), mK(_, _, g)), Shape<Int<BN>, Int<D>>{},
                                    make_coord(_, _0{}));
@@ -210,7 +234,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
     typename Tr::MmaPV mma_pv;
     auto thr_qk = mma_qk.get_thread_slice(ctid);
     auto thr_pv = mma_pv.get_thread_slice(ctid);
-    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // smem descriptors
+    Tensor tSrQ2 = thr_qk.partition_fragment_A(sQ);  // smem descriptors (MMA, MMA_M, MMA_K, Q buffer)
     Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, stage)
     Tensor tOrVt = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stage)
     Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<BM>, Int<BN>>{});
@@ -234,22 +258,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
     for (int it = 0;; ++it) {
         const int slot = it & 1;
         EmptyBarrier::wait(&sh.item_full[slot], (it >> 1) & 1);
-        const int item = sh.item[slot];
+        const ItemInfo in = sh.info[slot];
         EmptyBarrier::arrive(&sh.item_empty[slot]);
-        if (item >= p.n_items) break;
-        const detail::WorkItem w = p.items[item];
-        const int seq0 = p.cu_seqlens[w.seq];
-        const int L = p.cu_seqlens[w.seq + 1] - seq0;
-        const int g = w.head / p.group;
-        const detail::HeadMeta hm = p.meta[w.seq * p.n_kv_head + g];
-        const int mode = hm.mode;
-        const int m0 = w.tile * BM, m1 = min(m0 + BM, L);
-        const detail::TileRange tr =
-            detail::tile_range(mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
+        if (in.item >= p.n_items) break;
+        const int seq0 = in.seq0, L = in.L, mode = in.mode, m0 = in.m0, m1 = in.m1;
+        const detail::TileRange tr = in.tr;
+        const uint32_t qphase = (it >> 1) & 1;
+        auto tSrQ = tSrQ2(_, _, _, slot);
 
         float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.0f, 0.0f};
         clear(tOrO);
-        EmptyBarrier::wait(&sh.q_full, it & 1);
+        FullBarrier::wait(&sh.q_full[slot], qphase);
         // Mask, online softmax of the tile in tSrS (keys from n0), P in tOrP; returns the factors
         // that rescale O's rows. Element v of the accumulators is in row half (v >> 1) & 1 of this
         // thread; a row's keys are spread over the 4 threads of a quad.
@@ -301,7 +320,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 wg_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS);
                 warpgroup_wait<0>();
                 EmptyBarrier::arrive(&sh.k_empty[stage]);
-                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty);  // Q is free for the next item
+                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[slot]);  // Q is free for the next item
                 float alpha[2];
                 softmax(n0, alpha);
                 rescale_o(alpha);
@@ -321,7 +340,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             wg_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS);
             warpgroup_wait<0>();
             EmptyBarrier::arrive(&sh.k_empty[stage]);
-            if (tr.count == 1) EmptyBarrier::arrive(&sh.q_empty);
+            if (tr.count == 1) EmptyBarrier::arrive(&sh.q_empty[slot]);
             {
                 float alpha[2];
                 softmax(detail::tile_at(tr, mode, 0, p.xa_blocks) * BN, alpha);
@@ -338,7 +357,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 wg_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, pstage), tOrO);
                 warpgroup_wait<1>();  // S_t is ready; P V of t - 1 may still run
                 EmptyBarrier::arrive(&sh.k_empty[stage]);
-                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty);
+                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[slot]);
                 float alpha[2];
                 softmax(detail::tile_at(tr, mode, t, p.xa_blocks) * BN, alpha);
                 warpgroup_wait<0>();
@@ -354,7 +373,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             EmptyBarrier::arrive(&sh.v_empty[stage]);
             ++kv_it;
         }
-        if (tr.count == 0) EmptyBarrier::arrive(&sh.q_empty);
+        if (tr.count == 0) EmptyBarrier::arrive(&sh.q_empty[slot]);
 
         // Epilogue: O / l, two adjacent columns per store, rows inside the sequence only.
         float inv[2];
@@ -365,7 +384,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             inv[h] = l > 0.0f ? 1.0f / l : 0.0f;
         }
-        Element* og = static_cast<Element*>(p.out) + int64_t(seq0) * p.o_row + int64_t(w.head) * p.o_head;
+        Element* og = static_cast<Element*>(p.out) + int64_t(seq0) * p.o_row + int64_t(in.head) * p.o_head;
         CUTE_UNROLL
         for (int v = 0; v < kNO; v += 2) {
             const int r = acc_row(v), c = acc_col(v);
@@ -396,7 +415,7 @@ void launch(const PrefillKernelParams& kp, int total_rows, int n_head, const Dev
                            GStride{row, _1{}, head});
     };
     Params<Tr> prm{
-        make_tma_copy(SM90_TMA_LOAD{}, gtensor(kp.q, n_head, kp.q_row, kp.q_head), typename Tr::SmemLayoutQ{},
+        make_tma_copy(SM90_TMA_LOAD{}, gtensor(kp.q, n_head, kp.q_row, kp.q_head), take<0, 2>(typename Tr::SmemLayoutQ{}),
                       Shape<typename Tr::BM, typename Tr::HD>{}, _1{}),
         make_tma_copy(SM90_TMA_LOAD{}, gtensor(kp.k, kp.n_kv_head, kp.k_row, kp.k_head),
                       take<0, 2>(typename Tr::SmemLayoutKV{}), Shape<typename Tr::BN, typename Tr::HD>{}, _1{}),
