@@ -138,6 +138,7 @@ void add_bench(CLI::App& app) {
     o->backend.add_to(c);
     c->callback([o] { bench_model(*o); });
     add_bench_attention(b);
+    add_bench_tp(b);
 }
 
 }  // namespace elastic::cli
