@@ -70,30 +70,60 @@ TEST(HeadPlacement, WithinFourThirdsOfTheOptimum) {
     }
 }
 
-// The figure for docs/performance.md: a Qwen3-8B-shaped plan (36 layers x 8 KV heads) at 128K with
-// Ω_MSR 0.75 routed at random (2 FA heads per layer on average), streaming heads at sink 128 +
-// local 2048. Sum over layers of the slowest rank's attended pairs, relative to an even split.
-TEST(HeadPlacement, QwenShapedPlanAt128K) {
-    const int64_t T = 131072;
-    const double ssa_pruned = 1.0 - double(128 + 2048) * 2 / double(T);  // ~ (sink+local)·T of T²/2 pairs
-    std::mt19937_64 rng(7);
-    for (int ranks : {2, 4, 8}) {
-        double contiguous = 0, balanced = 0, ideal = 0;
-        for (int l = 0; l < 36; ++l) {
-            std::vector<double> pruned(8);
-            for (double& p : pruned) p = std::uniform_real_distribution<double>(0, 1)(rng) < 0.25 ? 0.0 : ssa_pruned;
-            const std::vector<double> c = head_costs(pruned, T);
-            double total = 0;
-            for (double x : c) total += x;
-            ideal += total / ranks;
-            contiguous += max_rank_cost(c, place_contiguous(8, ranks), ranks);
-            balanced += max_rank_cost(c, place_balanced(c, ranks), ranks);
-        }
-        std::printf("128K, Ω 0.75, %d ranks: slowest rank / even split: contiguous %.2f, balanced %.2f\n", ranks,
-                    contiguous / ideal, balanced / ideal);
-        EXPECT_LE(balanced, contiguous);
-        if (ranks == 4) {
-            EXPECT_LT(balanced, 0.8 * contiguous);
+// Renaming a layer's ranks keeps its slowest rank and evens the totals over layers: with one head
+// per rank, longest-first alone would give every layer's FA head to rank 0.
+TEST(HeadPlacement, SpreadOverLayersEvensTheTotals) {
+    std::vector<double> totals(3, 0.0), lpt_only(3, 0.0);
+    for (int l = 0; l < 3; ++l) {
+        const std::vector<double> c = {l == 1 ? 10.0 : 1.0, l == 1 ? 1.0 : 10.0, 1.0};
+        const std::vector<int> lpt = place_balanced(c, 3), r = spread_over_layers(c, lpt, totals);
+        EXPECT_DOUBLE_EQ(max_rank_cost(c, r, 3), max_rank_cost(c, lpt, 3));
+        for (size_t h = 0; h < 3; ++h) lpt_only[size_t(lpt[h])] += c[h];
+    }
+    EXPECT_EQ(totals, (std::vector<double>{12, 12, 12}));
+    EXPECT_EQ(lpt_only, (std::vector<double>{30, 3, 3}));
+}
+
+// The figures for docs/performance.md: a Qwen3-8B-shaped plan (36 layers x 8 KV heads) at 32K and
+// 128K with Ω_MSR 0.75 routed at random (2 FA heads per layer on average), streaming heads at sink
+// 128 + local 2048. Per placement: the sum over layers of the slowest rank's attended pairs over an
+// even split (each layer waits for its slowest rank: the time), and the largest rank's total over
+// the mean (its share of the work and of the KV cache).
+TEST(HeadPlacement, QwenShapedPlanAt32KAnd128K) {
+    const StreamingWindow win{128, 2048};
+    for (int64_t T : {int64_t(32768), int64_t(131072)}) {
+        for (int ranks : {2, 4, 8}) {
+            std::mt19937_64 rng(7);
+            double contiguous = 0, balanced = 0, ideal = 0;
+            std::vector<double> tot_c(size_t(ranks), 0.0), tot_b(size_t(ranks), 0.0), tot_lpt(size_t(ranks), 0.0);
+            for (int l = 0; l < 36; ++l) {
+                std::vector<HeadMode> modes(8);
+                for (HeadMode& m : modes) m = std::uniform_real_distribution<double>(0, 1)(rng) < 0.25 ? HeadMode::FA : HeadMode::SSA;
+                const std::vector<double> c = mode_costs(modes, win, T);
+                double total = 0;
+                for (double x : c) total += x;
+                ideal += total / ranks;
+                const std::vector<int> rc = place_contiguous(8, ranks), lpt = place_balanced(c, ranks);
+                const std::vector<int> rb = spread_over_layers(c, lpt, tot_b);
+                contiguous += max_rank_cost(c, rc, ranks);
+                balanced += max_rank_cost(c, rb, ranks);
+                EXPECT_DOUBLE_EQ(max_rank_cost(c, rb, ranks), max_rank_cost(c, lpt, ranks));
+                for (size_t h = 0; h < 8; ++h) tot_c[size_t(rc[h])] += c[h], tot_lpt[size_t(lpt[h])] += c[h];
+            }
+            auto max_over_mean = [&](const std::vector<double>& t) {
+                double sum = 0;
+                for (double x : t) sum += x;
+                return *std::max_element(t.begin(), t.end()) / (sum / ranks);
+            };
+            std::printf("%lldK, Ω 0.75, %d ranks: slowest rank per layer / even split: contiguous %.2f, balanced %.2f; "
+                        "largest rank total / mean: contiguous %.2f, balanced %.2f (longest-first alone %.2f)\n",
+                        (long long)(T / 1024), ranks, contiguous / ideal, balanced / ideal, max_over_mean(tot_c),
+                        max_over_mean(tot_b), max_over_mean(tot_lpt));
+            EXPECT_LE(balanced, contiguous);
+            EXPECT_LE(max_over_mean(tot_b), max_over_mean(tot_lpt) + 1e-12);
+            if (ranks == 4) {
+                EXPECT_LT(balanced, 0.8 * contiguous);
+            }
         }
     }
 }
@@ -304,11 +334,13 @@ void check_case(const Model& m, const Router* router, const AttentionSpec& spec,
                 EXPECT_EQ(tp.rank(r).rank_of(), tp.rank(0).rank_of());
                 EXPECT_EQ(tp.rank(r).last_logits(), tp.last_logits());
             }
+            std::vector<double> totals(size_t(N), 0.0);
             for (int l = 0; l < m.config.n_layer; ++l) {
                 const std::vector<int>& own = tp.rank(0).rank_of()[size_t(l)];
                 ASSERT_EQ(int(own.size()), H);
                 const std::vector<double> cost = mode_costs(want.stats.modes[size_t(l)], spec.win, int64_t(prompt.size()));
-                EXPECT_EQ(own, p == Placement::Balanced ? place_balanced(cost, N) : place_contiguous(H, N));
+                EXPECT_EQ(own, p == Placement::Balanced ? spread_over_layers(cost, place_balanced(cost, N), totals)
+                                                        : place_contiguous(H, N));
             }
         }
 }

@@ -181,6 +181,7 @@ void TpSession::forward(const int32_t* ids, int64_t n) {
         caches_.clear();
         caches_.resize(L);
         sparse_so_far_ = 0;
+        placed_.assign(size_t(e_.ranks), 0.0);
         load_ = Load{};
         load_.pairs.assign(L, 0.0);
         load_.prefill_seconds.assign(L, 0.0);
@@ -230,8 +231,12 @@ void TpSession::plan_layer(int l, int64_t n) {
     plan.xa.assign(size_t(H), BlockList{});
     for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
     // Every rank places the same costs the same way: the same owners everywhere.
-    rank_of_[size_t(l)] = placement_ == Placement::Balanced ? place_balanced(mode_costs(plan.mode, spec_.win, n), e_.ranks)
-                                                            : place_contiguous(H, e_.ranks);
+    if (placement_ == Placement::Balanced) {
+        const std::vector<double> cost = mode_costs(plan.mode, spec_.win, n);
+        rank_of_[size_t(l)] = spread_over_layers(cost, place_balanced(cost, e_.ranks), placed_);
+    } else {
+        rank_of_[size_t(l)] = place_contiguous(H, e_.ranks);
+    }
     caches_[size_t(l)].resize(size_t(H));
 }
 

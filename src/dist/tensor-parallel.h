@@ -3,7 +3,9 @@
 //   - Attention is split by KV head. Every rank runs the norm and the router (replicated: the
 //     router reads at most 200 rows of keys), so all ranks hold the same plan; the layer's KV heads
 //     are then placed on ranks by their attended pairs at this prompt length (placement.h: balanced
-//     or contiguous), since an FA head at 128K costs ~30x a streaming one. A rank projects q, k, v
+//     or contiguous), since an FA head at 128K costs ~30x a streaming one; balanced placement also
+//     gives each layer's heaviest share to the rank with the least so far (spread_over_layers), so
+//     the work and KV memory summed over layers stay even too. A rank projects q, k, v
 //     only for its heads' groups (rows of wq, wk, wv), runs their hybrid attention, keeps their KV
 //     caches, multiplies by its columns of wo, and the partial outputs are summed. The placement is
 //     made once per sequence at prefill; decode keeps it (each cache stays with its rank).
@@ -140,6 +142,7 @@ private:
     int64_t sparse_so_far_ = 0;
     std::vector<LayerPlan> plans_;
     std::vector<std::vector<int>> rank_of_;
+    std::vector<double> placed_;  // [rank] predicted pairs placed on each rank by the layers so far
     std::vector<std::vector<float>> prob_fa_;  // [layer] router P(FA) (empty: not routed)
     std::vector<std::vector<std::unique_ptr<Backend::LayerCache>>> caches_;  // [layer][kv_head], null where not ours
     AttentionStats stats_;
