@@ -511,9 +511,10 @@ TEST(NcclCommunicator, AllReduceOnEveryGpu) {
     if (N < 2) GTEST_SKIP() << N << " GPU(s): NCCL needs two";
     const std::string id = nccl_unique_id();
     const size_t n = 4099;
-    std::vector<std::vector<float>> host(size_t(N)), dev(size_t(N));
-    std::vector<double> dsum(size_t(N));
-    std::vector<std::string> errors(size_t(N));
+    const size_t ranks = static_cast<size_t>(N);
+    std::vector<std::vector<float>> host(ranks), dev(ranks);
+    std::vector<double> dsum(ranks);
+    std::vector<std::string> errors(ranks);
     std::vector<std::thread> ts;
     for (int r = 0; r < N; ++r)
         ts.emplace_back([&, r] {
