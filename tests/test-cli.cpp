@@ -210,6 +210,37 @@ TEST(Cli, RunVerbosePrintsALogitsHash) {
     }
 }
 
+// `bench tp`: the per-rank table for both placements, the check against one process, JSON; bad
+// flags are one line. A tiny random Qwen3 with 4 KV heads, two FA heads side by side in each layer.
+TEST(Cli, BenchTpPrintsTheSplit) {
+    const std::string d = tmp_dir(), m = d + "/tiny-tp";
+    const Result made = run("random-model --arch tiny-qwen3 --layers 2 --heads 8 --kv-heads 4 --tokenizer " +
+                            source_path("../shared/fixtures/tokenizers/qwen3/tokenizer.json") + " -o " + m);
+    ASSERT_EQ(made.code, 0) << made.err;
+    std::ofstream(d + "/tp-heads.txt") << "1 1 0 0\n0 0 1 1\n";
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "Tensor parallel ranks share the heads of every layer. ";
+    std::ofstream(d + "/tp-text.txt") << text;
+    const std::string base = "bench tp -m " + m + " --text " + d + "/tp-text.txt --attention static:" + d +
+                             "/tp-heads.txt --sink 4 --local 16 -n 3 ";
+    const Result r = run(base + "-p 128 --ranks 2 --placement both --check");
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (const char* want : {"balanced placement", "contiguous placement", "| rank | KV heads", "imbalance",
+                             "greedy tokens identical", "not multi-GPU speed"})
+        EXPECT_NE(r.out.find(want), std::string::npos) << want << " in:\n" << r.out;
+    const Result j = run(base + "-p 128 --ranks 3 --placement balanced --json");
+    ASSERT_EQ(j.code, 0) << j.err;
+    const nlohmann::json v = nlohmann::json::parse(j.out);
+    ASSERT_EQ(v["results"].size(), 1u);
+    EXPECT_EQ(v["results"][0]["placement"], "balanced");
+    EXPECT_EQ(v["results"][0]["ranks"].size(), 3u);
+    EXPECT_GE(v["results"][0]["pairs_layer_slowest_over_mean"].get<double>(), 1.0);
+    expect_one_line_error(run(base + "--ranks 0"), "--ranks must be >= 1");
+    expect_one_line_error(run(base + "--placement round-robin"), "--placement must be balanced, contiguous or both");
+    expect_one_line_error(run(base + "-p 0"), "-p must be >= 1");
+    expect_one_line_error(run(base + "-p 64 --ranks 1000"), "cannot be split over 1000 ranks");
+}
+
 // `train-router plot LOG --png F` draws a training log; a missing log is one clear line; plain
 // `train-router` without -m says so.
 TEST(Cli, TrainRouterPlot) {

@@ -1,6 +1,7 @@
 // Communicators: see comm.h.
 #include "dist/comm.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -14,6 +15,7 @@ public:
     int rank() const override { return 0; }
     int size() const override { return 1; }
     void all_reduce_sum(double*, size_t) override {}
+    void all_reduce_sum(float*, size_t) override {}
     void barrier() override {}
 };
 
@@ -36,31 +38,39 @@ public:
     LocalRank(LocalGroup& g, int r) : g_(g), r_(r) {}
     int rank() const override { return r_; }
     int size() const override { return g_.n_; }
-    void all_reduce_sum(double* x, size_t n) override {
+    void all_reduce_sum(double* x, size_t n) override { reduce(x, n); }
+    void all_reduce_sum(float* x, size_t n) override { reduce(x, n); }
+    void barrier() override { g_.arrive(); }
+
+private:
+    template <class T>
+    void reduce(T* x, size_t n) {
         {
             std::lock_guard<std::mutex> lk(g_.mu_);
             g_.posted_[size_t(r_)] = x;
             g_.sizes_[size_t(r_)] = n;
+            g_.types_[size_t(r_)] = int(sizeof(T));
         }
         g_.arrive();  // every rank has posted
         for (int k = 0; k < g_.n_; ++k)
-            if (g_.sizes_[size_t(k)] != n) fail("all_reduce_sum: rank %d gave %zu values, rank %d %zu", k, g_.sizes_[size_t(k)], r_, n);
-        std::vector<double> sum(n, 0.0);
+            if (g_.sizes_[size_t(k)] != n || g_.types_[size_t(k)] != int(sizeof(T)))
+                fail("all_reduce_sum: rank %d gave %zu values of %d bytes, rank %d %zu of %d", k, g_.sizes_[size_t(k)],
+                     g_.types_[size_t(k)], r_, n, int(sizeof(T)));
+        std::vector<T> sum(n, T(0));
         for (int k = 0; k < g_.n_; ++k) {  // rank order: the same bits on every rank
-            const double* y = g_.posted_[size_t(k)];
+            const T* y = static_cast<const T*>(g_.posted_[size_t(k)]);
             for (size_t i = 0; i < n; ++i) sum[i] += y[i];
         }
         g_.arrive();  // every rank has read every buffer
-        for (size_t i = 0; i < n; ++i) x[i] = sum[i];
+        std::copy(sum.begin(), sum.end(), x);
     }
-    void barrier() override { g_.arrive(); }
 
-private:
     LocalGroup& g_;
     int r_;
 };
 
-LocalGroup::LocalGroup(int n) : n_(n), posted_(size_t(std::max(n, 1)), nullptr), sizes_(size_t(std::max(n, 1)), 0) {
+LocalGroup::LocalGroup(int n)
+    : n_(n), posted_(size_t(std::max(n, 1)), nullptr), sizes_(size_t(std::max(n, 1)), 0), types_(size_t(std::max(n, 1)), 0) {
     if (n < 1) fail("a group needs at least one rank (got %d)", n);
 }
 
@@ -71,6 +81,7 @@ std::unique_ptr<Communicator> LocalGroup::rank(int r) {
 
 void LocalGroup::arrive() {
     std::unique_lock<std::mutex> lk(mu_);
+    if (aborted_) fail("another rank of the group failed");
     const long gen = generation_;
     if (++waiting_ == n_) {
         waiting_ = 0;
@@ -78,7 +89,14 @@ void LocalGroup::arrive() {
         cv_.notify_all();
         return;
     }
-    cv_.wait(lk, [&] { return generation_ != gen; });
+    cv_.wait(lk, [&] { return generation_ != gen || aborted_; });
+    if (generation_ == gen) fail("another rank of the group failed");
+}
+
+void LocalGroup::abort() {
+    std::lock_guard<std::mutex> lk(mu_);
+    aborted_ = true;
+    cv_.notify_all();
 }
 
 RankEnv rank_from_env() {

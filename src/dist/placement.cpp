@@ -46,4 +46,22 @@ double max_rank_cost(const std::vector<double>& cost, const std::vector<int>& ra
     return *std::max_element(load.begin(), load.end());
 }
 
+std::vector<int> spread_over_layers(const std::vector<double>& cost, const std::vector<int>& rank_of,
+                                    std::vector<double>& totals) {
+    const int ranks = int(totals.size());
+    std::vector<double> load(totals.size(), 0.0);
+    for (size_t h = 0; h < cost.size(); ++h) load[size_t(rank_of[h])] += cost[h];
+    std::vector<int> heavy(load.size()), light(load.size());  // this layer's shares, heaviest first; ranks, least loaded first
+    std::iota(heavy.begin(), heavy.end(), 0);
+    std::iota(light.begin(), light.end(), 0);
+    std::stable_sort(heavy.begin(), heavy.end(), [&](int a, int b) { return load[size_t(a)] > load[size_t(b)]; });
+    std::stable_sort(light.begin(), light.end(), [&](int a, int b) { return totals[size_t(a)] < totals[size_t(b)]; });
+    std::vector<int> rename(load.size());
+    for (int i = 0; i < ranks; ++i) rename[size_t(heavy[size_t(i)])] = light[size_t(i)];
+    std::vector<int> r(rank_of.size());
+    for (size_t h = 0; h < rank_of.size(); ++h) r[h] = rename[size_t(rank_of[h])];
+    for (int i = 0; i < ranks; ++i) totals[size_t(rename[size_t(i)])] += load[size_t(i)];
+    return r;
+}
+
 }  // namespace elastic::dist

@@ -24,4 +24,12 @@ std::vector<int> place_balanced(const std::vector<double>& cost, int ranks);
 // The largest total cost of one rank under a placement.
 double max_rank_cost(const std::vector<double>& cost, const std::vector<int>& rank_of, int ranks);
 
+// Renames the ranks of one layer's placement (which leaves its slowest rank as it is) so that the
+// layer's heaviest share goes to the rank with the least cost over the layers so far, the next to
+// the next, and so on; `totals` [ranks] holds those costs and is updated. Without it longest-first
+// puts every layer's largest head on rank 0, and with it that rank's KV cache: with one KV head per
+// rank the layers would all load the same rank. Deterministic (ties: the lower rank).
+std::vector<int> spread_over_layers(const std::vector<double>& cost, const std::vector<int>& rank_of,
+                                    std::vector<double>& totals);
+
 }  // namespace elastic::dist

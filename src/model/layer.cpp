@@ -1,7 +1,10 @@
 // The layer function: one transformer layer over the n new tokens of a forward() call, whatever n
 // and wherever they start. Prefill (the first call) routes, plans and runs the hybrid attention
 // over the whole prompt and fills the layer's KV cache; later calls append each token to the cache
-// and decode it. The attention step records its own statistics (AttentionStats).
+// and decode it. The attention step records its own statistics (AttentionStats). The steps
+// themselves (layer.h) are shared with the tensor-parallel forward (src/dist/tensor-parallel.cpp).
+#include "model/layer.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -11,7 +14,90 @@
 
 namespace elastic {
 
+void project_qkv(Backend& be, const Backend::Matrix& wq, const Backend::Matrix& wk, const Backend::Matrix& wv,
+                 const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps, Buf h, Buf q, Buf k, Buf v,
+                 int64_t n, const HeadShape& s) {
+    be.matmul(wq, h, q, n);  // q [n, n_head, hd]
+    be.matmul(wk, h, k, n);  // k [n, n_kv_head, hd]
+    be.matmul(wv, h, v, n);  // v [n, n_kv_head, hd]
+    if (q_norm) {
+        be.rms_norm(q, *q_norm, q, n * s.n_head, s.head_dim, eps);
+        be.rms_norm(k, *k_norm, k, n * s.n_kv_head, s.head_dim, eps);
+    }
+}
+
+RouterDecision route_layer(Backend& be, const Backend::RouterWeights* rw, int window, Buf k, int64_t T, int n_kv_head,
+                           int head_dim, AttentionStats& stats) {
+    RouterDecision decision;
+    if (!rw) {  // a layer without router weights keeps full attention
+        decision.full.assign(size_t(n_kv_head), 1);
+        decision.margin.assign(size_t(n_kv_head), 1e30f);
+        return decision;
+    }
+    be.sync();  // the time below is the router's own, not the queued projections'
+    const double t0 = stats_clock();
+    const RouterLayer& rl = *rw->layer;
+    std::vector<float> logits(size_t(n_kv_head) * size_t(rl.rh4.out));
+    be.router_logits(*rw, k, T, n_kv_head, head_dim, window, logits.data());
+    decision = Router::decision(rl, std::move(logits), n_kv_head);
+    stats.router_seconds += stats_clock() - t0;
+    return decision;
+}
+
+std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k, Buf v,
+                                                       Buf att, int64_t T, const int32_t* pos, const HeadShape& s,
+                                                       LayerPlan& plan, const AttentionSpec& spec, int64_t capacity,
+                                                       AttentionStats& stats) {
+    const int hd = s.head_dim;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    be.rope(q, T, s.n_head, hd, pos, inv_freq);
+    be.rope(k, T, s.n_kv_head, hd, pos, inv_freq);
+    const bool any_xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
+    be.sync();  // (GPU: the times below are of the attention's own kernels)
+    const double t0 = stats_clock();
+    if (any_xa) be.xa_fill_plan(q, k, T, s.n_head, s.n_kv_head, hd, spec.xa, plan);
+    const double t1 = stats_clock();
+    be.attn_hybrid_prefill(q, k, v, att, T, s.n_head, s.n_kv_head, hd, plan, spec.win, spec.xa.block, scale);
+    be.sync();
+    stats.xa_seconds += t1 - t0;
+    stats.attention_seconds += stats_clock() - t1;
+    std::unique_ptr<Backend::LayerCache> cache = be.new_layer_cache(plan, spec.win, capacity, s.n_kv_head, hd);
+    be.cache_store_prefill(*cache, k, v, T);
+    return cache;
+}
+
+void decode_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k, Buf v, Buf att, int64_t n,
+                      const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s) {
+    const int hd = s.head_dim;
+    const int64_t qd = int64_t(s.n_head) * hd, kvd = int64_t(s.n_kv_head) * hd;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    be.rope(q, n, s.n_head, hd, pos, inv_freq);
+    be.rope(k, n, s.n_kv_head, hd, pos, inv_freq);
+    for (int64_t t = 0; t < n; ++t) {
+        be.cache_append(*caches[t], k.at(t * kvd), v.at(t * kvd), pos[t]);
+        be.attn_decode(q.at(t * qd), *caches[t], pos[t], att.at(t * qd), s.n_head, scale);
+    }
+}
+
+void ffn_rows(Backend& be, const Backend::Vector& norm, const Backend::Matrix& w_gate, const Backend::Matrix& w_up,
+              const Backend::Matrix& w_down, float eps, Buf x, Buf h, Buf gate, Buf up, int64_t n, int64_t D,
+              int64_t chunk, const std::function<void(Buf, int64_t)>& reduce) {
+    for (int64_t r = 0; r < n; r += chunk) {  // FFN in chunks of rows
+        const int64_t m = std::min(chunk, n - r);
+        const Buf xr = x.at(r * D), hr = h.at(r * D);
+        be.rms_norm(xr, norm, hr, m, D, eps);
+        be.matmul(w_gate, hr, gate, m);  // [m, d_ff]
+        be.matmul(w_up, hr, up, m);
+        be.swiglu(gate, up, gate, m * w_gate.rows);
+        be.matmul(w_down, gate, hr, m);
+        if (reduce) reduce(hr, m);
+        be.add(xr, hr, m * D);
+    }
+}
+
 namespace {
+
+HeadShape heads_of(const ModelConfig& c) { return {c.n_head, c.n_kv_head, c.head_dim}; }
 
 // The layer function: one transformer layer over n rows. `attend` turns q, k, v into att (the
 // prefill's hybrid attention, or decode against the KV caches); everything else is per row.
@@ -22,44 +108,13 @@ void layer_rows(const Engine& e, int l, const RowBuffers& b, int64_t n, int64_t 
     const Engine::Layer& L = e.layers[size_t(l)];
     const int64_t D = c.d_model, hd = c.head_dim;
     be.rms_norm(b.x, *L.attn_norm, b.h, n, D, c.rms_eps);
-    be.matmul(*L.wq, b.h, b.q, n);  // q [n, n_head, hd]
-    be.matmul(*L.wk, b.h, b.k, n);  // k [n, n_kv_head, hd]
-    be.matmul(*L.wv, b.h, b.v, n);  // v [n, n_kv_head, hd]
-    if (c.qk_norm) {
-        be.rms_norm(b.q, *L.q_norm, b.q, n * c.n_head, hd, c.rms_eps);
-        be.rms_norm(b.k, *L.k_norm, b.k, n * c.n_kv_head, hd, c.rms_eps);
-    }
+    project_qkv(be, *L.wq, *L.wk, *L.wv, L.q_norm.get(), L.k_norm.get(), c.rms_eps, b.h, b.q, b.k, b.v, n, heads_of(c));
     attend();  // att [n, n_head, hd]
     hook("attn_out", b.att, int64_t(c.n_head) * hd);
     be.matmul(*L.wo, b.att, b.h, n);  // h [n, D]
     be.add(b.x, b.h, n * D);
-    for (int64_t r = 0; r < n; r += chunk) {  // FFN in chunks of rows
-        const int64_t m = std::min(chunk, n - r);
-        const Buf xr = b.x.at(r * D), hr = b.h.at(r * D);
-        be.rms_norm(xr, *L.ffn_norm, hr, m, D, c.rms_eps);
-        be.matmul(*L.w_gate, hr, b.gate, m);  // [m, d_ff]
-        be.matmul(*L.w_up, hr, b.up, m);
-        be.swiglu(b.gate, b.up, b.gate, m * c.d_ff);
-        be.matmul(*L.w_down, b.gate, hr, m);
-        be.add(xr, hr, m * D);
-    }
+    ffn_rows(be, *L.ffn_norm, *L.w_gate, *L.w_up, *L.w_down, c.rms_eps, b.x, b.h, b.gate, b.up, n, D, chunk, nullptr);
     hook("layer_out", b.x, D);
-}
-
-// Decode attention: row t (at position pos[t]) joins the cache caches[t] and attends to it. The
-// rows of one sequence share a cache; a DecodeBatch gives each row its own sequence's.
-void decode_rows(const Engine& e, const RowBuffers& b, int64_t n, const int32_t* pos, Backend::LayerCache* const* caches) {
-    const ModelConfig& c = e.model.config;
-    Backend& be = e.backend;
-    const int H = c.n_kv_head, hd = c.head_dim;
-    const int64_t qd = int64_t(c.n_head) * hd, kvd = int64_t(H) * hd;
-    const float scale = 1.0f / std::sqrt(float(hd));
-    be.rope(b.q, n, c.n_head, hd, pos, *e.inv_freq);
-    be.rope(b.k, n, H, hd, pos, *e.inv_freq);
-    for (int64_t t = 0; t < n; ++t) {
-        be.cache_append(*caches[t], b.k.at(t * kvd), b.v.at(t * kvd), pos[t]);
-        be.attn_decode(b.q.at(t * qd), *caches[t], pos[t], b.att.at(t * qd), c.n_head, scale);
-    }
 }
 
 }  // namespace
@@ -73,46 +128,22 @@ void Session::layer(int l, int64_t n, const int32_t* pos) {
 
 void Session::attention(int l, int64_t n, const int32_t* pos) {
     const int H = c_.n_kv_head, hd = c_.head_dim;
-    const float scale = 1.0f / std::sqrt(float(hd));
     if (pos_ > 0) {  // decode: each new token joins the cache, then attends to it
         const std::vector<Backend::LayerCache*> caches(size_t(n), caches_[size_t(l)].get());
-        decode_rows(e_, b_, n, pos, caches.data());
+        decode_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, caches.data(), heads_of(c_));
         return;
     }
     // Prefill. The router reads the pre-RoPE keys (DESIGN.md §1.1).
     const Engine::Layer& L = e_.layers[size_t(l)];
     RouterDecision decision;
     const bool routed = spec_.needs_router() && L.router;
-    if (routed) {
-        be_.sync();  // the time below is the router's own, not the queued projections'
-        const double t0 = stats_clock();
-        const RouterLayer& rl = *L.router->layer;
-        std::vector<float> logits(size_t(H) * size_t(rl.rh4.out));
-        be_.router_logits(*L.router, b_.k, n, H, hd, e_.router->window(), logits.data());
-        decision = Router::decision(rl, std::move(logits), H);
-        stats_.router_seconds += stats_clock() - t0;
-    } else if (spec_.needs_router()) {  // a layer without router weights keeps full attention
-        decision.full.assign(size_t(H), 1);
-        decision.margin.assign(size_t(H), 1e30f);
-    }
+    if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
     LayerPlan& plan = plans_[size_t(l)];
     plan.mode = choose_modes(spec_, l, H, c_.n_layer, spec_.needs_router() ? &decision : nullptr, sparse_so_far_,
                              int64_t(l) * H);
     for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
-
-    be_.rope(b_.q, n, c_.n_head, hd, pos, *e_.inv_freq);
-    be_.rope(b_.k, n, H, hd, pos, *e_.inv_freq);
-    const bool any_xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
-    be_.sync();  // (GPU: the times below are of the attention's own kernels)
-    const double t0 = stats_clock();
-    if (any_xa) be_.xa_fill_plan(b_.q, b_.k, n, c_.n_head, H, hd, spec_.xa, plan);
-    const double t1 = stats_clock();
-    be_.attn_hybrid_prefill(b_.q, b_.k, b_.v, b_.att, n, c_.n_head, H, hd, plan, spec_.win, spec_.xa.block, scale);
-    be_.sync();
-    stats_.xa_seconds += t1 - t0;
-    stats_.attention_seconds += stats_clock() - t1;
-    caches_.push_back(be_.new_layer_cache(plan, spec_.win, cap_, H, hd));
-    be_.cache_store_prefill(*caches_.back(), b_.k, b_.v, n);
+    caches_.push_back(prefill_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, heads_of(c_), plan, spec_,
+                                        cap_, stats_));
     stats_.record_layer(plan, spec_, n, routed ? decision.prob_fa : std::vector<float>{});
 }
 
@@ -145,10 +176,12 @@ void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
     for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(ss[size_t(i)]->pos_);
     be.embedding(*e_.tok_embd, ids, n, b_.x);
     std::vector<Backend::LayerCache*> caches(static_cast<size_t>(n));
+    const HeadShape heads = heads_of(c);
     for (int l = 0; l < c.n_layer; ++l) {
         for (int64_t i = 0; i < n; ++i) caches[size_t(i)] = ss[size_t(i)]->caches_[size_t(l)].get();
-        layer_rows(e_, l, b_, n, n, [&] { decode_rows(e_, b_, n, pos.data(), caches.data()); },
-                   [](const char*, Buf, int64_t) {});
+        layer_rows(
+            e_, l, b_, n, n, [&] { decode_attention(be, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos.data(), caches.data(), heads); },
+            [](const char*, Buf, int64_t) {});
     }
     be.rms_norm(b_.x, *e_.out_norm, b_.h, n, c.d_model, c.rms_eps);
     be.matmul(*e_.output, b_.h, logits_, n);

@@ -149,8 +149,15 @@ HFConfig random_model_config(const RandomModelSpec& s) {
     HFConfig c = preset(s.arch);
     if (s.layers < 0 || s.layers > 100000) fail("random-model: --layers %lld is out of range", (long long)s.layers);
     if (s.vocab < 0 || s.vocab > (int64_t(1) << 30)) fail("random-model: --vocab %lld is out of range", (long long)s.vocab);
+    if (s.heads < 0 || s.heads > 4096 || s.kv_heads < 0 || s.kv_heads > 4096)
+        fail("random-model: --heads %lld / --kv-heads %lld is out of range", (long long)s.heads, (long long)s.kv_heads);
     if (s.layers > 0) c.num_hidden_layers = s.layers;
     if (s.vocab > 0) c.vocab_size = s.vocab;
+    if (s.heads > 0) c.num_attention_heads = s.heads;
+    if (s.kv_heads > 0) c.num_key_value_heads = s.kv_heads;
+    if (c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads != 0)
+        fail("random-model: %lld query heads are not a multiple of %lld key/value heads", (long long)c.num_attention_heads,
+             (long long)c.num_key_value_heads);
     c.torch_dtype = parse_dtype(s.dtype) == DType::BF16 ? "bfloat16" : "float32";
     return c;
 }

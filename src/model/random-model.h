@@ -17,6 +17,8 @@ struct RandomModelSpec {
     std::string arch = "qwen3-8b";  // a preset: random_model_archs()
     int64_t layers = 0;             // > 0 overrides the preset's num_hidden_layers
     int64_t vocab = 0;              // > 0 overrides the preset's vocab_size
+    int64_t heads = 0;              // > 0 overrides num_attention_heads (query heads)
+    int64_t kv_heads = 0;           // > 0 overrides num_key_value_heads (e.g. many unequal KV heads for tensor-parallel tests)
     std::string dtype = "bf16";     // bf16 or f32
     uint64_t seed = 1;
     std::string tokenizer;  // a tokenizer.json or a directory holding one; required

@@ -78,4 +78,36 @@ std::vector<float> weight_to_f32(const Weight& w) {
     return out;
 }
 
+Weight weight_rows(const Weight& w, int64_t r0, int64_t n) {
+    ELASTIC_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= w.rows);
+    Weight out = w;
+    out.rows = n;
+    out.data = w.data + size_t(r0) * w.row_bytes;
+    return out;
+}
+
+Weight weight_cols(const Weight& w, int64_t c0, int64_t n) {
+    ELASTIC_ASSERT(c0 >= 0 && n > 0 && c0 + n <= w.cols);
+    const int64_t blk = dtype_block_size(w.type);
+    const bool aligned = c0 % blk == 0 && n % blk == 0;
+    Weight out = w;
+    out.type = aligned ? w.type : DType::F32;
+    out.cols = n;
+    out.row_bytes = dtype_nbytes(out.type, n);
+    out.owned = std::make_shared<std::vector<uint8_t>>(out.row_bytes * size_t(w.rows));
+    std::vector<float> row;
+    if (!aligned) row.resize(size_t(w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+        uint8_t* dst = out.owned->data() + size_t(r) * out.row_bytes;
+        if (aligned) {
+            std::memcpy(dst, w.row(r) + dtype_nbytes(w.type, c0), out.row_bytes);
+        } else {
+            dequantize(w.type, w.row(r), row.data(), w.cols);
+            std::memcpy(dst, row.data() + c0, out.row_bytes);
+        }
+    }
+    out.data = out.owned->data();
+    return out;
+}
+
 }  // namespace elastic

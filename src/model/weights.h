@@ -66,5 +66,11 @@ Weight unpermute_qk_rows(const Weight& w, int n_heads, int head_dim);
 Weight permute_qk_rows(const Weight& w, int n_heads, int head_dim);
 // All elements of w as float32, row-major [rows, cols].
 std::vector<float> weight_to_f32(const Weight& w);
+// Rows [r0, r0 + n) of w: a view into the same storage (no copy; it keeps w's owned copy alive).
+Weight weight_rows(const Weight& w, int64_t r0, int64_t n);
+// Columns [c0, c0 + n) of w as a compact matrix [rows, n] (a copy: rows of a Weight are contiguous).
+// The stored type is kept when c0 and n fall on its block boundaries, so products give the same
+// per-block terms as the whole matrix; otherwise the copy is fp32.
+Weight weight_cols(const Weight& w, int64_t c0, int64_t n);
 
 }  // namespace elastic

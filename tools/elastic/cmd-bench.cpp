@@ -139,6 +139,7 @@ void add_bench(CLI::App& app) {
     c->callback([o] { bench_model(*o); });
     add_bench_attention(b);
     add_bench_gemv(b);
+    add_bench_tp(b);
 }
 
 }  // namespace elastic::cli

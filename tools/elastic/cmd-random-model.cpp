@@ -22,6 +22,8 @@ void add_random_model(CLI::App& app) {
     c->add_option("--seed", o->seed, "Random seed")->capture_default_str();
     c->add_option("--layers", o->layers, "Override the preset's number of layers");
     c->add_option("--vocab", o->vocab, "Override the preset's vocabulary size (at least the tokenizer's)");
+    c->add_option("--heads", o->heads, "Override the preset's query heads");
+    c->add_option("--kv-heads", o->kv_heads, "Override the preset's key/value heads (must divide the query heads)");
     c->add_option("--shard-mb", *shard_mb, "Largest shard in MB (10^6 bytes)")->capture_default_str();
     c->add_flag("--force", o->force, "Write into a non-empty directory (its config.json and model*.safetensors* are removed first)");
     c->footer(
