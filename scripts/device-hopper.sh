@@ -6,7 +6,9 @@
 #   STEPS="test bench" bash scripts/device-hopper.sh  # a subset (after a build in the same machine)
 # Needs .carry/debs (scripts/pack-device.sh) and the CUTLASS wheel at third_party/ (carry it:
 # third_party/nvidia_cutlass-4.2.0.0-py3-none-any.whl). Logs and JSON go to $OUT (default
-# /tmp/hopper); the summary is printed last.
+# /tmp/hopper); the summary is printed last. Steps: build test sanitize bench e2e peers table.
+# Knobs: SEQS, OMEGAS, REPS (bench); VARIANTS (tested), BENCH_VARIANTS (benched besides the
+# default), KERNELS (sm90 sm80), NO_PLAIN=1 (skip the unsorted-work-list run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hopper}
@@ -34,7 +36,7 @@ fi
 if want test; then
   t0=$SECONDS
   "$E" --version > /dev/null 2>&1
-  for v in overlap simple; do
+  for v in ${VARIANTS:-overlap deep simple}; do
     ELASTIC_SM90_VARIANT=$v build-cuda/bin/elastic_tests --gtest_filter='CudaAttention.Prefill*:CudaTiles*' \
       > "$OUT/test-$v.log" 2>&1
     note "test ($v) rc=$? in $((SECONDS - t0)) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test-$v.log" | tr '\n' ' ')"
@@ -51,17 +53,21 @@ fi
 
 if want bench; then
   args="--backend cuda --precision bf16 --config fa-ssa --seq $SEQS --msr $OMEGAS -r $REPS"
-  for k in sm90 sm80; do
+  for k in ${KERNELS:-sm90 sm80}; do
     t0=$SECONDS
     ELASTIC_PREFILL_KERNEL=$k "$E" bench attention $args --json > "$OUT/bench-$k.json" 2> "$OUT/bench-$k.err"
     note "bench $k rc=$? in $((SECONDS - t0)) s"
     ELASTIC_PREFILL_KERNEL=$k "$E" bench attention $args 2>&1 | tail -n 14
   done
-  ELASTIC_SM90_VARIANT=simple "$E" bench attention $args --json > "$OUT/bench-sm90-simple.json" 2>&1
-  note "bench sm90 simple (no softmax/GEMM overlap) rc=$?"
+  for v in ${BENCH_VARIANTS:-deep simple}; do
+    ELASTIC_SM90_VARIANT=$v "$E" bench attention $args --json > "$OUT/bench-sm90-$v.json" 2>&1
+    note "bench sm90 variant $v rc=$?"
+  done
   # Longest-first against the plain order (the work list as built, no sort), Hopper kernel.
-  ELASTIC_PREFILL_ORDER=plain "$E" bench attention $args --json > "$OUT/bench-sm90-plain.json" 2>&1
-  note "bench sm90 plain order rc=$?"
+  if [ -z "${NO_PLAIN:-}" ]; then
+    ELASTIC_PREFILL_ORDER=plain "$E" bench attention $args --json > "$OUT/bench-sm90-plain.json" 2>&1
+    note "bench sm90 plain order rc=$?"
+  fi
   "$E" bench attention --backend cuda --precision bf16 --seq 32768 --msr 0,0.75 -r 3 --check 2>&1 | tail -n 6
 fi
 
@@ -91,7 +97,7 @@ if want peers; then
 fi
 
 if want table; then
-  for k in sm90 sm80 sm90-plain sm90-simple; do
+  for k in sm90 sm80 sm90-plain sm90-simple sm90-deep; do
     [ -f "$OUT/bench-$k.json" ] && [ -f "$OUT/peers.json" ] || continue
     echo "--- ours = $k"
     python3 bench/peers/compare.py "$OUT/bench-$k.json" "$OUT/peers.json" --markdown "$OUT/table-$k.md" 2>&1 | tail -n 20

@@ -3,9 +3,9 @@
 
 namespace elastic::cuda::sm90::detail90 {
 
-void launch_bf16(const PrefillKernelParams& kp, int head_dim, bool overlap, int total_rows, int n_head,
+void launch_bf16(const PrefillKernelParams& kp, int head_dim, Variant variant, int total_rows, int n_head,
                  const DevicePlan& plan, cudaStream_t s) {
-    launch_type<cutlass::bfloat16_t>(kp, head_dim, overlap, total_rows, n_head, plan, s);
+    launch_type<cutlass::bfloat16_t>(kp, head_dim, variant, total_rows, n_head, plan, s);
 }
 
 }  // namespace elastic::cuda::sm90::detail90

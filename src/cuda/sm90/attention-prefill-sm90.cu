@@ -11,9 +11,9 @@ namespace elastic::cuda::sm90 {
 
 namespace detail90 {
 // attention-prefill-sm90-{bf16,f16}.cu: every instance of one element type.
-void launch_bf16(const elastic::cuda::detail::PrefillKernelParams& kp, int head_dim, bool overlap, int total_rows,
+void launch_bf16(const elastic::cuda::detail::PrefillKernelParams& kp, int head_dim, Variant variant, int total_rows,
                  int n_head, const DevicePlan& plan, cudaStream_t s);
-void launch_f16(const elastic::cuda::detail::PrefillKernelParams& kp, int head_dim, bool overlap, int total_rows,
+void launch_f16(const elastic::cuda::detail::PrefillKernelParams& kp, int head_dim, Variant variant, int total_rows,
                 int n_head, const DevicePlan& plan, cudaStream_t s);
 }  // namespace detail90
 
@@ -39,18 +39,19 @@ bool supported(DType t, int head_dim, const DevicePlan& plan) {
 void hybrid_prefill(const elastic::cuda::detail::PrefillKernelParams& kp, DType t, int head_dim, int total_rows,
                     int n_head, const DevicePlan& plan, cudaStream_t s) {
     ELASTIC_ASSERT(head_dim == 64 || head_dim == 128);
-    // ELASTIC_SM90_VARIANT=simple: the loop without the softmax/GEMM overlap (for comparison).
-    static const bool overlap = [] {
+    // ELASTIC_SM90_VARIANT=deep|simple: the other variants, for comparison (attention-prefill-sm90.cuh).
+    static const Variant variant = [] {
         const char* e = std::getenv("ELASTIC_SM90_VARIANT");
-        if (!e || !*e || std::string(e) == "overlap") return true;
-        if (std::string(e) == "simple") return false;
-        fail("ELASTIC_SM90_VARIANT=%s: expected overlap or simple", e);
+        if (!e || !*e || std::string(e) == "overlap") return Variant::Overlap;
+        if (std::string(e) == "deep") return Variant::Deep;
+        if (std::string(e) == "simple") return Variant::Simple;
+        fail("ELASTIC_SM90_VARIANT=%s: expected overlap, deep or simple", e);
     }();
     if (t == DType::BF16) {
-        detail90::launch_bf16(kp, head_dim, overlap, total_rows, n_head, plan, s);
+        detail90::launch_bf16(kp, head_dim, variant, total_rows, n_head, plan, s);
     } else {
         ELASTIC_ASSERT(t == DType::F16);
-        detail90::launch_f16(kp, head_dim, overlap, total_rows, n_head, plan, s);
+        detail90::launch_f16(kp, head_dim, variant, total_rows, n_head, plan, s);
     }
 }
 

@@ -42,22 +42,22 @@ using detail::PrefillKernelParams;
 using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
 using EmptyBarrier = cutlass::arch::ClusterBarrier;
 
-template <typename Element_, int D, int Stages_, bool Overlap_>
+template <typename Element_, int D, int Stages_, int QBufs_, bool Overlap_>
 struct Traits {
     using Element = Element_;
     static constexpr bool kOverlap = Overlap_;  // softmax of tile t under P V of tile t - 1
     static constexpr int kHeadDim = D;
     static constexpr int kBlockM = 128;  // two consumer warpgroups of 64 rows
     static constexpr int kBlockN = 128;
-    static constexpr int kStages = Stages_;
+    static constexpr int kStages = Stages_;  // K/V pipeline depth
+    static constexpr int kQBufs = QBufs_;    // 2: the next item's Q lands while this one runs
     static constexpr int kConsumerThreads = 256;
     static constexpr int kThreads = 384;
     using BM = Int<kBlockM>;
     using BN = Int<kBlockN>;
     using HD = Int<D>;
     // Q, K, V tiles: rows of D elements, 128B-swizzled K-major atoms (8 rows × 64 elements).
-    // Two Q buffers: the next item's Q lands while this one runs.
-    using SmemLayoutQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BM, HD, _2>{}));
+    using SmemLayoutQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BM, HD, Int<kQBufs>>{}));
     using SmemLayoutKV = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<BN, HD, Int<kStages>>{}));
     // V read as the B operand of P V: (D, keys), D contiguous (MN-major), the same bytes.
     using SmemLayoutVt = decltype(composition(
@@ -85,7 +85,7 @@ struct SharedStorage {
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutQ>> q;
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutKV>> k;
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutKV>> v;
-    alignas(8) uint64_t q_full[2], q_empty[2];
+    alignas(8) uint64_t q_full[Tr::kQBufs], q_empty[Tr::kQBufs];
     uint64_t k_full[Tr::kStages], k_empty[Tr::kStages], v_full[Tr::kStages], v_empty[Tr::kStages];
     uint64_t item_full[2], item_empty[2];
     ItemInfo info[2];
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
 
     const int warp = threadIdx.x / 32;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < 2; ++s) {
+        for (int s = 0; s < Tr::kQBufs; ++s) {
             FullBarrier::init(&sh.q_full[s], 1);
             EmptyBarrier::init(&sh.q_empty[s], Tr::kConsumerThreads);
         }
@@ -200,11 +200,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
 
             Tensor gQ = local_tile(domain_offset(make_coord(seq0 + m0, _0{}), mQ(_, _, w.head)), Shape<Int<BM>, Int<D>>{},
                                    make_coord(_0{}, _0{}));
-            auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, slot)),
+            const int qb = it % Tr::kQBufs;
+            auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, qb)),
                                             group_modes<0, 2>(gQ));
-            EmptyBarrier::wait(&sh.q_empty[slot], ((it >> 1) & 1) ^ 1);
-            FullBarrier::arrive_and_expect_tx(&sh.q_full[slot], Tr::kBytesQ);
-            copy(prm.tma_q.with(sh.q_full[slot]), tQg, tQs);
+            EmptyBarrier::wait(&sh.q_empty[qb], ((it / Tr::kQBufs) & 1) ^ 1);
+            FullBarrier::arrive_and_expect_tx(&sh.q_full[qb], Tr::kBytesQ);
+            copy(prm.tma_q.with(sh.q_full[qb]), tQg, tQs);
 
             Tensor gK = local_tile(domain_offset(make_coord(seq0, _0{}), mK(_, _, g)), Shape<Int<BN>, Int<D>>{},
                                    make_coord(_, _0{}));
@@ -263,12 +264,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
         if (in.item >= p.n_items) break;
         const int seq0 = in.seq0, L = in.L, mode = in.mode, m0 = in.m0, m1 = in.m1;
         const detail::TileRange tr = in.tr;
-        const uint32_t qphase = (it >> 1) & 1;
-        auto tSrQ = tSrQ2(_, _, _, slot);
+        const int qb = it % Tr::kQBufs;
+        const uint32_t qphase = (it / Tr::kQBufs) & 1;
+        auto tSrQ = tSrQ2(_, _, _, qb);
 
         float row_m[2] = {-INFINITY, -INFINITY}, row_l[2] = {0.0f, 0.0f};
         clear(tOrO);
-        FullBarrier::wait(&sh.q_full[slot], qphase);
+        FullBarrier::wait(&sh.q_full[qb], qphase);
         // Mask, online softmax of the tile in tSrS (keys from n0), P in tOrP; returns the factors
         // that rescale O's rows. Element v of the accumulators is in row half (v >> 1) & 1 of this
         // thread; a row's keys are spread over the 4 threads of a quad.
@@ -320,7 +322,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 wg_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS);
                 warpgroup_wait<0>();
                 EmptyBarrier::arrive(&sh.k_empty[stage]);
-                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[slot]);  // Q is free for the next item
+                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[qb]);  // Q is free for the next item
                 float alpha[2];
                 softmax(n0, alpha);
                 rescale_o(alpha);
@@ -340,7 +342,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             wg_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, stage), tSrS);
             warpgroup_wait<0>();
             EmptyBarrier::arrive(&sh.k_empty[stage]);
-            if (tr.count == 1) EmptyBarrier::arrive(&sh.q_empty[slot]);
+            if (tr.count == 1) EmptyBarrier::arrive(&sh.q_empty[qb]);
             {
                 float alpha[2];
                 softmax(detail::tile_at(tr, mode, 0, p.xa_blocks) * BN, alpha);
@@ -357,7 +359,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 wg_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, pstage), tOrO);
                 warpgroup_wait<1>();  // S_t is ready; P V of t - 1 may still run
                 EmptyBarrier::arrive(&sh.k_empty[stage]);
-                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[slot]);
+                if (t + 1 == tr.count) EmptyBarrier::arrive(&sh.q_empty[qb]);
                 float alpha[2];
                 softmax(detail::tile_at(tr, mode, t, p.xa_blocks) * BN, alpha);
                 warpgroup_wait<0>();
@@ -373,7 +375,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             EmptyBarrier::arrive(&sh.v_empty[stage]);
             ++kv_it;
         }
-        if (tr.count == 0) EmptyBarrier::arrive(&sh.q_empty[slot]);
+        if (tr.count == 0) EmptyBarrier::arrive(&sh.q_empty[qb]);
 
         // Epilogue: O / l, two adjacent columns per store, rows inside the sequence only.
         float inv[2];
@@ -431,14 +433,22 @@ void launch(const PrefillKernelParams& kp, int total_rows, int n_head, const Dev
 // Every instance of one element type (attention-prefill-sm90-{bf16,f16}.cu: two translation units
 // that compile in parallel).
 template <typename E>
-void launch_type(const PrefillKernelParams& kp, int head_dim, bool overlap, int total_rows, int n_head,
+void launch_type(const PrefillKernelParams& kp, int head_dim, Variant variant, int total_rows, int n_head,
                  const DevicePlan& plan, cudaStream_t s) {
-    if (overlap) {
-        if (head_dim == 128) launch<Traits<E, 128, 2, true>>(kp, total_rows, n_head, plan, s);
-        else launch<Traits<E, 64, 2, true>>(kp, total_rows, n_head, plan, s);
-    } else {
-        if (head_dim == 128) launch<Traits<E, 128, 2, false>>(kp, total_rows, n_head, plan, s);
-        else launch<Traits<E, 64, 2, false>>(kp, total_rows, n_head, plan, s);
+    auto by_dim = [&](auto tr128, auto tr64) {
+        if (head_dim == 128) launch<decltype(tr128)>(kp, total_rows, n_head, plan, s);
+        else launch<decltype(tr64)>(kp, total_rows, n_head, plan, s);
+    };
+    switch (variant) {
+    case Variant::Overlap:  // d 128: 2 × 32 KB of Q + 2 × 64 KB of K/V; d 64: 2 × 16 + 4 × 32
+        by_dim(Traits<E, 128, 2, 2, true>{}, Traits<E, 64, 4, 2, true>{});
+        break;
+    case Variant::Deep:  // one Q buffer, one more K/V stage (d 128: 32 + 3 × 64 KB)
+        by_dim(Traits<E, 128, 3, 1, true>{}, Traits<E, 64, 5, 1, true>{});
+        break;
+    case Variant::Simple:
+        by_dim(Traits<E, 128, 2, 2, false>{}, Traits<E, 64, 4, 2, false>{});
+        break;
     }
 }
 

@@ -14,6 +14,11 @@ struct PrefillKernelParams;
 
 namespace sm90 {
 
+// The kernel's variants (attention-prefill-sm90.cuh): Overlap, the default (softmax of a tile under
+// the P V of the one before); Deep (one Q buffer, one more K/V stage); Simple (no overlap). The
+// environment's ELASTIC_SM90_VARIANT=overlap|deep|simple picks one, for comparisons.
+enum class Variant { Overlap, Deep, Simple };
+
 // Whether the Hopper kernel takes this launch: bf16/fp16, head_dim 64 or 128, XA blocks (if any)
 // multiples of its 128-key tiles, and the current device an sm_90 one.
 bool supported(DType t, int head_dim, const DevicePlan& plan);
