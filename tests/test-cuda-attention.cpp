@@ -559,8 +559,8 @@ TEST_F(CudaAttention, DecodeMatchesNaive) {
 // it specialises (1, 2, 3 → 4, 4, 8 and 16 as two chunks of 8), every config's head mix (fa-ssa,
 // fa-xa, xa-ssa: dense and sparse heads alternate), head_dim 64 and 128, every position from 0
 // (context below the sink, not a multiple of any tile, SSA rings wrapping twice), then a context
-// of a few thousand keys, where pieces of ≥ 256 keys cut heads across CTAs (whole short SSA heads
-// and cut FA/XA heads in one CTA; the last CTA of each cut head merges its pieces).
+// of a few thousand keys, where pieces of ≥ 128 keys cut heads across CTAs (one pair per CTA;
+// the cut heads' pieces merged by the whole grid after its barrier).
 TEST_F(CudaAttention, DecodeGroupsConfigsRings) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -614,6 +614,67 @@ TEST_F(CudaAttention, DecodeGroupsConfigsRings) {
                 }
             }
         }
+}
+
+// The split and merge at a production-like mix (fa-ssa: two FA heads of ~40K keys cut into many
+// pieces, two SSA heads of sink 128 + ring 2048 in a few): each cut head's pieces merged after the
+// grid barrier, ≥ 16 pieces per head so the merge reads several rows of pieces per thread, a
+// sharp softmax (q scaled up) so the pieces' maxima differ, and consecutive calls at growing
+// positions and alternating between two caches (grids differ from call to call: the barrier's
+// counter must come back to rest after each).
+TEST_F(CudaAttention, DecodeManyPiecesMerge) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const DType t = DType::BF16;
+    const StreamingWindow win{128, 2048};
+    for (const int d : {128, 64}) {
+        const int Hkv = 4, Hq = d == 128 ? 16 : 32;  // G 4 and 8
+        LayerPlan plan;
+        for (int g = 0; g < Hkv; ++g) plan.mode.push_back(g % 2 ? HeadMode::FA : HeadMode::SSA);
+        plan.xa.resize(size_t(Hkv));
+        const int64_t T0 = 40000, cap = T0 + 3, kvd = int64_t(Hkv) * d;
+        const std::vector<float> kall = randn(size_t(cap * kvd), rng), vall = randn(size_t(cap * kvd), rng);
+        const DevTensor dk(kall, t), dv(vall, t);
+        auto cache = cuda::new_layer_cache(plan, win, cap, Hkv, d);
+        auto other = cuda::new_layer_cache(plan, win, cap, Hkv, d);
+        cuda::cache_store_prefill(*cache, dk.p(), dv.p(), t, T0, nullptr);
+        cuda::cache_store_prefill(*other, dk.p(), dv.p(), t, T0 / 2, nullptr);
+        const std::vector<float> kb = rounded(kall, t), vb = rounded(vall, t);
+        const float scale = 1.0f / std::sqrt(float(d));
+        for (int64_t pos = T0 - 1; pos < cap; ++pos) {
+            if (pos >= T0) cuda::cache_append(*cache, dk.at(pos * kvd), dv.at(pos * kvd), t, pos, nullptr);
+            std::vector<float> q = randn(size_t(Hq * d), rng);
+            for (float& x : q) x *= 3.0f;
+            const DevTensor dq(q, t);
+            DevTensor dout(q.size(), t), dother(q.size(), t);
+            dout.poison();
+            cuda::attn_decode(dq.p(), *other, T0 / 2 - 1, dother.p(), t, Hq, scale, nullptr);  // a different grid before
+            cuda::attn_decode(dq.p(), *cache, pos, dout.p(), t, Hq, scale, nullptr);
+            cuda::attn_decode(dq.p(), *other, T0 / 2 - 1, dother.p(), t, Hq, scale, nullptr);  // and after
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            EXPECT_GT(cuda::decode_splits(*cache), 16);
+            const std::vector<float> got = dout.get();
+            std::vector<float> ref(q.size()), lowp(q.size());
+            cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), pos, ref.data(), Hq, Hkv, d, plan, win, scale);
+            cpu::attn_decode_naive(rounded(q, t).data(), kb.data(), vb.data(), pos, lowp.data(), Hq, Hkv, d, plan, win, scale);
+            lowp = rounded(lowp, t);
+            size_t wg = 0, wl = 0;
+            const double eg = max_abs_err(got, ref, &wg), el = max_abs_err(lowp, ref, &wl);
+            ASSERT_LE(eg, 2.0 * el + 1e-3 * max_abs(ref))
+                << "d " << d << " heads " << Hq << "/" << Hkv << " pos " << pos << " splits " << cuda::decode_splits(*cache)
+                << ": err " << eg << " (naive " << el << ") worst " << wg << " (head " << wg / size_t(d) << ") got "
+                << got[wg] << " want " << ref[wg];
+            // The other cache's result too (its context is half: fewer pieces).
+            const std::vector<float> got_o = dother.get();
+            cpu::attn_decode_naive(q.data(), kall.data(), vall.data(), T0 / 2 - 1, ref.data(), Hq, Hkv, d, plan, win, scale);
+            cpu::attn_decode_naive(rounded(q, t).data(), kb.data(), vb.data(), T0 / 2 - 1, lowp.data(), Hq, Hkv, d, plan, win,
+                                   scale);
+            lowp = rounded(lowp, t);
+            const double eo = max_abs_err(got_o, ref, &wg), elo = max_abs_err(lowp, ref, &wl);
+            ASSERT_LE(eo, 2.0 * elo + 1e-3 * max_abs(ref)) << "other cache, d " << d << ": err " << eo << " (naive " << elo << ")";
+        }
+    }
 }
 
 // q, k in each attention type: block scores against the definition in fp64 on the same rounded

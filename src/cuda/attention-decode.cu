@@ -2,28 +2,32 @@
 // is kv-cache.cu, same layout and spans as cpu::LayerKVCache: FA/XA heads every position; SSA heads
 // sink slots, then a ring of `local` slots, position j ≥ sink in slot sink + (j − sink) % local),
 // stored in bf16. Decode reads the whole cache once per token: the kernel's only job is to stream
-// K/V at the memory limit.
+// K/V at the memory limit, and at a 40 MB lean cache (32K context, Ω 0.75) that is ~10 µs, so
+// launch count and the split's merge matter as much as the stream.
 //
-// Why the kernel is shaped this way (issue 12; the previous version reached 2.0 TB/s of the H200's
-// ~4 TB/s): it staged K/V tiles through shared memory and then read every K row G times and every V
-// element once per query head with 4-byte loads, plus the fp32 q once per FMA, so each DRAM byte
-// cost about five bytes of shared-memory traffic, and with three barriers per tile the SM was
-// bound by shared memory, not DRAM. Here K/V go straight from DRAM to registers:
+// Shape (issue 12, second round):
 //   - a "pair" is (KV head g, chunk of ≤ GP of its G query heads); GP = G rounded up to 1, 2, 4 or 8
 //     (G = 16 runs as two chunks of 8). All query heads of a pair share one read of K/V.
-//   - a group of L lanes owns one key row at a time: each lane loads 16-byte pieces (8 dims) of K
-//     and V with ld.global.nc (L1 bypassed: nothing is reused), scores its dims for every head in
-//     fp32 against q held in registers, and L-lane shuffles finish the dot products. A warp holds
-//     32/L keys per load instruction, 128 or 256 contiguous bytes per key row.
-//   - each group loads N keys (all K and V loads issued before any is used) per iteration: 8 KB in
-//     flight per warp, 64 KB per SM at two CTAs of 4 warps, above the ~25 KB Little's law asks for
-//     15 B/clk/SM at ~1.5k cycles of loaded latency.
-//   - work is split stream-K style: all pairs' attended keys are laid end to end and cut into one
-//     equal piece per resident CTA (one wave, no tail of idle SMs whatever the mix of FA heads and
-//     short SSA heads). A pair inside one CTA is finished there; a pair cut across CTAs leaves
-//     (max, sum, unnormalised o) pieces, and the last CTA to finish one (an atomic counter per
-//     pair) merges them: no second launch.
-// Online softmax in base 2 per head and per lane group; q pre-scaled by scale·log2(e), fp32 throughout.
+//   - work split: every pair's attended keys are cut into P_pr = ⌈n_pr / chunk⌉ near-equal pieces,
+//     one CTA per piece and one pair per CTA, with the smallest chunk for which Σ P_pr fits one
+//     wave of resident CTAs (host binary search). A long FA head gets many pieces, a 2K-key SSA head
+//     a few; no CTA straddles two pairs, so each CTA runs one uninterrupted pipeline.
+//   - streaming: a group of L lanes owns one key row at a time; each lane copies its 16-byte pieces
+//     (8 dims) of K and V with cp.async (L1 bypassed, zero-fill past the end) into its OWN slots
+//     of a kStages-deep shared-memory ring and later reads back only those slots, so no barrier is
+//     needed inside the loop (cp.async.wait_group orders a thread's own copies). Two stages
+//     (64 KB per CTA, 128 KB per SM at two CTAs) are always in flight while the third is scored,
+//     without holding in-flight bytes in registers (the first version, loading into registers,
+//     sat at 247–255 registers and issued its loads in bursts between computes).
+//   - scoring: per key the lane scores its dims for every head in fp32 against q held in registers,
+//     L-lane shuffles finish the dot products; online softmax in base 2 per head and lane group;
+//     the CTA merges its lane groups through shared memory.
+//   - merge of cut pairs: each piece leaves (m, l, o[D] unnormalised) in `part`; then ONE grid-wide
+//     barrier (the launch is cooperative, so all CTAs are resident; the counter flips its top bit
+//     each call and so resets itself: no memset, no second launch) and every CTA merges a few
+//     (pair, query head, 32 dims) units, reading the P pieces 16 at a time: the merge costs a couple
+//     of L2 round trips however many pieces a head has (the first version's last-CTA merge walked
+//     ~110 pieces one after another, tens of µs at 32K fa-ssa).
 #include <algorithm>
 #include <vector>
 
@@ -41,6 +45,10 @@ namespace {
 
 constexpr int kDecWarps = 4;
 constexpr int kDecThreads = 32 * kDecWarps;
+constexpr int kSmemBytes = 96 * 1024;  // the cp.async ring (and, after it, the merge's scratch)
+constexpr int kSegDims = 32;            // merge unit: one query head's 32 output dims
+constexpr int kMinPiece = 128;          // keys: a CTA's q load, pipeline fill and merge outweigh less
+constexpr int kPartPad = 4;             // part row: m, l, 2 unused, o[D] (16-byte aligned)
 
 struct DecodeParams {
     const void* q;  // [n_head, D] of type TQ
@@ -48,252 +56,366 @@ struct DecodeParams {
     const __nv_bfloat16* k;
     const __nv_bfloat16* v;
     const CacheHead* heads;
-    float* part;    // [grid][2][GP][D + 2]: a CTA's first and last cut pair: m (base 2), l, o[D] unnormalised
-    int* count;     // [n_kv · n_chunks] pieces finished per pair (left at 0 after each call)
-    int n_kv, G, n_chunks;  // n_chunks: query-head chunks of GP per KV head
-    int64_t pos, sink, local, chunk;  // chunk: keys per CTA
+    float* part;     // [grid][GP][D + kPartPad]: a cut pair's piece: m (base 2), l, -, -, o[D] unnormalised
+    unsigned* bar;   // grid barrier (top bit flips once per call; low bits back at 0)
+    int n_kv, G, n_chunks;
+    int n_units;     // merge units (cut pairs × GP × D / kSegDims); 0: no pair is cut, no barrier
+    int64_t pos, sink, local, chunk;  // chunk: at most this many keys per CTA
     float scale_log2;
 };
 
 // Compile-time shape: GP query heads per pair; DPL dims per lane (16 while q and o of GP ≤ 4 heads
-// fit the registers, else 8); L lanes per key row; N keys per lane group per iteration (64 bytes of
-// K + V loads per lane in flight).
+// fit the registers, else 8); L lanes per key row; N keys per lane group per stage; STAGES so that
+// the ring is kSmemBytes whatever the stage size.
 template <int D, int GP>
 struct DecodeShape {
     static constexpr int DPL = GP <= 4 ? 16 : 8;
     static constexpr int NCH = DPL / 8;  // 16-byte pieces per lane and row
     static constexpr int L = D / DPL;
     static constexpr int KG = 32 / L;    // key rows per warp at once
-    static constexpr int N = GP == 8 ? 4 : 8 / NCH;  // GP 8: the N × GP scores also live in registers
+    static constexpr int N = GP == 8 ? 4 : 8 / NCH;
     static constexpr int NGRP = kDecWarps * KG;
-    static constexpr int KPI = NGRP * N;  // keys per CTA iteration
+    static constexpr int KPI = NGRP * N;  // keys per CTA per stage
+    static constexpr int STAGE_BYTES = N * NCH * 2 * 16 * kDecThreads;
+    static constexpr int STAGES = kSmemBytes / STAGE_BYTES;
     static_assert(L >= 1 && L <= 32 && 32 % L == 0, "lanes per key row");
+    static_assert(STAGES >= 3, "at least two stages in flight while one is scored");
+    static_assert(NGRP * GP * (D + 2) * 4 <= kSmemBytes, "lane-group merge fits the ring");
+    static_assert(D % kSegDims == 0, "merge units");
 };
 
-__device__ __forceinline__ uint4 ldg_stream(const void* p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
+// 16-byte async copy to shared memory, L1 bypassed, 256-byte L2 prefetch; bytes 0 zero-fills. The
+// "memory" clobbers keep the compiler from moving this thread's shared-memory reads across them.
+__device__ __forceinline__ void cp_async_stream(void* smem, const void* gmem, int bytes) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit_m() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_m() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 // bf16 pair → two floats (exact: a bf16 is the top half of an fp32).
 __device__ __forceinline__ float bf_lo(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 
-// Attended keys of every KV head at pos (logical index over its ≤ 3 slot spans).
+// Attended keys of KV head g at pos (logical index over its ≤ 3 slot spans).
 __device__ __forceinline__ int64_t head_keys(const DecodeParams& p, int g, int64_t* sb, int64_t* se, int* ns) {
     *ns = cache_spans(p.heads[g], p.sink, p.local, p.pos, sb, se);
     return spans_total(sb, se, *ns);
 }
 
+// All CTAs of the (cooperative) launch meet here. The counter starts at 0; CTA 0 adds
+// 2^31 − (grid − 1), the others 1, so when all have arrived the top bit has flipped and the low
+// bits are back at 0: ready for the next call whatever its grid (cooperative_groups' scheme).
+__device__ __forceinline__ void grid_barrier(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+        __threadfence();
+        const unsigned old = atomicAdd(bar, add);
+        unsigned now;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(now) : "l"(bar) : "memory");
+        } while (((old ^ now) & 0x80000000u) == 0);
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// Block-wide max / sum of one float per thread (s: kDecWarps floats of scratch); all threads get it.
+template <bool kMax>
+__device__ __forceinline__ float block_reduce(float x, float* s) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        const float y = __shfl_xor_sync(0xffffffffu, x, off);
+        x = kMax ? fmaxf(x, y) : x + y;
+    }
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) s[threadIdx.x / 32] = x;
+    __syncthreads();
+    x = s[0];
+#pragma unroll
+    for (int w = 1; w < kDecWarps; ++w) x = kMax ? fmaxf(x, s[w]) : x + s[w];
+    return x;
+}
+
+// Which pair CTA b works on: the pair index, its keys n, its pieces P and its first CTA.
+struct PairOf {
+    int pr, first, P;
+    int64_t n;
+};
+__device__ __forceinline__ int pieces_of(int64_t n, int64_t chunk) { return int((n + chunk - 1) / chunk); }
+
 template <int D, int GP, typename TQ>
 __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams p) {
     using S = DecodeShape<D, GP>;
     constexpr int DPL = S::DPL, NCH = S::NCH, L = S::L, KG = S::KG, N = S::N, NGRP = S::NGRP, KPI = S::KPI;
-    __shared__ float s_o[NGRP][GP][D];
-    __shared__ float s_m[NGRP][GP], s_l[NGRP][GP];
-    __shared__ int s_last;
+    constexpr int STAGES = S::STAGES;
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint4* ring = reinterpret_cast<uint4*>(smem);  // [STAGES][N][NCH][K, V][kDecThreads]
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, li = lane % L;
     const int grp = warp * KG + lane / L;  // this lane group's rank in the CTA
-    const int64_t c0 = int64_t(blockIdx.x) * p.chunk, c1 = c0 + p.chunk;  // flat keys of this CTA
+    const int n_pairs = p.n_kv * p.n_chunks;
 
-    int64_t flat = 0;  // start of the pair in the flat key space
-    for (int pr = 0; pr < p.n_kv * p.n_chunks && flat < c1; ++pr) {
-        const int g = pr / p.n_chunks, hc = pr % p.n_chunks;
-        int64_t sb[3], se[3];
-        int ns = 0;
-        const int64_t n = head_keys(p, g, sb, se, &ns);
-        const int64_t f0 = flat;
-        flat += n;
-        if (flat <= c0) continue;
-        const int32_t x0 = int32_t(max(c0, f0) - f0), x1 = int32_t(min(c1, flat) - f0);  // this CTA's keys of the pair
-        // The spans as scalars (arrays indexed at run time would live in local memory): logical key
-        // x < n0 is slot b0 + x, then b1 + (x − n0) below n0 + n1, then b2 + (x − n0 − n1).
-        const int32_t b0 = int32_t(sb[0]), n0 = int32_t(se[0] - sb[0]);
-        const int32_t b1 = ns > 1 ? int32_t(sb[1]) : 0, n1 = ns > 1 ? int32_t(se[1] - sb[1]) : 0;
-        const int32_t b2 = ns > 2 ? int32_t(sb[2]) : 0;
-        const int hq0 = g * p.G + hc * GP, gv = min(GP, p.G - hc * GP);  // first query head, heads in use
-        const __nv_bfloat16* kh = p.k + p.heads[g].off + li * 8;
-        const __nv_bfloat16* vh = p.v + p.heads[g].off + li * 8;
+    // This CTA's pair and piece.
+    PairOf me{0, 0, 1, 0};
+    int64_t sb[3] = {0, 0, 0}, se[3] = {0, 0, 0};
+    int ns = 0;
+    {
+        int first = 0;
+        for (int pr = 0; pr < n_pairs; ++pr) {
+            const int64_t n = head_keys(p, pr / p.n_chunks, sb, se, &ns);
+            const int P = pieces_of(n, p.chunk);
+            if (int(blockIdx.x) < first + P) {
+                me = PairOf{pr, first, P, n};
+                break;
+            }
+            first += P;
+        }
+    }
+    const int g = me.pr / p.n_chunks, hc = me.pr % p.n_chunks, piece = int(blockIdx.x) - me.first;
+    const int32_t x0 = int32_t(me.n * piece / me.P), x1 = int32_t(me.n * (piece + 1) / me.P);  // this CTA's keys
+    // The spans as scalars (arrays indexed at run time would live in local memory): logical key
+    // x < n0 is slot b0 + x, then b1 + (x − n0) below n0 + n1, then b2 + (x − n0 − n1).
+    const int32_t b0 = int32_t(sb[0]), n0 = int32_t(se[0] - sb[0]);
+    const int32_t b1 = ns > 1 ? int32_t(sb[1]) : 0, n1 = ns > 1 ? int32_t(se[1] - sb[1]) : 0;
+    const int32_t b2 = ns > 2 ? int32_t(sb[2]) : 0;
+    const int hq0 = g * p.G + hc * GP, gv = min(GP, p.G - hc * GP);  // first query head, heads in use
+    const __nv_bfloat16* kh = p.k + p.heads[g].off + li * 8;
+    const __nv_bfloat16* vh = p.v + p.heads[g].off + li * 8;
+    auto slot_of = [&](int32_t x) { return x < n0 ? b0 + x : x - n0 < n1 ? b1 + (x - n0) : b2 + (x - n0 - n1); };
+    auto at = [&](int st, int i, int c, int kv) { return ring + (((st * N + i) * NCH + c) * 2 + kv) * kDecThreads + tid; };
 
-        float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
+    // Stage `it` of this thread: its N keys' K and V pieces into ring slot it % STAGES (an empty
+    // group past the end keeps the group count uniform).
+    const int32_t n_iter = (x1 - x0 + KPI - 1) / KPI;
+    auto issue = [&](int32_t it) {
+        if (it < n_iter) {
+            const int st = it % STAGES;
 #pragma unroll
-        for (int h = 0; h < GP; ++h)
+            for (int i = 0; i < N; ++i) {
+                const int32_t x = x0 + it * KPI + i * NGRP + grp;
+                const bool ok = x < x1;
+                const int64_t off = ok ? int64_t(slot_of(x)) * D : 0;
 #pragma unroll
-            for (int c = 0; c < NCH; ++c)
+                for (int c = 0; c < NCH; ++c) {
+                    cp_async_stream(at(st, i, c, 0), kh + off + L * 8 * c, ok ? 16 : 0);
+                    cp_async_stream(at(st, i, c, 1), vh + off + L * 8 * c, ok ? 16 : 0);
+                }
+            }
+        }
+        cp_async_commit_m();
+    };
 #pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    qf[h][c * 8 + e] = h < gv ? to_f32(static_cast<const TQ*>(p.q)[int64_t(hq0 + h) * D + (li + L * c) * 8 + e]) *
-                                                    p.scale_log2
-                                              : 0.0f;
-        float m[GP], l[GP], o[GP][DPL];
+    for (int s = 0; s < STAGES - 1; ++s) issue(s);
+
+    float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
+#pragma unroll
+    for (int h = 0; h < GP; ++h)
+#pragma unroll
+        for (int c = 0; c < NCH; ++c)
+#pragma unroll
+            for (int e = 0; e < 8; ++e)
+                qf[h][c * 8 + e] =
+                    h < gv ? to_f32(static_cast<const TQ*>(p.q)[int64_t(hq0 + h) * D + (li + L * c) * 8 + e]) * p.scale_log2
+                           : 0.0f;
+    float m[GP], l[GP], o[GP][DPL];
+#pragma unroll
+    for (int h = 0; h < GP; ++h) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DPL; ++j) o[h][j] = 0.0f;
+    }
+
+    for (int32_t it = 0; it < n_iter; ++it) {
+        cp_async_wait_m<STAGES - 2>();  // stage it has landed (this thread's copies)
+        issue(it + STAGES - 1);         // into the slot read in iteration it − 1
+        const int st = it % STAGES;
+        bool ok[N];
+        float sc[N][GP];
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            ok[i] = x0 + it * KPI + i * NGRP + grp < x1;
+#pragma unroll
+            for (int h = 0; h < GP; ++h) sc[i][h] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < NCH; ++c) {
+                const uint4 kr = *at(st, i, c, 0);
+                const uint32_t w[4] = {kr.x, kr.y, kr.z, kr.w};
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const float k0 = bf_lo(w[u]), k1 = bf_hi(w[u]);
+#pragma unroll
+                    for (int h = 0; h < GP; ++h)
+                        sc[i][h] = fmaf(qf[h][c * 8 + 2 * u + 1], k1, fmaf(qf[h][c * 8 + 2 * u], k0, sc[i][h]));
+                }
+            }
+        }
+#pragma unroll
+        for (int off = L / 2; off > 0; off >>= 1)
+#pragma unroll
+            for (int i = 0; i < N; ++i)
+#pragma unroll
+                for (int h = 0; h < GP; ++h) sc[i][h] += __shfl_xor_sync(0xffffffffu, sc[i][h], off);
+        float ms[GP];
 #pragma unroll
         for (int h = 0; h < GP; ++h) {
-            m[h] = -INFINITY;
-            l[h] = 0.0f;
+            float mx = m[h];
 #pragma unroll
-            for (int j = 0; j < DPL; ++j) o[h][j] = 0.0f;
+            for (int i = 0; i < N; ++i) mx = ok[i] ? fmaxf(mx, sc[i][h]) : mx;
+            // A group that has seen no key yet keeps m = −inf: subtract 0 then, so no inf − inf.
+            ms[h] = mx == -INFINITY ? 0.0f : mx;
+            const float alpha = exp2f(m[h] - ms[h]);
+            m[h] = mx;
+            l[h] *= alpha;
+#pragma unroll
+            for (int j = 0; j < DPL; ++j) o[h][j] *= alpha;
         }
-
-        for (int32_t base = x0; base < x1; base += KPI) {
-            uint4 kr[N][NCH], vr[N][NCH];
-            bool ok[N];
 #pragma unroll
-            for (int i = 0; i < N; ++i) {
-                const int32_t x = base + i * NGRP + grp;
-                ok[i] = x < x1;
-                const int32_t slot = x < n0 ? b0 + x : x - n0 < n1 ? b1 + (x - n0) : b2 + (x - n0 - n1);
-#pragma unroll
-                for (int c = 0; c < NCH; ++c) {
-                    kr[i][c] = ok[i] ? ldg_stream(kh + int64_t(slot) * D + L * 8 * c) : make_uint4(0, 0, 0, 0);
-                    vr[i][c] = ok[i] ? ldg_stream(vh + int64_t(slot) * D + L * 8 * c) : make_uint4(0, 0, 0, 0);
-                }
-            }
-            float sc[N][GP];
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-#pragma unroll
-                for (int h = 0; h < GP; ++h) sc[i][h] = 0.0f;
-#pragma unroll
-                for (int c = 0; c < NCH; ++c) {
-                    const uint32_t w[4] = {kr[i][c].x, kr[i][c].y, kr[i][c].z, kr[i][c].w};
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) {
-                        const float k0 = bf_lo(w[u]), k1 = bf_hi(w[u]);
-#pragma unroll
-                        for (int h = 0; h < GP; ++h)
-                            sc[i][h] = fmaf(qf[h][c * 8 + 2 * u + 1], k1, fmaf(qf[h][c * 8 + 2 * u], k0, sc[i][h]));
-                    }
-                }
-            }
-#pragma unroll
-            for (int off = L / 2; off > 0; off >>= 1)
-#pragma unroll
-                for (int i = 0; i < N; ++i)
-#pragma unroll
-                    for (int h = 0; h < GP; ++h) sc[i][h] += __shfl_xor_sync(0xffffffffu, sc[i][h], off);
-            float ms[GP];
+        for (int i = 0; i < N; ++i) {
+            float pw[GP];
 #pragma unroll
             for (int h = 0; h < GP; ++h) {
-                float mx = m[h];
-#pragma unroll
-                for (int i = 0; i < N; ++i) mx = ok[i] ? fmaxf(mx, sc[i][h]) : mx;
-                // A group that has seen no key yet keeps m = −inf: subtract 0 then, so no inf − inf.
-                ms[h] = mx == -INFINITY ? 0.0f : mx;
-                const float alpha = exp2f(m[h] - ms[h]);
-                m[h] = mx;
-                l[h] *= alpha;
-#pragma unroll
-                for (int j = 0; j < DPL; ++j) o[h][j] *= alpha;
+                pw[h] = ok[i] ? exp2f(sc[i][h] - ms[h]) : 0.0f;
+                l[h] += pw[h];
             }
 #pragma unroll
-            for (int i = 0; i < N; ++i) {
-                float pw[GP];
+            for (int c = 0; c < NCH; ++c) {
+                const uint4 vr = *at(st, i, c, 1);  // zero-filled past the end: 0 · 0, never NaN
+                const uint32_t w[4] = {vr.x, vr.y, vr.z, vr.w};
 #pragma unroll
-                for (int h = 0; h < GP; ++h) {
-                    pw[h] = ok[i] ? exp2f(sc[i][h] - ms[h]) : 0.0f;
-                    l[h] += pw[h];
-                }
+                for (int u = 0; u < 4; ++u) {
+                    const float v0 = bf_lo(w[u]), v1 = bf_hi(w[u]);
 #pragma unroll
-                for (int c = 0; c < NCH; ++c) {
-                    const uint32_t w[4] = {vr[i][c].x, vr[i][c].y, vr[i][c].z, vr[i][c].w};
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) {
-                        const float v0 = bf_lo(w[u]), v1 = bf_hi(w[u]);
-#pragma unroll
-                        for (int h = 0; h < GP; ++h) {
-                            o[h][c * 8 + 2 * u] = fmaf(pw[h], v0, o[h][c * 8 + 2 * u]);
-                            o[h][c * 8 + 2 * u + 1] = fmaf(pw[h], v1, o[h][c * 8 + 2 * u + 1]);
-                        }
+                    for (int h = 0; h < GP; ++h) {
+                        o[h][c * 8 + 2 * u] = fmaf(pw[h], v0, o[h][c * 8 + 2 * u]);
+                        o[h][c * 8 + 2 * u + 1] = fmaf(pw[h], v1, o[h][c * 8 + 2 * u + 1]);
                     }
                 }
             }
         }
+    }
+    cp_async_wait_m<0>();  // only empty groups can be pending; the ring is reused below
+    __syncthreads();
 
-        // Merge the lane groups' (m, l, o) through shared memory.
+    // Merge the lane groups' (m, l, o) through shared memory (over the ring).
+    float* s_o = reinterpret_cast<float*>(smem);  // [NGRP][GP][D]
+    float* s_m = s_o + NGRP * GP * D;             // [NGRP][GP]
+    float* s_l = s_m + NGRP * GP;
 #pragma unroll
-        for (int h = 0; h < GP; ++h) {
+    for (int h = 0; h < GP; ++h) {
 #pragma unroll
-            for (int c = 0; c < NCH; ++c)
+        for (int c = 0; c < NCH; ++c)
 #pragma unroll
-                for (int e = 0; e < 8; ++e) s_o[grp][h][(li + L * c) * 8 + e] = o[h][c * 8 + e];
-            if (li == 0) {
-                s_m[grp][h] = m[h];
-                s_l[grp][h] = l[h];
+            for (int e = 0; e < 8; ++e) s_o[(grp * GP + h) * D + (li + L * c) * 8 + e] = o[h][c * 8 + e];
+        if (li == 0) {
+            s_m[grp * GP + h] = m[h];
+            s_l[grp * GP + h] = l[h];
+        }
+    }
+    __syncthreads();
+    const bool whole = me.P == 1;
+    float* part = p.part + size_t(blockIdx.x) * GP * (D + kPartPad);
+    for (int idx = tid; idx < GP * D; idx += kDecThreads) {
+        const int h = idx / D, d = idx % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int r = 0; r < NGRP; ++r) M = fmaxf(M, s_m[r * GP + h]);
+        float Ls = 0.0f, O = 0.0f;
+#pragma unroll
+        for (int r = 0; r < NGRP; ++r) {
+            const float mr = s_m[r * GP + h];
+            const float w = mr == -INFINITY ? 0.0f : exp2f(mr - M);
+            Ls = fmaf(s_l[r * GP + h], w, Ls);
+            O = fmaf(s_o[(r * GP + h) * D + d], w, O);
+        }
+        if (whole) {
+            if (h < gv) static_cast<TQ*>(p.out)[int64_t(hq0 + h) * D + d] = from_f32<TQ>(O / Ls);
+        } else {
+            part[h * (D + kPartPad) + kPartPad + d] = O;
+            if (d == 0) {
+                part[h * (D + kPartPad)] = M;  // finite: every piece holds ≥ 1 key
+                part[h * (D + kPartPad) + 1] = Ls;
             }
         }
+    }
+    if (p.n_units == 0) return;  // uniform over the grid: no pair is cut, no barrier
+
+    grid_barrier(p.bar);
+
+    // Merge units u = (cut pair, query head h, 32-dim segment sg), spread over the grid.
+    constexpr int kSegs = D / kSegDims, kCols = kSegDims / 4, kRows = kDecThreads / kCols;
+    float* s_red = reinterpret_cast<float*>(smem);  // [kRows][kSegDims] partial sums, then kDecWarps floats
+    float* s_w = s_red + kRows * kSegDims + kDecWarps;  // [P] piece weights
+    for (int u = int(blockIdx.x); u < p.n_units; u += int(gridDim.x)) {
+        const int cut = u / (GP * kSegs), h = u / kSegs % GP, sg = u % kSegs;
+        int first = 0, P = 0, pr = 0, nth = 0;  // the cut-th pair with P > 1
+        for (; pr < n_pairs; ++pr) {
+            int64_t tb[3], te[3];
+            int tn = 0;
+            P = pieces_of(head_keys(p, pr / p.n_chunks, tb, te, &tn), p.chunk);
+            if (P > 1 && nth++ == cut) break;
+            first += P;
+        }
+        const int ug = pr / p.n_chunks, uhq0 = ug * p.G + pr % p.n_chunks * GP, ugv = min(GP, p.G - pr % p.n_chunks * GP);
+        if (h >= ugv) continue;  // padding head of a short last chunk (uniform over the CTA)
+        auto row = [&](int j) { return p.part + (size_t(first + j) * GP + h) * (D + kPartPad); };
+        float mx = -INFINITY;
+        for (int j = tid; j < P; j += kDecThreads) mx = fmaxf(mx, __ldcg(row(j)));
+        mx = block_reduce<true>(mx, s_red + kRows * kSegDims);
+        float ls = 0.0f;
+        for (int j = tid; j < P; j += kDecThreads) {
+            const float w = exp2f(__ldcg(row(j)) - mx);
+            s_w[j] = w;
+            ls = fmaf(w, __ldcg(row(j) + 1), ls);
+        }
+        ls = block_reduce<false>(ls, s_red + kRows * kSegDims);  // its barriers also publish s_w
+        const int col = tid % kCols, r = tid / kCols;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+        for (int j = r; j < P; j += kRows) {
+            const float4 ov = __ldcg(reinterpret_cast<const float4*>(row(j) + kPartPad + sg * kSegDims) + col);
+            const float w = s_w[j];
+            acc.x = fmaf(w, ov.x, acc.x);
+            acc.y = fmaf(w, ov.y, acc.y);
+            acc.z = fmaf(w, ov.z, acc.z);
+            acc.w = fmaf(w, ov.w, acc.w);
+        }
+        reinterpret_cast<float4*>(s_red)[r * kCols + col] = acc;
         __syncthreads();
-        const bool whole = x0 == 0 && x1 == n;  // the pair lies in this CTA alone
-        // Partial slot: 0 for the pair this CTA starts in (or that starts exactly at c0), 1 for a
-        // pair starting inside the CTA and running past its end. Every other pair is whole.
-        float* part = p.part + (size_t(blockIdx.x) * 2 + (f0 > c0 ? 1 : 0)) * GP * (D + 2);
-        for (int idx = tid; idx < GP * D; idx += kDecThreads) {
-            const int h = idx / D, d = idx % D;
-            float M = -INFINITY;
-#pragma unroll
-            for (int r = 0; r < NGRP; ++r) M = fmaxf(M, s_m[r][h]);
-            float Ls = 0.0f, O = 0.0f;
-#pragma unroll
-            for (int r = 0; r < NGRP; ++r) {
-                const float w = s_m[r][h] == -INFINITY ? 0.0f : exp2f(s_m[r][h] - M);
-                Ls = fmaf(s_l[r][h], w, Ls);
-                O = fmaf(s_o[r][h][d], w, O);
-            }
-            if (whole) {
-                if (h < gv) static_cast<TQ*>(p.out)[int64_t(hq0 + h) * D + d] = from_f32<TQ>(O / Ls);
-            } else {
-                part[h * (D + 2) + 2 + d] = O;
-                if (d == 0) {
-                    part[h * (D + 2)] = M;
-                    part[h * (D + 2) + 1] = Ls;
-                }
-            }
+        if (tid < kSegDims) {
+            float sum = 0.0f;
+            for (int rr = 0; rr < kRows; ++rr) sum += s_red[rr * kSegDims + tid];
+            static_cast<TQ*>(p.out)[int64_t(uhq0 + h) * D + sg * kSegDims + tid] = from_f32<TQ>(sum / ls);
         }
-        if (!whole) {
-            // The last CTA to leave a piece of this pair merges all of them (threadFenceReduction).
-            __threadfence();
-            __syncthreads();
-            const int first = int(f0 / p.chunk), pieces = int((flat - 1) / p.chunk) - first + 1;
-            if (tid == 0) s_last = atomicAdd(p.count + pr, 1) == pieces - 1;
-            __syncthreads();
-            if (s_last) {
-                __threadfence();
-                for (int idx = tid; idx < gv * D; idx += kDecThreads) {
-                    const int h = idx / D, d = idx % D;
-                    auto piece = [&](int j) {
-                        const int slot = j == 0 && f0 > int64_t(first) * p.chunk ? 1 : 0;
-                        return p.part + (size_t(first + j) * 2 + slot) * GP * (D + 2) + h * (D + 2);
-                    };
-                    float M = -INFINITY;
-                    for (int j = 0; j < pieces; ++j) M = fmaxf(M, __ldcg(piece(j)));
-                    float Ls = 0.0f, O = 0.0f;
-                    for (int j = 0; j < pieces; ++j) {
-                        const float* pc = piece(j);
-                        const float w = exp2f(__ldcg(pc) - M);  // every piece holds keys: m finite
-                        Ls = fmaf(__ldcg(pc + 1), w, Ls);
-                        O = fmaf(__ldcg(pc + 2 + d), w, O);
-                    }
-                    static_cast<TQ*>(p.out)[int64_t(hq0 + h) * D + d] = from_f32<TQ>(O / Ls);
-                }
-                if (tid == 0) p.count[pr] = 0;  // ready for the next token (stream-ordered)
-            }
-        }
-        __syncthreads();  // shared memory free for the next pair
+        __syncthreads();  // s_red and s_w free for the next unit
     }
 }
 
 template <int D, int GP, typename T>
 void launch_decode(const DecodeParams& p, int grid, cudaStream_t s) {
-    decode_kernel<D, GP, T><<<grid, kDecThreads, 0, s>>>(p);
-    CUDA_LAUNCH_CHECK();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(grid));
+    cfg.blockDim = dim3(kDecThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // the merge's grid barrier needs every CTA resident
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = p.n_units > 0 ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p));
 }
 
+// Once per kernel and cache: allow the ring's dynamic shared memory, ask how many CTAs fit per SM.
 template <int D, int GP, typename T>
-int resident_ctas() {
+int prepare_kernel() {
+    CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<D, GP, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
     int n = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<D, GP, T>, kDecThreads, 0));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<D, GP, T>, kDecThreads, kSmemBytes));
     return std::max(1, n);
 }
 
@@ -320,49 +442,78 @@ int resident_ctas() {
 void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,
                  cudaStream_t s) {
     ELASTIC_ASSERT(n_head % c.n_kv == 0 && pos >= 0 && pos < c.capacity);
+    ELASTIC_ASSERT(c.head_dim == 64 || c.head_dim == 128);
     const int G = n_head / c.n_kv, D = c.head_dim;
     const int GP = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     const int n_chunks = (G + GP - 1) / GP;
-    int64_t n_total = 0;
-    for (const CacheHead& h : c.h_heads) {
-        int64_t b[3], e[3];
-        n_total += spans_total(b, e, cache_spans(h, c.win.sink, c.win.local, pos, b, e));
-    }
-    n_total *= n_chunks;
-    // One wave: as many equal pieces as CTAs fit on the device at once (asked once per cache and
-    // kernel), but no piece under 256 keys, where a CTA's setup and merge would outweigh its stream.
     const int key = D * 64 + GP * 4 + int(t);
     if (c.prepared != key) {
         if (c.sms == 0) c.sms = device_sm_count();
-        ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, c.resident = resident_ctas<kD, kGP, T>()));
+        ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, c.resident = prepare_kernel<kD, kGP, T>()));
         c.prepared = key;
     }
-    const int64_t slots = int64_t(c.sms) * c.resident;
-    const int64_t chunk = std::max<int64_t>(256, (n_total + slots - 1) / slots);
-    const int grid = int((n_total + chunk - 1) / chunk);
-    const size_t need = size_t(grid) * 2 * size_t(GP) * size_t(D + 2);
-    if (need > c.part_floats) {
+    // Keys per KV head at pos (host arithmetic only: no upload, the kernel recomputes them).
+    int64_t n_total = 0, n_max = 0;
+    c.h_keys.resize(c.h_heads.size());  // allocated at the first call only
+    for (size_t g = 0; g < c.h_heads.size(); ++g) {
+        int64_t b[3], e[3];
+        const int64_t n = spans_total(b, e, cache_spans(c.h_heads[g], c.win.sink, c.win.local, pos, b, e));
+        c.h_keys[g] = n;
+        n_total += n;
+        n_max = std::max(n_max, n);
+    }
+    n_total *= n_chunks;
+    const int64_t slots = int64_t(c.sms) * c.resident, n_pairs = int64_t(c.n_kv) * n_chunks;
+    auto ctas = [&](int64_t chunk) {  // Σ pieces over the pairs
+        int64_t sum = 0;
+        for (const int64_t n : c.h_keys) sum += (n + chunk - 1) / chunk;
+        return sum * n_chunks;
+    };
+    // The smallest chunk ≥ kMinPiece whose pieces fit one wave (Σ P ≤ slots; with chunk = n_max
+    // every pair is one piece, and if even that is more than a wave, no pair is cut).
+    int64_t lo = std::min(n_max, std::max<int64_t>(kMinPiece, (n_total + slots - 1) / slots)), hi = n_max;
+    if (n_pairs > slots) lo = n_max;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ctas(mid) <= slots) hi = mid;
+        else lo = mid + 1;
+    }
+    const int64_t chunk = std::max<int64_t>(1, lo);
+    const int64_t grid = ctas(chunk);
+    int64_t cut = 0;
+    for (const int64_t n : c.h_keys) cut += n > chunk ? 1 : 0;
+    const int n_units = int(cut * n_chunks * GP * (D / kSegDims));
+    ELASTIC_ASSERT(grid <= (n_units ? slots : int64_t(1) << 30));
+    ELASTIC_ASSERT(grid + 1024 <= kSmemBytes / 4);  // the merge's piece weights (s_w) fit the ring
+    const size_t need = size_t(grid) * size_t(GP) * size_t(D + kPartPad);
+    if (n_units > 0 && need > c.part_floats) {
         if (c.d_part) CUDA_CHECK(cudaFree(c.d_part));
         c.d_part = device_alloc<float>(need, "decode partial results");
         c.part_floats = need;
     }
-    const size_t pairs = size_t(c.n_kv) * size_t(n_chunks);
-    if (pairs > c.count_n) {  // counters start at 0 and every call leaves them at 0
-        if (c.d_count) CUDA_CHECK(cudaFree(c.d_count));
-        c.d_count = device_alloc<int>(pairs, "decode counters");
-        CUDA_CHECK(cudaMemsetAsync(c.d_count, 0, pairs * sizeof(int), s));
-        c.count_n = pairs;
+    if (c.count_n == 0) {  // the grid barrier's counter: zeroed once, every call leaves its low bits at 0
+        c.d_count = device_alloc<int>(1, "decode grid barrier");
+        CUDA_CHECK(cudaMemsetAsync(c.d_count, 0, sizeof(int), s));
+        c.count_n = 1;
     }
-    // Pieces of the longest head (what decode_splits reports).
-    int64_t n_max = 0;
-    for (const CacheHead& h : c.h_heads) {
-        int64_t b[3], e[3];
-        n_max = std::max(n_max, spans_total(b, e, cache_spans(h, c.win.sink, c.win.local, pos, b, e)));
-    }
-    c.last_splits = int(std::min<int64_t>(grid, (n_max + chunk - 1) / chunk + 1));
-    const DecodeParams p{q,        out,        c.k,         c.v,    c.d_heads, c.d_part, c.d_count, c.n_kv, G, n_chunks,
-                         pos,      c.win.sink, c.win.local, chunk,  scale * 1.4426950408889634f};
-    ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, (launch_decode<kD, kGP, T>(p, grid, s))));
+    c.last_splits = int((n_max + chunk - 1) / chunk);  // pieces of the longest head
+    const DecodeParams p{q,
+                         out,
+                         c.k,
+                         c.v,
+                         c.d_heads,
+                         c.d_part,
+                         reinterpret_cast<unsigned*>(c.d_count),
+                         c.n_kv,
+                         G,
+                         n_chunks,
+                         n_units,
+                         pos,
+                         c.win.sink,
+                         c.win.local,
+                         chunk,
+                         scale * 1.4426950408889634f};
+    ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, (launch_decode<kD, kGP, T>(p, int(grid), s))));
 }
 
 }  // namespace elastic::cuda

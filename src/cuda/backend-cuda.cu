@@ -70,6 +70,8 @@ public:
         cudaFree(stage_);
         cudaFree(ints_);
         cublasDestroy(blas_);
+        if (ev0_) cudaEventDestroy(ev0_);
+        if (ev1_) cudaEventDestroy(ev1_);
         cudaStreamDestroy(stream_);
     }
     const char* name() const override {
@@ -111,6 +113,20 @@ public:
     void sync() override {
         bind();
         CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+    double timed_ms(const std::function<void()>& queue) override {
+        bind();
+        if (!ev0_) {
+            CUDA_CHECK(cudaEventCreate(&ev0_));
+            CUDA_CHECK(cudaEventCreate(&ev1_));
+        }
+        CUDA_CHECK(cudaEventRecord(ev0_, stream_));
+        queue();
+        CUDA_CHECK(cudaEventRecord(ev1_, stream_));
+        CUDA_CHECK(cudaEventSynchronize(ev1_));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, ev0_, ev1_));
+        return double(ms);
     }
 
     std::shared_ptr<const Matrix> upload_matrix(const Weight& W) override {
@@ -353,6 +369,7 @@ private:
     int device_;
     DType precision_;
     cudaStream_t stream_ = nullptr;
+    cudaEvent_t ev0_ = nullptr, ev1_ = nullptr;  // timed_ms
     cublasHandle_t blas_ = nullptr;
     cuda::GemvTuning gemv_;  // decode products: our GEMV or cuBLAS, per shape
     uint8_t* xs_ = nullptr;  // fp32 GEMM inputs rounded to the weight type, [xs_n_] bytes

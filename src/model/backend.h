@@ -7,6 +7,7 @@
 // attention tensors (q, k, v, attention output) are in the backend's attention type `attn_type()`:
 // fp32 on the CPU, bf16 / fp16 / fp32 on a GPU per its precision. Ops assert the types they get.
 #pragma once
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -58,6 +59,17 @@ public:
     virtual void download(float* host, Buf src, size_t n) = 0;
     // Waits for the queued work (a GPU backend runs asynchronously); for timing statistics.
     virtual void sync() {}
+    // Benchmarks: the time in ms of the work `queue` enqueues, as the device measures it (a GPU
+    // backend: events on its stream right before and after, so host-side launch costs overlap
+    // with the device work and only the device's time counts); here, without a device clock, the
+    // host time from a sync() before to a sync() after.
+    virtual double timed_ms(const std::function<void()>& queue) {
+        sync();
+        const auto t0 = std::chrono::steady_clock::now();
+        queue();
+        sync();
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
 
     // --- Resident weights (made once per model; the backend keeps what it needs) ---
     struct Matrix {
