@@ -384,7 +384,9 @@ TEST(Serve, ShutdownDrainsInFlight) {
         if (json::parse(c.Get("/health")->body)["running"].get<int>() > 0) break;
     }
     std::thread down([&] { r->srv->shutdown(30); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Wait for the drain to begin (not a fixed sleep: on a loaded machine the thread may start late).
+    for (int i = 0; i < 500 && !r->srv->draining(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_TRUE(r->srv->draining());
     auto late = c.Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})", "application/json");
     if (late) {  // (or refused outright once the socket closed)
         EXPECT_EQ(late->status, 503) << late->body;
