@@ -3,6 +3,7 @@
 // attention over a full cache. Fresh random inputs (seed in the trace), outputs poisoned with NaN,
 // fp32 tolerance 2e-5 relative to the largest reference magnitude, worst element reported.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -222,8 +223,18 @@ TEST_F(KVCache, DecodeMatchesNaiveFullCache) {
         int64_t T, steps;
         StreamingWindow win;
     };
+    // One thread as well: then a head count of at least 4 × threads takes the path that does not
+    // split heads into pieces (it once overflowed the piece end and read past the cache).
+    const int threads0 = omp_get_max_threads();
+    for (int threads : {threads0, 1})
     for (const Case& c : {Case{{6, 3, 64}, 150, 60, {16, 48}}, Case{{4, 4, 128}, 10, 70, {16, 48}},
-                          Case{{8, 2, 64}, 1300, 5, {64, 700}}, Case{{3, 3, 64}, 1, 20, {0, 5}}}) {
+                          Case{{8, 2, 64}, 1300, 5, {64, 700}}, Case{{3, 3, 64}, 1, 20, {0, 5}},
+                          Case{{32, 8, 128}, 2100, 3, {128, 2048}}}) {
+        omp_set_num_threads(threads);
+        struct Restore {
+            int n;
+            ~Restore() { omp_set_num_threads(n); }
+        } restore{threads0};
         const Shape s = c.s;
         const int64_t cap = c.T + c.steps, kvd = int64_t(s.n_kv) * s.hd;
         LayerPlan plan;

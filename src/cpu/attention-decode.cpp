@@ -76,8 +76,12 @@ void attn_decode(const float* q, const LayerKVCache& cache, int64_t pos, float* 
     for (int g = 0; g < n_kv; ++g) {
         const int n = cache.spans(g, pos, sp);
         for (int x = 0; x < n; ++x)
-            for (int64_t b = sp[x].begin; b < sp[x].end; b = std::min(sp[x].end, b + piece_len))
-                pieces.push_back({g, b, std::min(sp[x].end, b + piece_len)});
+            for (int64_t b = sp[x].begin; b < sp[x].end;) {
+                // (piece_len may be INT64_MAX: no b + piece_len, which would overflow)
+                const int64_t e = sp[x].end - b > piece_len ? b + piece_len : sp[x].end;
+                pieces.push_back({g, b, e});
+                b = e;
+            }
     }
     const int64_t part_size = int64_t(G) * (d + 2);
     std::vector<float> parts(pieces.size() * size_t(part_size));
