@@ -15,6 +15,7 @@
 // memory when the caller has some), where Router::decision turns them into modes. No key row
 // leaves the GPU.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -282,6 +283,25 @@ size_t fused_smem_bytes(const RouterLinearDev (&layers)[5], int head_dim) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Whether a cluster of this size can be resident on the device (asked once per device and size;
+// the answer does not depend on the key type: same block, same shared memory).
+template <typename Kern>
+bool cluster_fits(int dev, int cluster, Kern kern, const cudaLaunchConfig_t& cfg) {
+    constexpr int kDevs = 64;
+    static std::atomic<int8_t> known[kDevs][5] = {};  // 0 unknown, 1 fits, 2 does not
+    int log2c = 0;
+    while ((1 << log2c) < cluster) ++log2c;
+    if (dev < 0 || dev >= kDevs || log2c > 4) return true;
+    std::atomic<int8_t>& k = known[dev][log2c];
+    if (k.load(std::memory_order_relaxed) == 0) {
+        int n = 0;
+        const cudaError_t e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+        if (e != cudaSuccess) (void)cudaGetLastError();
+        k.store(e == cudaSuccess && n > 0 ? 1 : 2, std::memory_order_relaxed);
+    }
+    return k.load(std::memory_order_relaxed) == 1;
+}
+
 }  // namespace
 
 RouterKernel router_kernel_from_env() {
@@ -345,6 +365,11 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
         if (smem > 48 * 1024)
             CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
         if (cluster > 8) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        if (cluster > 1 && !cluster_fits(dev, cluster, kern, cfg)) {  // e.g. a small MIG slice: one CTA per group
+            a.cluster = 1;
+            cfg.gridDim = dim3(unsigned(groups));
+            cfg.numAttrs = 0;
+        }
         CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, a));
     });
     CUDA_LAUNCH_CHECK();
