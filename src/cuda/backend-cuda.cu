@@ -41,6 +41,10 @@ struct CudaRouter final : Backend::RouterWeights {
     cuda::RouterLinearDev lin[5];
     int n_kv_head = 0;
     DeviceBlock weights, scratch;  // scratch: pooled keys and every Linear's output
+    float* pinned = nullptr;       // page-locked host copy of the logits [n_kv_head, rh4.out]
+    ~CudaRouter() override {
+        if (pinned) cudaFreeHost(pinned);
+    }
 };
 const CudaMatrix& M_of(const Backend::Matrix& m) { return static_cast<const CudaMatrix&>(m); }
 const float* V_of(const Backend::Vector& v) { return static_cast<const float*>(static_cast<const CudaVector&>(v).mem.p); }
@@ -153,19 +157,25 @@ public:
         auto r = std::make_unique<CudaRouter>();
         r->layer = &rl;
         const RouterLinear* src[5] = {&rl.fe0, &rl.fe2, &rl.rh0, &rl.rh2, &rl.rh4};
+        // Each w and b starts on a 16-byte boundary (the fused router kernel reads float4s).
+        auto pad4 = [](size_t n) { return (n + 3) / 4 * 4; };
         size_t total = 0;
-        for (const RouterLinear* L : src) total += L->w.size() + L->b.size();
+        for (const RouterLinear* L : src) total += pad4(L->w.size()) + pad4(L->b.size());
         r->weights.device = r->scratch.device = device_;
         float* d = cuda::device_alloc<float>(total, "router weights");
         r->weights.p = d;
         for (int i = 0; i < 5; ++i) {
             const RouterLinear& L = *src[i];
             CUDA_CHECK(cudaMemcpy(d, L.w.data(), L.w.size() * sizeof(float), cudaMemcpyHostToDevice));
-            CUDA_CHECK(cudaMemcpy(d + L.w.size(), L.b.data(), L.b.size() * sizeof(float), cudaMemcpyHostToDevice));
-            r->lin[i] = {d, d + L.w.size(), L.in, L.out};
-            d += L.w.size() + L.b.size();
+            CUDA_CHECK(cudaMemcpy(d + pad4(L.w.size()), L.b.data(), L.b.size() * sizeof(float), cudaMemcpyHostToDevice));
+            r->lin[i] = {d, d + pad4(L.w.size()), L.in, L.out};
+            d += pad4(L.w.size()) + pad4(L.b.size());
         }
         r->n_kv_head = n_kv_head;
+        if (cudaMallocHost(&r->pinned, size_t(n_kv_head) * size_t(rl.rh4.out) * sizeof(float)) != cudaSuccess) {
+            (void)cudaGetLastError();  // no page-locked memory: the copy goes to pageable memory
+            r->pinned = nullptr;
+        }
         r->scratch.p = cuda::device_alloc<float>(cuda::router_scratch_floats(r->lin, n_kv_head, rl.head_dim()), "router");
         return r;
     }
@@ -233,7 +243,7 @@ public:
         const auto& cr = static_cast<const CudaRouter&>(r);
         ELASTIC_ASSERT(cr.n_kv_head == n_kv_head);
         cuda::router_logits(blas_, cr.lin, k.p, k.type, T, n_kv_head, head_dim, window, static_cast<float*>(cr.scratch.p),
-                            logits_host, stream_);
+                            logits_host, stream_, cr.pinned);
     }
 
     struct Cache final : LayerCache {

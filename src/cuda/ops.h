@@ -69,11 +69,29 @@ struct RouterLinearDev {
 };
 // Floats of scratch router_logits needs for this layer (pooled keys and every layer's output).
 size_t router_scratch_floats(const RouterLinearDev (&layers)[5], int n_kv_head, int head_dim);
+// Which router path router_logits takes: the single fused kernel (default) or the pooling kernel +
+// five cuBLAS GEMMs + bias kernels of before; ELASTIC_ROUTER_KERNEL=fused|cublas (read per call).
+enum class RouterKernel { Fused, Cublas };
+RouterKernel router_kernel_from_env();
 // The router of a layer (fe0, fe2, rh0, rh2, rh4): k [T, n_kv_head, head_dim] pre-RoPE keys of
 // type tk on the device, pooled over the first and last `window` rows; logits_host
-// [n_kv_head, layers[4].out] on the host. scratch: router_scratch_floats() floats. Synchronises s.
+// [n_kv_head, layers[4].out] on the host. scratch: router_scratch_floats() floats. pinned: nullptr
+// or page-locked host memory for the logits (the copy goes there, then to logits_host). The fused
+// kernel serves whenever router_fused_takes; otherwise the cuBLAS path. Synchronises s.
 void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
-                   int head_dim, int window, float* scratch, float* logits_host, cudaStream_t s);
+                   int head_dim, int window, float* scratch, float* logits_host, cudaStream_t s, float* pinned = nullptr,
+                   RouterKernel kernel = router_kernel_from_env());
+// The fused kernel's conditions: head_dim a multiple of 8, every Linear's input a multiple of 4,
+// k and the weights 16-byte aligned, its shared memory within the device's limit.
+bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int head_dim);
+// Queues the fused kernel only (no copy, no sync): logits_dev [n_kv_head, layers[4].out] on the
+// device. cluster: CTAs per thread-block cluster (1, 2, 4, 8, 16; sm_90+, else 1); 0 = the default
+// (ELASTIC_ROUTER_CLUSTER or 8).
+void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
+                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster = 0);
+// Queues the cuBLAS path only; returns the device pointer of the logits inside scratch.
+const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
+                                  int n_kv_head, int head_dim, int window, float* scratch, cudaStream_t s);
 
 // The k largest of logits[0, n) (device), value descending, lower index first on ties, into
 // out_host[0, k) (host); k <= n, k <= Backend::kMaxCandidates. Synchronises s.

@@ -1,8 +1,26 @@
-// The router of a layer on the device (DESIGN.md §1.1; src/attention/router.cpp is the reference):
-// boundary pooling of the pre-RoPE keys in one kernel (fp64 sums, as router_pool), then the five
-// Linear layers as fp32 cuBLAS GEMMs (no TF32) over the n_kv_head pooled rows, each followed by a
-// bias (+ SiLU) kernel. Only the logits [n_kv_head, rh4.out] come back to the host, where
-// Router::decision turns them into modes. No key row leaves the GPU.
+// The router of a layer on the device (DESIGN.md §1.1; src/attention/router.cpp is the reference).
+// Two paths, ELASTIC_ROUTER_KERNEL picks (default fused):
+//  fused   one launch per layer (router_fused_kernel): boundary pooling of the pre-RoPE keys (fp64
+//          sums, as router_pool) and the five Linear layers (fp32 FMA, bias, SiLU) for all KV heads,
+//          the activations in shared memory. On sm_90 the CTAs of one thread-block cluster (8 by
+//          default, ELASTIC_ROUTER_CLUSTER) share one group of up to 8 heads: each pools 1/C of the
+//          key columns and computes 1/C of every layer's output neurons, which it stores into the
+//          shared memory of every CTA of the cluster (DSMEM) before a cluster barrier, so each SM
+//          streams only 1/C of the ~1 MiB of weights (asked of the L2 at the kernel's start, while
+//          the keys are pooled). Before sm_90 (or with cluster 1) one CTA per group of 8 heads does
+//          everything.
+//  cublas  the previous path: a pooling kernel, then the five Linear layers as fp32 cuBLAS GEMMs
+//          (no TF32) each followed by a bias (+ SiLU) kernel (11 launches).
+// Either way only the logits [n_kv_head, rh4.out] come back to the host (one copy, into pinned
+// memory when the caller has some), where Router::decision turns them into modes. No key row
+// leaves the GPU.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
@@ -10,6 +28,8 @@
 namespace elastic::cuda {
 
 namespace {
+
+// ---- the cuBLAS path ------------------------------------------------------------------------
 
 // x[i] = mean of k[t * n + i] over t in [0, head_end) then [tail_begin, T) (both ranges, overlap
 // twice). A block owns 32 columns; its 8 warps split the (≤ 2 × window) rows, so each thread issues
@@ -47,7 +67,249 @@ __global__ void bias_act_kernel(float* y, const float* __restrict__ b, int rows,
     y[i] = v;
 }
 
+constexpr bool kAct[5] = {true, false, true, true, false};  // fe0 SiLU, fe2, rh0 SiLU, rh2 SiLU, rh4
+
+// ---- the fused path -------------------------------------------------------------------------
+
+constexpr int kThreads = 256, kWarps = kThreads / 32;
+constexpr int kGroupHeads = 8;  // heads per cluster (or per CTA without clusters)
+
+struct FusedArgs {
+    RouterLinearDev L[5];
+    const void* k;
+    int64_t row_stride;  // elements between key rows: n_kv_head * head_dim
+    int64_t head_end, tail_begin, rows;
+    int n_kv_head, head_dim, maxw, cluster;
+    float* logits;  // [n_kv_head, L[4].out], device
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define ELASTIC_ROUTER_HAS_CLUSTER 1
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// *p = v in the shared memory of CTA `rank` of the cluster (p: this CTA's address of the slot).
+__device__ __forceinline__ void st_rank(float* p, unsigned rank, float v) {
+    const unsigned a = unsigned(__cvta_generic_to_shared(p));
+    unsigned ra;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(ra), "f"(v) : "memory");
+}
+#else
+__device__ __forceinline__ void cluster_arrive_relaxed() { __trap(); }
+__device__ __forceinline__ void cluster_wait() { __trap(); }
+__device__ __forceinline__ void cluster_sync() { __trap(); }
+__device__ __forceinline__ void st_rank(float*, unsigned, float) { __trap(); }
+#endif
+
+// *p = v in every CTA of the cluster (cluster > 1) or in this one.
+__device__ __forceinline__ void store_all(float* p, float v, int cluster) {
+    if (cluster == 1) *p = v;
+    else
+        for (int r = 0; r < cluster; ++r) st_rank(p, unsigned(r), v);
+}
+__device__ __forceinline__ void barrier_all(int cluster) {
+    if (cluster == 1) __syncthreads();
+    else cluster_sync();
+}
+
+// Output neurons [o0, o1) of L for the group's Hg heads: x [Hg, L.in] (shared) -> y [Hg, L.out]
+// (shared, in every CTA of the cluster) or out_global [Hg, L.out] (device). A warp takes NB
+// neurons at a time: each lane reads float4 slices of the NB weight rows (coalesced, read once per
+// CTA) and of each head's input row (shared; reused NB times), fp32 FMAs, then a butterfly over
+// the warp; lane n * 8 + h stores neuron n of head h.
+template <int NB>
+__device__ __forceinline__ void linear_part(const RouterLinearDev& L, const float* __restrict__ x, float* y,
+                                            float* out_global, int o0, int o1, int Hg, bool act, int cluster) {
+    const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+    for (int ob = o0 + warp * NB; ob < o1; ob += kWarps * NB) {
+        float acc[NB][kGroupHeads];
+#pragma unroll
+        for (int n = 0; n < NB; ++n)
+#pragma unroll
+            for (int h = 0; h < kGroupHeads; ++h) acc[n][h] = 0.0f;
+        const float* wr[NB];
+#pragma unroll
+        for (int n = 0; n < NB; ++n) wr[n] = L.w + size_t(min(ob + n, o1 - 1)) * size_t(L.in);  // past o1: discarded
+#pragma unroll 2
+        for (int i = lane * 4; i < L.in; i += 128) {
+            float4 w[NB];
+#pragma unroll
+            for (int n = 0; n < NB; ++n) w[n] = __ldg(reinterpret_cast<const float4*>(wr[n] + i));
+#pragma unroll
+            for (int h = 0; h < kGroupHeads; ++h) {
+                if (h >= Hg) break;
+                const float4 xv = *reinterpret_cast<const float4*>(x + size_t(h) * L.in + i);
+#pragma unroll
+                for (int n = 0; n < NB; ++n) {
+                    float a = acc[n][h];
+                    a = fmaf(w[n].x, xv.x, a);
+                    a = fmaf(w[n].y, xv.y, a);
+                    a = fmaf(w[n].z, xv.z, a);
+                    a = fmaf(w[n].w, xv.w, a);
+                    acc[n][h] = a;
+                }
+            }
+        }
+        float mine = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NB; ++n)
+#pragma unroll
+            for (int h = 0; h < kGroupHeads; ++h) {
+                float v = acc[n][h];
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                if (lane == n * kGroupHeads + h) mine = v;
+            }
+        const int n = lane / kGroupHeads, h = lane % kGroupHeads, o = ob + n;
+        if (n < NB && o < o1 && h < Hg) {
+            float v = mine + __ldg(L.b + o);
+            if (act) v = v / (1.0f + expf(-v));
+            if (out_global) out_global[size_t(h) * L.out + o] = v;
+            else store_all(y + size_t(h) * L.out + o, v, cluster);
+        }
+    }
+}
+
+// One CTA (cluster 1) or one cluster of `cluster` CTAs per group of kGroupHeads KV heads. Shared
+// memory: two activation buffers [8, maxw] fp32, then the pooling's fp64 partial sums.
+template <typename TK>
+__global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs a) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float* buf0 = reinterpret_cast<float*>(smem_raw);
+    float* buf1 = buf0 + kGroupHeads * a.maxw;
+    double* part = reinterpret_cast<double*>(buf1 + kGroupHeads * a.maxw);
+    const int C = a.cluster;
+    const int rank = int(blockIdx.x) % C, g = int(blockIdx.x) / C;
+    const int h0 = g * kGroupHeads, Hg = min(kGroupHeads, a.n_kv_head - h0);
+    if (C > 1) cluster_arrive_relaxed();  // the wait before the first store into another CTA
+
+    // The weights do not depend on the keys: ask the L2 for this CTA's rows of all five layers now,
+    // so the layers below find them there (~0.2 µs a round trip) rather than in DRAM (~0.6 µs+).
+#pragma unroll 1
+    for (int l = 0; l < 5; ++l) {
+        const RouterLinearDev& L = a.L[l];
+        const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
+        const char* w = reinterpret_cast<const char*>(L.w + size_t(o0) * L.in);
+        const size_t bytes = size_t(o1 - o0) * size_t(L.in) * sizeof(float);
+        for (size_t off = size_t(threadIdx.x) * 128; off < bytes; off += size_t(kThreads) * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
+        if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
+    }
+
+    // Pooling: this CTA's 16-byte column chunks of the group's [Hg * d] columns; a tile of nt
+    // chunks × (kThreads / nt) row groups, fp64 sums per thread, then over the row groups in
+    // shared memory. Group-local column h * d + i is also the index of x[h, i] in buf0.
+    constexpr int VEC = 16 / int(sizeof(TK));
+    const int nch = Hg * a.head_dim / VEC;
+    const int c0 = int(int64_t(rank) * nch / C), c1 = int(int64_t(rank + 1) * nch / C), mine = c1 - c0;
+    const TK* kg = static_cast<const TK*>(a.k) + int64_t(h0) * a.head_dim;
+    bool waited = false;
+    for (int tb = 0; tb < mine; tb += kThreads) {
+        const int nt = min(kThreads, mine - tb), groups = kThreads / nt;
+        const int c = int(threadIdx.x) % nt, rg = int(threadIdx.x) / nt;
+        if (rg < groups) {
+            double acc[VEC];
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) acc[j] = 0.0;
+            const TK* col = kg + int64_t(c0 + tb + c) * VEC;
+#pragma unroll 8
+            for (int64_t r = rg; r < a.rows; r += groups) {
+                const int64_t t = r < a.head_end ? r : a.tail_begin + (r - a.head_end);
+                const uint4 v = __ldg(reinterpret_cast<const uint4*>(col + t * a.row_stride));
+                const TK* e = reinterpret_cast<const TK*>(&v);
+#pragma unroll
+                for (int j = 0; j < VEC; ++j) acc[j] += double(to_f32(e[j]));
+            }
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) part[(rg * nt + c) * VEC + j] = acc[j];
+        }
+        __syncthreads();
+        if (C > 1 && !waited) {
+            cluster_wait();
+            waited = true;
+        }
+        for (int e = int(threadIdx.x); e < nt * VEC; e += kThreads) {
+            const int cc = e / VEC, j = e % VEC;
+            double s = 0.0;
+            for (int q = 0; q < groups; ++q) s += part[(q * nt + cc) * VEC + j];
+            store_all(buf0 + (c0 + tb + cc) * VEC + j, float(s / double(a.rows)), C);
+        }
+        __syncthreads();  // part is reused by the next tile
+    }
+    if (C > 1 && !waited) cluster_wait();
+    barrier_all(C);  // the pooled keys of the group are in every CTA
+
+    const float* x = buf0;
+    float* y = buf1;
+#pragma unroll 1
+    for (int l = 0; l < 5; ++l) {
+        const RouterLinearDev& L = a.L[l];
+        const bool act = l == 0 || l == 2 || l == 3;  // kAct
+        const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
+        float* out_global = l == 4 ? a.logits + size_t(h0) * L.out : nullptr;
+        const int n = o1 - o0;
+        if (n >= kWarps * 4) linear_part<4>(L, x, y, out_global, o0, o1, Hg, act, C);
+        else if (n >= kWarps * 2) linear_part<2>(L, x, y, out_global, o0, o1, Hg, act, C);
+        else linear_part<1>(L, x, y, out_global, o0, o1, Hg, act, C);
+        if (l < 4) barrier_all(C);  // also: no CTA leaves while another may still store into it
+        const float* nx = y;
+        y = const_cast<float*>(x);
+        x = nx;
+    }
+}
+
+int env_cluster(int major) {
+    if (const char* e = std::getenv("ELASTIC_ROUTER_CLUSTER")) {
+        const int c = std::atoi(e);
+        if (c != 1 && c != 2 && c != 4 && c != 8 && c != 16) fail("ELASTIC_ROUTER_CLUSTER must be 1, 2, 4, 8 or 16 (got '%s')", e);
+        return major >= 9 ? c : 1;
+    }
+    return major >= 9 ? 8 : 1;
+}
+
+int router_maxw(const RouterLinearDev (&layers)[5], int head_dim) {
+    int m = head_dim;
+    for (const RouterLinearDev& L : layers) m = std::max(m, L.out);
+    return (m + 3) / 4 * 4;
+}
+
+size_t fused_smem_bytes(const RouterLinearDev (&layers)[5], int head_dim) {
+    return size_t(2) * kGroupHeads * size_t(router_maxw(layers, head_dim)) * sizeof(float) +
+           size_t(kThreads) * 8 * sizeof(double);
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether a cluster of this size can be resident on the device (asked once per device and size;
+// the answer does not depend on the key type: same block, same shared memory).
+template <typename Kern>
+bool cluster_fits(int dev, int cluster, Kern kern, const cudaLaunchConfig_t& cfg) {
+    constexpr int kDevs = 64;
+    static std::atomic<int8_t> known[kDevs][5] = {};  // 0 unknown, 1 fits, 2 does not
+    int log2c = 0;
+    while ((1 << log2c) < cluster) ++log2c;
+    if (dev < 0 || dev >= kDevs || log2c > 4) return true;
+    std::atomic<int8_t>& k = known[dev][log2c];
+    if (k.load(std::memory_order_relaxed) == 0) {
+        int n = 0;
+        const cudaError_t e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+        if (e != cudaSuccess) (void)cudaGetLastError();
+        k.store(e == cudaSuccess && n > 0 ? 1 : 2, std::memory_order_relaxed);
+    }
+    return k.load(std::memory_order_relaxed) == 1;
+}
+
 }  // namespace
+
+RouterKernel router_kernel_from_env() {
+    const char* e = std::getenv("ELASTIC_ROUTER_KERNEL");
+    if (!e || !*e || std::strcmp(e, "fused") == 0) return RouterKernel::Fused;
+    if (std::strcmp(e, "cublas") == 0) return RouterKernel::Cublas;
+    fail("ELASTIC_ROUTER_KERNEL must be 'fused' or 'cublas' (got '%s')", e);
+}
 
 size_t router_scratch_floats(const RouterLinearDev (&layers)[5], int n_kv_head, int head_dim) {
     size_t total = size_t(n_kv_head) * size_t(head_dim);
@@ -55,8 +317,66 @@ size_t router_scratch_floats(const RouterLinearDev (&layers)[5], int n_kv_head, 
     return total;
 }
 
-void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
-                   int head_dim, int window, float* buf, float* logits_host, cudaStream_t s) {
+bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int head_dim) {
+    if (head_dim % 8 != 0 || !aligned16(k)) return false;
+    for (const RouterLinearDev& L : layers)
+        if (L.in % 4 != 0 || !aligned16(L.w)) return false;
+    int dev = 0, optin = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return fused_smem_bytes(layers, head_dim) <= size_t(optin);
+}
+
+void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
+                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster) {
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    if (cluster <= 0) cluster = env_cluster(major);
+    if (major < 9) cluster = 1;
+    FusedArgs a{};
+    for (int l = 0; l < 5; ++l) a.L[l] = layers[l];
+    a.k = k;
+    a.row_stride = int64_t(n_kv_head) * head_dim;
+    a.head_end = T < window ? T : window;
+    a.tail_begin = T - window > 0 ? T - window : 0;
+    a.rows = a.head_end + (T - a.tail_begin);
+    a.n_kv_head = n_kv_head;
+    a.head_dim = head_dim;
+    a.maxw = router_maxw(layers, head_dim);
+    a.cluster = cluster;
+    a.logits = logits_dev;
+    const size_t smem = fused_smem_bytes(layers, head_dim);
+    const int groups = (n_kv_head + kGroupHeads - 1) / kGroupHeads;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(groups * cluster));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = unsigned(cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = cluster > 1 ? 1 : 0;
+    ELASTIC_TYPE_SWITCH(tk, TK, {
+        auto* kern = router_fused_kernel<TK>;
+        if (smem > 48 * 1024)
+            CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+        if (cluster > 8) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        if (cluster > 1 && !cluster_fits(dev, cluster, kern, cfg)) {  // e.g. a small MIG slice: one CTA per group
+            a.cluster = 1;
+            cfg.gridDim = dim3(unsigned(groups));
+            cfg.numAttrs = 0;
+        }
+        CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, a));
+    });
+    CUDA_LAUNCH_CHECK();
+}
+
+const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
+                                  int n_kv_head, int head_dim, int window, float* buf, cudaStream_t s) {
     const int n = n_kv_head * head_dim;
     const int64_t head_end = T < window ? T : window, tail_begin = T - window > 0 ? T - window : 0;
     const unsigned grid = unsigned((n + kPoolCols - 1) / kPoolCols);
@@ -65,7 +385,6 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const v
     CUDA_LAUNCH_CHECK();
     const float* x = buf;
     float* y = buf + n;
-    const bool act[5] = {true, false, true, true, false};  // fe0 SiLU, fe2, rh0 SiLU, rh2 SiLU, rh4
     const float one = 1.0f, zero = 0.0f;
     for (int l = 0; l < 5; ++l) {
         const RouterLinearDev& L = layers[l];
@@ -73,14 +392,25 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const v
         CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, L.out, n_kv_head, L.in, &one, L.w, CUDA_R_32F, L.in, x,
                                   CUDA_R_32F, L.in, &zero, y, CUDA_R_32F, L.out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         const int m = n_kv_head * L.out;
-        bias_act_kernel<<<unsigned((m + 127) / 128), 128, 0, s>>>(y, L.b, n_kv_head, L.out, act[l]);
+        bias_act_kernel<<<unsigned((m + 127) / 128), 128, 0, s>>>(y, L.b, n_kv_head, L.out, kAct[l]);
         CUDA_LAUNCH_CHECK();
         x = y;
         y += m;
     }
-    CUDA_CHECK(cudaMemcpyAsync(logits_host, x, size_t(n_kv_head) * size_t(layers[4].out) * sizeof(float),
-                               cudaMemcpyDeviceToHost, s));
+    return x;
+}
+
+void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
+                   int head_dim, int window, float* buf, float* logits_host, cudaStream_t s, float* pinned,
+                   RouterKernel kernel) {
+    const float* logits = buf;  // the fused kernel writes them at the start of the scratch
+    if (kernel == RouterKernel::Fused && router_fused_takes(layers, k, head_dim))
+        router_logits_fused(layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
+    else logits = router_logits_cublas(h, layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
+    const size_t bytes = size_t(n_kv_head) * size_t(layers[4].out) * sizeof(float);
+    CUDA_CHECK(cudaMemcpyAsync(pinned ? pinned : logits_host, logits, bytes, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
+    if (pinned) std::memcpy(logits_host, pinned, bytes);
 }
 
 }  // namespace elastic::cuda

@@ -140,6 +140,7 @@ void add_bench(CLI::App& app) {
     add_bench_attention(b);
     add_bench_gemv(b);
     add_bench_tp(b);
+    add_bench_router(b);
 }
 
 }  // namespace elastic::cli
