@@ -340,7 +340,9 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
     const int64_t slots = int64_t(c.sms) * c.resident;
     const int64_t chunk = std::max<int64_t>(256, (n_total + slots - 1) / slots);
     const int grid = int((n_total + chunk - 1) / chunk);
-    const size_t need = size_t(grid) * 2 * size_t(GP) * size_t(D + 2);
+    // Sized for the largest grid (one piece per slot), so that a longer context never reallocates
+    // inside a captured decode step (backend-cuda.cu's graphs).
+    const size_t need = size_t(std::max<int64_t>(grid, slots)) * 2 * size_t(GP) * size_t(D + 2);
     if (need > c.part_floats) {
         if (c.d_part) CUDA_CHECK(cudaFree(c.d_part));
         c.d_part = device_alloc<float>(need, "decode partial results");
