@@ -69,7 +69,7 @@ for line in open(log):
     if line.startswith('{'):
         row = json.loads(line)["results"][0]
 if row is None:
-    print(f"| {label} | | FAILED (exit {rc}) | | |")
+    print(f"| ? | {label} | FAILED (exit {rc}) | | |")
 else:
     d, p = row["decode_tok_s"], row["prefill_tok_s"]
     print(f"| {row['attention']} | {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
