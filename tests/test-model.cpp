@@ -136,6 +136,37 @@ TEST(Sampler, CandidatesDrawLikeFullLogits) {
     EXPECT_FALSE(Sampler({0.8f, 500, 1.0f, 0}).uses_candidates(Backend::kMaxCandidates));  // k too large
 }
 
+// Top-p without top-k from the leading sorted entries and the normaliser (what a GPU's
+// Backend::sorted_candidates returns) draws what sample() draws from all logits; a lead that stops
+// short of the nucleus draws nothing and leaves the generator where it was.
+TEST(Sampler, SortedLeadDrawsLikeFullLogits) {
+    std::mt19937_64 rng(fresh_seed());
+    for (SamplerParams sp : {SamplerParams{0.8f, 0, 0.95f, 7}, SamplerParams{1.3f, 0, 0.5f, 9}}) {
+        Sampler full(sp), lead(sp);
+        ASSERT_TRUE(lead.uses_sorted());
+        for (int step = 0; step < 60; ++step) {
+            std::vector<float> logits = randn(1000, rng, 3.0f);
+            for (int i = 0; i < 1000; i += 7) logits[size_t(i)] = std::round(logits[size_t(i)]);  // ties
+            std::vector<std::pair<float, int32_t>> sorted(1000);
+            for (int32_t i = 0; i < 1000; ++i) sorted[size_t(i)] = {logits[size_t(i)] / sp.temperature, i};
+            std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+            double sum = 0;
+            for (const auto& c : sorted) sum += std::exp(double(c.first - sorted[0].first));
+            const std::vector<std::pair<float, int32_t>> head(sorted.begin(), sorted.begin() + 400), one(sorted.begin(), sorted.begin() + 1);
+            const int32_t want = full.sample(logits.data(), 1000);
+            const int32_t first = lead.sample_sorted(one, sum, 1000);  // one entry: short of the nucleus here
+            if (first >= 0) {
+                ASSERT_EQ(first, want) << "step " << step;
+                continue;
+            }
+            ASSERT_EQ(lead.sample_sorted(head, sum, 1000), want) << "step " << step;
+        }
+    }
+    EXPECT_FALSE(Sampler({0.8f, 40, 0.95f, 0}).uses_sorted());  // top-k: candidates
+    EXPECT_FALSE(Sampler({0.8f, 0, 1.0f, 0}).uses_sorted());    // no top-p: the whole vocabulary
+    EXPECT_FALSE(Sampler({0.0f, 0, 0.9f, 0}).uses_sorted());    // greedy
+}
+
 // Session::sample_next (the selection on the backend) picks what the host sampler picks from
 // last_logits(), after a prefill and after decode steps, with the logits left on the backend.
 TEST(Model, SampleNextMatchesHostSampling) {

@@ -485,8 +485,11 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
     const int n_units = int(cut * n_chunks * GP * (D / kSegDims));
     ELASTIC_ASSERT(grid <= (n_units ? slots : int64_t(1) << 30));
     ELASTIC_ASSERT(grid + 1024 <= kSmemBytes / 4);  // the merge's piece weights (s_w) fit the ring
-    const size_t need = size_t(grid) * size_t(GP) * size_t(D + kPartPad);
-    if (n_units > 0 && need > c.part_floats) {
+    // Sized for the largest grid (one piece per resident slot) and allocated at the first call,
+    // so that a longer context never reallocates inside a captured decode step (backend-cuda.cu's
+    // graphs).
+    const size_t need = size_t(std::max<int64_t>(grid, slots)) * size_t(GP) * size_t(D + kPartPad);
+    if (need > c.part_floats) {
         if (c.d_part) CUDA_CHECK(cudaFree(c.d_part));
         c.d_part = device_alloc<float>(need, "decode partial results");
         c.part_floats = need;

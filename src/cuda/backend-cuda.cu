@@ -4,7 +4,19 @@
 // cuBLAS handle per backend (no globals: two backends may serve two sessions, even on two devices).
 // In the forward only token ids and positions (when not consecutive) go in, and logits or sampling
 // candidates come out. The elastic attention ops are the kernels of src/cuda/attention.h.
+//
+// Decode graphs (Backend::graph_begin): a decode step's ~15 launches per layer cost more host time
+// than the GPU spends on them (issue 12: ~5 ms of a 9.8 ms token of the Qwen3-8B shape at 32K), so
+// each step is captured from the stream and replayed as a CUDA graph. Every step is captured anew
+// (positions, cache lengths and the decode kernel's grid are ordinary kernel arguments) and applied
+// to the instantiated graph with cudaGraphExecUpdate, which is far cheaper than launching: the same
+// scheme as llama.cpp. A capture whose topology differs (another GEMV/cuBLAS choice, another
+// session's shape) is instantiated afresh and counted. Captures run in thread-local mode: anything
+// that would synchronise or allocate inside one fails loudly instead of silently breaking order.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
 #include <vector>
 
 #include "core/error.h"
@@ -64,10 +76,27 @@ public:
         CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
         CUBLAS_CHECK(cublasCreate(&blas_));
         CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+        // Our own workspace (cublasSetStream resets it, so after that): cuBLAS must not allocate
+        // inside a graph capture. The size is cuBLAS's recommendation: 32 MiB on Hopper, 4 MiB before.
+        int major = 0;
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        blas_ws_n_ = size_t(major >= 9 ? 32 : 4) << 20;
+        blas_ws_ = cuda::device_alloc<uint8_t>(blas_ws_n_, "the cuBLAS workspace");
+        CUBLAS_CHECK(cublasSetWorkspace(blas_, blas_ws_, blas_ws_n_));
+        const char* g = std::getenv("ELASTIC_CUDA_GRAPH");
+        graphs_on_ = !(g && std::strcmp(g, "0") == 0);
+        const char* gl = std::getenv("ELASTIC_CUDA_GRAPH_LAYERS");
+        graph_layers_ = gl ? std::max(0, std::atoi(gl)) : 0;
     }
     ~CudaBackend() override {  // no aborts here: tear down what can be
         cudaSetDevice(device_);
+        if (capturing_ >= 0) {  // (an exception left a capture open)
+            cudaGraph_t g = nullptr;
+            if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+        }
         cudaStreamSynchronize(stream_);
+        for (auto& kv : graphs_)
+            if (kv.second) cudaGraphExecDestroy(kv.second);
         plan_.reset();
         train_plan_.reset();
         cudaFree(xs_);
@@ -76,6 +105,7 @@ public:
         cublasDestroy(blas_);
         if (ev0_) cudaEventDestroy(ev0_);
         if (ev1_) cudaEventDestroy(ev1_);
+        cudaFree(blas_ws_);
         cudaStreamDestroy(stream_);
     }
     const char* name() const override {
@@ -328,12 +358,68 @@ public:
         cuda::mix_heads_dw(dout.f32(), a.f32(), b.f32(), T, n_head, n_kv_head, head_dim, dw_host, stream_);
     }
 
+    // Decode graphs (the file comment; Backend::graph_begin).
+    bool graphs() const override { return graphs_on_; }
+    void set_graphs(bool on) override { graphs_on_ = on; }
+    int graph_layers() const override { return graph_layers_; }
+    bool graph_begin(int key) override {
+        ELASTIC_ASSERT(capturing_ < 0 && key >= 0);
+        if (!graphs_on_) return false;
+        bind();
+        CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        capturing_ = key;
+        return true;
+    }
+    void graph_end() override {
+        ELASTIC_ASSERT(capturing_ >= 0);
+        bind();
+        cudaGraph_t g = nullptr;
+        CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+        cudaGraphExec_t& exec = graphs_[capturing_];
+        capturing_ = -1;
+        if (exec) {
+            cudaGraphExecUpdateResultInfo info{};
+            if (cudaGraphExecUpdate(exec, g, &info) == cudaSuccess) {
+                ++graph_stats_.updates;
+            } else {  // another topology: build it afresh
+                (void)cudaGetLastError();
+                CUDA_CHECK(cudaGraphExecDestroy(exec));
+                exec = nullptr;
+            }
+        }
+        if (!exec) {
+            CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+            ++graph_stats_.instantiations;
+        }
+        CUDA_CHECK(cudaGraphDestroy(g));
+        CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+        ++graph_stats_.launches;
+    }
+    void graph_abort() override {
+        if (capturing_ < 0) return;
+        bind();
+        cudaGraph_t g = nullptr;
+        const cudaError_t err = cudaStreamEndCapture(stream_, &g);
+        if (err != cudaSuccess) (void)cudaGetLastError();  // an invalidated capture ends with an error
+        if (g) cudaGraphDestroy(g);
+        capturing_ = -1;
+    }
+    GraphStats graph_stats() const override { return graph_stats_; }
+
     void top_candidates(Buf logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) override {
         ELASTIC_ASSERT(k >= 1 && k <= kMaxCandidates && n >= 1);
         bind();
         k = std::min(k, int(n));
         out.resize(size_t(k));
         cuda::top_candidates(logits.f32(), n, k, out.data(), stream_);
+    }
+    bool sorted_candidates(Buf logits, int32_t n, float temperature, int max_out,
+                           std::vector<std::pair<float, int32_t>>& out, double& sum) override {
+        ELASTIC_ASSERT(n >= 1 && max_out >= 1 && temperature > 0);
+        bind();
+        out.resize(size_t(std::min<int64_t>(n, max_out)));
+        sum = cuda::sorted_candidates(logits.f32(), n, temperature, int(out.size()), out.data(), stream_);
+        return true;
     }
 
 private:
@@ -381,6 +467,13 @@ private:
     cudaStream_t stream_ = nullptr;
     cudaEvent_t ev0_ = nullptr, ev1_ = nullptr;  // timed_ms
     cublasHandle_t blas_ = nullptr;
+    uint8_t* blas_ws_ = nullptr;  // cuBLAS workspace, [blas_ws_n_] bytes
+    size_t blas_ws_n_ = 0;
+    bool graphs_on_ = true;             // ELASTIC_CUDA_GRAPH=0: off
+    int graph_layers_ = 0;              // ELASTIC_CUDA_GRAPH_LAYERS: layers per captured segment
+    int capturing_ = -1;                // key of the capture in progress
+    std::map<int, cudaGraphExec_t> graphs_;  // key → its instantiated graph
+    GraphStats graph_stats_;
     cuda::GemvTuning gemv_;  // decode products: our GEMV or cuBLAS, per shape
     uint8_t* xs_ = nullptr;  // fp32 GEMM inputs rounded to the weight type, [xs_n_] bytes
     size_t xs_n_ = 0;

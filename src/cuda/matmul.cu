@@ -128,6 +128,10 @@ void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t col
             const std::array<int64_t, 6> key{rows, cols, T, int64_t(tw), int64_t(tx), int64_t(ty)};
             auto it = tune->ours.find(key);
             if (it == tune->ours.end()) {  // y is overwritten by the real call below
+                cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+                CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
+                ELASTIC_ASSERT_MSG(cap == cudaStreamCaptureStatusNone,
+                                   "GEMV tuning (it times and synchronises) inside a captured decode step");
                 const float t_ours = time_on(s, [&] { gemv(W, tw, rows, cols, x, tx, y, ty, T, s); });
                 const float t_blas = time_on(s, [&] { cublas_matmul(h, W, tw, rows, cols, x, tx, xs, y, ty, T, s); });
                 it = tune->ours.emplace(key, t_ours <= t_blas).first;

@@ -96,5 +96,10 @@ const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&laye
 // The k largest of logits[0, n) (device), value descending, lower index first on ties, into
 // out_host[0, k) (host); k <= n, k <= Backend::kMaxCandidates. Synchronises s.
 void top_candidates(const float* logits, int32_t n, int k, std::pair<float, int32_t>* out_host, cudaStream_t s);
+// Top-p's sort (Backend::sorted_candidates): s_i = logits[i] / temperature of [0, n) sorted value
+// descending, lower index first on ties; the leading m (<= n) as (s_i, i) into out_host [m] (host);
+// returns the normaliser Σ over all n of exp(double(s_i − s_0)). Synchronises s.
+double sorted_candidates(const float* logits, int32_t n, float temperature, int m, std::pair<float, int32_t>* out_host,
+                         cudaStream_t s);
 
 }  // namespace elastic::cuda

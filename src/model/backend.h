@@ -161,11 +161,49 @@ public:
     virtual void mix_heads_dw(Buf dout, Buf a, Buf b, int64_t T, int n_head, int n_kv_head, int head_dim,
                               double* dw_host);
 
+    // --- Decode graphs ---
+    // A GPU backend can record the launches of a decode step instead of issuing them one by one,
+    // then replay the recording (a CUDA graph): between graph_begin() and graph_end() the ops are
+    // captured, not run; graph_end() runs them. `key` names the recording (a segment of the step):
+    // each key keeps one instantiated graph, updated in place when the new capture differs only in
+    // kernel arguments (positions, cache lengths, grid sizes) and re-instantiated when its topology
+    // changed. Nothing between the two may synchronise, allocate or copy to or from the host, so
+    // the caller runs a step with new scratch sizes (the first decode step of a sequence) uncaptured.
+    // graph_begin() returns false (nothing captured; ops run directly) when the backend has no
+    // graphs or they are off (ELASTIC_CUDA_GRAPH=0, set_graphs(false)); graph_end() follows only a
+    // true graph_begin(). graph_abort() ends a capture without running it (after an exception).
+    struct GraphStats {
+        int64_t launches = 0;        // graph replays
+        int64_t instantiations = 0;  // graphs built from scratch (first capture or topology change)
+        int64_t updates = 0;         // captures applied to an existing graph in place
+    };
+    virtual bool graphs() const { return false; }
+    virtual void set_graphs(bool) {}
+    virtual int graph_layers() const { return 0; }  // layers per captured segment; 0: the whole step
+    virtual bool graph_begin(int /*key*/) { return false; }
+    virtual void graph_end() {}
+    virtual void graph_abort() {}
+    virtual GraphStats graph_stats() const { return {}; }
+
     // --- Sampling ---
     // The k largest of logits[0, n) (f32) as (value, index), value descending, lower index first on
     // ties (std::max_element's choice for k = 1). 1 <= k <= kMaxCandidates.
     static constexpr int kMaxCandidates = 128;
     virtual void top_candidates(Buf logits, int32_t n, int k, std::vector<std::pair<float, int32_t>>& out) = 0;
+    // For top-p without top-k: the scaled logits s_i = logits[i] / temperature (an f32 division)
+    // of [0, n) sorted like top_candidates (value descending, lower index first on ties), of which
+    // the leading min(n, max_out) come back as (s_i, i), and in `sum` the softmax normaliser
+    // Σ over all n of exp(double(s_i − s_0)): everything Sampler::sample_sorted needs to cut the
+    // nucleus and draw exactly as Sampler::sample does over the full logits (up to the order of the
+    // fp64 summation of `sum`: a GPU sums in parallel, the host in sorted order). Returns false
+    // when the backend has no such op (the CPU: its logits are on the host already).
+    static constexpr int kMaxNucleus = 4096;  // leading entries a GPU returns (32 KiB per token)
+    virtual bool sorted_candidates(Buf /*logits*/, int32_t /*n*/, float /*temperature*/, int /*max_out*/,
+                                   std::vector<std::pair<float, int32_t>>& out, double& sum) {
+        out.clear();
+        sum = 0;
+        return false;
+    }
 };
 
 // CPU backend (fp32, OpenMP threads, OpenBLAS for dense products).

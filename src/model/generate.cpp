@@ -25,8 +25,10 @@ GenerateResult generate(Session& s, const std::vector<int32_t>& prompt, Sampler&
     if (int64_t(prompt.size()) > s.capacity())
         fail("generate: the prompt has %zu tokens, more than the context of %lld", prompt.size(), (long long)s.capacity());
     using clock = std::chrono::steady_clock;
-    // Greedy / top-k choose on the backend: the logits need not come to the host.
-    s.set_host_logits(o.host_logits || !sampler.uses_candidates(Backend::kMaxCandidates - int(o.stop_ids.size())));
+    // Greedy / top-k / top-p choose on the backend: the logits need not come to the host (top-p
+    // fetches them itself when its nucleus is too wide for the backend).
+    s.set_host_logits(o.host_logits ||
+                      !(sampler.uses_candidates(Backend::kMaxCandidates - int(o.stop_ids.size())) || sampler.uses_sorted()));
     GenerateResult r;
     const auto t0 = clock::now();
     const int64_t n = int64_t(prompt.size());

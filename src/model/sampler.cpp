@@ -42,21 +42,34 @@ int32_t Sampler::sample_candidates(const std::vector<std::pair<float, int32_t>>&
     return draw(cand_.size());
 }
 
-int32_t Sampler::draw(size_t n) {
+int32_t Sampler::sample_sorted(const std::vector<std::pair<float, int32_t>>& lead, double sum, int32_t n_total) {
+    if (lead.empty()) fail("sampler: no candidates");
+    cand_.assign(lead.begin(), lead.end());
+    return draw(cand_.size(), sum, int64_t(lead.size()) >= int64_t(n_total));
+}
+
+int32_t Sampler::draw(size_t n, double total, bool complete) {
     const float mx = cand_[0].first;
     double sum = 0;
     std::vector<double> pr(n);
     for (size_t i = 0; i < n; ++i) sum += (pr[i] = std::exp(double(cand_[i].first - mx)));
+    if (total >= 0) sum = total;
     if (p_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p
         double acc = 0;
-        size_t keep = n;
+        size_t keep = 0;
         for (size_t i = 0; i < n; ++i) {
             acc += pr[i] / sum;
             if (acc >= p_.top_p) { keep = i + 1; break; }
         }
+        if (keep == 0) {
+            if (!complete) return -1;
+            keep = n;
+        }
         n = keep;
         sum = 0;
         for (size_t i = 0; i < n; ++i) sum += pr[i];
+    } else if (!complete) {
+        return -1;
     }
     double r = std::uniform_real_distribution<double>(0.0, sum)(rng_);
     for (size_t i = 0; i < n; ++i) {

@@ -12,6 +12,38 @@ namespace elastic {
 
 namespace {
 constexpr int64_t kLogitRows = 64;  // rows of logits computed at once when all are requested
+
+// A decode step recorded as graphs (Backend::graph_begin), one per segment of `per` layers (0: the
+// whole step in one): segment i+1 is captured on the host while the device runs segment i. An
+// exception inside a capture ends it without running anything.
+class StepGraph {
+public:
+    StepGraph(Backend& be, bool on, int per) : be_(be), on_(on), per_(per) {}
+    ~StepGraph() {
+        if (open_) be_.graph_abort();
+    }
+    StepGraph(const StepGraph&) = delete;
+    StepGraph& operator=(const StepGraph&) = delete;
+    void begin() {
+        if (on_) open_ = be_.graph_begin(key_++);
+    }
+    void after_layer(int l, int n_layer) {
+        if (open_ && per_ > 0 && (l + 1) % per_ == 0 && l + 1 < n_layer) {
+            end();
+            begin();
+        }
+    }
+    void end() {
+        if (!open_) return;
+        open_ = false;
+        be_.graph_end();
+    }
+
+private:
+    Backend& be_;
+    bool on_, open_ = false;
+    int per_, key_ = 0;
+};
 }  // namespace
 
 Session::Session(const Engine& engine, int64_t capacity, const AttentionSpec& spec, int64_t chunk)
@@ -54,6 +86,7 @@ void RowBuffers::release(Backend& be) {
 
 void Session::reset() {
     pos_ = 0;
+    decode_steps_ = 0;
     plans_.clear();
     caches_.clear();
     stats_ = AttentionStats{};
@@ -80,39 +113,54 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
     ensure_scratch(n);
     std::vector<int32_t> pos(static_cast<size_t>(n));
     for (int64_t t = 0; t < n; ++t) pos[size_t(t)] = int32_t(pos_ + t);
-    if (pos_ == 0) {
+    const bool prefill = pos_ == 0;
+    if (prefill) {
         stats_ = AttentionStats{};
         stats_.tokens = n;
         plans_.assign(size_t(c_.n_layer), LayerPlan{});
         caches_.clear();
         sparse_so_far_ = 0;
+        decode_steps_ = 0;
     }
+    // A decode step after the first replays graphs where the backend has them: the first step
+    // after a prefill runs uncaptured (it sizes the decode scratch and tunes the GEMVs); the layer
+    // hook and all-logits calls read back mid-step.
+    StepGraph graph(be_, !prefill && n == 1 && !all_logits && !hook_ && decode_steps_ > 0 && be_.graphs(),
+                    be_.graph_layers());
     const double t0 = stats_clock();
+    graph.begin();
     be_.embedding(*e_.tok_embd, ids, n, b_.x);  // x [n, D]
     for (int l = 0; l < c_.n_layer; ++l) {
         layer(l, n, pos.data());
-        if (progress_ && pos_ == 0) progress_(l, c_.n_layer);
+        graph.after_layer(l, c_.n_layer);
+        if (progress_ && prefill) progress_(l, c_.n_layer);
     }
-    const bool prefill = pos_ == 0;
     pos_ += n;
-    logits_of(n, all_logits, on_logits);
+    if (all_logits) {
+        all_logits_of(n, on_logits);
+    } else {
+        last_logits_of(n);
+        graph.end();
+        if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c_.vocab));
+        if (on_logits) on_logits(n - 1, last_logits_.data());
+    }
+    if (!prefill) ++decode_steps_;
     if (prefill) {
         stats_.finish(c_.n_layer, c_.n_kv_head, sparse_so_far_, kv_bytes());
         stats_.prefill_seconds = stats_clock() - t0;
     }
 }
 
-void Session::logits_of(int64_t n, bool all_logits, const LogitsFn& on_logits) {
+void Session::last_logits_of(int64_t n) {
     const int64_t D = c_.d_model;
-    if (!all_logits) {
-        be_.rms_norm(b_.x.at((n - 1) * D), *e_.out_norm, b_.h, 1, D, c_.rms_eps);
-        be_.matmul(*e_.output, b_.h, logits_, 1);
-        last_row_ = 0;
-        sample_logits_ = logits_;
-        if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c_.vocab));
-        if (on_logits) on_logits(n - 1, last_logits_.data());
-        return;
-    }
+    be_.rms_norm(b_.x.at((n - 1) * D), *e_.out_norm, b_.h, 1, D, c_.rms_eps);
+    be_.matmul(*e_.output, b_.h, logits_, 1);
+    last_row_ = 0;
+    sample_logits_ = logits_;
+}
+
+void Session::all_logits_of(int64_t n, const LogitsFn& on_logits) {
+    const int64_t D = c_.d_model;
     be_.rms_norm(b_.x, *e_.out_norm, b_.h, n, D, c_.rms_eps);
     std::vector<float> host(static_cast<size_t>(kLogitRows * c_.vocab));
     for (int64_t r = 0; r < n; r += kLogitRows) {
@@ -146,6 +194,13 @@ int32_t Session::sample_next(Sampler& sampler, int32_t limit, const std::vector<
         if (int(cand_.size()) > sampler.candidates_needed()) cand_.resize(size_t(sampler.candidates_needed()));
         if (cand_.empty()) fail("sample_next: every candidate is banned");
         return sampler.sample_candidates(cand_);
+    }
+    if (sampler.uses_sorted() && !extra) {  // top-p alone: the backend sorts, the nucleus comes back
+        double sum = 0;
+        if (be_.sorted_candidates(sample_logits_, limit, sampler.temperature(), Backend::kMaxNucleus, cand_, sum)) {
+            const int32_t t = sampler.sample_sorted(cand_, sum, limit);
+            if (t >= 0) return t;
+        }
     }
     if (!host_logits_) be_.download(last_logits_.data(), sample_logits_, size_t(vocab));
     if (!extra) return sampler.sample(last_logits_.data(), limit);

@@ -148,7 +148,7 @@ void Scheduler::admit(std::vector<std::unique_ptr<Seq>>& running) {
             const int64_t cap = std::min<int64_t>(e_.model.config.max_ctx,
                                                   int64_t(job->req.prompt.size()) + std::max(job->req.max_tokens, 1));
             s->s = std::make_unique<Session>(e_, cap, job->req.spec);
-            s->s->set_host_logits(!s->sampler.uses_candidates(Backend::kMaxCandidates));
+            s->s->set_host_logits(!(s->sampler.uses_candidates(Backend::kMaxCandidates) || s->sampler.uses_sorted()));
             running.push_back(std::move(s));
         } catch (const std::exception& ex) {
             fail_job(job, ex.what(), 500);

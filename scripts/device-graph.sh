@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Issue 12 on the GPU machine: the decode step replayed as CUDA graphs, and top-p on the device.
+# From the repository root (alone: it unpacks .carry/debs when /tmp/deps is missing and builds
+# build-cuda; otherwise it only rebuilds what changed):
+#   bash scripts/device-graph.sh
+# Steps (each line of the summary says how it went, with seconds):
+#   build   incremental build of build-cuda (scripts/device-check.sh's build step)
+#   test    CudaGraph.* (graph replay = the uncaptured step, bit for bit; device top-p = host top-p)
+#           CudaModel.* (the forward against the CPU) and CudaAttention.Decode* (its scratch sizing changed)
+#   model   the Qwen3-8B-shaped random model (tokenizer from .carry/qwen3) and its router
+#   bench   elastic bench model -p 32768 -n 32 -r 3, full and msr:0.75, graphs on and off, and (full)
+#           on with one graph per SEGMENT layers (default 9; SEGMENT=0 skips it): decode tok/s
+# Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS.
+# About 3-4 minutes once built (most of it the 32K prefills and writing the 16 GB model).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOGS=${OUT:-build-cuda/graph-logs}
+DEPS=${DEPS:-/tmp/deps}
+SEGMENT=${SEGMENT:-9}
+REPS=${REPS:-3}
+mkdir -p "$LOGS"
+E=build-cuda/bin/elastic
+SUM="$LOGS/graph-summary.md"
+: > "$SUM"
+note() { echo "$*" | tee -a "$SUM"; }
+export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/usr/lib/x86_64-linux-gnu/openblas-pthread:$DEPS/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_WAIT_POLICY=PASSIVE
+run() {
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  note "- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s (log $LOGS/$name.log)"
+  return $rc
+}
+
+note "## device-graph $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+steps="build"
+[ -d "$DEPS/usr" ] || steps="deps build"
+STEPS="$steps" OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
+
+run test build-cuda/bin/elastic_tests --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*'
+grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
+
+mkdir -p /tmp/qwen3-tok
+gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
+cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+dir=/tmp/qwen3-8b-random
+t0=$SECONDS
+[ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
+[ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
+note "- model ready in $((SECONDS - t0)) s ($dir)"
+
+note ""
+note "### decode tok/s at 32K (Qwen3-8B shape, bf16; $REPS reps of 32 tokens; median (range))"
+note "| attention | graphs | decode tok/s | prefill tok/s | graph launches / instantiations |"
+note "|---|---|---|---|---|"
+bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
+  local label=$1 g=$2 seg=$3; shift 3
+  local log="$LOGS/bench-$label.log"
+  ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
+    -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
+  local rc=$?
+  python3 - "$log" "$label" "$rc" <<'PY' | tee -a "$SUM"
+import json, sys
+log, label, rc = sys.argv[1:4]
+row = None
+for line in open(log):
+    if line.startswith('{'):
+        row = json.loads(line)["results"][0]
+if row is None:
+    print(f"| ? | {label} | FAILED (exit {rc}) | | |")
+else:
+    d, p = row["decode_tok_s"], row["prefill_tok_s"]
+    print(f"| {row['attention']} | {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
+          f"{row.get('graph_launches', 0)} / {row.get('graph_instantiations', 0)} |")
+PY
+}
+MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
+bench "off" 0 0 full
+bench "on" 1 0 full
+[ "$SEGMENT" -gt 0 ] && bench "on-seg$SEGMENT" 1 "$SEGMENT" full
+bench "off" 0 0 $MSR
+bench "on" 1 0 $MSR
+echo
+echo "summary: $SUM"
