@@ -164,14 +164,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
 
     if (warp < 4) {
         // ------------------------------------------------------------ producer warpgroup
-        cutlass::arch::warpgroup_reg_dealloc<32>();  // 128 × 32 + 256 × 240 = the 64K registers of an SM
+        cutlass::arch::warpgroup_reg_dealloc<24>();
         if (warp != 0 || !cute::elect_one_sync()) return;
         Tensor mQ = prm.tma_q.get_tma_tensor(make_shape(prm.total_rows, D, prm.n_head));
         Tensor mK = prm.tma_k.get_tma_tensor(make_shape(prm.total_rows, D, p.n_kv_head));
         Tensor mV = prm.tma_v.get_tma_tensor(make_shape(prm.total_rows, D, p.n_kv_head));
-        // Item `it` into ring slot it & 1: the counter, the work list, the sequence and the head's
-        // mode read once here; false when the work is done (the consumers see the end marker).
-        auto fetch = [&](int it) {
+        int kv_it = 0;
+        for (int it = 0;; ++it) {
             const int slot = it & 1;
             EmptyBarrier::wait(&sh.item_empty[slot], ((it >> 1) & 1) ^ 1);
             const int item = atomicAdd(p.counter, 1);
@@ -179,7 +178,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             in.item = item;
             if (item >= p.n_items) {
                 EmptyBarrier::arrive(&sh.item_full[slot]);
-                return false;
+                break;
             }
             const detail::WorkItem w = p.items[item];
             const int seq0 = p.cu_seqlens[w.seq];
@@ -187,6 +186,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             const int g = w.head / p.group;
             const detail::HeadMeta hm = p.meta[w.seq * p.n_kv_head + g];
             const int m0 = w.tile * BM, m1 = min(m0 + BM, L);
+            const detail::TileRange tr =
+                detail::tile_range(hm.mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
             in.seq0 = seq0;
             in.L = L;
             in.head = w.head;
@@ -194,38 +195,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             in.mode = hm.mode;
             in.m0 = m0;
             in.m1 = m1;
-            in.tr = detail::tile_range(hm.mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
+            in.tr = tr;
             EmptyBarrier::arrive(&sh.item_full[slot]);
-            return true;
-        };
-        auto load_q = [&](int it) {
-            const ItemInfo& in = sh.info[it & 1];
-            Tensor gQ = local_tile(domain_offset(make_coord(in.seq0 + in.m0, _0{}), mQ(_, _, in.head)),
-                                   Shape<Int<BM>, Int<D>>{}, make_coord(_0{}, _0{}));
+
+            Tensor gQ = local_tile(domain_offset(make_coord(seq0 + m0, _0{}), mQ(_, _, w.head)), Shape<Int<BM>, Int<D>>{},
+                                   make_coord(_0{}, _0{}));
             const int qb = it % Tr::kQBufs;
             auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, qb)),
                                             group_modes<0, 2>(gQ));
             EmptyBarrier::wait(&sh.q_empty[qb], ((it / Tr::kQBufs) & 1) ^ 1);
             FullBarrier::arrive_and_expect_tx(&sh.q_full[qb], Tr::kBytesQ);
             copy(prm.tma_q.with(sh.q_full[qb]), tQg, tQs);
-        };
-        // One item ahead: the next item is fetched (and, with two Q buffers, its Q loaded) before
-        // this item's K/V are streamed, so its latency hides under this item's tiles.
-        int kv_it = 0;
-        bool have = fetch(0);
-        if (have) load_q(0);
-        for (int it = 0; have; ++it) {
-            const ItemInfo in = sh.info[it & 1];
-            have = fetch(it + 1);
-            if (have && Tr::kQBufs > 1) load_q(it + 1);
-            Tensor gK = local_tile(domain_offset(make_coord(in.seq0, _0{}), mK(_, _, in.g)), Shape<Int<BN>, Int<D>>{},
+
+            Tensor gK = local_tile(domain_offset(make_coord(seq0, _0{}), mK(_, _, g)), Shape<Int<BN>, Int<D>>{},
                                    make_coord(_, _0{}));
-            Tensor gV = local_tile(domain_offset(make_coord(in.seq0, _0{}), mV(_, _, in.g)), Shape<Int<BN>, Int<D>>{},
+            Tensor gV = local_tile(domain_offset(make_coord(seq0, _0{}), mV(_, _, g)), Shape<Int<BN>, Int<D>>{},
                                    make_coord(_, _0{}));
             auto [tKg, tKs] = tma_partition(prm.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
             auto [tVg, tVs] = tma_partition(prm.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-            for (int t = 0; t < in.tr.count; ++t, ++kv_it) {
-                const int n = detail::tile_at(in.tr, in.mode, t, p.xa_blocks);
+            for (int t = 0; t < tr.count; ++t, ++kv_it) {
+                const int n = detail::tile_at(tr, hm.mode, t, p.xa_blocks);
                 const int stage = kv_it % kStages;
                 const uint32_t phase = ((kv_it / kStages) & 1) ^ 1;
                 EmptyBarrier::wait(&sh.k_empty[stage], phase);
@@ -235,8 +224,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 FullBarrier::arrive_and_expect_tx(&sh.v_full[stage], Tr::kBytesKV);
                 copy(prm.tma_v.with(sh.v_full[stage]), tVg(_, n), tVs(_, stage));
             }
-            // One Q buffer: the next Q can only land once this item's last Q Kᵀ has read it.
-            if (have && Tr::kQBufs == 1) load_q(it + 1);
         }
         return;
     }
