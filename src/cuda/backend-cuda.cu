@@ -83,8 +83,10 @@ public:
         blas_ws_n_ = size_t(major >= 9 ? 32 : 4) << 20;
         blas_ws_ = cuda::device_alloc<uint8_t>(blas_ws_n_, "the cuBLAS workspace");
         CUBLAS_CHECK(cublasSetWorkspace(blas_, blas_ws_, blas_ws_n_));
+        // Off unless ELASTIC_CUDA_GRAPH=1: the captured decode step has not run on a GPU yet (its
+        // first device run, 2026-12-03, was cut short; docs/performance.md).
         const char* g = std::getenv("ELASTIC_CUDA_GRAPH");
-        graphs_on_ = !(g && std::strcmp(g, "0") == 0);
+        graphs_on_ = g && std::strcmp(g, "1") == 0;
         const char* gl = std::getenv("ELASTIC_CUDA_GRAPH_LAYERS");
         graph_layers_ = gl ? std::max(0, std::atoi(gl)) : 0;
     }
@@ -469,7 +471,7 @@ private:
     cublasHandle_t blas_ = nullptr;
     uint8_t* blas_ws_ = nullptr;  // cuBLAS workspace, [blas_ws_n_] bytes
     size_t blas_ws_n_ = 0;
-    bool graphs_on_ = true;             // ELASTIC_CUDA_GRAPH=0: off
+    bool graphs_on_ = false;            // ELASTIC_CUDA_GRAPH=1: on
     int graph_layers_ = 0;              // ELASTIC_CUDA_GRAPH_LAYERS: layers per captured segment
     int capturing_ = -1;                // key of the capture in progress
     std::map<int, cudaGraphExec_t> graphs_;  // key → its instantiated graph
