@@ -112,11 +112,10 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     for (const void* ptr : {p.q, p.k, p.v, static_cast<const void*>(p.out)})
         ELASTIC_ASSERT_MSG(ptr != nullptr && reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "pointers 16-byte aligned");
     ELASTIC_ASSERT_MSG(p.dtype != DType::F32, "the tensor-core kernel takes bf16 or fp16 (fp32: attn_hybrid_prefill)");
-    const PrefillKernel want = p.kernel != PrefillKernel::Auto ? p.kernel : env_kernel();
-    if (want != PrefillKernel::Sm80 && hopper_prefill_available(p.dtype, p.head_dim, plan)) {
-#ifdef ELASTIC_HAVE_SM90
+    // The plan's part of the kernel parameters, with the work list for query tiles of bm rows.
+    auto plan_fields = [&](int bm) {
         const LaunchConsts lc = launch_consts(p.win, plan, p.scale);
-        build_items(plan, p.n_head, 128, lc.sink, lc.local, s);
+        build_items(plan, p.n_head, bm, lc.sink, lc.local, s);
         kp.cu_seqlens = p.cu_seqlens ? p.cu_seqlens : plan.d_cu;
         kp.meta = plan.d_meta;
         kp.xa_offsets = plan.d_xa_off;
@@ -130,6 +129,11 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
         kp.local = lc.local;
         kp.xa_block = lc.xa_block;
         kp.scale_log2 = lc.scale_log2;
+    };
+    const PrefillKernel want = p.kernel != PrefillKernel::Auto ? p.kernel : env_kernel();
+    if (want != PrefillKernel::Sm80 && hopper_prefill_available(p.dtype, p.head_dim, plan)) {
+#ifdef ELASTIC_HAVE_SM90
+        plan_fields(128);
         sm90::hybrid_prefill(kp, p.dtype, p.head_dim, plan.h_cu.back(), p.n_head, plan, s);
         return;
 #endif
@@ -140,21 +144,7 @@ void hybrid_prefill(const HybridParams& p, cudaStream_t s) {
     int bm = p.force_block_m ? p.force_block_m : auto_block_m(p.head_dim, plan);
     ELASTIC_ASSERT(bm == 64 || bm == 128);
     if (plan.has_xa) ELASTIC_ASSERT_MSG(plan.xa_block % bm == 0, "query tile must lie in one XA block");
-    const LaunchConsts lc = launch_consts(p.win, plan, p.scale);
-    build_items(plan, p.n_head, bm, lc.sink, lc.local, s);
-    kp.cu_seqlens = p.cu_seqlens ? p.cu_seqlens : plan.d_cu;
-    kp.meta = plan.d_meta;
-    kp.xa_offsets = plan.d_xa_off;
-    kp.xa_blocks = plan.d_xa_blocks;
-    kp.items = plan.d_items;
-    kp.n_items = plan.n_items;
-    kp.counter = plan.d_counter;
-    kp.n_kv_head = p.n_kv_head;
-    kp.group = p.n_head / p.n_kv_head;
-    kp.sink = lc.sink;
-    kp.local = lc.local;
-    kp.xa_block = lc.xa_block;
-    kp.scale_log2 = lc.scale_log2;
+    plan_fields(bm);
     // Key tiles: 64, or 32 for 128-row tiles at d 128 (half the S registers: no spills).
     const int bn = p.force_block_n ? p.force_block_n : auto_block_n(p.head_dim, bm);
     ELASTIC_ASSERT_MSG(bn == 64 || (bn == 32 && bm == 128 && p.head_dim == 128), "32-key tiles: d 128 with 128-row tiles only");
