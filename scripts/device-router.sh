@@ -7,8 +7,8 @@
 # Steps (each line of the summary says how it went, with seconds):
 #   test      CudaRouter.* (fused kernel at every cluster size and the cuBLAS path vs an fp64
 #             bound and the CPU reference; H 1..12, d 64/128, bf16/fp16/fp32 keys, T around the
-#             window) and Ops.RouterLogitsMatchReference (the backend's default path, fused),
-#             that test again with ELASTIC_ROUTER_KERNEL=cublas
+#             window) and Ops.RouterLogitsMatchReference (the backend's default path, cublas),
+#             that test again with ELASTIC_ROUTER_KERNEL=fused (the default is cublas)
 #   sanitize  compute-sanitizer memcheck on the cluster-size sweep and the path comparison;
 #             racecheck on the path comparison (shared memory, the cluster's DSMEM stores)
 #   bench     elastic bench router at the Qwen3-8B shape (8 KV heads, d 128, T 32768, bf16):
@@ -45,8 +45,8 @@ STEPS="$steps" OUT="$LOGS/check" run build bash scripts/device-check.sh || { not
 
 run test timeout 150 build-cuda/bin/elastic_tests --gtest_filter='CudaRouter.*:Ops.RouterLogitsMatchReference'
 grep -E '^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure|max error|seed ' "$LOGS/test.log" | head -20 | tee -a "$SUM"
-ELASTIC_ROUTER_KERNEL=cublas run test-cublas timeout 60 build-cuda/bin/elastic_tests --gtest_filter='Ops.RouterLogitsMatchReference'
-grep -E '^\[  (PASSED|FAILED) |Failure' "$LOGS/test-cublas.log" | head -5 | sed 's/^/ELASTIC_ROUTER_KERNEL=cublas: /' | tee -a "$SUM"
+ELASTIC_ROUTER_KERNEL=fused run test-fused timeout 60 build-cuda/bin/elastic_tests --gtest_filter='Ops.RouterLogitsMatchReference'
+grep -E '^\[  (PASSED|FAILED) |Failure' "$LOGS/test-fused.log" | head -5 | sed "s/^/ELASTIC_ROUTER_KERNEL=fused: /" | tee -a "$SUM"
 
 run sanitize timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/bin/elastic_tests \
   --gtest_filter='CudaRouter.FusedEveryClusterSize:CudaRouter.PathsAgreeThroughRouterLogits'
