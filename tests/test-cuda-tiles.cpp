@@ -20,16 +20,17 @@ TEST(CudaTiles, VisitedTilesAndMaskEqualPlanAllows) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
     std::mt19937_64 rng(seed);
-    constexpr int BN = 64;
     const StreamingWindow wins[] = {{16, 48}, {0, 70}, {128, 2048}, {20, 1}, {200, 64}, {1, 1}, {64, 64}};
     std::uniform_int_distribution<int> rand_T(1, 900);
     for (int trial = 0; trial < 60; ++trial) {
         const int T = trial < 4 ? std::vector<int>{1, 64, 129, 2500}[size_t(trial)] : rand_T(rng);
         const StreamingWindow win = wins[size_t(trial) % std::size(wins)];
         const int block = trial % 2 ? 128 : 64;
+        // Key tiles of 32 and 64 (the mma.sync kernel) and 128 (the Hopper kernel, 128-row tiles).
+        for (int BN : {32, 64, 128})
         for (int mode = 0; mode < 3; ++mode)
             for (int bm : {64, 128}) {
-                if (mode == kModeXA && block % bm != 0) continue;
+                if (mode == kModeXA && (block % bm != 0 || block % BN != 0)) continue;
                 const BlockList bl = random_blocks(T, block, 0.3, rng);
                 std::vector<int32_t> offs(bl.offsets.begin(), bl.offsets.end());
                 const int sink = int(win.sink), local = int(win.local);
@@ -56,7 +57,7 @@ TEST(CudaTiles, VisitedTilesAndMaskEqualPlanAllows) {
                         for (int j = 0; j <= i; ++j) {
                             const bool want = plan_allows(HeadMode(mode), win, &bl, block, i, j);
                             ASSERT_EQ(bool(seen[size_t(i - m0)][size_t(j)]), want)
-                                << "mode " << mode << " T " << T << " block_m " << bm << " window " << sink << "/"
+                                << "mode " << mode << " T " << T << " block_m " << bm << " block_n " << BN << " window " << sink << "/"
                                 << local << " xa block " << block << " pair (" << i << ", " << j << ")";
                         }
                 }
