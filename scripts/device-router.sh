@@ -20,28 +20,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS=${OUT:-build-cuda/router-logs}
-DEPS=${DEPS:-/tmp/deps}
-mkdir -p "$LOGS"
-E=build-cuda/bin/elastic
-SUM="$LOGS/router-summary.md"
-: > "$SUM"
-note() { echo "$*" | tee -a "$SUM"; }
-export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/usr/lib/x86_64-linux-gnu/openblas-pthread:$DEPS/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export OMP_WAIT_POLICY=PASSIVE
+NAME=router
+. scripts/device-lib.sh
 unset ELASTIC_ROUTER_KERNEL ELASTIC_ROUTER_CLUSTER
-run() {
-  local name=$1; shift
-  local t0=$SECONDS
-  "$@" > "$LOGS/$name.log" 2>&1
-  local rc=$?
-  note "- $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s (log $LOGS/$name.log)"
-  return $rc
-}
-
-note "## device-router $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-steps="build"
-{ [ -d "$DEPS/usr" ] && [ -x "$E" ]; } || steps="deps build"
-STEPS="$steps" OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
+device_build
 
 run test timeout 150 build-cuda/bin/elastic_tests --gtest_filter='CudaRouter.*:Ops.RouterLogitsMatchReference'
 grep -E '^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure|max error|seed ' "$LOGS/test.log" | head -20 | tee -a "$SUM"

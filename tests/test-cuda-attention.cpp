@@ -25,6 +25,7 @@
 #include "cpu/attention.h"
 #include "cuda/attention.h"
 #include "cuda/ops.h"
+#include "model/backend.h"
 #include "test-helpers.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -35,11 +36,6 @@ using namespace elastic::test;
 namespace {
 
 #define TCUDA(x) ASSERT_EQ((x), cudaSuccess) << cudaGetErrorString(x)
-
-bool have_device() {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 
 template <typename T>
 struct DevBuf {
@@ -213,7 +209,7 @@ struct Case {
 class CudaAttention : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_device()) GTEST_SKIP() << "no CUDA device";
+        if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
         openblas_set_num_threads(1);
     }
 };

@@ -17,17 +17,13 @@
 
 #include "core/dtype.h"
 #include "cuda/ops.h"
+#include "model/backend.h"
 #include "test-helpers.h"
 
 using namespace elastic;
 using namespace elastic::test;
 
 namespace {
-
-bool have_device() {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 
 // A device tensor of type t filled from host fp32 values (converted on the device, round to
 // nearest even), read back as fp32.
@@ -70,7 +66,7 @@ const char* name(DType t) { return t == DType::BF16 ? "bf16" : t == DType::F16 ?
 class CudaGemv : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_device()) GTEST_SKIP() << "no CUDA device";
+        if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
         if (cublasCreate(&h_) != CUBLAS_STATUS_SUCCESS) std::abort();
     }
     void TearDown() override {

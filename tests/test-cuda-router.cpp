@@ -33,17 +33,13 @@
 #include "attention/router.h"
 #include "core/dtype.h"
 #include "cuda/ops.h"
+#include "model/backend.h"
 #include "test-helpers.h"
 
 using namespace elastic;
 using namespace elastic::test;
 
 namespace {
-
-bool have_device() {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 
 void ck(cudaError_t e) {
     if (e != cudaSuccess) {
@@ -152,7 +148,7 @@ const char* tname(DType t) { return t == DType::BF16 ? "bf16" : t == DType::F16 
 class CudaRouter : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!have_device()) GTEST_SKIP() << "no CUDA device";
+        if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
         if (cublasCreate(&h_) != CUBLAS_STATUS_SUCCESS) std::abort();
         int dev = 0;
         ck(cudaGetDevice(&dev));
