@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "model/model.h"
 #include "test-helpers.h"
@@ -129,7 +130,9 @@ TEST(CudaGraph, TopPOnTheDeviceDrawsAsTheHost) {
         }
         double host_sum = 0;
         for (const auto& r : ref) host_sum += std::exp(double(r.first - ref[0].first));
-        EXPECT_NEAR(sum, host_sum, 1e-12 * host_sum);
+        // Both sums are of the same doubles in different orders: n · 2^-52 relative is the
+        // worst-case bound of reordered summation (measured on the H200: 1.5e-12 relative).
+        EXPECT_NEAR(sum, host_sum, double(n) * std::numeric_limits<double>::epsilon() * host_sum);
         const SamplerParams p{k.temperature, 0, k.top_p, 42};
         Sampler host(p), dev(p);
         ASSERT_TRUE(dev.uses_sorted());

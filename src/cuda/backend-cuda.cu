@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <vector>
 
@@ -250,6 +251,62 @@ public:
     void add(Buf y, Buf x, int64_t n) override {
         bind();
         cuda::add(y.f32(), x.f32(), n, stream_);
+    }
+
+    // Fused layer steps (Backend's defaults otherwise): decode rows (T <= kGemvMaxT) through our
+    // GEMV when it takes every product, unless ELASTIC_GEMV=cublas.
+    bool fuse(int64_t T, std::initializer_list<const Matrix*> ms, DType tx, const void* x, DType ty) const {
+        if (T > cuda::kGemvMaxT || gemv_.mode == cuda::GemvTuning::kCublas) return false;
+        for (const Matrix* W : ms) {
+            const CudaMatrix& m = M_of(*W);
+            if (!cuda::gemv_takes(m.type, m.rows, m.cols, m.mem.p, tx, x, ty, T) || m.type != M_of(**ms.begin()).type)
+                return false;
+        }
+        return true;
+    }
+    void norm_matmuls(Buf x, const Vector& w, float eps, Buf h, int64_t T, int64_t dim, const MatmulOut* outs,
+                      int n_outs) override {
+        bool ok = n_outs >= 1 && n_outs <= 3 && x.type == DType::F32 && w.n == dim;
+        for (int i = 0; ok && i < n_outs; ++i)
+            ok = outs[i].y.type == outs[0].y.type && outs[i].W->cols == dim &&
+                 fuse(T, {outs[0].W, outs[i].W}, x.type, x.p, outs[i].y.type);
+        if (!ok) return Backend::norm_matmuls(x, w, eps, h, T, dim, outs, n_outs);
+        bind();
+        const void* W[3];
+        void* y[3];
+        int64_t rows[3];
+        for (int i = 0; i < n_outs; ++i) {
+            W[i] = M_of(*outs[i].W).mem.p;
+            y[i] = outs[i].y.p;
+            rows[i] = outs[i].W->rows;
+        }
+        cuda::gemv_norm(W, M_of(*outs[0].W).type, rows, y, outs[0].y.type, n_outs, x.f32(), V_of(w), eps, dim, T, stream_);
+    }
+    void norm_swiglu(Buf x, const Vector& w, float eps, Buf h, const Matrix& wg, const Matrix& wu, Buf gate, Buf up,
+                     int64_t T, int64_t dim) override {
+        if (x.type != DType::F32 || gate.type != DType::F32 || w.n != dim || wg.rows != wu.rows || wg.cols != dim ||
+            wu.cols != dim || !fuse(T, {&wg, &wu}, x.type, x.p, DType::F32))
+            return Backend::norm_swiglu(x, w, eps, h, wg, wu, gate, up, T, dim);
+        bind();
+        cuda::gemv_norm_swiglu(M_of(wg).mem.p, M_of(wu).mem.p, M_of(wg).type, wg.rows, gate.f32(), x.f32(), V_of(w), eps,
+                               dim, T, stream_);
+    }
+    void matmul_add(const Matrix& W, Buf in, Buf x, Buf tmp, int64_t T) override {
+        if (x.type != DType::F32 || !fuse(T, {&W}, in.type, in.p, DType::F32)) return Backend::matmul_add(W, in, x, tmp, T);
+        bind();
+        const CudaMatrix& m = M_of(W);
+        cuda::gemv_add(m.mem.p, m.type, m.rows, m.cols, in.p, in.type, x.f32(), T, stream_);
+    }
+    void qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head, int n_kv_head,
+                      int head_dim, const int32_t* pos, const Vector& inv_freq) override {
+        if ((head_dim != 64 && head_dim != 128) || q.type != k.type || T > cuda::kGemvMaxT)
+            return Backend::qk_norm_rope(q, k, qn, kn, eps, T, n_head, n_kv_head, head_dim, pos, inv_freq);
+        bind();
+        bool consecutive = true;
+        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
+        const int32_t* dpos = consecutive ? nullptr : device_ints(pos, T);
+        cuda::qk_norm_rope(q.p, k.p, q.type, qn ? V_of(*qn) : nullptr, kn ? V_of(*kn) : nullptr, eps, T, n_head, n_kv_head,
+                           head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
     }
 
     void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,

@@ -1,6 +1,8 @@
 // Row-wise and element-wise ops on the device: RMSNorm, RoPE, SwiGLU, residual add. fp32 arithmetic
 // (RMSNorm and RoPE read and write fp32 or the 16-bit attention type) with IEEE division and accurate expf/sincosf (no fast-math), so results sit within fp32 rounding of
 // src/cpu/elementwise.cpp. These are memory-bound; each thread does a few elements.
+#include <type_traits>
+
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
@@ -69,6 +71,45 @@ __global__ void rope_kernel(T* x, int64_t T_, int n_heads, int head_dim, const i
     }
 }
 
+// Decode rows' q and k in one launch: one warp per (token, head) row of head_dim D = 32 · E; lane
+// l holds elements l + 32 e. The RMSNorm is rms_norm_warp_kernel's (same order of squares, same
+// shuffles, same formula, rounded to T), the rotation rope_kernel's (pairs i, i + D/2 in one lane).
+template <typename T, int E>
+__global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn, float eps, int64_t T_, int nq, int nk,
+                                    const int32_t* pos, int32_t pos0, const float* inv_freq) {
+    constexpr int D = 32 * E, half = D / 2;
+    const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= T_ * (nq + nk)) return;
+    const int lane = threadIdx.x % 32;
+    const int64_t t = row / (nq + nk);
+    const int h = int(row % (nq + nk));
+    T* v = h < nq ? q + (t * nq + h) * D : k + (t * nk + (h - nq)) * D;
+    const float* w = h < nq ? qn : kn;
+    float x[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) x[e] = to_f32(v[lane + 32 * e]);
+    if (w) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; ++e) ss += x[e] * x[e];
+        ss = warp_sum(ss);
+        const float inv = 1.0f / sqrtf(ss / float(D) + eps);
+#pragma unroll
+        for (int e = 0; e < E; ++e) x[e] = to_f32(from_f32<T>(x[e] * inv * w[lane + 32 * e]));
+    }
+    const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
+#pragma unroll
+    for (int e = 0; e < E / 2; ++e) {
+        const int i = lane + 32 * e;
+        const float ang = float(p) * inv_freq[i];
+        float sn, cs;
+        sincosf(ang, &sn, &cs);
+        const float a = x[e], b = x[e + E / 2];
+        v[i] = from_f32<T>(a * cs - b * sn);
+        v[i + half] = from_f32<T>(b * cs + a * sn);
+    }
+}
+
 __global__ void swiglu_kernel(const float* gate, const float* up, float* out, int64_t n) {
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const float g = gate[i];
@@ -118,6 +159,22 @@ void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t*
     const unsigned grid = unsigned((n + kThreads - 1) / kThreads);
     ELASTIC_TYPE_SWITCH(t, E, (rope_kernel<E><<<grid, kThreads, 0, s>>>(static_cast<E*>(x), T, n_heads, head_dim, pos, pos0,
                                                                           inv_freq)));
+    CUDA_LAUNCH_CHECK();
+}
+
+void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
+                  int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, cudaStream_t s) {
+    ELASTIC_ASSERT_MSG(head_dim == 64 || head_dim == 128, "qk_norm_rope: head_dim 64 or 128");
+    const int64_t rows = T * (nq + nk);
+    if (rows <= 0) return;
+    const unsigned grid = unsigned((rows + kThreads / 32 - 1) / (kThreads / 32));
+    auto go = [&](auto e) {
+        constexpr int E = decltype(e)::value;
+        ELASTIC_TYPE_SWITCH(t, X, (qk_norm_rope_kernel<X, E><<<grid, kThreads, 0, s>>>(
+                                      static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps, T, nq, nk, pos, pos0, inv_freq)));
+    };
+    if (head_dim == 128) go(std::integral_constant<int, 4>());
+    else go(std::integral_constant<int, 2>());
     CUDA_LAUNCH_CHECK();
 }
 

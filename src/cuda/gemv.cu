@@ -25,6 +25,8 @@ constexpr int kRows = 4;
 constexpr int kGemvThreads = 256;
 constexpr int kSteps = 2;  // column steps whose loads are in flight together
 
+enum class Epi { Store, Add, SwiGLU };  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
+
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
@@ -65,36 +67,106 @@ __device__ __forceinline__ void load_x8(const float* x, int64_t i, float (&f)[8]
     for (int e = 0; e < 8; ++e) f[e] = to_f32(from_f32<TW>(v[e]));
 }
 
-template <int T, typename TW, typename TX, typename TY>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const TW* __restrict__ W, const TX* __restrict__ x,
-                                                            TY* __restrict__ y, int64_t rows, int64_t cols) {
-    __shared__ float s_acc[kGemvThreads / 32][kRows][T];
-    const int64_t r0 = int64_t(blockIdx.x) * kRows;
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int64_t nchunk = cols / 8;  // 16-byte pieces per row
-    float acc[kRows][T] = {};
-    const TW* wrow[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) wrow[r] = W + min(r0 + r, rows - 1) * cols;  // past the end: row rows-1, not written
+// What one launch computes (gemv_fused in ops.h): up to three products over the same x, or the
+// gate/up pair of a SwiGLU, with an optional RMSNorm of x in front and an optional residual add.
+struct FusedArgs {
+    const void* W[3];
+    void* y[3];
+    int64_t rows[3];
+    int64_t cta_end[3];  // CTAs of segments 0..s (kRows rows each)
+    int nseg;
+    const void* x;       // [T, cols]
+    const float* norm;   // RMSNorm weights [cols] (Norm kernels)
+    float eps;
+    int64_t cols;
+};
 
-    for (int64_t j0 = tid; j0 < nchunk; j0 += int64_t(kGemvThreads) * kSteps) {
-        uint4 w[kSteps][kRows];
+// CTA layout of every variant: 256 threads over kRows rows (Epi::SwiGLU: kRows gate rows and the
+// same kRows up rows). Norm: the CTA first computes 1 / rms(x_t) with the reduction of
+// elementwise.cu's rms_norm_block_kernel (same thread count, order and formula), so x / rms · w
+// rounded to TW is bit for bit what rms_norm + gemv read; the first weight loads are issued before
+// it, so the norm hides under their latency.
+template <int T, typename TW, typename TX, typename TY, Epi E, bool Norm>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const __grid_constant__ FusedArgs a) {
+    constexpr int R = E == Epi::SwiGLU ? 2 * kRows : kRows;
+    __shared__ float s_acc[kGemvThreads / 32][R][T];
+    __shared__ float s_part[kGemvThreads / 32][T];
+    __shared__ float s_inv[T];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int64_t cols = a.cols;
+    const int64_t nchunk = cols / 8;  // 16-byte pieces per row
+    int seg = 0;
+    while (seg + 1 < a.nseg && int64_t(blockIdx.x) >= a.cta_end[seg]) ++seg;
+    const int64_t r0 = (int64_t(blockIdx.x) - (seg ? a.cta_end[seg - 1] : 0)) * kRows;
+    const int64_t rows = a.rows[seg];
+    const TX* x = static_cast<const TX*>(a.x);
+    const TW* wrow[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int s = E == Epi::SwiGLU ? r / kRows : seg;
+        const int64_t row = min(r0 + r % kRows, rows - 1);  // past the end: row rows-1, not written
+        wrow[r] = static_cast<const TW*>(a.W[s]) + row * cols;
+    }
+    float acc[R][T] = {};
+    uint4 w[kSteps][R];
+    auto load_w = [&](int64_t j0) {
 #pragma unroll
         for (int u = 0; u < kSteps; ++u) {
             const int64_t j = j0 + int64_t(u) * kGemvThreads;
 #pragma unroll
-            for (int r = 0; r < kRows; ++r) w[u][r] = j < nchunk ? ldg_stream(wrow[r] + j * 8) : make_uint4(0, 0, 0, 0);
+            for (int r = 0; r < R; ++r) w[u][r] = j < nchunk ? ldg_stream(wrow[r] + j * 8) : make_uint4(0, 0, 0, 0);
         }
+    };
+    int64_t j0 = tid;
+    load_w(j0);
+    if constexpr (Norm) {
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+            float ss = 0.0f;
+            for (int64_t i = tid; i < cols; i += kGemvThreads) {
+                const float v = to_f32(x[int64_t(t) * cols + i]);
+                ss += v * v;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            if (lane == 0) s_part[warp][t] = ss;
+        }
+        __syncthreads();
+        if (tid < T) {
+            float ss = 0.0f;
+            for (int k = 0; k < kGemvThreads / 32; ++k) ss += s_part[k][tid];
+            s_inv[tid] = 1.0f / sqrtf(ss / float(cols) + a.eps);
+        }
+        __syncthreads();
+    }
+    while (true) {
 #pragma unroll
         for (int u = 0; u < kSteps; ++u) {
             const int64_t j = j0 + int64_t(u) * kGemvThreads;
             if (j >= nchunk) break;
+            float nw[8];
+            if constexpr (Norm) {
+                const float4 n0 = __ldg(reinterpret_cast<const float4*>(a.norm + j * 8));
+                const float4 n1 = __ldg(reinterpret_cast<const float4*>(a.norm + j * 8 + 4));
+                const float v[8] = {n0.x, n0.y, n0.z, n0.w, n1.x, n1.y, n1.z, n1.w};
+#pragma unroll
+                for (int e = 0; e < 8; ++e) nw[e] = v[e];
+            }
 #pragma unroll
             for (int t = 0; t < T; ++t) {
                 float xf[8];
-                load_x8<TW>(x + int64_t(t) * cols, j * 8, xf);
+                if constexpr (Norm) {
+                    const float* xr = reinterpret_cast<const float*>(x) + int64_t(t) * cols + j * 8;
+                    const float4 p0 = __ldg(reinterpret_cast<const float4*>(xr)), p1 = __ldg(reinterpret_cast<const float4*>(xr + 4));
+                    const float v[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+                    const float inv = s_inv[t];
 #pragma unroll
-                for (int r = 0; r < kRows; ++r) {
+                    for (int e = 0; e < 8; ++e) xf[e] = to_f32(from_f32<TW>(v[e] * inv * nw[e]));
+                } else {
+                    load_x8<TW>(x + int64_t(t) * cols, j * 8, xf);
+                }
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
                     float wf[8];
                     unpack8(w[u][r], TW(), wf);
 #pragma unroll
@@ -102,54 +174,73 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const TW* __restrict
                 }
             }
         }
+        j0 += int64_t(kGemvThreads) * kSteps;
+        if (j0 >= nchunk) break;
+        load_w(j0);
     }
 #pragma unroll
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int t = 0; t < T; ++t) {
-            float a = acc[r][t];
+            float v = acc[r][t];
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-            if (lane == 0) s_acc[warp][r][t] = a;
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (lane == 0) s_acc[warp][r][t] = v;
         }
     __syncthreads();
     if (tid < kRows * T) {
         const int r = tid / T, t = tid % T;
-        float a = 0.0f;
+        auto total = [&](int rr) {
+            float v = 0.0f;
 #pragma unroll
-        for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) a += s_acc[w8][r][t];
-        if (r0 + r < rows) y[int64_t(t) * rows + r0 + r] = from_f32<TY>(a);
+            for (int w8 = 0; w8 < kGemvThreads / 32; ++w8) v += s_acc[w8][rr][t];
+            return v;
+        };
+        if (r0 + r < rows) {
+            const int64_t at = int64_t(t) * rows + r0 + r;
+            const float v = total(r);
+            if constexpr (E == Epi::Store) {
+                static_cast<TY*>(a.y[seg])[at] = from_f32<TY>(v);
+            } else if constexpr (E == Epi::Add) {
+                static_cast<float*>(a.y[seg])[at] += v;
+            } else {  // silu(gate) · up, as swiglu_kernel
+                const float u = total(r + kRows);
+                static_cast<float*>(a.y[0])[at] = v / (1.0f + expf(-v)) * u;
+            }
+        }
     }
 }
 
-template <int T, typename TW, typename TX, typename TY>
-void launch(const void* W, const void* x, void* y, int64_t rows, int64_t cols, cudaStream_t s) {
-    const int64_t grid = (rows + kRows - 1) / kRows;
-    gemv_kernel<T, TW, TX, TY><<<unsigned(grid), kGemvThreads, 0, s>>>(static_cast<const TW*>(W), static_cast<const TX*>(x),
-                                                                       static_cast<TY*>(y), rows, cols);
+template <int T, typename TW, typename TX, typename TY, Epi E, bool Norm>
+void launch(const FusedArgs& a, cudaStream_t s) {
+    gemv_kernel<T, TW, TX, TY, E, Norm><<<unsigned(a.cta_end[a.nseg - 1]), kGemvThreads, 0, s>>>(a);
     CUDA_LAUNCH_CHECK();
 }
 
-template <typename TW, typename TX, typename TY>
-void launch_t(int64_t T, const void* W, const void* x, void* y, int64_t rows, int64_t cols, cudaStream_t s) {
+template <typename TW, typename TX, typename TY, Epi E, bool Norm>
+void launch_t(int64_t T, const FusedArgs& a, cudaStream_t s) {
     switch (T) {
-    case 1: launch<1, TW, TX, TY>(W, x, y, rows, cols, s); break;
-    case 2: launch<2, TW, TX, TY>(W, x, y, rows, cols, s); break;
-    case 3: launch<3, TW, TX, TY>(W, x, y, rows, cols, s); break;
-    default: launch<4, TW, TX, TY>(W, x, y, rows, cols, s); break;
+    case 1: launch<1, TW, TX, TY, E, Norm>(a, s); break;
+    case 2: launch<2, TW, TX, TY, E, Norm>(a, s); break;
+    case 3: launch<3, TW, TX, TY, E, Norm>(a, s); break;
+    default: launch<4, TW, TX, TY, E, Norm>(a, s); break;
     }
 }
 
-template <typename TW>
-void launch_w(DType tx, DType ty, int64_t T, const void* W, const void* x, void* y, int64_t rows, int64_t cols,
-              cudaStream_t s) {
-    if (tx == DType::F32) {
-        if (ty == DType::F32) launch_t<TW, float, float>(T, W, x, y, rows, cols, s);
-        else launch_t<TW, float, TW>(T, W, x, y, rows, cols, s);
-    } else {
-        if (ty == DType::F32) launch_t<TW, TW, float>(T, W, x, y, rows, cols, s);
-        else launch_t<TW, TW, TW>(T, W, x, y, rows, cols, s);
+FusedArgs args_of(const void* const* W, void* const* y, const int64_t* rows, int nseg, const void* x, int64_t cols) {
+    FusedArgs a{};
+    a.nseg = nseg;
+    a.x = x;
+    a.cols = cols;
+    int64_t ctas = 0;
+    for (int i = 0; i < nseg; ++i) {
+        a.W[i] = W[i];
+        a.y[i] = y[i];
+        a.rows[i] = rows[i];
+        ctas += (rows[i] + kRows - 1) / kRows;
+        a.cta_end[i] = ctas;
     }
+    return a;
 }
 
 }  // namespace
@@ -164,8 +255,66 @@ bool gemv_takes(DType tw, int64_t rows, int64_t cols, const void* W, DType tx, c
 void gemv(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* y, DType ty, int64_t T,
           cudaStream_t s) {
     ELASTIC_ASSERT_MSG(gemv_takes(tw, rows, cols, W, tx, x, ty, T), "gemv: shape or types it does not take");
-    if (tw == DType::BF16) launch_w<__nv_bfloat16>(tx, ty, T, W, x, y, rows, cols, s);
-    else launch_w<__half>(tx, ty, T, W, x, y, rows, cols, s);
+    const FusedArgs a = args_of(&W, &y, &rows, 1, x, cols);
+    auto by_x = [&](auto w) {
+        using TW = decltype(w);
+        if (tx == DType::F32) {
+            if (ty == DType::F32) launch_t<TW, float, float, Epi::Store, false>(T, a, s);
+            else launch_t<TW, float, TW, Epi::Store, false>(T, a, s);
+        } else {
+            if (ty == DType::F32) launch_t<TW, TW, float, Epi::Store, false>(T, a, s);
+            else launch_t<TW, TW, TW, Epi::Store, false>(T, a, s);
+        }
+    };
+    if (tw == DType::BF16) by_x(__nv_bfloat16());
+    else by_x(__half());
+}
+
+void gemv_norm(const void* const* W, DType tw, const int64_t* rows, void* const* y, DType ty, int nseg, const float* x,
+               const float* norm, float eps, int64_t cols, int64_t T, cudaStream_t s) {
+    ELASTIC_ASSERT_MSG(nseg >= 1 && nseg <= 3, "gemv_norm: 1 to 3 products");
+    for (int i = 0; i < nseg; ++i)
+        ELASTIC_ASSERT_MSG(gemv_takes(tw, rows[i], cols, W[i], DType::F32, x, ty, T), "gemv_norm: a product it does not take");
+    FusedArgs a = args_of(W, y, rows, nseg, x, cols);
+    a.norm = norm;
+    a.eps = eps;
+    auto go = [&](auto w) {
+        using TW = decltype(w);
+        if (ty == DType::F32) launch_t<TW, float, float, Epi::Store, true>(T, a, s);
+        else launch_t<TW, float, TW, Epi::Store, true>(T, a, s);
+    };
+    if (tw == DType::BF16) go(__nv_bfloat16());
+    else go(__half());
+}
+
+void gemv_norm_swiglu(const void* Wg, const void* Wu, DType tw, int64_t rows, float* out, const float* x, const float* norm,
+                      float eps, int64_t cols, int64_t T, cudaStream_t s) {
+    ELASTIC_ASSERT_MSG(gemv_takes(tw, rows, cols, Wg, DType::F32, x, DType::F32, T) &&
+                           gemv_takes(tw, rows, cols, Wu, DType::F32, x, DType::F32, T),
+                       "gemv_norm_swiglu: a product it does not take");
+    const void* W[2] = {Wg, Wu};
+    void* y[2] = {out, out};
+    const int64_t r[2] = {rows, rows};
+    FusedArgs a = args_of(W, y, r, 1, x, cols);  // one segment of CTAs, each over both matrices
+    a.W[1] = Wu;
+    a.norm = norm;
+    a.eps = eps;
+    if (tw == DType::BF16) launch_t<__nv_bfloat16, float, float, Epi::SwiGLU, true>(T, a, s);
+    else launch_t<__half, float, float, Epi::SwiGLU, true>(T, a, s);
+}
+
+void gemv_add(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, float* y, int64_t T,
+              cudaStream_t s) {
+    ELASTIC_ASSERT_MSG(gemv_takes(tw, rows, cols, W, tx, x, DType::F32, T), "gemv_add: a product it does not take");
+    void* yv = y;
+    const FusedArgs a = args_of(&W, &yv, &rows, 1, x, cols);
+    auto go = [&](auto w) {
+        using TW = decltype(w);
+        if (tx == DType::F32) launch_t<TW, float, float, Epi::Add, false>(T, a, s);
+        else launch_t<TW, TW, float, Epi::Add, false>(T, a, s);
+    };
+    if (tw == DType::BF16) go(__nv_bfloat16());
+    else go(__half());
 }
 
 }  // namespace elastic::cuda

@@ -26,6 +26,10 @@ void rms_norm(const void* x, DType tx, const float* w, void* y, DType ty, int64_
 // pos[t], or pos0 + t when pos is null.
 void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
           cudaStream_t s);
+// Decode rows' q and k: each head's RMSNorm (qn / kn null: none; as rms_norm over head_dim), then
+// RoPE (as rope), in one launch; head_dim 64 or 128. q [T, nq, d], k [T, nk, d] in type t.
+void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
+                  int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, cudaStream_t s);
 // out[n] = silu(gate[n]) * up[n]   (fp32)
 void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
 // y[n] += x[n]   (fp32)
@@ -60,6 +64,16 @@ constexpr int64_t kGemvMaxT = 4;
 bool gemv_takes(DType tw, int64_t rows, int64_t cols, const void* W, DType tx, const void* x, DType ty, int64_t T);
 void gemv(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* y, DType ty, int64_t T,
           cudaStream_t s);
+// Fused forms for decode rows (same conditions; x of the norm forms is the fp32 residual stream):
+// gemv_norm: y_i[T, rows_i] = (x / rms(x) · norm, rounded to tw) @ W_i^T for nseg (1-3) products in
+// one launch; gemv_norm_swiglu: out[T, rows] = silu(h @ Wg^T) · (h @ Wu^T) with that h; gemv_add:
+// y[T, rows] (fp32) += x @ W^T. Each gives the bits of rms_norm + gemv (+ swiglu / add).
+void gemv_norm(const void* const* W, DType tw, const int64_t* rows, void* const* y, DType ty, int nseg, const float* x,
+               const float* norm, float eps, int64_t cols, int64_t T, cudaStream_t s);
+void gemv_norm_swiglu(const void* Wg, const void* Wu, DType tw, int64_t rows, float* out, const float* x, const float* norm,
+                      float eps, int64_t cols, int64_t T, cudaStream_t s);
+void gemv_add(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, float* y, int64_t T,
+              cudaStream_t s);
 
 // One Linear layer of a router on the device: w [out, in] row-major, b [out], fp32.
 struct RouterLinearDev {

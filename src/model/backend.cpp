@@ -15,6 +15,35 @@ void Backend::rope_backward(Buf dx, int64_t T, int n_heads, int head_dim, const 
     rope(dx, T, n_heads, head_dim, neg.data(), inv_freq);
 }
 
+void Backend::norm_matmuls(Buf x, const Vector& w, float eps, Buf h, int64_t T, int64_t dim, const MatmulOut* outs,
+                           int n_outs) {
+    rms_norm(x, w, h, T, dim, eps);
+    for (int i = 0; i < n_outs; ++i) matmul(*outs[i].W, h, outs[i].y, T);
+}
+
+void Backend::norm_swiglu(Buf x, const Vector& w, float eps, Buf h, const Matrix& wg, const Matrix& wu, Buf gate, Buf up,
+                          int64_t T, int64_t dim) {
+    rms_norm(x, w, h, T, dim, eps);
+    matmul(wg, h, gate, T);
+    matmul(wu, h, up, T);
+    swiglu(gate, up, gate, T * wg.rows);
+}
+
+void Backend::matmul_add(const Matrix& W, Buf in, Buf x, Buf tmp, int64_t T) {
+    matmul(W, in, tmp, T);
+    add(x, tmp, T * W.rows);
+}
+
+void Backend::qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head,
+                           int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq) {
+    if (qn) {
+        rms_norm(q, *qn, q, T * n_head, head_dim, eps);
+        rms_norm(k, *kn, k, T * n_kv_head, head_dim, eps);
+    }
+    rope(q, T, n_head, head_dim, pos, inv_freq);
+    rope(k, T, n_kv_head, head_dim, pos, inv_freq);
+}
+
 namespace {
 [[noreturn]] void no_training(const Backend& b) { fail("the %s backend does not train routers", b.name()); }
 }  // namespace

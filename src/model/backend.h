@@ -102,6 +102,26 @@ public:
     // y[n] += x[n]   (f32)
     virtual void add(Buf y, Buf x, int64_t n) = 0;
 
+    // --- Fused steps of a layer. The defaults run the dense ops above in this order (so every
+    // backend has them); the CUDA backend does decode rows in one launch each, with the same bits.
+    struct MatmulOut {
+        const Matrix* W;
+        Buf y;
+    };
+    // h[T, dim] = rms_norm(x) · w, then outs[i].y[T, W.rows] = h @ W^T for each of the n_outs (1-3) products.
+    virtual void norm_matmuls(Buf x, const Vector& w, float eps, Buf h, int64_t T, int64_t dim, const MatmulOut* outs,
+                              int n_outs);
+    // gate[T, wg.rows] = silu(h @ wg^T) · (h @ wu^T) with h = rms_norm(x) · w; h and up are scratch
+    // ([T, dim] and [T, wu.rows], f32).
+    virtual void norm_swiglu(Buf x, const Vector& w, float eps, Buf h, const Matrix& wg, const Matrix& wu, Buf gate,
+                             Buf up, int64_t T, int64_t dim);
+    // x[T, W.rows] (f32) += in @ W^T; tmp: scratch [T, W.rows] (f32).
+    virtual void matmul_add(const Matrix& W, Buf in, Buf x, Buf tmp, int64_t T);
+    // Qwen3's per-head RMSNorms of q [T, n_head, d] and k [T, n_kv_head, d] (qn, kn null: none), then
+    // RoPE of both at positions pos[T] (host).
+    virtual void qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head,
+                              int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq);
+
     // --- Elastic attention (DESIGN.md §1.2, §1.5, §1.6); q, k, v, out in attn_type() ---
     // Prefill of positions 0..T-1, every KV head in its plan's mode, one pass.
     // q, out [T, n_head, head_dim]; k, v [T, n_kv_head, head_dim]

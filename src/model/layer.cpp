@@ -20,10 +20,7 @@ void project_qkv(Backend& be, const Backend::Matrix& wq, const Backend::Matrix& 
     be.matmul(wq, h, q, n);  // q [n, n_head, hd]
     be.matmul(wk, h, k, n);  // k [n, n_kv_head, hd]
     be.matmul(wv, h, v, n);  // v [n, n_kv_head, hd]
-    if (q_norm) {
-        be.rms_norm(q, *q_norm, q, n * s.n_head, s.head_dim, eps);
-        be.rms_norm(k, *k_norm, k, n * s.n_kv_head, s.head_dim, eps);
-    }
+    qk_norms(be, q_norm, k_norm, eps, q, k, n, s);
 }
 
 RouterDecision route_layer(Backend& be, const Backend::RouterWeights* rw, int window, Buf k, int64_t T, int n_kv_head,
@@ -66,13 +63,20 @@ std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backen
     return cache;
 }
 
+void qk_norms(Backend& be, const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps, Buf q, Buf k,
+              int64_t n, const HeadShape& s) {
+    if (!q_norm) return;
+    be.rms_norm(q, *q_norm, q, n * s.n_head, s.head_dim, eps);
+    be.rms_norm(k, *k_norm, k, n * s.n_kv_head, s.head_dim, eps);
+}
+
 void decode_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k, Buf v, Buf att, int64_t n,
-                      const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s) {
+                      const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s,
+                      const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps) {
     const int hd = s.head_dim;
     const int64_t qd = int64_t(s.n_head) * hd, kvd = int64_t(s.n_kv_head) * hd;
     const float scale = 1.0f / std::sqrt(float(hd));
-    be.rope(q, n, s.n_head, hd, pos, inv_freq);
-    be.rope(k, n, s.n_kv_head, hd, pos, inv_freq);
+    be.qk_norm_rope(q, k, q_norm, k_norm, eps, n, s.n_head, s.n_kv_head, hd, pos, inv_freq);
     for (int64_t t = 0; t < n; ++t) {
         be.cache_append(*caches[t], k.at(t * kvd), v.at(t * kvd), pos[t]);
         be.attn_decode(q.at(t * qd), *caches[t], pos[t], att.at(t * qd), s.n_head, scale);
@@ -85,13 +89,14 @@ void ffn_rows(Backend& be, const Backend::Vector& norm, const Backend::Matrix& w
     for (int64_t r = 0; r < n; r += chunk) {  // FFN in chunks of rows
         const int64_t m = std::min(chunk, n - r);
         const Buf xr = x.at(r * D), hr = h.at(r * D);
-        be.rms_norm(xr, norm, hr, m, D, eps);
-        be.matmul(w_gate, hr, gate, m);  // [m, d_ff]
-        be.matmul(w_up, hr, up, m);
-        be.swiglu(gate, up, gate, m * w_gate.rows);
-        be.matmul(w_down, gate, hr, m);
-        if (reduce) reduce(hr, m);
-        be.add(xr, hr, m * D);
+        be.norm_swiglu(xr, norm, eps, hr, w_gate, w_up, gate, up, m, D);  // gate [m, d_ff]
+        if (reduce) {
+            be.matmul(w_down, gate, hr, m);
+            reduce(hr, m);
+            be.add(xr, hr, m * D);
+        } else {
+            be.matmul_add(w_down, gate, xr, hr, m);
+        }
     }
 }
 
@@ -107,12 +112,11 @@ void layer_rows(const Engine& e, int l, const RowBuffers& b, int64_t n, int64_t 
     Backend& be = e.backend;
     const Engine::Layer& L = e.layers[size_t(l)];
     const int64_t D = c.d_model, hd = c.head_dim;
-    be.rms_norm(b.x, *L.attn_norm, b.h, n, D, c.rms_eps);
-    project_qkv(be, *L.wq, *L.wk, *L.wv, L.q_norm.get(), L.k_norm.get(), c.rms_eps, b.h, b.q, b.k, b.v, n, heads_of(c));
+    const Backend::MatmulOut qkv[3] = {{L.wq.get(), b.q}, {L.wk.get(), b.k}, {L.wv.get(), b.v}};
+    be.norm_matmuls(b.x, *L.attn_norm, c.rms_eps, b.h, n, D, qkv, 3);  // q, k, v before the per-head norms
     attend();  // att [n, n_head, hd]
     hook("attn_out", b.att, int64_t(c.n_head) * hd);
-    be.matmul(*L.wo, b.att, b.h, n);  // h [n, D]
-    be.add(b.x, b.h, n * D);
+    be.matmul_add(*L.wo, b.att, b.x, b.h, n);  // x += att @ wo^T
     ffn_rows(be, *L.ffn_norm, *L.w_gate, *L.w_up, *L.w_down, c.rms_eps, b.x, b.h, b.gate, b.up, n, D, chunk, nullptr);
     hook("layer_out", b.x, D);
 }
@@ -128,13 +132,15 @@ void Session::layer(int l, int64_t n, const int32_t* pos) {
 
 void Session::attention(int l, int64_t n, const int32_t* pos) {
     const int H = c_.n_kv_head, hd = c_.head_dim;
+    const Engine::Layer& L = e_.layers[size_t(l)];
     if (pos_ > 0) {  // decode: each new token joins the cache, then attends to it
         const std::vector<Backend::LayerCache*> caches(size_t(n), caches_[size_t(l)].get());
-        decode_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, caches.data(), heads_of(c_));
+        decode_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, caches.data(), heads_of(c_),
+                         L.q_norm.get(), L.k_norm.get(), c_.rms_eps);
         return;
     }
-    // Prefill. The router reads the pre-RoPE keys (DESIGN.md §1.1).
-    const Engine::Layer& L = e_.layers[size_t(l)];
+    // Prefill. The router reads the pre-RoPE keys (DESIGN.md §1.1), after the per-head norms.
+    qk_norms(be_, L.q_norm.get(), L.k_norm.get(), c_.rms_eps, b_.q, b_.k, n, heads_of(c_));
     RouterDecision decision;
     const bool routed = spec_.needs_router() && L.router;
     if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
@@ -180,7 +186,12 @@ void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
     for (int l = 0; l < c.n_layer; ++l) {
         for (int64_t i = 0; i < n; ++i) caches[size_t(i)] = ss[size_t(i)]->caches_[size_t(l)].get();
         layer_rows(
-            e_, l, b_, n, n, [&] { decode_attention(be, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos.data(), caches.data(), heads); },
+            e_, l, b_, n, n,
+            [&] {
+                const Engine::Layer& L = e_.layers[size_t(l)];
+                decode_attention(be, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos.data(), caches.data(), heads,
+                                 L.q_norm.get(), L.k_norm.get(), c.rms_eps);
+            },
             [](const char*, Buf, int64_t) {});
     }
     be.rms_norm(b_.x, *e_.out_norm, b_.h, n, c.d_model, c.rms_eps);

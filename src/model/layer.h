@@ -39,10 +39,16 @@ std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backen
                                                        LayerPlan& plan, const AttentionSpec& spec, int64_t capacity,
                                                        AttentionStats& stats);
 
-// Decode attention: row t (at position pos[t]) joins the cache caches[t] and attends to it.
-// q, att [n, n_head·d]; k, v [n, n_kv_head·d].
+// Qwen3's per-head RMSNorms on q [n, n_head·d] and k [n, n_kv_head·d], in place (q_norm null: none).
+void qk_norms(Backend& be, const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps, Buf q, Buf k,
+              int64_t n, const HeadShape& s);
+
+// Decode attention: the per-head norms (q_norm, k_norm null: none, or already applied) and RoPE of
+// q and k in one step (Backend::qk_norm_rope), then row t (at position pos[t]) joins the cache
+// caches[t] and attends to it. q, att [n, n_head·d]; k, v [n, n_kv_head·d].
 void decode_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k, Buf v, Buf att, int64_t n,
-                      const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s);
+                      const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s,
+                      const Backend::Vector* q_norm = nullptr, const Backend::Vector* k_norm = nullptr, float eps = 0);
 
 // The FFN block over n rows of the residual stream x [n, D], in chunks of `chunk` rows:
 // h = rms_norm(x), x += w_down(silu(w_gate h) * (w_up h)). gate, up: scratch [chunk, w_gate.rows],
