@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -173,6 +174,44 @@ TEST(Cli, PplJson) {
     EXPECT_EQ(j["per_token"].size(), j["tokens"].get<size_t>());
     EXPECT_TRUE(j["per_token"][0]["logprob"].is_null());
     EXPECT_TRUE(j["per_token"][16]["logprob"].is_null());  // first token of the second window
+}
+
+// A Qwen3 model's embedding has more rows (151936) than its tokenizer has tokens (151669): the
+// GGUF's token list is padded to the embedding with "[PAD<id>]" entries of type UNUSED (5), as
+// Hugging Face's converter does, because llama.cpp takes the vocabulary size from that list and
+// refuses a file whose token_embd has more rows. The GGUF still computes the HF directory's logits.
+TEST(Cli, ConvertPadsTheTokenListToTheEmbedding) {
+    const std::string d = tmp_dir() + "/pad", m = d + "/tiny";
+    std::filesystem::create_directories(d);
+    const Result made = run("random-model --arch tiny-qwen3 --tokenizer " + source_path("../shared/fixtures/tokenizers/qwen3/tokenizer.json") +
+                            " -o " + m);
+    ASSERT_EQ(made.code, 0) << made.err;
+    const Result c = run("convert " + m + " " + d + "/tiny.gguf");
+    ASSERT_EQ(c.code, 0) << c.err;
+    auto f = GGUFFile::open(d + "/tiny.gguf");
+    const std::vector<std::string> tokens = f->get_string_array("tokenizer.ggml.tokens");
+    const std::vector<double> types = f->get_number_array("tokenizer.ggml.token_type");
+    auto model = Model::load(m);
+    ASSERT_EQ(int64_t(tokens.size()), int64_t(model->config.vocab));
+    ASSERT_EQ(types.size(), tokens.size());
+    ASSERT_GT(tokens.size(), 151669u);
+    EXPECT_EQ(tokens[151669], "[PAD151669]");
+    EXPECT_EQ(types[151669], 5.0);
+    EXPECT_EQ(tokens.back(), "[PAD" + std::to_string(tokens.size() - 1) + "]");
+    EXPECT_EQ(tokens[151643], "<|endoftext|>");  // the tokenizer's own ids are where they were
+    auto be = make_cpu_backend(0);
+    std::vector<std::vector<float>> logits;
+    const std::vector<int32_t> ids = {9707, 1879, 11, 151643, 3};
+    for (const std::string& p : {m, d + "/tiny.gguf"}) {
+        auto mm = Model::load(p);
+        ASSERT_TRUE(mm->tokenizer);
+        EXPECT_EQ(mm->tokenizer->encode("Hello world"), model->tokenizer->encode("Hello world"));
+        Engine e(*mm, *be);
+        Session s(e, 16);
+        s.forward(ids.data(), int64_t(ids.size()));
+        logits.push_back(s.last_logits());
+    }
+    EXPECT_LT(max_rel_err(logits[1], logits[0]), 1e-6);
 }
 
 // `run -v` prints the backend, the stop reason and a hash of the logits: the same run twice gives the

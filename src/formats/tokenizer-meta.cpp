@@ -84,7 +84,7 @@ std::string tokenizer_json_from_gguf(const GGUFFile& f) {
     return j.dump(2, ' ', false, json::error_handler_t::replace);
 }
 
-void tokenizer_to_gguf(const std::string& path, GGUFWriter& w) {
+void tokenizer_to_gguf(const std::string& path, GGUFWriter& w, int64_t vocab_size) {
     std::ifstream in(path);
     if (!in) fail("%s: cannot open", path.c_str());
     json j;
@@ -112,6 +112,18 @@ void tokenizer_to_gguf(const std::string& path, GGUFWriter& w) {
             put(a.at("content").get<std::string>(), id);
             types[id] = a.value("special", false) ? 3 : 4;
         }
+        // The model's embedding may have more rows than the tokenizer has tokens (Qwen3: 151936
+        // against 151669); llama.cpp takes the vocabulary size from this list, so ids without a
+        // token get a placeholder "[PAD<id>]" of type UNUSED (5), as Hugging Face's converter does.
+        if (vocab_size > int64_t(tokens.size())) {
+            tokens.resize(size_t(vocab_size));
+            types.resize(size_t(vocab_size), 1);
+        }
+        for (size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i].empty()) {
+                tokens[i] = "[PAD" + std::to_string(i) + "]";
+                types[i] = 5;
+            }
         std::vector<std::string> merges;
         for (const json& mg : m.at("merges")) {
             if (mg.is_string()) merges.push_back(mg.get<std::string>());

@@ -14,6 +14,6 @@ std::string tokenizer_json_from_gguf(const GGUFFile& f);
 
 // Adds tokenizer.ggml.* keys (model, pre, tokens, token_type, merges, bos/eos ids, chat template)
 // taken from an HF tokenizer.json (and, if present beside it, tokenizer_config.json).
-void tokenizer_to_gguf(const std::string& tokenizer_json_path, GGUFWriter& w);
+void tokenizer_to_gguf(const std::string& tokenizer_json_path, GGUFWriter& w, int64_t vocab_size = 0);
 
 }  // namespace elastic

@@ -168,7 +168,7 @@ void hf_to_gguf(const ConvertOptions& o) {
     write_weights(c, w, Layout::GGUF, matrix, vec);
     struct stat st;
     const std::string tj = o.in + "/tokenizer.json";
-    if (stat(tj.c_str(), &st) == 0) tokenizer_to_gguf(tj, gw);
+    if (stat(tj.c_str(), &st) == 0) tokenizer_to_gguf(tj, gw, c.vocab);
     gw.write(o.out);
     std::fprintf(stderr, "convert: wrote %s\n", o.out.c_str());
 }
