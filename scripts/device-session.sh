@@ -41,7 +41,7 @@ NAME=session
 . scripts/device-lib.sh
 cp /dev/null $SESS/summary.md
 SUM=$SESS/summary.md
-STEPS=${STEPS:-"build info test decode model graph ncu prefill llama"}
+STEPS=${STEPS:-"build info test decode model graph ncu ncu-attn prefill llama"}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 trap 'touch $SESS/DONE' EXIT
 
@@ -60,7 +60,7 @@ fi
 
 if want decode; then
   note "### decode attention, one layer (32/8 heads, d 128, bf16; fa-ssa sink 128 local 2048)"
-  run decode timeout 120 "$E" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0,0.75 --decode-ctx 32768,131072
+  run decode timeout 120 "$E" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0,0.75 --decode-ctx 1024,8192,32768,131072
   grep '^decode' $SESS/decode.log | tee -a $SUM
 fi
 
@@ -112,9 +112,21 @@ fi
 
 if want ncu; then
   t0=$SECONDS
+  # Decode kernels only (the prefill's GEMMs and attention are not profiled): two decode steps.
   ELASTIC_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv --log-file $SESS/ncu.csv \
+    -k 'regex:gemv|qk_norm|decode_kernel|cache_|embedding|top_pass|rms_norm|rope|swiglu|add_kernel' \
     "$E" bench model -m "$dir" --backend cuda -p 1024 -n 3 -r 1 --attention full > $SESS/ncu.log 2>&1
-  note "- ncu: exit $? in $((SECONDS - t0)) s, $(wc -l < $SESS/ncu.csv 2>/dev/null) lines"
+  note "- ncu (decode step): exit $? in $((SECONDS - t0)) s, $(wc -l < $SESS/ncu.csv 2>/dev/null) lines"
+fi
+
+if want ncu-attn; then
+  t0=$SECONDS
+  # One decode-attention call at 32K, full: where its time goes (throughput, stalls, occupancy).
+  timeout 150 ncu --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section LaunchStats --section Occupancy --section SchedulerStats -k regex:decode_kernel -s 10 -c 1 \
+    "$E" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0 --decode-ctx 32768 > $SESS/ncu-attn.log 2>&1
+  note "- ncu (decode attention 32K): exit $? in $((SECONDS - t0)) s"
+  grep -E 'Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued' $SESS/ncu-attn.log | head -20 | tee -a $SUM
 fi
 
 if want prefill; then

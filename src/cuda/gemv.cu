@@ -10,8 +10,15 @@
 //   - x (a few KB, shared by every CTA) goes through L1 with ordinary cached loads; an fp32 x is
 //     rounded to the weight type as it is read, which is what matmul's conversion kernel + GEMM do,
 //     without the extra launch;
-//   - lanes reduce by shuffles, warps through shared memory, thread r·T + t writes y[t, row r].
+//   - lanes reduce by shuffles, warps through shared memory, thread r·T + t writes y[t, row r];
+//   - fused forms for the decode layer (ops.h: gemv_norm, gemv_norm_swiglu, gemv_add): up to three
+//     matrices over one x in one launch (q, k, v), the RMSNorm of x in front (each CTA recomputes
+//     1 / rms(x) under its first weight loads), SwiGLU of a gate and an up row pair, or a residual
+//     add in the epilogue: seven launches per layer instead of fifteen, same bits;
+//   - programmatic dependent launch on sm_90 (pdl_* below).
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/convert.cuh"
 #include "cuda/cuda-check.h"
@@ -25,7 +32,22 @@ constexpr int kRows = 4;
 constexpr int kGemvThreads = 256;
 constexpr int kSteps = 2;  // column steps whose loads are in flight together
 
-enum class Epi { Store, Add, SwiGLU };  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
+enum class Epi { Store, Add, SwiGLU };
+
+// Programmatic dependent launch (sm_90): every GEMV lets the next kernel of the stream be scheduled
+// as soon as its own CTAs are all running, and is itself launched that way; it issues its first
+// weight loads (which depend on nothing) before waiting for the previous kernel's results, so the
+// weight stream of one product starts in the tail of the last one. No-ops before sm_90.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
 
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
     uint4 r;
@@ -117,8 +139,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const __grid_constan
             for (int r = 0; r < R; ++r) w[u][r] = j < nchunk ? ldg_stream(wrow[r] + j * 8) : make_uint4(0, 0, 0, 0);
         }
     };
+    pdl_launch_dependents();
     int64_t j0 = tid;
     load_w(j0);
+    pdl_wait();  // x (and y for Epi::Add) are the previous kernels' results
     if constexpr (Norm) {
 #pragma unroll
         for (int t = 0; t < T; ++t) {
@@ -211,10 +235,33 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const __grid_constan
     }
 }
 
+// ELASTIC_PDL=0 turns the programmatic launch off (it is on where the device is sm_90 or newer).
+bool pdl_enabled() {
+    static const bool on = [] {
+        const char* e = std::getenv("ELASTIC_PDL");
+        if (e && std::strcmp(e, "0") == 0) return false;
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return major >= 9;
+    }();
+    return on;
+}
+
 template <int T, typename TW, typename TX, typename TY, Epi E, bool Norm>
 void launch(const FusedArgs& a, cudaStream_t s) {
-    gemv_kernel<T, TW, TX, TY, E, Norm><<<unsigned(a.cta_end[a.nseg - 1]), kGemvThreads, 0, s>>>(a);
-    CUDA_LAUNCH_CHECK();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(a.cta_end[a.nseg - 1]));
+    cfg.blockDim = dim3(kGemvThreads);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<T, TW, TX, TY, E, Norm>, a));
 }
 
 template <typename TW, typename TX, typename TY, Epi E, bool Norm>
