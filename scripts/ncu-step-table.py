@@ -17,9 +17,12 @@ import sys
 
 
 def short(name):
-    name = name.replace("void ", "").replace("elastic::<unnamed>::", "").replace("elastic::cuda::", "")
-    name = re.sub(r"\(.*", "", name)
-    return name[:70]
+    for junk in ("void ", "<unnamed>::", "unnamed>::", "(anonymous namespace)::"):
+        name = name.replace(junk, "")
+    name = re.sub(r"\(.*", "", name)  # no argument list
+    cut = name.find("<")
+    head, tail = (name, "") if cut < 0 else (name[:cut], name[cut:])
+    return (head.split("::")[-1] + tail)[:70]  # no namespaces (ncu prints them in several ways)
 
 
 def main():

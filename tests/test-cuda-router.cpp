@@ -194,7 +194,12 @@ protected:
         for (size_t i = 0; i < got.size(); ++i)
             ASSERT_LE(std::fabs(double(got[i]) - ref[i]), 4 * sigma[i] + 1e-30)
                 << what << ": logit " << i << " got " << got[i] << " fp64 " << ref[i] << " sigma " << sigma[i];
-        EXPECT_TRUE(close_enough(got, cpu, nullptr, 1e-5)) << what;
+        // Rule 2: the CPU reference (Router::mlp, fp32 in its own order) within the same error model:
+        // both are within 4 sigma of fp64, so they may differ by 8 sigma. (A fixed 1e-5 of the
+        // largest logit failed on the H200 when every logit was ~1e-4: 9e-8 apart, 0.3 sigma.)
+        for (size_t i = 0; i < got.size(); ++i)
+            EXPECT_LE(std::fabs(double(got[i]) - double(cpu[i])), 8 * sigma[i] + 1e-30)
+                << what << ": logit " << i << " got " << got[i] << " cpu " << cpu[i] << " sigma " << sigma[i];
         if (r.use_softmax())
             for (int h = 0; h < H; ++h) {
                 const double m = ref[size_t(h) * 2 + 1] - ref[size_t(h) * 2];

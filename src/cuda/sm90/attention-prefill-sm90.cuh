@@ -72,10 +72,8 @@ struct Traits {
     static constexpr uint32_t kBytesKV = kBlockN * D * sizeof(Element);
 };
 
-// A work item as the scheduler warp decoded it, handed to the TMA warp and the consumers through a
-// ring of kItemSlots in shared memory (they do not repeat the dependent global reads of the work
-// list, cu_seqlens and the head's mode).
-constexpr int kItemSlots = 4;
+// A work item as the producer decoded it, handed to the consumers in shared memory (they do not
+// repeat the dependent global reads of the work list, cu_seqlens and the head's mode).
 struct ItemInfo {
     int item;  // >= n_items: no more work
     int seq0, L, head, g, mode, m0, m1;
@@ -89,8 +87,8 @@ struct SharedStorage {
     alignas(1024) cute::ArrayEngine<typename Tr::Element, cosize_v<typename Tr::SmemLayoutKV>> v;
     alignas(8) uint64_t q_full[Tr::kQBufs], q_empty[Tr::kQBufs];
     uint64_t k_full[Tr::kStages], k_empty[Tr::kStages], v_full[Tr::kStages], v_empty[Tr::kStages];
-    uint64_t item_full[kItemSlots], item_empty[kItemSlots];
-    ItemInfo info[kItemSlots];
+    uint64_t item_full[2], item_empty[2];
+    ItemInfo info[2];
 };
 
 // Global tensors as TMA sees them: (rows of the packed batch, head_dim, heads), row stride given.
@@ -156,9 +154,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             EmptyBarrier::init(&sh.k_empty[s], Tr::kConsumerThreads);
             EmptyBarrier::init(&sh.v_empty[s], Tr::kConsumerThreads);
         }
-        for (int s = 0; s < kItemSlots; ++s) {
+        for (int s = 0; s < 2; ++s) {
             EmptyBarrier::init(&sh.item_full[s], 1);
-            EmptyBarrier::init(&sh.item_empty[s], Tr::kConsumerThreads + 1);  // consumers + the TMA warp
+            EmptyBarrier::init(&sh.item_empty[s], Tr::kConsumerThreads);
         }
         cutlass::arch::fence_barrier_init();
     }
@@ -167,45 +165,40 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
     if (warp < 4) {
         // ------------------------------------------------------------ producer warpgroup
         cutlass::arch::warpgroup_reg_dealloc<24>();
-        if (warp == 1) {
-            // Scheduler: takes items from the work list and decodes them up to kItemSlots ahead, so
-            // the atomic and the dependent reads of the next items stay off the TMA warp's path.
-            if (!cute::elect_one_sync()) return;
-            for (int it = 0;; ++it) {
-                const int slot = it % kItemSlots;
-                EmptyBarrier::wait(&sh.item_empty[slot], ((it / kItemSlots) & 1) ^ 1);
-                const int item = atomicAdd(p.counter, 1);
-                ItemInfo& in = sh.info[slot];
-                in.item = item;
-                if (item < p.n_items) {
-                    const detail::WorkItem w = p.items[item];
-                    const int seq0 = p.cu_seqlens[w.seq];
-                    const int L = p.cu_seqlens[w.seq + 1] - seq0;
-                    const int g = w.head / p.group;
-                    const detail::HeadMeta hm = p.meta[w.seq * p.n_kv_head + g];
-                    const int m0 = w.tile * BM, m1 = min(m0 + BM, L);
-                    in.seq0 = seq0;
-                    in.L = L;
-                    in.head = w.head;
-                    in.g = g;
-                    in.mode = hm.mode;
-                    in.m0 = m0;
-                    in.m1 = m1;
-                    in.tr = detail::tile_range(hm.mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
-                }
-                EmptyBarrier::arrive(&sh.item_full[slot]);
-                if (item >= p.n_items) return;
-            }
-        }
         if (warp != 0 || !cute::elect_one_sync()) return;
-        // TMA warp: Q and the item's K/V tiles. With two Q buffers, the next item's Q is issued
-        // while this item's K/V stream (once its first tiles are queued), so a new item starts on
-        // a Q that has landed.
         Tensor mQ = prm.tma_q.get_tma_tensor(make_shape(prm.total_rows, D, prm.n_head));
         Tensor mK = prm.tma_k.get_tma_tensor(make_shape(prm.total_rows, D, p.n_kv_head));
         Tensor mV = prm.tma_v.get_tma_tensor(make_shape(prm.total_rows, D, p.n_kv_head));
-        auto issue_q = [&](int it, int row0, int head) {
-            Tensor gQ = local_tile(domain_offset(make_coord(row0, _0{}), mQ(_, _, head)), Shape<Int<BM>, Int<D>>{},
+        int kv_it = 0;
+        for (int it = 0;; ++it) {
+            const int slot = it & 1;
+            EmptyBarrier::wait(&sh.item_empty[slot], ((it >> 1) & 1) ^ 1);
+            const int item = atomicAdd(p.counter, 1);
+            ItemInfo& in = sh.info[slot];
+            in.item = item;
+            if (item >= p.n_items) {
+                EmptyBarrier::arrive(&sh.item_full[slot]);
+                break;
+            }
+            const detail::WorkItem w = p.items[item];
+            const int seq0 = p.cu_seqlens[w.seq];
+            const int L = p.cu_seqlens[w.seq + 1] - seq0;
+            const int g = w.head / p.group;
+            const detail::HeadMeta hm = p.meta[w.seq * p.n_kv_head + g];
+            const int m0 = w.tile * BM, m1 = min(m0 + BM, L);
+            const detail::TileRange tr =
+                detail::tile_range(hm.mode, m0, m1, BN, p.sink, p.local, p.xa_block, p.xa_offsets, hm.xa_base);
+            in.seq0 = seq0;
+            in.L = L;
+            in.head = w.head;
+            in.g = g;
+            in.mode = hm.mode;
+            in.m0 = m0;
+            in.m1 = m1;
+            in.tr = tr;
+            EmptyBarrier::arrive(&sh.item_full[slot]);
+
+            Tensor gQ = local_tile(domain_offset(make_coord(seq0 + m0, _0{}), mQ(_, _, w.head)), Shape<Int<BM>, Int<D>>{},
                                    make_coord(_0{}, _0{}));
             const int qb = it % Tr::kQBufs;
             auto [tQg, tQs] = tma_partition(prm.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ(_, _, qb)),
@@ -213,19 +206,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             EmptyBarrier::wait(&sh.q_empty[qb], ((it / Tr::kQBufs) & 1) ^ 1);
             FullBarrier::arrive_and_expect_tx(&sh.q_full[qb], Tr::kBytesQ);
             copy(prm.tma_q.with(sh.q_full[qb]), tQg, tQs);
-        };
-        int kv_it = 0;
-        bool q_issued = false;  // this item's Q went out during the previous item
-        for (int it = 0;; ++it) {
-            const int slot = it % kItemSlots;
-            EmptyBarrier::wait(&sh.item_full[slot], (it / kItemSlots) & 1);
-            const int item = sh.info[slot].item, seq0 = sh.info[slot].seq0, g = sh.info[slot].g;
-            const int mode = sh.info[slot].mode, head = sh.info[slot].head, m0 = sh.info[slot].m0;
-            const detail::TileRange tr = sh.info[slot].tr;
-            EmptyBarrier::arrive(&sh.item_empty[slot]);
-            if (item >= p.n_items) break;
-            if (!q_issued) issue_q(it, seq0 + m0, head);
-            q_issued = false;
+
             Tensor gK = local_tile(domain_offset(make_coord(seq0, _0{}), mK(_, _, g)), Shape<Int<BN>, Int<D>>{},
                                    make_coord(_, _0{}));
             Tensor gV = local_tile(domain_offset(make_coord(seq0, _0{}), mV(_, _, g)), Shape<Int<BN>, Int<D>>{},
@@ -233,7 +214,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
             auto [tKg, tKs] = tma_partition(prm.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
             auto [tVg, tVs] = tma_partition(prm.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
             for (int t = 0; t < tr.count; ++t, ++kv_it) {
-                const int n = detail::tile_at(tr, mode, t, p.xa_blocks);
+                const int n = detail::tile_at(tr, hm.mode, t, p.xa_blocks);
                 const int stage = kv_it % kStages;
                 const uint32_t phase = ((kv_it / kStages) & 1) ^ 1;
                 EmptyBarrier::wait(&sh.k_empty[stage], phase);
@@ -242,16 +223,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
                 EmptyBarrier::wait(&sh.v_empty[stage], phase);
                 FullBarrier::arrive_and_expect_tx(&sh.v_full[stage], Tr::kBytesKV);
                 copy(prm.tma_v.with(sh.v_full[stage]), tVg(_, n), tVs(_, stage));
-                // Once the consumers are on this item (its tile kStages is queued, or its last),
-                // the other Q buffer is free: the next item's Q goes out now.
-                if (Tr::kQBufs > 1 && t == min(kStages, tr.count - 1)) {
-                    const int nslot = (it + 1) % kItemSlots;
-                    EmptyBarrier::wait(&sh.item_full[nslot], ((it + 1) / kItemSlots) & 1);
-                    if (sh.info[nslot].item < p.n_items) {
-                        issue_q(it + 1, sh.info[nslot].seq0 + sh.info[nslot].m0, sh.info[nslot].head);
-                        q_issued = true;
-                    }
-                }
             }
         }
         return;
@@ -286,8 +257,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) hybrid_prefill_sm90(const __g
 
     int kv_it = 0;
     for (int it = 0;; ++it) {
-        const int slot = it % kItemSlots;
-        EmptyBarrier::wait(&sh.item_full[slot], (it / kItemSlots) & 1);
+        const int slot = it & 1;
+        EmptyBarrier::wait(&sh.item_full[slot], (it >> 1) & 1);
         const ItemInfo in = sh.info[slot];
         EmptyBarrier::arrive(&sh.item_empty[slot]);
         if (in.item >= p.n_items) break;
