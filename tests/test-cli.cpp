@@ -212,6 +212,13 @@ TEST(Cli, ConvertPadsTheTokenListToTheEmbedding) {
         logits.push_back(s.last_logits());
     }
     EXPECT_LT(max_rel_err(logits[1], logits[0]), 1e-6);
+    // Back to an HF directory: the placeholders are not tokens of its tokenizer.json.
+    const Result back = run("convert " + d + "/tiny.gguf " + d + "/tiny-hf");
+    ASSERT_EQ(back.code, 0) << back.err;
+    std::ifstream tj(d + "/tiny-hf/tokenizer.json");
+    const nlohmann::json j = nlohmann::json::parse(tj);
+    EXPECT_EQ(j.at("model").at("vocab").size(), 151669u);
+    EXPECT_FALSE(j.at("model").at("vocab").contains("[PAD151669]"));
 }
 
 // `run -v` prints the backend, the stop reason and a hash of the logits: the same run twice gives the

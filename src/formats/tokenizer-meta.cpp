@@ -63,8 +63,9 @@ std::string tokenizer_json_from_gguf(const GGUFFile& f) {
     json vocab = json::object();
     json added = json::array();
     for (size_t i = 0; i < tokens.size(); ++i) {
-        vocab[tokens[i]] = i;
         int type = i < types.size() ? int(types[i]) : 1;
+        if (type == 5) continue;  // UNUSED: a placeholder that pads the list to the embedding, no token
+        vocab[tokens[i]] = i;
         if (type == 3 || type == 4)
             added.push_back({{"id", i}, {"content", tokens[i]}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                              {"normalized", false}, {"special", type == 3}});
