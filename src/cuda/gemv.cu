@@ -32,7 +32,7 @@ constexpr int kRows = 4;
 constexpr int kGemvThreads = 256;
 constexpr int kSteps = 2;  // column steps whose loads are in flight together
 
-enum class Epi { Store, Add, SwiGLU };
+enum class Epi { Store, Add, SwiGLU };  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
 
 // Programmatic dependent launch (sm_90): every GEMV lets the next kernel of the stream be scheduled
 // as soon as its own CTAs are all running, and is itself launched that way; it issues its first
@@ -47,7 +47,7 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
-}  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
+}
 
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
     uint4 r;
@@ -89,8 +89,9 @@ __device__ __forceinline__ void load_x8(const float* x, int64_t i, float (&f)[8]
     for (int e = 0; e < 8; ++e) f[e] = to_f32(from_f32<TW>(v[e]));
 }
 
-// What one launch computes (gemv_fused in ops.h): up to three products over the same x, or the
-// gate/up pair of a SwiGLU, with an optional RMSNorm of x in front and an optional residual add.
+// What one launch computes (gemv, gemv_norm, gemv_norm_swiglu, gemv_add in ops.h): up to three
+// products over the same x, or the gate/up pair of a SwiGLU, with an optional RMSNorm of x in front
+// and an optional residual add.
 struct FusedArgs {
     const void* W[3];
     void* y[3];
