@@ -199,6 +199,7 @@ TEST(Cli, ConvertPadsTheTokenListToTheEmbedding) {
     EXPECT_EQ(types[151669], 5.0);
     EXPECT_EQ(tokens.back(), "[PAD" + std::to_string(tokens.size() - 1) + "]");
     EXPECT_EQ(tokens[151643], "<|endoftext|>");  // the tokenizer's own ids are where they were
+    EXPECT_EQ(f->get_int("general.file_type", -1), 32);  // llama_ftype MOSTLY_BF16: random-model writes bf16
     auto be = make_cpu_backend(0);
     std::vector<std::vector<float>> logits;
     const std::vector<int32_t> ids = {9707, 1879, 11, 151643, 3};

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -145,8 +146,10 @@ void hf_to_gguf(const ConvertOptions& o) {
         gw.set_string(a + ".rope.scaling.type", "linear");
         gw.set_f32(a + ".rope.scaling.factor", c.rope_scaling.factor);
     }
+    std::set<DType> matrix_types;
     auto matrix = [&](const std::string& name, const Weight& wt) {
         DType t = o.type.empty() ? wt.type : parse_type(o.type, false);
+        matrix_types.insert(t);
         std::vector<uint8_t> b = encode_weight(wt, t);
         gw.add_tensor(name, t, {wt.rows, wt.cols}, b.data());
     };
@@ -166,6 +169,14 @@ void hf_to_gguf(const ConvertOptions& o) {
         gw.set_u32("elastic.rope.llama3.original_context_length", uint32_t(c.rope_scaling.original_max_pos));
     }
     write_weights(c, w, Layout::GGUF, matrix, vec);
+    // llama.cpp's file type (llama_ftype) when every matrix has one type; otherwise it guesses.
+    if (matrix_types.size() == 1) {
+        static const std::pair<DType, uint32_t> ftypes[] = {{DType::F32, 0},  {DType::F16, 1},  {DType::Q4_0, 2},
+                                                           {DType::Q4_1, 3}, {DType::Q8_0, 7}, {DType::Q4_K, 14},
+                                                           {DType::Q6_K, 18}, {DType::BF16, 32}};
+        for (auto [t, ft] : ftypes)
+            if (t == *matrix_types.begin()) gw.set_u32("general.file_type", ft);
+    }
     struct stat st;
     const std::string tj = o.in + "/tokenizer.json";
     if (stat(tj.c_str(), &st) == 0) tokenizer_to_gguf(tj, gw, c.vocab);
