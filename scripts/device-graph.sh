@@ -24,9 +24,7 @@ device_build
 run test build-cuda/bin/elastic_tests --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*'
 grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
 
-mkdir -p /tmp/qwen3-tok
-gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
-cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+qwen3_tokenizer
 dir=/tmp/qwen3-8b-random
 t0=$SECONDS
 [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
@@ -43,20 +41,7 @@ bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
   ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
     -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
   local rc=$?
-  python3 - "$log" "$label" "$rc" <<'PY' | tee -a "$SUM"
-import json, sys
-log, label, rc = sys.argv[1:4]
-row = None
-for line in open(log):
-    if line.startswith('{'):
-        row = json.loads(line)["results"][0]
-if row is None:
-    print(f"| ? | {label} | FAILED (exit {rc}) | | |")
-else:
-    d, p = row["decode_tok_s"], row["prefill_tok_s"]
-    print(f"| {row['attention']} | {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
-          f"{row.get('graph_launches', 0)} / {row.get('graph_instantiations', 0)} |")
-PY
+  bench_row "$log" "$label" "$rc" attention | tee -a "$SUM"
 }
 MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
 bench "off" 0 0 full

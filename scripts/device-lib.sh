@@ -2,7 +2,8 @@
 # repository root after they set LOGS (their log folder) and NAME (decode, graph, router):
 # the dependency paths of the GPU machine, a summary file ($LOGS/$NAME-summary.md) written by
 # note(), run NAME CMD... (output in $LOGS/NAME.log, one summary line with exit status and
-# seconds) and device_build (unpacks .carry/debs when needed, else an incremental build).
+# seconds), device_build (unpacks .carry/debs when needed, else an incremental build), qwen3_tokenizer
+# (the carried Qwen3 tokenizer into /tmp/qwen3-tok) and bench_row (one table row of a bench model log).
 DEPS=${DEPS:-/tmp/deps}
 E=build-cuda/bin/elastic
 mkdir -p "$LOGS"
@@ -28,4 +29,33 @@ device_build() {
   local steps="build"
   { [ -d "$DEPS/usr" ] && [ -x "$E" ]; } || steps="deps build"
   STEPS="$steps" OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
+}
+
+# The Qwen3 tokenizer carried in .carry/qwen3, unpacked into /tmp/qwen3-tok (random-model's --tokenizer).
+qwen3_tokenizer() {
+  mkdir -p /tmp/qwen3-tok
+  gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
+  cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+}
+
+# bench_row LOG LABEL RC [attention]: the row "| LABEL | decode tok/s median (range) | prefill tok/s |
+# graph launches / instantiations |" of an `elastic bench model --json` log (with `attention`, the
+# run's attention mode first); a log without the JSON line gives "FAILED (exit RC)".
+bench_row() {
+  python3 - "$@" <<'PY'
+import json, sys
+log, label, rc = sys.argv[1:4]
+first = len(sys.argv) > 4
+row = None
+for line in open(log):
+    if line.startswith('{'):
+        row = json.loads(line)["results"][0]
+lead = f"| {row['attention'] if row else '?'} " if first else ""
+if row is None:
+    print(f"{lead}| {label} | FAILED (exit {rc}) | | |")
+else:
+    d, p = row["decode_tok_s"], row["prefill_tok_s"]
+    print(f"{lead}| {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
+          f"{row.get('graph_launches', 0)} / {row.get('graph_instantiations', 0)} |")
+PY
 }

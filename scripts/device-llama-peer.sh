@@ -61,16 +61,14 @@ ldd "$LB" > "$LOGS/ldd.log" 2>&1
 note "- devices: $(grep -E 'CUDA|Available' "$LOGS/devices.log" | tr -s ' ' | tr '\n' ';')"
 
 # --- model -------------------------------------------------------------------------------------------
-mkdir -p /tmp/qwen3-tok
-gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
-cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+qwen3_tokenizer
 dir=/tmp/$ARCH-random
 GGUF=/tmp/$ARCH-random.gguf
 t0=$SECONDS
 if [ ! -f "$dir/config.json" ]; then
   run model "$E" random-model --arch "$ARCH" --tokenizer /tmp/qwen3-tok -o "$dir" --force || exit 1
 fi
-# vocab_size of config.json against the token count of GGUF ($1; empty: of the padded tokenizer.json).
+# Whether the token list of GGUF $1 is as long as config.json's vocab_size (prints both counts).
 gguf_ok() {
   python3 - "$dir/config.json" "$1" <<'PY'
 import json, struct, sys

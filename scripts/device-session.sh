@@ -67,9 +67,7 @@ fi
 
 dir=/tmp/qwen3-8b-random
 if want model; then
-  mkdir -p /tmp/qwen3-tok
-  gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
-  cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+  qwen3_tokenizer
   t0=$SECONDS
   [ -f "$dir/config.json" ] || timeout 200 "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > $SESS/model.log 2>&1
   [ -f "$dir/router.safetensors" ] || timeout 60 "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> $SESS/model.log 2>&1
@@ -82,20 +80,7 @@ bench_model() {  # LABEL GRAPH ATTENTION...
   ELASTIC_CUDA_GRAPH=$g timeout 170 "$E" bench model -m "$dir" --backend cuda -p 32768 -n 32 -r "${REPS:-2}" --json \
     --attention "$@" > $SESS/bench-$label.log 2>&1
   local rc=$?
-  python3 - $SESS/bench-$label.log "$label" "$rc" <<'PY' | tee -a $SUM
-import json, sys
-log, label, rc = sys.argv[1:4]
-row = None
-for line in open(log):
-    if line.startswith('{'):
-        row = json.loads(line)["results"][0]
-if row is None:
-    print(f"| {label} | FAILED (exit {rc}) | | |")
-else:
-    d, p = row["decode_tok_s"], row["prefill_tok_s"]
-    print(f"| {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
-          f"{row.get('graph_launches', 0)} / {row.get('graph_instantiations', 0)} |")
-PY
+  bench_row $SESS/bench-$label.log "$label" "$rc" | tee -a $SUM
 }
 if want graph; then
   note "### 8B-shaped model, 32K prompt, 32 decoded tokens (decode tok/s median (range), prefill tok/s, graph launches / instantiations)"
