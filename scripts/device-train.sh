@@ -21,7 +21,7 @@
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
 # SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
-# MODES (eval: which of full fa-ssa fa-xa), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
+# MODES (eval: which of full fa-ssa fa-xa), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -119,6 +119,11 @@ eval)
     *) run_mode "$mode" --attention "$mode" --router "$ROUTERS/smollm2-$mode.safetensors" & ;;
     esac
   done
+  if [ "${STATIC:-1}" = 0 ]; then  # no static baseline (e.g. a quick pass that measures Ω first)
+    wait
+    log "eval done (no static)"
+    exit 0
+  fi
   if [ -n "${STATIC_MSR:-}" ]; then  # Ω given (e.g. from the training log): all four side by side
     run_mode static --attention static:docs/results/retrieval-scores.json --msr "$STATIC_MSR" &
     wait
