@@ -8,6 +8,7 @@
 #   bash scripts/device-train.sh train    # fa-ssa and fa-xa routers, trained side by side on the one GPU
 #   bash scripts/device-train.sh eval     # full / fa-ssa / fa-xa, then the static baseline at fa-ssa's Ω
 #                                         # (STATIC_MSR=X: all four side by side, static at Ω X)
+#   bash scripts/device-train.sh omega F... # mean Ω_MSR of eval JSON files
 #   bash scripts/device-train.sh bigmodel # writes the Qwen3-8B-shaped random model (tokenizer:
 #                                         # .carry/qwen3/tokenizer.json.gz) to $BIG
 #   bash scripts/device-train.sh big      # one fa-ssa training step at 32K on it, with peak GPU memory
@@ -146,6 +147,14 @@ print("%.4f" % (sum(v) / len(v)) if v else "0.5")' "$RES/ruler-fa-ssa.json" "$RE
   "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json --png "$RES/results.png" > "$RES/results.md" 2>> "$RES/progress.log"
   log "eval done"
   ;;
+omega)
+  # Mean Ω_MSR over the task x length results of eval JSON files (arguments after the action).
+  shift
+  python3 -c '
+import json, sys
+v = [r["omega_msr"] for f in sys.argv[1:] for r in json.load(open(f)).get("results", []) if "omega_msr" in r]
+print("%.4f" % (sum(v) / len(v)) if v else "nan")' "$@"
+  ;;
 bigmodel)
   t0=$SECONDS
   mkdir -p /tmp/qwen3-tok
@@ -199,7 +208,7 @@ pack)
   log "pack: ${OUT:-/tmp}/train-run.tgz"
   ;;
 *)
-  echo "usage: device-train.sh build|model|test|bench|train|eval|bigmodel|big|wait|stop|pack" >&2
+  echo "usage: device-train.sh build|model|test|bench|train|eval|omega|bigmodel|big|wait|stop|pack" >&2
   exit 2
   ;;
 esac
