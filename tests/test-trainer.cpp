@@ -213,6 +213,94 @@ TEST(TrainerStep, RouterPoolsThePromptOnly) {
     EXPECT_EQ(wa, wsame);
     EXPECT_NE(wa, wb);
 }
+// The fold of the input standardisation: fe0'(x) = fe0((x − μ)/σ) for any x, with μ, σ of the rows.
+TEST(TrainerInit, StandardizeFoldsMeanAndScale) {
+    std::mt19937_64 rng(4);
+    RouterLayer r = train::router_layer_init(16, rng);
+    const RouterLayer orig = r;
+    const int d = 16, n = 40;
+    std::normal_distribution<double> g(0.0, 1.0);
+    std::vector<double> mu(d), sd(d);
+    for (int j = 0; j < d; ++j) {
+        mu[size_t(j)] = 5.0 + 3.0 * g(rng);  // a large shared component
+        sd[size_t(j)] = 0.05 + 0.2 * std::fabs(g(rng));
+    }
+    sd[3] = 0.0;  // a constant dimension: floored, not divided by 0
+    std::vector<float> rows(size_t(n) * d);
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) rows[size_t(i) * d + size_t(j)] = float(mu[size_t(j)] + sd[size_t(j)] * g(rng));
+    const double norm = train::router_standardize_input(r, rows.data(), size_t(n));
+    EXPECT_GT(norm, 5.0);
+    // Exact mean and std of the rows, in double.
+    std::vector<double> m(d, 0.0), s(d, 0.0);
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < d; ++j) m[size_t(j)] += rows[size_t(i) * d + size_t(j)] / double(n);
+    double smax = 0;
+    for (int j = 0; j < d; ++j) {
+        for (int i = 0; i < n; ++i) s[size_t(j)] += std::pow(rows[size_t(i) * d + size_t(j)] - m[size_t(j)], 2) / n;
+        s[size_t(j)] = std::sqrt(s[size_t(j)]);
+        smax = std::max(smax, s[size_t(j)]);
+    }
+    for (double& v : s) v = std::max(v, 1e-3 * smax);
+    auto fe0 = [](const RouterLinear& l, const std::vector<double>& x, int o) {
+        double y = l.b[size_t(o)];
+        for (int j = 0; j < l.in; ++j) y += double(l.w[size_t(o) * size_t(l.in) + size_t(j)]) * x[size_t(j)];
+        return y;
+    };
+    for (int t = 0; t < 5; ++t) {
+        std::vector<double> x(d), xs(d);
+        for (int j = 0; j < d; ++j) {
+            x[size_t(j)] = mu[size_t(j)] + 0.3 * g(rng);
+            xs[size_t(j)] = (x[size_t(j)] - m[size_t(j)]) / s[size_t(j)];
+        }
+        for (int o = 0; o < r.fe0.out; o += 7) {
+            const double want = fe0(orig.fe0, xs, o);
+            EXPECT_NEAR(fe0(r.fe0, x, o), want, 1e-4 * (1.0 + std::fabs(want))) << "output " << o;
+        }
+    }
+    // Only fe0 changes; too few rows is an error.
+    EXPECT_EQ(r.fe2.w, orig.fe2.w);
+    EXPECT_EQ(r.rh4.b, orig.rh4.b);
+    EXPECT_THROW(train::router_standardize_input(r, rows.data(), 1), Error);
+}
+
+// standardize_routers on a model: layer 0's pooled keys do not depend on any router, so after the
+// fold the mean of fe0's output over those rows is fe0's old bias (the input is centred).
+TEST(TrainerInit, StandardizeRoutersCentresTheFirstLayer) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
+    std::mt19937_64 rng(21);
+    std::vector<TrainSample> data;
+    for (int i = 0; i < 6; ++i) data.push_back(random_sample(rng, m->config.vocab, 24 + 3 * i, 8, i % 2));
+    std::vector<RouterLayer> routers = train::router_init(m->config.n_layer, m->config.head_dim, 5);
+    const std::vector<RouterLayer> orig = routers;
+    train::StepOptions o;
+    o.win.sink = 4;
+    o.win.local = 8;
+    const std::vector<double> norm = train::standardize_routers(e, data, 4, o, routers);
+    ASSERT_EQ(norm.size(), size_t(m->config.n_layer));
+    for (double v : norm) EXPECT_GT(v, 0.0);
+    // The rows it used: samples 0, 1, 3, 4 of 6 (i·6/4).
+    std::vector<std::vector<float>> pooled;
+    o.pooled = &pooled;
+    for (int i : {0, 1, 3, 4}) train::train_loss(e, orig, data[size_t(i)], 0, 0, 0, o);
+    const int d = m->config.head_dim;
+    const size_t n = pooled[0].size() / size_t(d);
+    ASSERT_EQ(n, size_t(4 * m->config.n_kv_head));
+    for (int out = 0; out < routers[0].fe0.out; ++out) {
+        double mean = 0;
+        for (size_t i = 0; i < n; ++i) {
+            double y = routers[0].fe0.b[size_t(out)];
+            for (int j = 0; j < d; ++j) y += double(routers[0].fe0.w[size_t(out) * size_t(d) + size_t(j)]) * pooled[0][i * size_t(d) + size_t(j)];
+            mean += y / double(n);
+        }
+        EXPECT_NEAR(mean, orig[0].fe0.b[size_t(out)], 1e-3) << "output " << out;
+    }
+    EXPECT_NE(routers[0].fe0.w, orig[0].fe0.w);
+    EXPECT_THROW(train::standardize_routers(e, {}, 4, o, routers), Error);
+}
+
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::vector<TrainSample> d;

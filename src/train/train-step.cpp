@@ -309,6 +309,11 @@ StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const T
     for (int l = 0; l < L; ++l) {
         layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)], xs[size_t(l) + 1], a, o.soft_forward);
         for (float z : a.z) zsum += z;
+        if (o.pooled) {
+            if (o.pooled->size() < size_t(L)) o.pooled->resize(size_t(L));
+            std::vector<float>& p = (*o.pooled)[size_t(l)];
+            p.insert(p.end(), a.ra.x.begin(), a.ra.x.end());
+        }
     }
     StepResult r;
     const double n_heads = double(L) * H;

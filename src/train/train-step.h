@@ -34,6 +34,9 @@ struct StepOptions {
     // so a step is reproducible and a resumed run draws what the uninterrupted one drew.
     float tau = 1.0f;
     uint64_t noise_key = 0;
+    // If set, the forward appends each layer's router input (the pooled pre-RoPE keys, [H_kv, d])
+    // to (*pooled)[layer] (resized to n_layer): the statistics of router_standardize_input.
+    std::vector<std::vector<float>>* pooled = nullptr;
 };
 
 // The logistic draw (Gumbel1 − Gumbel2) of layer l, head h for a noise key.

@@ -15,6 +15,7 @@
 #include "formats/quants.h"
 #include "formats/safetensors.h"
 #include "train/backward.h"
+#include "train/router-init.h"
 
 namespace elastic::train {
 
@@ -147,6 +148,29 @@ double temperature(const TrainerOptions& o, int64_t step) {
     const double span = std::max(1.0, o.tau_share * double(o.steps));
     const double f = std::min(1.0, double(step) / span);
     return o.tau_start + (o.tau_end - o.tau_start) * f;
+}
+
+std::vector<double> standardize_routers(const Engine& engine, const std::vector<TrainSample>& data, int n,
+                                        const StepOptions& o, std::vector<RouterLayer>& routers) {
+    if (n < 1 || data.empty()) fail("router standardisation: %d samples of %zu", n, data.size());
+    n = int(std::min<size_t>(size_t(n), data.size()));
+    StepOptions so = o;
+    so.soft_forward = false;
+    so.noise_key = 0;
+    so.tau = 1.0f;
+    std::vector<std::vector<float>> pooled;
+    so.pooled = &pooled;
+    for (int i = 0; i < n; ++i) {
+        const TrainSample& s = data[size_t(i) * data.size() / size_t(n)];
+        train_loss(engine, routers, s, 0.0, 0.0, 0.0, so);
+    }
+    std::vector<double> norms;
+    for (size_t l = 0; l < routers.size(); ++l) {
+        const size_t d = size_t(routers[l].fe0.in);
+        ELASTIC_ASSERT(l < pooled.size() && d > 0 && pooled[l].size() % d == 0);
+        norms.push_back(router_standardize_input(routers[l], pooled[l].data(), pooled[l].size() / d));
+    }
+    return norms;
 }
 
 TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples) {

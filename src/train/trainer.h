@@ -70,6 +70,12 @@ struct StepLog {
 };
 
 TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples);
+
+// Data-dependent init (router_standardize_input) from the forward of n samples spread evenly over
+// data (indices i·|data|/n; the routers' own hard decisions, no noise): for every layer, the pooled
+// keys of all its KV heads over those samples. Returns each layer's mean |x| before the fold.
+std::vector<double> standardize_routers(const Engine& engine, const std::vector<TrainSample>& data, int n,
+                                        const StepOptions& o, std::vector<RouterLayer>& routers);
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 
 // One optimizer step over the next `batch` samples.

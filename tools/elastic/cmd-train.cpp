@@ -1,6 +1,8 @@
 // `elastic train-router`: trains the per-layer routers of a frozen model on the CPU or a GPU (DESIGN.md §1.4;
 // docs/training.md). Data: JSON lines {prompt, answer, task, category}. Output: router weights
 // under the released tensor names, loadable with --router, with the run's metadata.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -32,6 +34,7 @@ struct TrainCliOptions {
     double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
     int64_t sink = 128, local = 2048, xa_block = 128;
     bool skip_bad = false;
+    int standardize = 0;
     std::string variant = "softmax";
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0;
@@ -118,6 +121,17 @@ void train_router(const TrainCliOptions& c) {
         } else {
             init = train::router_init(mc.n_layer, mc.head_dim, c.seed, c.variant == "sigmoid" ? 1 : 2);
         }
+        if (c.standardize > 0) {
+            const auto t0 = std::chrono::steady_clock::now();
+            const std::vector<double> norm = train::standardize_routers(engine, data, c.standardize, o.step, init);
+            double lo_n = norm.front(), hi_n = norm.front();
+            for (double v : norm) lo_n = std::min(lo_n, v), hi_n = std::max(hi_n, v);
+            std::fprintf(stderr,
+                         "train-router: standardised the routers' input over %d samples (mean |x| per layer %.3g-%.3g) "
+                         "in %.1f s\n",
+                         std::min<int>(c.standardize, int(data.size())), lo_n, hi_n,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
         st = train::init_state(std::move(init), o, data.size());
     }
     // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
@@ -177,6 +191,7 @@ void train_router(const TrainCliOptions& c) {
          {"ranks", std::to_string(c.ranks)},
          {"seed", std::to_string(c.seed)},
          {"variant", st.routers.front().use_softmax() ? "softmax" : "sigmoid"},
+         {"standardize", c.resume.empty() ? std::to_string(c.standardize) : "see the first run"},
          {"gumbel", c.gumbel ? strprintf("tau %g -> %g over 60 %% of steps", c.tau_start, c.tau_end) : "no"},
          {"omega_sensitive", omega[0] >= 0 ? strprintf("%.6f", omega[0]) : "n/a"},
          {"omega_robust", omega[1] >= 0 ? strprintf("%.6f", omega[1]) : "n/a"},
@@ -258,6 +273,11 @@ void add_train_router(CLI::App& app) {
     c->add_option("--stop-at", o->stop_at, "Stop after this step (the schedule still spans --steps)");
     c->add_option("--seed", o->seed, "Seed of the router init and the data order")->capture_default_str();
     c->add_option("--init", o->init, "Start from these routers instead of a random init");
+    c->add_option("--standardize", o->standardize,
+                  "Data-dependent init: fold the mean/std of the routers' pooled input over N samples into their "
+                  "first layer (0: off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1 << 20));
     c->add_option("--log", o->log, "Append one JSON line per step to this file");
     c->add_option("--target-sensitive", o->target_sensitive, "Ω_MSR target, sensitive tasks")->capture_default_str();
     c->add_option("--target-robust", o->target_robust, "Ω_MSR target, robust tasks")->capture_default_str();
