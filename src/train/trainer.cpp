@@ -322,6 +322,7 @@ void save_checkpoint(const std::string& dir, const TrainState& st, const Trainer
     j["lambda_lr"] = o.lambda_lr;
     j["target"] = {o.target[0], o.target[1]};
     j["gumbel"] = o.gumbel;
+    j["standardize"] = st.standardize;
     if (o.gumbel) j["tau"] = {o.tau_start, o.tau_end, o.tau_share};
     const std::string path = dir + "/state.json", tmp = path + ".tmp";
     {
@@ -352,6 +353,7 @@ TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, si
         st.epoch = j.at("epoch").get<int64_t>();
         st.rng = j.at("rng").get<std::string>();
         for (int c = 0; c < kCategories; ++c) st.last_omega[c] = j.at("last_omega").at(size_t(c)).get<double>();
+        st.standardize = j.value("standardize", 0);  // absent before 2026-12-03
         if (!st.order.empty() && st.order.size() != n_samples)
             fail("trainer checkpoint: %s was made for %zu samples, the data has %zu", path.c_str(), st.order.size(),
                  n_samples);

@@ -54,6 +54,7 @@ struct TrainState {
     int64_t pos = 0, epoch = 0;     // next index into order
     std::string rng;                // std::mt19937_64 state, text form
     double last_omega[kCategories] = {-1, -1};  // Ω of the latest sample of each category (-1: none yet)
+    int standardize = 0;  // samples of the data-dependent init (standardize_routers; 0: none), for the record
 };
 
 // One step's report (averages over the batch; Ω and counts per category).

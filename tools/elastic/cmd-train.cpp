@@ -133,6 +133,7 @@ void train_router(const TrainCliOptions& c) {
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         }
         st = train::init_state(std::move(init), o, data.size());
+        st.standardize = c.standardize > 0 ? std::min<int>(c.standardize, int(data.size())) : 0;
     }
     // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
     // backend), the same state and options; rank 0 (this thread) logs and checkpoints.
@@ -191,7 +192,7 @@ void train_router(const TrainCliOptions& c) {
          {"ranks", std::to_string(c.ranks)},
          {"seed", std::to_string(c.seed)},
          {"variant", st.routers.front().use_softmax() ? "softmax" : "sigmoid"},
-         {"standardize", c.resume.empty() ? std::to_string(c.standardize) : "see the first run"},
+         {"standardize", std::to_string(st.standardize)},
          {"gumbel", c.gumbel ? strprintf("tau %g -> %g over 60 %% of steps", c.tau_start, c.tau_end) : "no"},
          {"omega_sensitive", omega[0] >= 0 ? strprintf("%.6f", omega[0]) : "n/a"},
          {"omega_robust", omega[1] >= 0 ? strprintf("%.6f", omega[1]) : "n/a"},
@@ -240,6 +241,7 @@ void export_router(const ExportOptions& e) {
         {"schedule_steps", std::to_string(st.value("steps", int64_t(0)))},
         {"batch", std::to_string(st.value("batch", 0))},
         {"seed", std::to_string(st.value("seed", uint64_t(0)))},
+        {"standardize", std::to_string(st.value("standardize", 0))},
         {"omega_sensitive", num("last_omega", 0)},
         {"omega_robust", num("last_omega", 1)},
         {"lambda1", num("lambda1", 0) + "," + num("lambda1", 1)},
