@@ -8,6 +8,7 @@
 #   bash scripts/device-train.sh train    # fa-ssa and fa-xa routers, trained side by side on the one GPU
 #   bash scripts/device-train.sh eval     # full / fa-ssa / fa-xa, then the static baseline at fa-ssa's Ω
 #                                         # (STATIC_MSR=X: all four side by side, static at Ω X)
+#   bash scripts/device-train.sh train-eval # train, Ω pass, eval with the static baseline at that Ω
 #   bash scripts/device-train.sh omega F... # mean Ω_MSR of eval JSON files
 #   bash scripts/device-train.sh bigmodel # writes the Qwen3-8B-shaped random model (tokenizer:
 #                                         # .carry/qwen3/tokenizer.json.gz) to $BIG
@@ -147,6 +148,17 @@ print("%.4f" % (sum(v) / len(v)) if v else "0.5")' "$RES/ruler-fa-ssa.json" "$RE
   "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json --png "$RES/results.png" > "$RES/results.md" 2>> "$RES/progress.log"
   log "eval done"
   ;;
+train-eval)
+  # The whole run in one background job: train (CONFIGS, as `train`), then a quick pass of fa-ssa
+  # over PRE_SAMPLES (default 5) samples per task and length for its mean Ω_MSR on the evaluation
+  # prompts, then EVAL_MODES (default "full fa-ssa") with the static baseline at that Ω, side by side.
+  bash "$0" train
+  pre=$RES/pre
+  RES=$pre ROUTERS=$ROUTERS SAMPLES=${PRE_SAMPLES:-5} MODES=fa-ssa STATIC=0 bash "$0" eval
+  msr=$(bash "$0" omega "$pre/ruler-fa-ssa.json" "$pre/robust-fa-ssa.json")
+  log "static baseline at Ω_MSR $msr (fa-ssa's mean over the ${PRE_SAMPLES:-5}-sample pass)"
+  MODES=${EVAL_MODES:-full fa-ssa} STATIC_MSR=$msr bash "$0" eval
+  ;;
 omega)
   # Mean Ω_MSR over the task x length results of eval JSON files (arguments after the action).
   shift
@@ -203,12 +215,13 @@ pack)
   rm -rf "$p" && mkdir -p "$p"
   for d in "$RES"/ckpt-*; do [ -d "$d" ] && mkdir -p "$p/$(basename "$d")" && cp "$d/router.safetensors" "$d/state.json" "$p/$(basename "$d")/"; done
   (cd "$RES" && cp -- *.jsonl *.json *.out *.md *.log "$p/" 2>/dev/null)
+  if [ -d "$RES/pre" ]; then mkdir -p "$p/pre" && cp "$RES"/pre/*.json "$RES"/pre/*.log "$p/pre/" 2>/dev/null; fi
   rm -f "$p/mix.jsonl" "$p"/bench-*[0-9].jsonl "$p/big-32k.jsonl"
   tar czf "${OUT:-/tmp}/train-run.tgz" -C "$p" .
   log "pack: ${OUT:-/tmp}/train-run.tgz"
   ;;
 *)
-  echo "usage: device-train.sh build|model|test|bench|train|eval|omega|bigmodel|big|wait|stop|pack" >&2
+  echo "usage: device-train.sh build|model|test|bench|train|eval|train-eval|omega|bigmodel|big|wait|stop|pack" >&2
   exit 2
   ;;
 esac
