@@ -278,7 +278,7 @@ TEST(TrainerInit, StandardizeRoutersCentresTheFirstLayer) {
     train::StepOptions o;
     o.win.sink = 4;
     o.win.local = 8;
-    const std::vector<double> norm = train::standardize_routers(e, data, 4, o, routers);
+    const std::vector<double> norm = train::standardize_routers(train::collect_router_inputs(e, data, 4, o, routers), routers);
     ASSERT_EQ(norm.size(), size_t(m->config.n_layer));
     for (double v : norm) EXPECT_GT(v, 0.0);
     // The rows it used: samples 0, 1, 3, 4 of 6 (i·6/4).
@@ -298,7 +298,50 @@ TEST(TrainerInit, StandardizeRoutersCentresTheFirstLayer) {
         EXPECT_NEAR(mean, orig[0].fe0.b[size_t(out)], 1e-3) << "output " << out;
     }
     EXPECT_NE(routers[0].fe0.w, orig[0].fe0.w);
-    EXPECT_THROW(train::standardize_routers(e, {}, 4, o, routers), Error);
+    EXPECT_THROW(train::collect_router_inputs(e, {}, 4, o, routers), Error);
+}
+
+// The warm start: a forward under a forced plan has that plan's Ω, and the fit makes the routers
+// decide that plan on the rows it saw, at the aimed probability.
+TEST(TrainerInit, FitRoutersToPlan) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
+    const int L = m->config.n_layer, H = m->config.n_kv_head;
+    std::mt19937_64 rng(8);
+    std::vector<TrainSample> data;
+    for (int i = 0; i < 5; ++i) data.push_back(random_sample(rng, m->config.vocab, 20 + 5 * i, 6, i % 2));
+    std::vector<std::vector<uint8_t>> plan(size_t(L), std::vector<uint8_t>(size_t(H), 0));
+    int n_fa = 0;
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) n_fa += plan[size_t(l)][size_t(h)] = uint8_t((l + h) % 2);
+    ASSERT_GT(n_fa, 0);
+    ASSERT_LT(n_fa, L * H);
+    std::vector<RouterLayer> routers = train::router_init(L, m->config.head_dim, 2);
+    train::StepOptions o;
+    o.win.sink = 4;
+    o.win.local = 8;
+    o.forced_full = &plan;
+    EXPECT_DOUBLE_EQ(train::train_loss(e, routers, data[0], 0, 0, 0, o).omega, 1.0 - double(n_fa) / (L * H));
+    o.forced_full = nullptr;
+    const auto inputs = train::collect_router_inputs(e, data, 5, o, routers, &plan);
+    train::standardize_routers(inputs, routers);
+    const train::PlanFit f = train::fit_routers_to_plan(inputs, plan, 0.75, 300, 3e-3, routers);
+    EXPECT_EQ(f.agreement, 1.0);
+    EXPECT_LT(f.mse, 0.01);
+    // The fitted routers route the samples (under the plan's own forward) as the plan, at P ≈ 0.75.
+    for (int l = 0; l < L; ++l) {
+        const size_t row = size_t(H) * size_t(m->config.head_dim);
+        for (size_t s = 0; s < 5; ++s) {
+            const RouterDecision d = Router(std::vector<RouterLayer>{routers[size_t(l)]})
+                                         .route(0, inputs[size_t(l)].data() + s * row, 1, H, m->config.head_dim);
+            for (int h = 0; h < H; ++h) {
+                EXPECT_EQ(d.full[size_t(h)], plan[size_t(l)][size_t(h)]) << "layer " << l << " head " << h;
+                EXPECT_NEAR(d.prob_fa[size_t(h)], plan[size_t(l)][size_t(h)] ? 0.75 : 0.25, 0.1);
+            }
+        }
+    }
+    EXPECT_THROW(train::fit_routers_to_plan(inputs, plan, 1.0, 10, 1e-3, routers), Error);
 }
 
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {

@@ -161,6 +161,10 @@ void layer_forward(const Ctx& cx, const RouterLayer& r, int l, Buf x, Buf out, L
         a.ra = router_forward(r, kh.data(), cx.router_T, H, hd, Router::kDefaultWindow, noise);
     }
     a.z = cx.o.soft_forward ? a.ra.soft : a.ra.z;
+    if (cx.o.forced_full) {
+        ELASTIC_ASSERT(size_t(l) < cx.o.forced_full->size() && (*cx.o.forced_full)[size_t(l)].size() == size_t(H));
+        for (int h = 0; h < H; ++h) a.z[size_t(h)] = (*cx.o.forced_full)[size_t(l)][size_t(h)] ? 1.0f : 0.0f;
+    }
     be.copy(a.qr, a.qn, nq);
     be.copy(a.kr, a.kn, nk);
     be.rope(a.qr, T, Hq, hd, cx.pos.data(), *cx.e.inv_freq);

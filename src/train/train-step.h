@@ -37,6 +37,10 @@ struct StepOptions {
     // If set, the forward appends each layer's router input (the pooled pre-RoPE keys, [H_kv, d])
     // to (*pooled)[layer] (resized to n_layer): the statistics of router_standardize_input.
     std::vector<std::vector<float>>* pooled = nullptr;
+    // If set, every layer's decisions are forced_full[layer][head] (1 = FA side) instead of the
+    // router's (the router still runs; no gradient reaches it): the forward of a fixed plan, for
+    // collecting router inputs under the plan a fit aims at (fit_routers_to_plan).
+    const std::vector<std::vector<uint8_t>>* forced_full = nullptr;
 };
 
 // The logistic draw (Gumbel1 − Gumbel2) of layer l, head h for a noise key.

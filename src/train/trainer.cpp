@@ -150,27 +150,102 @@ double temperature(const TrainerOptions& o, int64_t step) {
     return o.tau_start + (o.tau_end - o.tau_start) * f;
 }
 
-std::vector<double> standardize_routers(const Engine& engine, const std::vector<TrainSample>& data, int n,
-                                        const StepOptions& o, std::vector<RouterLayer>& routers) {
-    if (n < 1 || data.empty()) fail("router standardisation: %d samples of %zu", n, data.size());
+std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, const std::vector<TrainSample>& data, int n,
+                                                      const StepOptions& o, const std::vector<RouterLayer>& routers,
+                                                      const std::vector<std::vector<uint8_t>>* forced_full) {
+    if (n < 1 || data.empty()) fail("router inputs: %d samples of %zu", n, data.size());
     n = int(std::min<size_t>(size_t(n), data.size()));
     StepOptions so = o;
     so.soft_forward = false;
     so.noise_key = 0;
     so.tau = 1.0f;
+    so.forced_full = forced_full;
     std::vector<std::vector<float>> pooled;
     so.pooled = &pooled;
     for (int i = 0; i < n; ++i) {
         const TrainSample& s = data[size_t(i) * data.size() / size_t(n)];
         train_loss(engine, routers, s, 0.0, 0.0, 0.0, so);
     }
+    ELASTIC_ASSERT(pooled.size() == routers.size());
+    return pooled;
+}
+
+std::vector<double> standardize_routers(const std::vector<std::vector<float>>& inputs, std::vector<RouterLayer>& routers) {
+    ELASTIC_ASSERT(inputs.size() == routers.size());
     std::vector<double> norms;
     for (size_t l = 0; l < routers.size(); ++l) {
         const size_t d = size_t(routers[l].fe0.in);
-        ELASTIC_ASSERT(l < pooled.size() && d > 0 && pooled[l].size() % d == 0);
-        norms.push_back(router_standardize_input(routers[l], pooled[l].data(), pooled[l].size() / d));
+        ELASTIC_ASSERT(d > 0 && inputs[l].size() % d == 0);
+        norms.push_back(router_standardize_input(routers[l], inputs[l].data(), inputs[l].size() / d));
     }
     return norms;
+}
+
+PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
+                            double p_fa, int iters, double lr, std::vector<RouterLayer>& routers) {
+    ELASTIC_ASSERT(inputs.size() == routers.size() && full.size() == routers.size());
+    if (!(p_fa > 0.5 && p_fa < 1.0)) fail("router fit: the target probability must be in (0.5, 1), not %g", p_fa);
+    if (iters < 1 || !(lr > 0)) fail("router fit: %d iterations at learning rate %g", iters, lr);
+    for (size_t l = 0; l < routers.size(); ++l)
+        if (!routers[l].use_softmax()) fail("router fit: layer %zu is a sigmoid-variant router (softmax only)", l);
+    // Layers are independent: one thread each (OpenMP), sums per layer, folded in layer order.
+    const int L = int(routers.size());
+    std::vector<double> mse_l(size_t(L), 0.0), agree_l(size_t(L), 0.0), rows_l(size_t(L), 0.0);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int li = 0; li < L; ++li) {
+        const size_t l = size_t(li);
+        RouterLayer& r = routers[l];
+        const int d = r.fe0.in, H = int(full[l].size());
+        const size_t row = size_t(H) * size_t(d);
+        ELASTIC_ASSERT(H > 0 && inputs[l].size() % row == 0);
+        const size_t n = inputs[l].size() / row;  // samples; each is one "sequence" of H pooled rows
+        std::vector<float> want(static_cast<size_t>(H));
+        for (int h = 0; h < H; ++h) want[size_t(h)] = float(full[l][size_t(h)] ? p_fa : 1.0 - p_fa);
+        RouterLayer m = router_zero_grads(r), v = router_zero_grads(r);
+        const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+        std::vector<float> dz(static_cast<size_t>(H));
+        for (int it = 1; it <= iters + 1; ++it) {
+            RouterLayer g = router_zero_grads(r);
+            double mse = 0;
+            int64_t agree = 0;
+            for (size_t s = 0; s < n; ++s) {
+                // A one-row "sequence" pools to itself: the router's input is the stored row.
+                const RouterActs a = router_forward(r, inputs[l].data() + s * row, 1, H, d, Router::kDefaultWindow);
+                for (int h = 0; h < H; ++h) {
+                    const double e = double(a.soft[size_t(h)]) - want[size_t(h)];
+                    mse += e * e;
+                    agree += (a.z[size_t(h)] > 0.5f) == (full[l][size_t(h)] != 0);
+                    dz[size_t(h)] = float(2.0 * e / double(n * size_t(H)));
+                }
+                if (it <= iters) router_backward(r, a, dz.data(), g, nullptr);
+            }
+            if (it > iters) {  // the last pass only measures
+                mse_l[l] = mse;
+                agree_l[l] = double(agree);
+                rows_l[l] = double(n) * H;
+                break;
+            }
+            auto mt = tensors(m), vt = tensors(v), gt = tensors(g), pt = tensors(r);
+            const double c1 = 1.0 - std::pow(b1, it), c2 = 1.0 - std::pow(b2, it);
+            for (size_t t = 0; t < pt.size(); ++t)
+                for (size_t i = 0; i < pt[t]->size(); ++i) {
+                    const double gi = (*gt[t])[i];
+                    (*mt[t])[i] = float(b1 * (*mt[t])[i] + (1 - b1) * gi);
+                    (*vt[t])[i] = float(b2 * (*vt[t])[i] + (1 - b2) * gi * gi);
+                    (*pt[t])[i] -= float(lr * ((*mt[t])[i] / c1) / (std::sqrt((*vt[t])[i] / c2) + eps));
+                }
+        }
+    }
+    PlanFit fit;
+    double rows = 0;
+    for (int l = 0; l < L; ++l) {
+        fit.mse += mse_l[size_t(l)];
+        fit.agreement += agree_l[size_t(l)];
+        rows += rows_l[size_t(l)];
+    }
+    fit.mse /= std::max(1.0, rows);
+    fit.agreement /= std::max(1.0, rows);
+    return fit;
 }
 
 TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples) {
@@ -323,6 +398,7 @@ void save_checkpoint(const std::string& dir, const TrainState& st, const Trainer
     j["target"] = {o.target[0], o.target[1]};
     j["gumbel"] = o.gumbel;
     j["standardize"] = st.standardize;
+    j["fit"] = st.fit;
     if (o.gumbel) j["tau"] = {o.tau_start, o.tau_end, o.tau_share};
     const std::string path = dir + "/state.json", tmp = path + ".tmp";
     {
@@ -354,6 +430,7 @@ TrainState load_checkpoint(const std::string& dir, int n_layer, int head_dim, si
         st.rng = j.at("rng").get<std::string>();
         for (int c = 0; c < kCategories; ++c) st.last_omega[c] = j.at("last_omega").at(size_t(c)).get<double>();
         st.standardize = j.value("standardize", 0);  // absent before 2026-12-03
+        st.fit = j.value("fit", std::string());
         if (!st.order.empty() && st.order.size() != n_samples)
             fail("trainer checkpoint: %s was made for %zu samples, the data has %zu", path.c_str(), st.order.size(),
                  n_samples);

@@ -55,6 +55,7 @@ struct TrainState {
     std::string rng;                // std::mt19937_64 state, text form
     double last_omega[kCategories] = {-1, -1};  // Ω of the latest sample of each category (-1: none yet)
     int standardize = 0;  // samples of the data-dependent init (standardize_routers; 0: none), for the record
+    std::string fit;      // the warm start's plan (fit_routers_to_plan; empty: none), for the record
 };
 
 // One step's report (averages over the batch; Ω and counts per category).
@@ -72,11 +73,28 @@ struct StepLog {
 
 TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o, size_t n_samples);
 
-// Data-dependent init (router_standardize_input) from the forward of n samples spread evenly over
-// data (indices i·|data|/n; the routers' own hard decisions, no noise): for every layer, the pooled
-// keys of all its KV heads over those samples. Returns each layer's mean |x| before the fold.
-std::vector<double> standardize_routers(const Engine& engine, const std::vector<TrainSample>& data, int n,
-                                        const StepOptions& o, std::vector<RouterLayer>& routers);
+// The routers' inputs over n samples spread evenly over data (indices i·|data|/n): for every layer,
+// the pooled keys of all its KV heads, [layer][(sample·H + head)·head_dim + i], from the forward
+// with the routers' own hard decisions (no noise), or with forced_full's when given.
+std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, const std::vector<TrainSample>& data, int n,
+                                                      const StepOptions& o, const std::vector<RouterLayer>& routers,
+                                                      const std::vector<std::vector<uint8_t>>* forced_full = nullptr);
+
+// Data-dependent init: router_standardize_input on every layer with its rows of `inputs`.
+// Returns each layer's mean |x| before the fold.
+std::vector<double> standardize_routers(const std::vector<std::vector<float>>& inputs, std::vector<RouterLayer>& routers);
+
+// Warm start from a fixed plan (e.g. the static retrieval-head set): fits every layer's router so
+// that its FA probability on each row of `inputs` is `p_fa` for the heads with full[layer][head]
+// = 1 and 1 − p_fa for the others (squared error on the probability, full-batch Adam, `iters`
+// iterations at learning rate `lr`). p_fa < 1 leaves the margins finite (|m| = logit(p_fa)),
+// so the straight-through gradient of training can still move them. Softmax variant only.
+struct PlanFit {
+    double agreement = 0;  // share of rows × heads whose hard decision equals the plan's
+    double mse = 0;        // mean squared error of the probability at the end
+};
+PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
+                            double p_fa, int iters, double lr, std::vector<RouterLayer>& routers);
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 
 // One optimizer step over the next `batch` samples.

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attention/elastic.h"
 #include "attention/router.h"
 #include "backend-options.h"
 #include "commands.h"
@@ -34,7 +35,9 @@ struct TrainCliOptions {
     double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
     int64_t sink = 128, local = 2048, xa_block = 128;
     bool skip_bad = false;
-    int standardize = 0;
+    int standardize = 0, fit_samples = 64;
+    std::string fit_static;
+    double fit_msr = 0.7, fit_p = 0.75;
     std::string variant = "softmax";
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0;
@@ -121,19 +124,47 @@ void train_router(const TrainCliOptions& c) {
         } else {
             init = train::router_init(mc.n_layer, mc.head_dim, c.seed, c.variant == "sigmoid" ? 1 : 2);
         }
-        if (c.standardize > 0) {
+        // Data-dependent init: the routers' inputs over some samples (under the warm start's plan
+        // when there is one), standardised into fe0, then the fit to that plan.
+        std::vector<std::vector<uint8_t>> plan;
+        if (!c.fit_static.empty()) {
+            const AttentionSpec spec = AttentionSpec::parse("static:" + c.fit_static, c.fit_msr);
+            for (int l = 0; l < mc.n_layer; ++l) {
+                std::vector<uint8_t> f;
+                for (HeadMode m : choose_modes(spec, l, mc.n_kv_head, mc.n_layer, nullptr, 0, 0))
+                    f.push_back(m == spec.full_mode ? 1 : 0);
+                plan.push_back(std::move(f));
+            }
+        }
+        if (c.standardize > 0 || !plan.empty()) {
             const auto t0 = std::chrono::steady_clock::now();
-            const std::vector<double> norm = train::standardize_routers(engine, data, c.standardize, o.step, init);
-            double lo_n = norm.front(), hi_n = norm.front();
-            for (double v : norm) lo_n = std::min(lo_n, v), hi_n = std::max(hi_n, v);
-            std::fprintf(stderr,
-                         "train-router: standardised the routers' input over %d samples (mean |x| per layer %.3g-%.3g) "
-                         "in %.1f s\n",
-                         std::min<int>(c.standardize, int(data.size())), lo_n, hi_n,
-                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+            const int n = std::min<int>(std::max(c.standardize, plan.empty() ? 0 : c.fit_samples), int(data.size()));
+            const auto inputs = train::collect_router_inputs(engine, data, n, o.step, init, plan.empty() ? nullptr : &plan);
+            if (c.standardize > 0) {
+                const std::vector<double> norm = train::standardize_routers(inputs, init);
+                double lo_n = norm.front(), hi_n = norm.front();
+                for (double v : norm) lo_n = std::min(lo_n, v), hi_n = std::max(hi_n, v);
+                std::fprintf(stderr,
+                             "train-router: standardised the routers' input over %d samples (mean |x| per layer "
+                             "%.3g-%.3g), %.1f s\n",
+                             n, lo_n, hi_n, secs());
+            }
+            if (!plan.empty()) {
+                const train::PlanFit f = train::fit_routers_to_plan(inputs, plan, c.fit_p, 300, 3e-3, init);
+                std::fprintf(stderr,
+                             "train-router: fitted the routers to static:%s at Ω_MSR %g (P(FA) %g / %g) over %d samples: "
+                             "decisions agree on %.1f %% of heads, %.1f s\n",
+                             c.fit_static.c_str(), c.fit_msr, c.fit_p, 1 - c.fit_p, n, 100 * f.agreement, secs());
+            }
         }
         st = train::init_state(std::move(init), o, data.size());
-        st.standardize = c.standardize > 0 ? std::min<int>(c.standardize, int(data.size())) : 0;
+        st.standardize = c.standardize > 0 ? std::min<int>(std::max(c.standardize, c.fit_static.empty() ? 0 : c.fit_samples),
+                                                           int(data.size()))
+                                           : 0;
+        if (!c.fit_static.empty())
+            st.fit = strprintf("static:%s --msr %g, P(FA) %g, %d samples", std::filesystem::path(c.fit_static).filename().c_str(),
+                               c.fit_msr, c.fit_p, std::min<int>(c.fit_samples, int(data.size())));
     }
     // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
     // backend), the same state and options; rank 0 (this thread) logs and checkpoints.
@@ -193,6 +224,7 @@ void train_router(const TrainCliOptions& c) {
          {"seed", std::to_string(c.seed)},
          {"variant", st.routers.front().use_softmax() ? "softmax" : "sigmoid"},
          {"standardize", std::to_string(st.standardize)},
+         {"fit", st.fit.empty() ? "no" : st.fit},
          {"gumbel", c.gumbel ? strprintf("tau %g -> %g over 60 %% of steps", c.tau_start, c.tau_end) : "no"},
          {"omega_sensitive", omega[0] >= 0 ? strprintf("%.6f", omega[0]) : "n/a"},
          {"omega_robust", omega[1] >= 0 ? strprintf("%.6f", omega[1]) : "n/a"},
@@ -242,6 +274,7 @@ void export_router(const ExportOptions& e) {
         {"batch", std::to_string(st.value("batch", 0))},
         {"seed", std::to_string(st.value("seed", uint64_t(0)))},
         {"standardize", std::to_string(st.value("standardize", 0))},
+        {"fit", st.value("fit", std::string()).empty() ? "no" : st.value("fit", std::string())},
         {"omega_sensitive", num("last_omega", 0)},
         {"omega_robust", num("last_omega", 1)},
         {"lambda1", num("lambda1", 0) + "," + num("lambda1", 1)},
@@ -280,6 +313,16 @@ void add_train_router(CLI::App& app) {
                   "first layer (0: off)")
         ->capture_default_str()
         ->check(CLI::Range(0, 1 << 20));
+    c->add_option("--fit-static", o->fit_static,
+                  "Warm start: fit the fresh routers to the static plan of this head-score file (as --attention "
+                  "static:FILE) at --fit-msr, on the inputs of --fit-samples samples");
+    c->add_option("--fit-msr", o->fit_msr, "--fit-static: Ω_MSR of the static plan")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    c->add_option("--fit-p", o->fit_p, "--fit-static: P(FA) the fit aims at for the plan's FA heads (1 − it for the others)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.5, 1.0));
+    c->add_option("--fit-samples", o->fit_samples, "--fit-static: samples whose router inputs the fit uses")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
     c->add_option("--log", o->log, "Append one JSON line per step to this file");
     c->add_option("--target-sensitive", o->target_sensitive, "Ω_MSR target, sensitive tasks")->capture_default_str();
     c->add_option("--target-robust", o->target_robust, "Ω_MSR target, robust tasks")->capture_default_str();
