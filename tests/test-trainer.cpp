@@ -18,6 +18,7 @@
 
 #include "attention/router.h"
 #include "core/error.h"
+#include "formats/safetensors.h"
 #include "model/model.h"
 #include "dist/comm.h"
 #include "test-helpers.h"
@@ -696,6 +697,48 @@ namespace {
 // `train-router --ranks N` (data parallel in one process, one backend per rank): the same losses,
 // Ω and λ as one rank, step by step, on a tiny random Qwen3 with the real tokenizer; a process
 // that a launcher started as one rank of several is told what is missing, in one line.
+// The warm start from the CLI: a static plan from a head-score file, the fit's report, the record
+// in the output's metadata; a missing score file is one clear error.
+TEST(TrainerCli, FitStaticWarmStart) {
+    const std::string d = temp_dir();
+    ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +
+                              " -o " + d + "/m",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    ASSERT_EQ(run_elastic("data build --out " + d + "/data.jsonl --tokens 3000 --max-seq 256 --min-seq 128 --seed 0 -m " + d + "/m",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    const std::unique_ptr<Model> m = Model::load(d + "/m");
+    const int L = m->config.n_layer, H = m->config.n_kv_head;
+    {
+        std::ofstream f(d + "/scores.json");
+        nlohmann::json sc = nlohmann::json::array();
+        for (int l = 0; l < L; ++l) {
+            nlohmann::json row = nlohmann::json::array();
+            for (int h = 0; h < H; ++h) row.push_back(double(l * H + h));
+            sc.push_back(row);
+        }
+        f << nlohmann::json{{"scores", sc}}.dump();
+    }
+    const std::string base = "train-router -m " + d + "/m --data " + d + "/data.jsonl --config fa-ssa --steps 1 --batch 1 " +
+                             "--max-seq 256 --sink 4 --local 16 -t 1 -o " + d + "/r.safetensors ";
+    ASSERT_EQ(run_elastic(base + "--standardize 3 --fit-static " + d + "/scores.json --fit-msr 0.5 --fit-samples 4", d + "/err"), 0)
+        << slurp(d + "/err");
+    const std::string err = slurp(d + "/err");
+    EXPECT_NE(err.find("standardised the routers' input over 4 samples"), std::string::npos) << err;
+    EXPECT_NE(err.find("decisions agree on 100.0 % of heads"), std::string::npos) << err;
+    const auto out = SafetensorsFile::open(d + "/r.safetensors");
+    EXPECT_EQ(out->metadata().at("standardize"), "4");
+    EXPECT_NE(out->metadata().at("fit").find("static:scores.json --msr 0.5"), std::string::npos) << out->metadata().at("fit");
+    EXPECT_EQ(run_elastic(base + "--fit-static " + d + "/missing.json", d + "/err"), 1);
+    const std::string e2 = slurp(d + "/err");
+    EXPECT_NE(e2.find("missing.json"), std::string::npos) << e2;
+    EXPECT_EQ(std::count(e2.begin(), e2.end(), '\n'), 1) << e2;
+    std::filesystem::remove_all(d);
+}
+
 TEST(TrainerCli, RanksMatchOneRank) {
     const std::string d = temp_dir();
     ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +

@@ -95,6 +95,7 @@ struct PlanFit {
 };
 PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
                             double p_fa, int iters, double lr, std::vector<RouterLayer>& routers);
+
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 
 // One optimizer step over the next `batch` samples.

@@ -54,6 +54,8 @@ void train_router(const TrainCliOptions& c) {
              env.rank, env.world, env.source.c_str());
     if (c.ranks > 1) dist::disable_nvlink_multicast();
     const train::TrainConfig config = train::parse_train_config(c.config);
+    // The warm start's head scores, read before the model and data (a bad file fails at once).
+    const AttentionSpec fit_spec = c.fit_static.empty() ? AttentionSpec{} : AttentionSpec::parse("static:" + c.fit_static, c.fit_msr);
     if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
         fail("train-router: --checkpoint-every needs --checkpoint-dir");
     const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
@@ -116,6 +118,9 @@ void train_router(const TrainCliOptions& c) {
                          "schedule changes (not a bit-exact continuation)\n",
                          (long long)st.schedule_steps, (long long)c.steps);
         std::fprintf(stderr, "train-router: resumed from %s at step %lld\n", c.resume.c_str(), (long long)st.step);
+        if (c.standardize > 0 || !c.fit_static.empty() || !c.init.empty())
+            std::fprintf(stderr, "train-router: warning: --init, --standardize and --fit-static make a fresh run's routers; "
+                                 "with --resume the checkpoint's are used\n");
     } else {
         std::vector<RouterLayer> init;
         if (!c.init.empty()) {
@@ -128,18 +133,17 @@ void train_router(const TrainCliOptions& c) {
         // when there is one), standardised into fe0, then the fit to that plan.
         std::vector<std::vector<uint8_t>> plan;
         if (!c.fit_static.empty()) {
-            const AttentionSpec spec = AttentionSpec::parse("static:" + c.fit_static, c.fit_msr);
             for (int l = 0; l < mc.n_layer; ++l) {
                 std::vector<uint8_t> f;
-                for (HeadMode m : choose_modes(spec, l, mc.n_kv_head, mc.n_layer, nullptr, 0, 0))
-                    f.push_back(m == spec.full_mode ? 1 : 0);
+                for (HeadMode m : choose_modes(fit_spec, l, mc.n_kv_head, mc.n_layer, nullptr, 0, 0))
+                    f.push_back(m == fit_spec.full_mode ? 1 : 0);
                 plan.push_back(std::move(f));
             }
         }
-        if (c.standardize > 0 || !plan.empty()) {
+        const int n = std::min<int>(std::max(c.standardize, plan.empty() ? 0 : c.fit_samples), int(data.size()));
+        if (n > 0) {
             const auto t0 = std::chrono::steady_clock::now();
             auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-            const int n = std::min<int>(std::max(c.standardize, plan.empty() ? 0 : c.fit_samples), int(data.size()));
             const auto inputs = train::collect_router_inputs(engine, data, n, o.step, init, plan.empty() ? nullptr : &plan);
             if (c.standardize > 0) {
                 const std::vector<double> norm = train::standardize_routers(inputs, init);
@@ -159,12 +163,10 @@ void train_router(const TrainCliOptions& c) {
             }
         }
         st = train::init_state(std::move(init), o, data.size());
-        st.standardize = c.standardize > 0 ? std::min<int>(std::max(c.standardize, c.fit_static.empty() ? 0 : c.fit_samples),
-                                                           int(data.size()))
-                                           : 0;
-        if (!c.fit_static.empty())
-            st.fit = strprintf("static:%s --msr %g, P(FA) %g, %d samples", std::filesystem::path(c.fit_static).filename().c_str(),
-                               c.fit_msr, c.fit_p, std::min<int>(c.fit_samples, int(data.size())));
+        st.standardize = c.standardize > 0 ? n : 0;
+        if (!plan.empty())
+            st.fit = strprintf("static:%s --msr %g, P(FA) %g, %d samples",
+                               std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, c.fit_p, n);
     }
     // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
     // backend), the same state and options; rank 0 (this thread) logs and checkpoints.
