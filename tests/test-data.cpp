@@ -1,13 +1,16 @@
 // The router training mix (src/train/data.h): deterministic for a seed, every sample within
 // --max-seq, both categories at the requested share, every task, answers that follow from the
-// prompt, disjoint from eval (no RULER needle sentence or template, no eval source file), the
-// reader's line-numbered errors, and `elastic data build/check` end to end. Uses the Qwen3
-// tokenizer fixture (no model needed) and the text installed on the machine, capped for speed.
+// prompt, raw samples (prose-raw, code-raw) that continue the source text and render without the
+// chat template, the optional "format" field, disjoint from eval (no RULER needle sentence or
+// template, no eval source file), the reader's line-numbered errors, and `elastic data
+// build/check` end to end. Uses the Qwen3 tokenizer fixture (no model needed) and the text
+// installed on the machine, capped for speed.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -168,6 +171,90 @@ TEST(TrainData, AnswersFollowFromThePrompt) {
     }
 }
 
+// The raw tasks are plain text continued by the answer: prompt + answer is a piece of the training
+// sources as they are (prose paragraphs joined by blank lines, the joined code), with no
+// instruction, and the answer is one sentence or one non-blank line.
+TEST(TrainData, RawTasksContinueTheSourceText) {
+    NEED_SOURCES();
+    const TrainSources& src = sources();
+    std::string prose;
+    for (const auto& p : src.paragraphs) prose += (prose.empty() ? "" : "\n\n") + p;
+    int raw[2] = {0, 0};
+    for (const TextSample& s : default_mix().samples) {
+        SCOPED_TRACE(s.task + ": " + s.answer);
+        const bool is_raw = s.task == "prose-raw" || s.task == "code-raw";
+        EXPECT_EQ(s.format, is_raw ? SampleFormat::Raw : SampleFormat::Chat);
+        if (!is_raw) continue;
+        EXPECT_EQ(s.category, "robust");
+        const std::string& text = s.task == "prose-raw" ? prose : src.code;
+        EXPECT_NE(text.find(s.prompt + s.answer), std::string::npos) << "not a piece of the source text";
+        const size_t b = s.answer.find_first_not_of(" \t\r\n");
+        ASSERT_NE(b, std::string::npos);
+        EXPECT_GT(b, 0u) << "the answer starts with the whitespace that follows the prompt";
+        EXPECT_EQ(s.answer.find('\n', b), std::string::npos) << "one line";
+        ASSERT_FALSE(s.prompt.empty());
+        EXPECT_EQ(std::string(" \t\r\n").find(s.prompt.back()), std::string::npos) << "the prompt ends on text";
+        if (s.task == "prose-raw") {
+            const char end = s.prompt.back();
+            EXPECT_TRUE(end == '.' || end == '!' || end == '?') << "cut after a sentence";
+        }
+        ++raw[s.task == "prose-raw" ? 0 : 1];
+    }
+    EXPECT_GE(raw[0], 2);
+    EXPECT_GE(raw[1], 2);
+}
+
+// A raw sample renders as eval's raw path feeds text: the prompt's and the answer's tokens, no
+// chat template, no end-of-turn id; sample_tokens counts the same.
+TEST(TrainData, RawRenderingHasNoTemplate) {
+    TextSample raw{"The quick brown fox jumps over the lazy dog.", " It was not amused.", "prose-raw", "robust", SampleFormat::Raw};
+    std::vector<int32_t> p, a;
+    render_sample(tok(), raw, p, a);
+    EXPECT_EQ(p, tok().encode(raw.prompt, false));
+    EXPECT_EQ(a, tok().encode(raw.answer, false));
+    for (const std::vector<int32_t>* v : {&p, &a})
+        for (int32_t id : *v) {
+            EXPECT_FALSE(tok().is_special(id)) << tok().token_text(id);
+            EXPECT_EQ(std::count(tok().stop_ids().begin(), tok().stop_ids().end(), id), 0) << tok().token_text(id);
+        }
+    EXPECT_EQ(int64_t(p.size() + a.size()), sample_tokens(tok(), raw));
+
+    // the same text as a chat sample: template around the prompt, end of turn after the answer
+    TextSample chat = raw;
+    chat.format = SampleFormat::Chat;
+    std::vector<int32_t> cp, ca;
+    render_sample(tok(), chat, cp, ca);
+    ASSERT_NE(tok().chat_template(), ChatTemplate::None);
+    EXPECT_GT(cp.size(), p.size());
+    ASSERT_FALSE(tok().stop_ids().empty());
+    EXPECT_EQ(ca.back(), tok().stop_ids()[0]);
+    EXPECT_EQ(ca.size(), a.size() + 1);
+    EXPECT_EQ(int64_t(cp.size() + ca.size()), sample_tokens(tok(), chat));
+}
+
+// "format" is written for raw samples only (chat lines keep their bytes) and read back.
+TEST(TrainData, FormatRoundTrips) {
+    const TextSample chat{"Say hi.", "hi", "kv-single", "sensitive"};
+    const TextSample raw{"int main(void) {", "\n    return 0;", "code-raw", "robust", SampleFormat::Raw};
+    EXPECT_EQ(to_json_line(chat), R"({"prompt":"Say hi.","answer":"hi","task":"kv-single","category":"sensitive"})");
+    EXPECT_EQ(to_json_line(raw),
+              R"({"prompt":"int main(void) {","answer":"\n    return 0;","task":"code-raw","category":"robust","format":"raw"})");
+    for (const TextSample& in : {chat, raw}) {
+        TextSample out;
+        ASSERT_EQ(parse_text_sample(to_json_line(in), out), "");
+        EXPECT_EQ(out.prompt, in.prompt);
+        EXPECT_EQ(out.answer, in.answer);
+        EXPECT_EQ(out.task, in.task);
+        EXPECT_EQ(out.category, in.category);
+        EXPECT_EQ(out.format, in.format);
+    }
+    TextSample out;
+    out.format = SampleFormat::Raw;
+    ASSERT_EQ(parse_text_sample(R"({"prompt":"p","answer":"a","task":"t","category":"robust","format":"chat"})", out), "");
+    EXPECT_EQ(out.format, SampleFormat::Chat);
+    EXPECT_NE(parse_text_sample(R"({"prompt":"p","answer":"a","task":"t","category":"robust","format":"RAW"})", out), "");
+}
+
 TEST(TrainData, DisjointFromEval) {
     NEED_SOURCES();
     // no eval source file among the training ones
@@ -242,6 +329,7 @@ TEST(TrainData, TooLittleTextIsAnError) {
 
 TEST(TrainData, ReaderNamesTheBadLine) {
     const std::string good = to_json_line({"What is 2+2?", "4", "kv-single", "sensitive"});
+    const std::string good_raw = to_json_line({"Two and two make", " four.", "prose-raw", "robust", SampleFormat::Raw});
     std::string longp;
     for (int i = 0; i < 400; ++i) longp += "word ";
     const std::vector<std::pair<std::string, std::string>> bad = {
@@ -250,6 +338,11 @@ TEST(TrainData, ReaderNamesTheBadLine) {
         {"{\"prompt\": \"x\", \"answer\": 3, \"task\": \"t\", \"category\": \"robust\"}", "field 'answer' is not a string"},
         {"{\"prompt\": \"x\", \"answer\": \"y\", \"task\": \"t\", \"category\": \"other\"}", "unknown category 'other'"},
         {to_json_line({longp, "y", "prose-lead", "robust"}), "more than --max-seq 256"},
+        {to_json_line({longp, "y", "prose-raw", "robust", SampleFormat::Raw}), "more than --max-seq 256"},
+        {"{\"prompt\": \"x\", \"answer\": \"y\", \"task\": \"t\", \"category\": \"robust\", \"format\": \"markdown\"}",
+         "unknown format 'markdown'"},
+        {"{\"prompt\": \"x\", \"answer\": \"y\", \"task\": \"t\", \"category\": \"robust\", \"format\": 1}",
+         "field 'format' is not a string"},
         {"[1, 2]", "not a JSON object"}};
     std::string all = good + "\n\n";
     for (size_t i = 0; i < bad.size(); ++i) {
@@ -263,12 +356,14 @@ TEST(TrainData, ReaderNamesTheBadLine) {
         }
         all += bad[i].first + "\n";
     }
-    all += good + "\n";
+    all += good + "\n" + good_raw + "\n";
     int64_t skipped = -1;
     const auto v = read_training_data(write_file("mixed.jsonl", all), 256, tok(), true, &skipped);
-    EXPECT_EQ(v.size(), 2u);
+    ASSERT_EQ(v.size(), 3u);
     EXPECT_EQ(skipped, int64_t(bad.size()));
     EXPECT_EQ(v[0].answer, "4");
+    EXPECT_EQ(v[0].format, SampleFormat::Chat);
+    EXPECT_EQ(v[2].format, SampleFormat::Raw);
     EXPECT_THROW(read_training_data(temp_dir() + "/none.jsonl", 256, tok(), true, nullptr), Error);
 }
 

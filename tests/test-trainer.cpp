@@ -562,9 +562,9 @@ TEST(TrainerRun, TemperatureAnneals) {
 }
 
 // A byte-level stand-in for a tokenizer: one id per character, no template, no end id.
-void bytes(const std::string& prompt, const std::string& answer, std::vector<int32_t>& p, std::vector<int32_t>& a) {
-    p.assign(prompt.begin(), prompt.end());
-    a.assign(answer.begin(), answer.end());
+void bytes(const train::TextSample& s, std::vector<int32_t>& p, std::vector<int32_t>& a) {
+    p.assign(s.prompt.begin(), s.prompt.end());
+    a.assign(s.answer.begin(), s.answer.end());
 }
 
 TEST(TrainerData, ReadsGoodLines) {
@@ -580,6 +580,21 @@ TEST(TrainerData, ReadsGoodLines) {
     EXPECT_EQ(d[0].category, train::kSensitive);
     EXPECT_EQ(d[1].category, train::kRobust);
     EXPECT_EQ(d[1].line, 3);
+
+    // the format reaches the encoder (render_sample renders raw samples without the chat template)
+    std::vector<train::SampleFormat> seen;
+    const auto record = [&](const train::TextSample& s, std::vector<int32_t>& p, std::vector<int32_t>& a) {
+        seen.push_back(s.format);
+        bytes(s, p, a);
+    };
+    const std::string mixed = R"({"prompt": "x", "answer": "y", "task": "code-raw", "category": "robust", "format": "raw"})"
+                              "\n"
+                              R"({"prompt": "x", "answer": "y", "task": "qa", "category": "robust", "format": "chat"})"
+                              "\n"
+                              R"({"prompt": "x", "answer": "y", "task": "qa", "category": "robust"})"
+                              "\n";
+    EXPECT_EQ(train::parse_train_data(mixed, "d.jsonl", record, 16, false).size(), 3u);
+    EXPECT_EQ(seen, (std::vector<train::SampleFormat>{train::SampleFormat::Raw, train::SampleFormat::Chat, train::SampleFormat::Chat}));
 }
 
 TEST(TrainerData, BadLinesNameTheLine) {
@@ -595,6 +610,8 @@ TEST(TrainerData, BadLinesNameTheLine) {
         {R"({"prompt": "abcdefghijklmnopq", "answer": "d", "task": "qa", "category": "robust"})", "longer than --max-seq 16"},
         {R"({"prompt": "", "answer": "d", "task": "qa", "category": "robust"})", "empty prompt"},
         {R"([1, 2])", "not a JSON object"},
+        {R"({"prompt": "abc", "answer": "d", "task": "qa", "category": "robust", "format": "text"})", "unknown format 'text'"},
+        {R"({"prompt": "abc", "answer": "d", "task": "qa", "category": "robust", "format": null})", "'format' is not a string"},
     };
     for (const Case& c : cases) {
         const std::string text = good + "\n" + good + "\n" + c.line + "\n" + good + "\n";

@@ -1,5 +1,6 @@
 // Internal to the data builder: one task's sample before its final length check. A draft is an
-// instruction (head), context units joined by `sep`, a question (tail) and the answer; units marked
+// instruction (head), context units joined by `sep`, a question (tail) and the answer (raw drafts:
+// no head or tail, the units are the text the answer continues); units marked
 // `keep` (needles, the sentence being continued) are never dropped when the sample must shrink.
 #pragma once
 #include <cstdint>
@@ -16,6 +17,7 @@ struct Draft {
     std::vector<std::string> units;
     std::vector<bool> keep;
     bool drop_front = false;  // shrink by dropping the first droppable unit (else the last)
+    SampleFormat format = SampleFormat::Chat;
     std::string prompt() const;
 };
 

@@ -18,7 +18,7 @@ const std::vector<std::string>& sensitive_train_tasks() {
     return t;
 }
 const std::vector<std::string>& robust_train_tasks() {
-    static const std::vector<std::string> t = {"prose-continue", "prose-lead", "code-complete"};
+    static const std::vector<std::string> t = {"prose-continue", "prose-lead", "code-complete", "prose-raw", "code-raw"};
     return t;
 }
 const std::string& task_category(const std::string& task) {
@@ -29,17 +29,23 @@ const std::string& task_category(const std::string& task) {
     fail("data: unknown task '%s'", task.c_str());
 }
 
-void render_sample(const Tokenizer& tok, const std::string& prompt, const std::string& answer, std::vector<int32_t>& prompt_ids,
-                   std::vector<int32_t>& answer_ids) {
-    const std::string p = tok.chat_template() != ChatTemplate::None ? tok.apply_chat_template({{"user", prompt}}, true) : prompt;
+void render_sample(const Tokenizer& tok, const TextSample& s, std::vector<int32_t>& prompt_ids, std::vector<int32_t>& answer_ids) {
+    if (s.format == SampleFormat::Raw) {
+        // eval's raw path (robust.cpp document_window, generate.cpp without chat): the text's
+        // tokens, no BOS (Tokenizer::encode adds none) and no end of turn after the answer
+        prompt_ids = tok.encode(s.prompt, false);
+        answer_ids = tok.encode(s.answer, false);
+        return;
+    }
+    const std::string p = tok.chat_template() != ChatTemplate::None ? tok.apply_chat_template({{"user", s.prompt}}, true) : s.prompt;
     prompt_ids = tok.encode(p, true);
-    answer_ids = tok.encode(answer, false);
+    answer_ids = tok.encode(s.answer, false);
     if (!tok.stop_ids().empty()) answer_ids.push_back(tok.stop_ids()[0]);
 }
 
 int64_t sample_tokens(const Tokenizer& tok, const TextSample& s) {
     std::vector<int32_t> p, a;
-    render_sample(tok, s.prompt, s.answer, p, a);
+    render_sample(tok, s, p, a);
     return int64_t(p.size() + a.size());
 }
 
@@ -58,7 +64,7 @@ int64_t TaskContext::paragraph_tokens(size_t i) {
     return par_tokens_[i];
 }
 
-int64_t TaskContext::fixed_tokens(const Draft& d) const { return sample_tokens(tok, {d.head + d.tail, d.answer, "", ""}); }
+int64_t TaskContext::fixed_tokens(const Draft& d) const { return sample_tokens(tok, {d.head + d.tail, d.answer, "", "", d.format}); }
 
 }  // namespace detail
 
@@ -68,7 +74,7 @@ namespace {
 // even the kept units do not fit.
 bool finalize(detail::Draft& d, const std::string& task, int64_t max_seq, const Tokenizer& tok, TextSample* out, int64_t* n) {
     for (;;) {
-        *out = {d.prompt(), d.answer, task, task_category(task)};
+        *out = {d.prompt(), d.answer, task, task_category(task), d.format};
         *n = sample_tokens(tok, *out);
         if (*n <= max_seq) return true;
         // drop a few units at once when far over (re-tokenising the whole prompt per unit is slow)
@@ -139,7 +145,8 @@ std::vector<TextSample> build_training_mix(const DataBuildOptions& o, const Toke
 }
 
 std::string to_json_line(const TextSample& s) {
-    const nlohmann::ordered_json j = {{"prompt", s.prompt}, {"answer", s.answer}, {"task", s.task}, {"category", s.category}};
+    nlohmann::ordered_json j = {{"prompt", s.prompt}, {"answer", s.answer}, {"task", s.task}, {"category", s.category}};
+    if (s.format == SampleFormat::Raw) j["format"] = "raw";
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -155,6 +162,15 @@ std::string parse_text_sample(const std::string& line, TextSample& s) {
     s = {j["prompt"].get<std::string>(), j["answer"].get<std::string>(), j["task"].get<std::string>(),
          j["category"].get<std::string>()};
     if (s.category != "sensitive" && s.category != "robust") return "unknown category '" + s.category + "' (sensitive or robust)";
+    if (const auto it = j.find("format"); it != j.end()) {
+        if (!it->is_string()) return "field 'format' is not a string (chat or raw)";
+        const std::string f = it->get<std::string>();
+        if (f == "raw") {
+            s.format = SampleFormat::Raw;
+        } else if (f != "chat") {
+            return "unknown format '" + f + "' (chat or raw)";
+        }
+    }
     return "";
 }
 

@@ -22,9 +22,15 @@ constexpr const char* kDefaultTrainProseDir = "/usr/share/doc";
 constexpr const char* kDefaultTrainCodeDir = "/usr/include";
 constexpr size_t kEvalCodeBytes = 8u << 20;  // tools/elastic/cmd-eval.cpp: load_corpus(code_dir, ..., 8 MiB)
 
+// How a sample is fed: Chat wraps the prompt in the model's chat template and ends the answer with
+// the end-of-turn id (instructions, RULER-like prompts); Raw is plain text continued by the answer,
+// as eval's robust tasks feed it (ppl-prose, ppl-code, code-next-line: no template, no BOS).
+enum class SampleFormat { Chat, Raw };
+
 struct TextSample {
     std::string prompt, answer, task;
     std::string category;  // "sensitive" or "robust"
+    SampleFormat format = SampleFormat::Chat;
 };
 
 struct DataBuildOptions {
@@ -38,18 +44,19 @@ struct DataBuildOptions {
 };
 
 const std::vector<std::string>& sensitive_train_tasks();  // kv-single, kv-multi, var-chain, haystack-qa
-const std::vector<std::string>& robust_train_tasks();     // prose-continue, prose-lead, code-complete
+// prose-continue, prose-lead, code-complete (chat), prose-raw, code-raw (raw)
+const std::vector<std::string>& robust_train_tasks();
 // "sensitive" or "robust"; throws Error for an unknown task.
 const std::string& task_category(const std::string& task);
 
-// Tokens the trainer feeds for a sample: the prompt as a user turn in the tokenizer's chat template
-// (plain prompt when it has none), the answer, and one end-of-turn token.
+// Tokens the trainer feeds for a sample (render_sample's prompt and answer ids together).
 int64_t sample_tokens(const Tokenizer& tok, const TextSample& s);
-// The token ids a sample trains on, as sample_tokens counts them: the prompt in the model's chat
-// template (when it has one) as a user turn, then the answer and the end-of-turn id (the first stop
-// id). The trainer and the length bound of `data build` use this one rendering.
-void render_sample(const Tokenizer& tok, const std::string& prompt, const std::string& answer, std::vector<int32_t>& prompt_ids,
-                   std::vector<int32_t>& answer_ids);
+// The token ids a sample trains on, as sample_tokens counts them. Chat: the prompt in the model's
+// chat template (when it has one) as a user turn, then the answer and the end-of-turn id (the first
+// stop id). Raw: the prompt's text tokens as eval's raw path encodes plain text (no BOS, no
+// template, special-token text not parsed), then the answer's, and no end-of-turn id. The trainer
+// and the length bound of `data build` use this one rendering.
+void render_sample(const Tokenizer& tok, const TextSample& s, std::vector<int32_t>& prompt_ids, std::vector<int32_t>& answer_ids);
 
 // The text a mix is drawn from, after leaving out everything eval reads.
 struct TrainSources {
@@ -73,14 +80,16 @@ using SampleSink = std::function<void(const TextSample&, int64_t tokens, const B
 BuildStats build_training_mix(const DataBuildOptions& o, const Tokenizer& tok, const TrainSources& src, const SampleSink& sink);
 std::vector<TextSample> build_training_mix(const DataBuildOptions& o, const Tokenizer& tok);
 
-// One JSONL line (no newline): {"prompt":…,"answer":…,"task":…,"category":…}.
+// One JSONL line (no newline): {"prompt":…,"answer":…,"task":…,"category":…}, then "format":"raw"
+// for a raw sample (a chat sample has no format field, so chat-only files keep their bytes).
 std::string to_json_line(const TextSample& s);
 
 // Reads a JSONL mix. A line that is not a JSON object, lacks a string field, has an unknown category
 // or is longer than max_seq tokens is an Error naming the file and line; with skip_bad it is skipped
 // and counted in *skipped instead. Blank lines are ignored.
 // One line of the format: "" and s filled, or the reason the line is bad (not JSON, not an object,
-// a missing or non-string field, an unknown category). Shared by both readers.
+// a missing or non-string field, an unknown category, a "format" other than the string "chat" or
+// "raw"; an absent format is chat). Shared by both readers.
 std::string parse_text_sample(const std::string& line, TextSample& s);
 
 std::vector<TextSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,

@@ -26,9 +26,8 @@ std::vector<TrainSample> parse_train_data(const std::string& text, const std::st
             TextSample ts;
             if (const std::string why = parse_text_sample(line, ts); !why.empty()) throw std::runtime_error(why);
             const int c = ts.category == "sensitive" ? kSensitive : kRobust;
-            const std::string &prompt = ts.prompt, &answer = ts.answer;
             std::vector<int32_t> p, a;
-            encode(prompt, answer, p, a);
+            encode(ts, p, a);
             if (p.empty()) throw std::runtime_error("empty prompt");
             if (a.empty()) throw std::runtime_error("empty answer");
             const int64_t T = int64_t(p.size() + a.size());

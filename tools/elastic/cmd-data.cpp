@@ -94,7 +94,7 @@ void add_data(CLI::App& app) {
     c->add_option("--out", b->out, "Output .jsonl file")->required();
     c->add_option("-m,--model", b->model, "GGUF model, tokenizer.json or a directory holding one (for token counts)")->required();
     c->add_option("--tokens", b->build.tokens, "Total tokens to write")->capture_default_str();
-    c->add_option("--max-seq", b->build.max_seq, "Longest sample in tokens (chat template + answer)")->capture_default_str();
+    c->add_option("--max-seq", b->build.max_seq, "Longest sample in tokens, as the trainer renders it (chat template or raw text, + answer)")->capture_default_str();
     c->add_option("--min-seq", b->build.min_seq, "Shortest target length (default: max-seq / 8)");
     c->add_option("--seed", b->build.seed, "Seed")->capture_default_str();
     c->add_option("--sensitive-share", b->build.sensitive_share, "Share of tokens from sparsity-sensitive tasks")->capture_default_str();

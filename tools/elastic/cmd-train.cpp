@@ -75,9 +75,7 @@ void train_router(const TrainCliOptions& c) {
     train::DataReport rep;
     const std::vector<train::TrainSample> data = train::read_train_data(
         c.data,
-        [&](const std::string& prompt, const std::string& answer, std::vector<int32_t>& p, std::vector<int32_t>& a) {
-            train::render_sample(tok, prompt, answer, p, a);
-        },
+        [&](const train::TextSample& s, std::vector<int32_t>& p, std::vector<int32_t>& a) { train::render_sample(tok, s, p, a); },
         c.max_seq, c.skip_bad, &rep);
     for (const std::string& p : rep.problems) std::fprintf(stderr, "train-router: skipped %s\n", p.c_str());
     int64_t tokens = 0;
