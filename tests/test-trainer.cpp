@@ -711,9 +711,6 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
 namespace elastic {
 namespace {
 
-// `train-router --ranks N` (data parallel in one process, one backend per rank): the same losses,
-// Ω and λ as one rank, step by step, on a tiny random Qwen3 with the real tokenizer; a process
-// that a launcher started as one rank of several is told what is missing, in one line.
 // The warm start from the CLI: a static plan from a head-score file, the fit's report, the record
 // in the output's metadata; a missing score file is one clear error.
 TEST(TrainerCli, FitStaticWarmStart) {
@@ -756,6 +753,9 @@ TEST(TrainerCli, FitStaticWarmStart) {
     std::filesystem::remove_all(d);
 }
 
+// `train-router --ranks N` (data parallel in one process, one backend per rank): the same losses,
+// Ω and λ as one rank, step by step, on a tiny random Qwen3 with the real tokenizer; a process
+// that a launcher started as one rank of several is told what is missing, in one line.
 TEST(TrainerCli, RanksMatchOneRank) {
     const std::string d = temp_dir();
     ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +
