@@ -711,19 +711,25 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
 namespace elastic {
 namespace {
 
-// The warm start from the CLI: a static plan from a head-score file, the fit's report, the record
-// in the output's metadata; a missing score file is one clear error.
-TEST(TrainerCli, FitStaticWarmStart) {
-    const std::string d = temp_dir();
+// A random tiny Qwen3 with the real tokenizer at DIR/m and a mix built for it at DIR/data.jsonl.
+void tiny_model_and_data(const std::string& d, int tokens, int max_seq, int min_seq) {
     ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +
                               " -o " + d + "/m",
                           d + "/err"),
               0)
         << slurp(d + "/err");
-    ASSERT_EQ(run_elastic("data build --out " + d + "/data.jsonl --tokens 3000 --max-seq 256 --min-seq 128 --seed 0 -m " + d + "/m",
+    ASSERT_EQ(run_elastic("data build --out " + d + "/data.jsonl --tokens " + std::to_string(tokens) + " --max-seq " +
+                              std::to_string(max_seq) + " --min-seq " + std::to_string(min_seq) + " --seed 0 -m " + d + "/m",
                           d + "/err"),
               0)
         << slurp(d + "/err");
+}
+
+// The warm start from the CLI: a static plan from a head-score file, the fit's report, the record
+// in the output's metadata; a missing score file is one clear error.
+TEST(TrainerCli, FitStaticWarmStart) {
+    const std::string d = temp_dir();
+    ASSERT_NO_FATAL_FAILURE(tiny_model_and_data(d, 3000, 256, 128));
     const std::unique_ptr<Model> m = Model::load(d + "/m");
     const int L = m->config.n_layer, H = m->config.n_kv_head;
     {
@@ -758,15 +764,7 @@ TEST(TrainerCli, FitStaticWarmStart) {
 // that a launcher started as one rank of several is told what is missing, in one line.
 TEST(TrainerCli, RanksMatchOneRank) {
     const std::string d = temp_dir();
-    ASSERT_EQ(run_elastic("random-model --arch tiny-qwen3 --tokenizer " + test::source_path("../shared/fixtures/tokenizers/qwen3") +
-                              " -o " + d + "/m",
-                          d + "/err"),
-              0)
-        << slurp(d + "/err");
-    ASSERT_EQ(run_elastic("data build --out " + d + "/data.jsonl --tokens 6000 --max-seq 384 --min-seq 128 --seed 0 -m " + d + "/m",
-                          d + "/err"),
-              0)
-        << slurp(d + "/err");
+    ASSERT_NO_FATAL_FAILURE(tiny_model_and_data(d, 6000, 384, 128));
     std::vector<std::vector<nlohmann::json>> logs;
     for (int ranks : {1, 3}) {
         const std::string log = d + "/log-" + std::to_string(ranks) + ".jsonl";
