@@ -23,7 +23,8 @@
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
 # SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
-# MODES (eval: which of full fa-ssa fa-xa), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
+# MODES (eval: which of full fa-ssa fa-xa fit), FIT_FIRST=1 (train: the warm start of TRAIN_EXTRA alone
+# first, written as smollm2-fit.safetensors, then the training from it), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -88,6 +89,17 @@ train)
   B=${BATCH:-4}
   for cfg in ${CONFIGS:-fa-ssa fa-xa}; do
     (
+      if [ "${FIT_FIRST:-0}" = 1 ]; then
+        # The warm start alone (step 0: TRAIN_EXTRA's --fit-static ...), kept as smollm2-fit.safetensors
+        # for the evaluation (mode fit), then the training resumes from its checkpoint.
+        t0=$SECONDS
+        "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
+          --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
+          --lambda-init "${LAMBDA_INIT:-1}" ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --stop-at 0 \
+          -o "$RES/smollm2-fit.safetensors" > "$RES/fit-$cfg.out" 2>&1
+        log "fit $cfg rc=$? in $((SECONDS - t0)) s: $(grep -h fitted "$RES/fit-$cfg.out")"
+        RESUME=1
+      fi
       t0=$SECONDS
       with_peak_mem "train-$cfg" "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
         --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
@@ -118,6 +130,7 @@ eval)
   for mode in ${MODES:-full fa-ssa fa-xa}; do
     case $mode in
     full) run_mode full --attention full & ;;
+    fit) run_mode fit --attention fa-ssa --router "$ROUTERS/smollm2-fit.safetensors" & ;;
     *) run_mode "$mode" --attention "$mode" --router "$ROUTERS/smollm2-$mode.safetensors" & ;;
     esac
   done

@@ -345,6 +345,50 @@ TEST(TrainerInit, FitRoutersToPlan) {
     EXPECT_THROW(train::fit_routers_to_plan(inputs, plan, 1.0, 10, 1e-3, routers), Error);
 }
 
+// The adaptive warm start: sensitive and robust samples fitted to two different plans, each
+// collected under its own plan; the fitted routers route every sample as its category's plan.
+TEST(TrainerInit, FitRoutersToPlanPerCategory) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
+    const int L = m->config.n_layer, H = m->config.n_kv_head, d = m->config.head_dim;
+    std::mt19937_64 rng(9);
+    std::vector<TrainSample> data;
+    for (int i = 0; i < 6; ++i) data.push_back(random_sample(rng, m->config.vocab, 24 + 4 * i, 5, i % 2));
+    std::vector<std::vector<uint8_t>> sens(size_t(L), std::vector<uint8_t>(size_t(H), 1)), rob = sens;
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) rob[size_t(l)][size_t(h)] = uint8_t((l + h) % 2);  // sparser
+    std::vector<RouterLayer> routers = train::router_init(L, d, 3);
+    train::StepOptions o;
+    o.win.sink = 4;
+    o.win.local = 8;
+    std::vector<int> cats;
+    const auto inputs = train::collect_router_inputs(e, data, 6, o, routers, &sens, &rob, &cats);
+    ASSERT_EQ(cats, (std::vector<int>{0, 1, 0, 1, 0, 1}));
+    // Each sample's forward ran under its own plan: a robust sample's Ω is the sparse plan's.
+    o.forced_full = &rob;
+    int n_fa = 0;
+    for (const auto& r : rob)
+        for (uint8_t f : r) n_fa += f;
+    EXPECT_DOUBLE_EQ(train::train_loss(e, routers, data[1], 0, 0, 0, o).omega, 1.0 - double(n_fa) / (L * H));
+    o.forced_full = nullptr;
+    train::standardize_routers(inputs, routers);
+    const train::PlanFit f = train::fit_routers_to_plans(inputs, {&sens, &rob}, cats, 0.8, 600, 3e-3, routers);
+    ASSERT_EQ(f.plan_agreement.size(), 2u);
+    EXPECT_EQ(f.plan_agreement[0], 1.0);
+    EXPECT_EQ(f.plan_agreement[1], 1.0);
+    const size_t row = size_t(H) * size_t(d);
+    for (int l = 0; l < L; ++l)
+        for (size_t s = 0; s < 6; ++s) {
+            const auto& want = cats[s] == train::kRobust ? rob : sens;
+            const RouterDecision dec = Router(std::vector<RouterLayer>{routers[size_t(l)]})
+                                           .route(0, inputs[size_t(l)].data() + s * row, 1, H, d);
+            for (int h = 0; h < H; ++h)
+                EXPECT_EQ(dec.full[size_t(h)], want[size_t(l)][size_t(h)]) << "layer " << l << " sample " << s << " head " << h;
+        }
+    EXPECT_THROW(train::fit_routers_to_plans(inputs, {&sens, &rob}, std::vector<int>(6, 2), 0.8, 10, 1e-3, routers), Error);
+}
+
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::vector<TrainSample> d;

@@ -152,19 +152,23 @@ double temperature(const TrainerOptions& o, int64_t step) {
 
 std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, const std::vector<TrainSample>& data, int n,
                                                       const StepOptions& o, const std::vector<RouterLayer>& routers,
-                                                      const std::vector<std::vector<uint8_t>>* forced_full) {
+                                                      const std::vector<std::vector<uint8_t>>* forced_full,
+                                                      const std::vector<std::vector<uint8_t>>* forced_full_robust,
+                                                      std::vector<int>* categories) {
     if (n < 1 || data.empty()) fail("router inputs: %d samples of %zu", n, data.size());
     n = int(std::min<size_t>(size_t(n), data.size()));
     StepOptions so = o;
     so.soft_forward = false;
     so.noise_key = 0;
     so.tau = 1.0f;
-    so.forced_full = forced_full;
     std::vector<std::vector<float>> pooled;
     so.pooled = &pooled;
+    if (categories) categories->clear();
     for (int i = 0; i < n; ++i) {
         const TrainSample& s = data[size_t(i) * data.size() / size_t(n)];
+        so.forced_full = forced_full_robust && s.category == kRobust ? forced_full_robust : forced_full;
         train_loss(engine, routers, s, 0.0, 0.0, 0.0, so);
+        if (categories) categories->push_back(s.category);
     }
     ELASTIC_ASSERT(pooled.size() == routers.size());
     return pooled;
@@ -183,7 +187,21 @@ std::vector<double> standardize_routers(const std::vector<std::vector<float>>& i
 
 PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
                             double p_fa, int iters, double lr, std::vector<RouterLayer>& routers) {
-    ELASTIC_ASSERT(inputs.size() == routers.size() && full.size() == routers.size());
+    ELASTIC_ASSERT(!inputs.empty() && !full.empty() && !full[0].empty() && inputs[0].size() % full[0].size() == 0);
+    const size_t row = full[0].size() * size_t(routers.empty() ? 1 : routers[0].fe0.in);
+    ELASTIC_ASSERT(row > 0 && inputs[0].size() % row == 0);
+    return fit_routers_to_plans(inputs, {&full}, std::vector<int>(inputs[0].size() / row, 0), p_fa, iters, lr, routers);
+}
+
+PlanFit fit_routers_to_plans(const std::vector<std::vector<float>>& inputs,
+                             const std::vector<const std::vector<std::vector<uint8_t>>*>& plans,
+                             const std::vector<int>& plan_of, double p_fa, int iters, double lr,
+                             std::vector<RouterLayer>& routers) {
+    if (plans.empty()) fail("router fit: no plan");
+    for (const auto* p : plans) ELASTIC_ASSERT(p && p->size() == routers.size());
+    for (int k : plan_of)
+        if (k < 0 || size_t(k) >= plans.size()) fail("router fit: sample plan %d of %zu", k, plans.size());
+    ELASTIC_ASSERT(inputs.size() == routers.size());
     if (!(p_fa > 0.5 && p_fa < 1.0)) fail("router fit: the target probability must be in (0.5, 1), not %g", p_fa);
     if (iters < 1 || !(lr > 0)) fail("router fit: %d iterations at learning rate %g", iters, lr);
     for (size_t l = 0; l < routers.size(); ++l)
@@ -191,16 +209,17 @@ PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const
     // Layers are independent: one thread each (OpenMP), sums per layer, folded in layer order.
     const int L = int(routers.size());
     std::vector<double> mse_l(size_t(L), 0.0), agree_l(size_t(L), 0.0), rows_l(size_t(L), 0.0);
+    std::vector<double> agree_lk(size_t(L) * plans.size(), 0.0), rows_lk(size_t(L) * plans.size(), 0.0);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int li = 0; li < L; ++li) {
         const size_t l = size_t(li);
         RouterLayer& r = routers[l];
-        const int d = r.fe0.in, H = int(full[l].size());
+        const int d = r.fe0.in, H = int((*plans[0])[l].size());
         const size_t row = size_t(H) * size_t(d);
         ELASTIC_ASSERT(H > 0 && inputs[l].size() % row == 0);
         const size_t n = inputs[l].size() / row;  // samples; each is one "sequence" of H pooled rows
-        std::vector<float> want(static_cast<size_t>(H));
-        for (int h = 0; h < H; ++h) want[size_t(h)] = float(full[l][size_t(h)] ? p_fa : 1.0 - p_fa);
+        ELASTIC_ASSERT(plan_of.size() == n);
+        for (const auto* p : plans) ELASTIC_ASSERT((*p)[l].size() == size_t(H));
         RouterLayer m = router_zero_grads(r), v = router_zero_grads(r);
         const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
         std::vector<float> dz(static_cast<size_t>(H));
@@ -208,13 +227,18 @@ PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const
             RouterLayer g = router_zero_grads(r);
             double mse = 0;
             int64_t agree = 0;
+            std::vector<int64_t> agree_k(plans.size(), 0), rows_k(plans.size(), 0);
             for (size_t s = 0; s < n; ++s) {
                 // A one-row "sequence" pools to itself: the router's input is the stored row.
                 const RouterActs a = router_forward(r, inputs[l].data() + s * row, 1, H, d, Router::kDefaultWindow);
+                const std::vector<uint8_t>& full = (*plans[size_t(plan_of[s])])[l];
                 for (int h = 0; h < H; ++h) {
-                    const double e = double(a.soft[size_t(h)]) - want[size_t(h)];
+                    const double e = double(a.soft[size_t(h)]) - (full[size_t(h)] ? p_fa : 1.0 - p_fa);
                     mse += e * e;
-                    agree += (a.z[size_t(h)] > 0.5f) == (full[l][size_t(h)] != 0);
+                    const bool ok = (a.z[size_t(h)] > 0.5f) == (full[size_t(h)] != 0);
+                    agree += ok;
+                    agree_k[size_t(plan_of[s])] += ok;
+                    rows_k[size_t(plan_of[s])] += 1;
                     dz[size_t(h)] = float(2.0 * e / double(n * size_t(H)));
                 }
                 if (it <= iters) router_backward(r, a, dz.data(), g, nullptr);
@@ -223,6 +247,10 @@ PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const
                 mse_l[l] = mse;
                 agree_l[l] = double(agree);
                 rows_l[l] = double(n) * H;
+                for (size_t k = 0; k < plans.size(); ++k) {
+                    agree_lk[l * plans.size() + k] = double(agree_k[k]);
+                    rows_lk[l * plans.size() + k] = double(rows_k[k]);
+                }
                 break;
             }
             auto mt = tensors(m), vt = tensors(v), gt = tensors(g), pt = tensors(r);
@@ -245,6 +273,11 @@ PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const
     }
     fit.mse /= std::max(1.0, rows);
     fit.agreement /= std::max(1.0, rows);
+    for (size_t k = 0; k < plans.size(); ++k) {
+        double a = 0, r = 0;
+        for (int l = 0; l < L; ++l) a += agree_lk[size_t(l) * plans.size() + k], r += rows_lk[size_t(l) * plans.size() + k];
+        fit.plan_agreement.push_back(r > 0 ? a / r : 0.0);
+    }
     return fit;
 }
 

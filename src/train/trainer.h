@@ -75,10 +75,14 @@ TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o,
 
 // The routers' inputs over n samples spread evenly over data (indices i·|data|/n): for every layer,
 // the pooled keys of all its KV heads, [layer][(sample·H + head)·head_dim + i], from the forward
-// with the routers' own hard decisions (no noise), or with forced_full's when given.
+// with the routers' own hard decisions (no noise), or with forced_full's when given (with
+// forced_full_robust's for robust samples when that is given too). `categories`, when set, gets
+// each collected sample's category, in order.
 std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, const std::vector<TrainSample>& data, int n,
                                                       const StepOptions& o, const std::vector<RouterLayer>& routers,
-                                                      const std::vector<std::vector<uint8_t>>* forced_full = nullptr);
+                                                      const std::vector<std::vector<uint8_t>>* forced_full = nullptr,
+                                                      const std::vector<std::vector<uint8_t>>* forced_full_robust = nullptr,
+                                                      std::vector<int>* categories = nullptr);
 
 // Data-dependent init: router_standardize_input on every layer with its rows of `inputs`.
 // Returns each layer's mean |x| before the fold.
@@ -92,9 +96,18 @@ std::vector<double> standardize_routers(const std::vector<std::vector<float>>& i
 struct PlanFit {
     double agreement = 0;  // share of rows × heads whose hard decision equals the plan's
     double mse = 0;        // mean squared error of the probability at the end
+    std::vector<double> plan_agreement;  // the agreement over the samples of each plan (fit_routers_to_plans)
 };
 PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
                             double p_fa, int iters, double lr, std::vector<RouterLayer>& routers);
+// The same with a plan per sample: sample s (in the order of `inputs`) is fitted to
+// *plans[plan_of[s]]. With the static plan at a low Ω for sensitive samples and at a high Ω for
+// robust ones, the routers start from the retrieval-head ranking and must tell the inputs apart
+// to meet both (a supervised start of the adaptive routing the min-max objective asks for).
+PlanFit fit_routers_to_plans(const std::vector<std::vector<float>>& inputs,
+                             const std::vector<const std::vector<std::vector<uint8_t>>*>& plans,
+                             const std::vector<int>& plan_of, double p_fa, int iters, double lr,
+                             std::vector<RouterLayer>& routers);
 
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 

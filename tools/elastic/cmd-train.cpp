@@ -35,9 +35,9 @@ struct TrainCliOptions {
     double target_sensitive = 0.7, target_robust = 1.0, lr = 5e-4, lambda_lr = 1e-3, lambda_init = 0.0;
     int64_t sink = 128, local = 2048, xa_block = 128;
     bool skip_bad = false;
-    int standardize = 0, fit_samples = 64;
+    int standardize = 0, fit_samples = 64, fit_iters = 300;
     std::string fit_static;
-    double fit_msr = 0.7, fit_p = 0.75;
+    double fit_msr = 0.7, fit_p = 0.75, fit_msr_robust = -1;
     std::string variant = "softmax";
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0;
@@ -56,6 +56,10 @@ void train_router(const TrainCliOptions& c) {
     const train::TrainConfig config = train::parse_train_config(c.config);
     // The warm start's head scores, read before the model and data (a bad file fails at once).
     const AttentionSpec fit_spec = c.fit_static.empty() ? AttentionSpec{} : AttentionSpec::parse("static:" + c.fit_static, c.fit_msr);
+    const bool fit_by_category = c.fit_msr_robust >= 0;
+    if (fit_by_category && c.fit_static.empty()) fail("train-router: --fit-msr-robust needs --fit-static");
+    const AttentionSpec fit_spec_robust =
+        fit_by_category ? AttentionSpec::parse("static:" + c.fit_static, c.fit_msr_robust) : AttentionSpec{};
     if (c.checkpoint_every > 0 && c.checkpoint_dir.empty() && c.resume.empty())
         fail("train-router: --checkpoint-every needs --checkpoint-dir");
     const auto cpu = make_cpu_backend(c.threads);  // sets the OpenMP threads (BLAS single-threaded)
@@ -129,20 +133,26 @@ void train_router(const TrainCliOptions& c) {
         }
         // Data-dependent init: the routers' inputs over some samples (under the warm start's plan
         // when there is one), standardised into fe0, then the fit to that plan.
-        std::vector<std::vector<uint8_t>> plan;
-        if (!c.fit_static.empty()) {
+        auto static_plan = [&](const AttentionSpec& spec) {
+            std::vector<std::vector<uint8_t>> p;
             for (int l = 0; l < mc.n_layer; ++l) {
                 std::vector<uint8_t> f;
-                for (HeadMode m : choose_modes(fit_spec, l, mc.n_kv_head, mc.n_layer, nullptr, 0, 0))
-                    f.push_back(m == fit_spec.full_mode ? 1 : 0);
-                plan.push_back(std::move(f));
+                for (HeadMode m : choose_modes(spec, l, mc.n_kv_head, mc.n_layer, nullptr, 0, 0))
+                    f.push_back(m == spec.full_mode ? 1 : 0);
+                p.push_back(std::move(f));
             }
-        }
+            return p;
+        };
+        std::vector<std::vector<uint8_t>> plan, plan_robust;
+        if (!c.fit_static.empty()) plan = static_plan(fit_spec);
+        if (fit_by_category) plan_robust = static_plan(fit_spec_robust);
         const int n = std::min<int>(std::max(c.standardize, plan.empty() ? 0 : c.fit_samples), int(data.size()));
         if (n > 0) {
             const auto t0 = std::chrono::steady_clock::now();
             auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-            const auto inputs = train::collect_router_inputs(engine, data, n, o.step, init, plan.empty() ? nullptr : &plan);
+            std::vector<int> cats;
+            const auto inputs = train::collect_router_inputs(engine, data, n, o.step, init, plan.empty() ? nullptr : &plan,
+                                                             fit_by_category ? &plan_robust : nullptr, &cats);
             if (c.standardize > 0) {
                 const std::vector<double> norm = train::standardize_routers(inputs, init);
                 double lo_n = norm.front(), hi_n = norm.front();
@@ -152,8 +162,19 @@ void train_router(const TrainCliOptions& c) {
                              "%.3g-%.3g), %.1f s\n",
                              n, lo_n, hi_n, secs());
             }
-            if (!plan.empty()) {
-                const train::PlanFit f = train::fit_routers_to_plan(inputs, plan, c.fit_p, 300, 3e-3, init);
+            if (fit_by_category) {
+                // Sensitive samples to the plan at --fit-msr, robust ones to the plan at --fit-msr-robust.
+                const train::PlanFit f =
+                    train::fit_routers_to_plans(inputs, {&plan, &plan_robust}, cats, c.fit_p, c.fit_iters, 3e-3, init);
+                int n_rob = 0;
+                for (int k : cats) n_rob += k == train::kRobust;
+                std::fprintf(stderr,
+                             "train-router: fitted the routers to static:%s at Ω_MSR %g (sensitive, %d samples) and %g "
+                             "(robust, %d samples), P(FA) %g / %g: decisions agree on %.1f %% / %.1f %% of heads, %.1f s\n",
+                             c.fit_static.c_str(), c.fit_msr, n - n_rob, c.fit_msr_robust, n_rob, c.fit_p, 1 - c.fit_p,
+                             100 * f.plan_agreement[0], 100 * f.plan_agreement[1], secs());
+            } else if (!plan.empty()) {
+                const train::PlanFit f = train::fit_routers_to_plan(inputs, plan, c.fit_p, c.fit_iters, 3e-3, init);
                 std::fprintf(stderr,
                              "train-router: fitted the routers to static:%s at Ω_MSR %g (P(FA) %g / %g) over %d samples: "
                              "decisions agree on %.1f %% of heads, %.1f s\n",
@@ -162,7 +183,11 @@ void train_router(const TrainCliOptions& c) {
         }
         st = train::init_state(std::move(init), o, data.size());
         st.standardize = c.standardize > 0 ? n : 0;
-        if (!plan.empty())
+        if (fit_by_category)
+            st.fit = strprintf("static:%s --msr %g (sensitive) / %g (robust), P(FA) %g, %d samples",
+                               std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, c.fit_msr_robust,
+                               c.fit_p, n);
+        else if (!plan.empty())
             st.fit = strprintf("static:%s --msr %g, P(FA) %g, %d samples",
                                std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, c.fit_p, n);
     }
@@ -320,6 +345,13 @@ void add_train_router(CLI::App& app) {
     c->add_option("--fit-p", o->fit_p, "--fit-static: P(FA) the fit aims at for the plan's FA heads (1 − it for the others)")
         ->capture_default_str()
         ->check(CLI::Range(0.5, 1.0));
+    c->add_option("--fit-msr-robust", o->fit_msr_robust,
+                  "--fit-static: fit robust samples to the plan at this Ω_MSR instead (sensitive ones stay at "
+                  "--fit-msr): the routers start adaptive")
+        ->check(CLI::Range(0.0, 1.0));
+    c->add_option("--fit-iters", o->fit_iters, "--fit-static: full-batch Adam iterations of the fit")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
     c->add_option("--fit-samples", o->fit_samples, "--fit-static: samples whose router inputs the fit uses")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
