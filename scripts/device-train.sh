@@ -23,7 +23,7 @@
 # docs/training.md; gzip keeps it within a call's carry), unpacked by `model` into $RES/mix.jsonl.
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
 # SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
-# MODES (eval: which of full fa-ssa fa-xa fit), FIT_FIRST=1 (train: the warm start of TRAIN_EXTRA alone
+# MODES (eval: which of full fa-ssa fa-xa fit), EVAL_MODES and PRE_MODES (train-eval), FIT_FIRST=1 (train: the warm start of TRAIN_EXTRA alone
 # first, written as smollm2-fit.safetensors, then the training from it), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,8 +139,13 @@ eval)
     log "eval done (no static)"
     exit 0
   fi
-  if [ -n "${STATIC_MSR:-}" ]; then  # Ω given (e.g. from the training log): all four side by side
-    run_mode static --attention static:docs/results/retrieval-scores.json --msr "$STATIC_MSR" &
+  if [ -n "${STATIC_MSR:-}" ]; then  # Ω given (e.g. from a pre-pass): all side by side, one static
+    # baseline per value of STATIC_MSR (a list; with several, named static-<Ω>)
+    set -- $STATIC_MSR
+    for msr in "$@"; do
+      name=static; [ $# -gt 1 ] && name=static-$msr
+      run_mode "$name" --attention static:docs/results/retrieval-scores.json --msr "$msr" &
+    done
     wait
     "$E" eval report "$RES"/ruler-*.json "$RES"/robust-*.json > "$RES/results.md" 2>> "$RES/progress.log"
     log "eval done"
@@ -165,12 +170,17 @@ train-eval)
   # The whole run in one background job: train (CONFIGS, as `train`), then a quick pass of fa-ssa
   # over PRE_SAMPLES (default 5) samples per task and length for its mean Ω_MSR on the evaluation
   # prompts, then EVAL_MODES (default "full fa-ssa") with the static baseline at that Ω, side by side.
+  # PRE_MODES (default fa-ssa; e.g. "fa-ssa fit"): the routed modes whose Ω gets a static baseline.
   bash "$0" train
   pre=$RES/pre
-  RES=$pre ROUTERS=$ROUTERS SAMPLES=${PRE_SAMPLES:-5} MODES=fa-ssa STATIC=0 bash "$0" eval
-  msr=$(bash "$0" omega "$pre/ruler-fa-ssa.json" "$pre/robust-fa-ssa.json")
-  log "static baseline at Ω_MSR $msr (fa-ssa's mean over the ${PRE_SAMPLES:-5}-sample pass)"
-  MODES=${EVAL_MODES:-full fa-ssa} STATIC_MSR=$msr bash "$0" eval
+  RES=$pre ROUTERS=$ROUTERS SAMPLES=${PRE_SAMPLES:-5} MODES="${PRE_MODES:-fa-ssa}" STATIC=0 bash "$0" eval
+  msrs=""
+  for m in ${PRE_MODES:-fa-ssa}; do
+    msr=$(bash "$0" omega "$pre/ruler-$m.json" "$pre/robust-$m.json")
+    log "static baseline at Ω_MSR $msr ($m's mean over the ${PRE_SAMPLES:-5}-sample pass)"
+    msrs="$msrs $msr"
+  done
+  MODES=${EVAL_MODES:-full fa-ssa} STATIC_MSR=$msrs bash "$0" eval
   ;;
 omega)
   # Mean Ω_MSR over the task x length results of eval JSON files (arguments after the action).
@@ -227,7 +237,7 @@ pack)
   p=/tmp/train-pack
   rm -rf "$p" && mkdir -p "$p"
   for d in "$RES"/ckpt-*; do [ -d "$d" ] && mkdir -p "$p/$(basename "$d")" && cp "$d/router.safetensors" "$d/state.json" "$p/$(basename "$d")/"; done
-  (cd "$RES" && cp -- *.jsonl *.json *.out *.md *.log "$p/" 2>/dev/null)
+  (cd "$RES" && cp -- *.jsonl *.json *.out *.md *.log *.safetensors "$p/" 2>/dev/null)
   if [ -d "$RES/pre" ]; then mkdir -p "$p/pre" && cp "$RES"/pre/*.json "$RES"/pre/*.log "$p/pre/" 2>/dev/null; fi
   rm -f "$p/mix.jsonl" "$p"/bench-*[0-9].jsonl "$p/big-32k.jsonl"
   tar czf "${OUT:-/tmp}/train-run.tgz" -C "$p" .

@@ -263,4 +263,17 @@ TEST(Report, ConfidenceIntervalsAndOmegaPerFamily) {
     EXPECT_NE(md.find("| Ω_MSR per family | niah | ppl |"), std::string::npos) << md;
     EXPECT_NE(md.find("| fa-ssa | 0.750 | 0.950 |"), std::string::npos) << md;
     EXPECT_EQ(md.find("| full | 0.000"), std::string::npos) << "full attention has no row in the Ω table\n" << md;
+
+    // One mode with two routers (a warm start and the trained router): two rows named by router file;
+    // a mode run with one router keeps its plain name.
+    RunFile warm = routed, trained = routed;
+    warm.router = "fit.safetensors";
+    trained.router = "trained.safetensors";
+    trained.results[0].score = 0.25;
+    const Report two = build_report({warm, trained, full});
+    ASSERT_EQ(two.rows.size(), 3u);
+    EXPECT_EQ(two.rows[0], "fa-ssa (fit.safetensors)");
+    EXPECT_EQ(two.rows[1], "fa-ssa (trained.safetensors)");
+    EXPECT_EQ(two.rows[2], "full");
+    EXPECT_EQ(build_report({trained, full}).rows[0], "fa-ssa");
 }

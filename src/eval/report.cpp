@@ -25,10 +25,14 @@ Report build_report(const std::vector<RunFile>& runs) {
     if (runs.empty()) fail("report: no result files");
     std::set<std::string> models;
     for (const auto& f : runs) models.insert(f.model);
+    std::map<std::string, std::set<std::string>> routers_of;  // attention -> the routers it ran with
+    for (const auto& f : runs) routers_of[f.attention].insert(f.router);
     auto row_name = [&](const RunFile& f) {
-        if (models.size() <= 1) return f.attention;
+        // One mode run with two routers (e.g. a warm start and the trained router): named by router.
+        const std::string a = routers_of[f.attention].size() > 1 ? f.attention + " (" + f.router + ")" : f.attention;
+        if (models.size() <= 1) return a;
         std::string m = f.model.substr(f.model.find_last_of('/') + 1);
-        return m + " / " + f.attention;
+        return m + " / " + a;
     };
     Report rep;
     std::map<std::pair<std::string, int64_t>, size_t> col_of;  // (family, length) -> column

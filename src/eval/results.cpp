@@ -102,6 +102,7 @@ RunFile parse_run_file(const std::string& text, const std::string& path) {
         f.model = j.value("model", "");
         f.attention = j.at("attention").get<std::string>();
         f.backend = j.value("backend", "");
+        f.router = j.value("router", "");
         f.complete = !j.contains("complete") || !j["complete"].is_boolean() || j["complete"].get<bool>();
         for (const auto& r : j.at("results")) f.results.push_back(task_result_from_json(r));
     } catch (const nlohmann::json::exception& e) {

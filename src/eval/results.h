@@ -42,6 +42,7 @@ struct RunFile {
     std::string command, model, attention, backend;
     std::vector<TaskResult> results;
     bool complete = true;  // false: written by `eval -o` while the run was still going
+    std::string router = "";  // the router file's name, for routed modes given --router ("" otherwise)
 };
 nlohmann::json to_json(const TaskResult& r);
 TaskResult task_result_from_json(const nlohmann::json& j);

@@ -113,6 +113,12 @@ struct Runner {
                            bool complete) const {
         nlohmann::json j = {{"command", command}, {"model", o.model},    {"attention", spec.name},
                             {"backend", o.backend}, {"precision", o.precision}, {"seed", o.seed},    {"samples_per_task", o.samples}};
+        // The router file's name: `eval report` tells two runs of one mode with other routers apart by it.
+        if (spec.needs_router() && !o.attn.router.empty()) {
+            std::string r = o.attn.router;
+            while (r.size() > 1 && r.back() == '/') r.pop_back();
+            j["router"] = r.substr(r.find_last_of('/') + 1);  // npos + 1 == 0: no slash, the whole name
+        }
         for (auto it = extra.begin(); extra.is_object() && it != extra.end(); ++it) j[it.key()] = it.value();
         j["complete"] = complete;
         j["results"] = nlohmann::json::array();
