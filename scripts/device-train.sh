@@ -24,7 +24,7 @@
 # Environment: RES (results, default /tmp/train-run), STEPS_N, BATCH, LR, LAMBDA_LR, LAMBDA_INIT,
 # SINK, LOCAL (training and eval window), MAXSEQ (training), SAMPLES, LENGTHS, TASKS, ROBUST_TASKS,
 # MODES (eval: which of full fa-ssa fa-xa fit), EVAL_MODES and PRE_MODES (train-eval), FIT_FIRST=1 (train: the warm start of TRAIN_EXTRA alone
-# first, written as smollm2-fit.safetensors, then the training from it), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
+# first, written as smollm2-fit.safetensors, then the training from it; FIT_ONLY=1: no training after it), STATIC=0 (eval: no static baseline), TRAIN_EXTRA (more train-router flags, e.g. --gumbel), BIG (the random 8B model's directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LD_LIBRARY_PATH="/tmp/deps/usr/lib/x86_64-linux-gnu:/tmp/deps/usr/lib/x86_64-linux-gnu/openblas-pthread:/tmp/deps/fallback-lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -98,6 +98,7 @@ train)
           --lambda-init "${LAMBDA_INIT:-1}" ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --stop-at 0 \
           -o "$RES/smollm2-fit.safetensors" > "$RES/fit-$cfg.out" 2>&1
         log "fit $cfg rc=$? in $((SECONDS - t0)) s: $(grep -h fitted "$RES/fit-$cfg.out")"
+        [ "${FIT_ONLY:-0}" = 1 ] && exit 0  # the warm start alone (evaluated as mode fit)
         RESUME=1
       fi
       t0=$SECONDS

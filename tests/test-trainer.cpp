@@ -389,6 +389,88 @@ TEST(TrainerInit, FitRoutersToPlanPerCategory) {
     EXPECT_THROW(train::fit_routers_to_plans(inputs, {&sens, &rob}, std::vector<int>(6, 2), 0.8, 10, 1e-3, routers), Error);
 }
 
+// Graded targets: on the plan's side of 1/2 for every head, falling with the head's rank, and the
+// same logit step between heads of neighbouring ranks in any plan (the ranking is the plans' own).
+TEST(TrainerInit, GradedStaticTargetsFollowTheRanking) {
+    const int L = 3, H = 4;
+    std::vector<std::vector<float>> scores(L, std::vector<float>(H));
+    std::mt19937_64 rng(4);
+    std::uniform_real_distribution<float> u(0.f, 1.f);
+    for (auto& l : scores)
+        for (float& x : l) x = u(rng);
+    std::vector<std::pair<float, std::pair<int, int>>> order;
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) order.push_back({scores[size_t(l)][size_t(h)], {l, h}});
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    auto plan_of_top = [&](int k) {
+        std::vector<std::vector<uint8_t>> p(L, std::vector<uint8_t>(H, 0));
+        for (int i = 0; i < k; ++i) p[size_t(order[size_t(i)].second.first)][size_t(order[size_t(i)].second.second)] = 1;
+        return p;
+    };
+    const double temp = 0.1;
+    auto logit = [](double p) { return std::log(p / (1 - p)); };
+    for (int k : {2, 5, 9}) {
+        const auto plan = plan_of_top(k);
+        const auto t = train::graded_static_targets(scores, plan, temp);
+        for (int i = 0; i < L * H; ++i) {
+            const auto [l, h] = order[size_t(i)].second;
+            const float p = t[size_t(l)][size_t(h)];
+            EXPECT_EQ(p > 0.5f, plan[size_t(l)][size_t(h)] != 0) << "k " << k << " rank " << i;
+            EXPECT_NEAR(logit(p), (k - 0.5 - i) / (temp * L * H), 1e-4) << "k " << k << " rank " << i;
+        }
+    }
+    // A plan that is not the ranking's top k (a tie broken the other way): the disagreeing heads sit
+    // just on the plan's side.
+    auto odd = plan_of_top(3);
+    std::swap(odd[size_t(order[2].second.first)][size_t(order[2].second.second)],
+              odd[size_t(order[3].second.first)][size_t(order[3].second.second)]);
+    const auto t = train::graded_static_targets(scores, odd, temp);
+    EXPECT_FLOAT_EQ(t[size_t(order[2].second.first)][size_t(order[2].second.second)], 0.45f);
+    EXPECT_FLOAT_EQ(t[size_t(order[3].second.first)][size_t(order[3].second.second)], 0.55f);
+    EXPECT_THROW(train::graded_static_targets(scores, odd, 0.0), Error);
+    EXPECT_THROW(train::graded_static_targets(std::vector<std::vector<float>>(2, std::vector<float>(H)), odd, temp), Error);
+}
+
+// The fit to graded targets per category reaches both plans' decisions, as the binary fit does.
+TEST(TrainerInit, FitRoutersToGradedTargetsPerCategory) {
+    CpuEngine ce("tests/data/tiny-qwen3");
+    const Model* m = ce.model.get();
+    const Engine& e = *ce.engine;
+    const int L = m->config.n_layer, H = m->config.n_kv_head, d = m->config.head_dim;
+    std::vector<std::vector<float>> scores(size_t(L), std::vector<float>(static_cast<size_t>(H)));
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) scores[size_t(l)][size_t(h)] = float((l * 7 + h * 5) % (L * H));  // distinct
+    std::vector<std::pair<float, std::pair<int, int>>> order;
+    for (int l = 0; l < L; ++l)
+        for (int h = 0; h < H; ++h) order.push_back({scores[size_t(l)][size_t(h)], {l, h}});
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    auto top = [&](int k) {
+        std::vector<std::vector<uint8_t>> p(size_t(L), std::vector<uint8_t>(size_t(H), 0));
+        for (int i = 0; i < k; ++i) p[size_t(order[size_t(i)].second.first)][size_t(order[size_t(i)].second.second)] = 1;
+        return p;
+    };
+    const auto sens = top(L * H * 3 / 4), rob = top(L * H / 4);
+    std::mt19937_64 rng(9);
+    std::vector<TrainSample> data;
+    for (int i = 0; i < 6; ++i) data.push_back(random_sample(rng, m->config.vocab, 24 + 4 * i, 5, i % 2));
+    std::vector<RouterLayer> routers = train::router_init(L, d, 3);
+    train::StepOptions o;
+    o.win.sink = 4;
+    o.win.local = 8;
+    std::vector<int> cats;
+    const auto inputs = train::collect_router_inputs(e, data, 6, o, routers, &sens, &rob, &cats);
+    train::standardize_routers(inputs, routers);
+    const auto ts = train::graded_static_targets(scores, sens, 0.2), tr = train::graded_static_targets(scores, rob, 0.2);
+    const train::PlanFit f = train::fit_routers_to_targets(inputs, {&ts, &tr}, cats, 800, 3e-3, routers);
+    ASSERT_EQ(f.plan_agreement.size(), 2u);
+    EXPECT_EQ(f.plan_agreement[0], 1.0);
+    EXPECT_EQ(f.plan_agreement[1], 1.0);
+    EXPECT_LT(f.mse, 0.01);
+    std::vector<std::vector<float>> bad = ts;
+    bad[0][0] = 1.0f;
+    EXPECT_THROW(train::fit_routers_to_targets(inputs, {&bad}, std::vector<int>(6, 0), 10, 1e-3, routers), Error);
+}
+
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::vector<TrainSample> d;

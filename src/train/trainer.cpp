@@ -198,11 +198,65 @@ PlanFit fit_routers_to_plans(const std::vector<std::vector<float>>& inputs,
                              const std::vector<int>& plan_of, double p_fa, int iters, double lr,
                              std::vector<RouterLayer>& routers) {
     if (plans.empty()) fail("router fit: no plan");
+    if (!(p_fa > 0.5 && p_fa < 1.0)) fail("router fit: the target probability must be in (0.5, 1), not %g", p_fa);
+    std::vector<std::vector<std::vector<float>>> t;
+    for (const auto* p : plans) {
+        ELASTIC_ASSERT(p);
+        std::vector<std::vector<float>> tp;
+        for (const auto& layer : *p) {
+            std::vector<float> row;
+            for (uint8_t f : layer) row.push_back(float(f ? p_fa : 1.0 - p_fa));
+            tp.push_back(std::move(row));
+        }
+        t.push_back(std::move(tp));
+    }
+    std::vector<const std::vector<std::vector<float>>*> tptr;
+    for (const auto& x : t) tptr.push_back(&x);
+    return fit_routers_to_targets(inputs, tptr, plan_of, iters, lr, routers);
+}
+
+std::vector<std::vector<float>> graded_static_targets(const std::vector<std::vector<float>>& scores,
+                                                      const std::vector<std::vector<uint8_t>>& plan, double temp) {
+    if (!(temp > 0)) fail("router fit: the ranking temperature must be positive, not %g", temp);
+    if (scores.size() != plan.size()) fail("router fit: %zu layers of head scores for %zu of plan", scores.size(), plan.size());
+    std::vector<std::pair<int, int>> heads;  // (layer, head)
+    int k = 0;
+    for (size_t l = 0; l < plan.size(); ++l) {
+        if (scores[l].size() != plan[l].size())
+            fail("router fit: layer %zu has %zu head scores for %zu heads", l, scores[l].size(), plan[l].size());
+        for (size_t h = 0; h < plan[l].size(); ++h) {
+            heads.emplace_back(int(l), int(h));
+            k += plan[l][h] != 0;
+        }
+    }
+    std::stable_sort(heads.begin(), heads.end(), [&](const auto& a, const auto& b) {
+        return scores[size_t(a.first)][size_t(a.second)] > scores[size_t(b.first)][size_t(b.second)];
+    });
+    const double n = double(heads.size());
+    std::vector<std::vector<float>> t(plan.size());
+    for (size_t l = 0; l < plan.size(); ++l) t[l].assign(plan[l].size(), 0.5f);
+    for (size_t rank = 0; rank < heads.size(); ++rank) {
+        const auto [l, h] = heads[rank];
+        double p = 1.0 / (1.0 + std::exp(-(double(k) - 0.5 - double(rank)) / (temp * n)));
+        const bool fa = plan[size_t(l)][size_t(h)] != 0;
+        if ((p > 0.5) != fa) p = fa ? 0.55 : 0.45;
+        t[size_t(l)][size_t(h)] = float(p);
+    }
+    return t;
+}
+
+PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
+                               const std::vector<const std::vector<std::vector<float>>*>& plans,
+                               const std::vector<int>& plan_of, int iters, double lr, std::vector<RouterLayer>& routers) {
+    if (plans.empty()) fail("router fit: no plan");
     for (const auto* p : plans) ELASTIC_ASSERT(p && p->size() == routers.size());
     for (int k : plan_of)
         if (k < 0 || size_t(k) >= plans.size()) fail("router fit: sample plan %d of %zu", k, plans.size());
     ELASTIC_ASSERT(inputs.size() == routers.size());
-    if (!(p_fa > 0.5 && p_fa < 1.0)) fail("router fit: the target probability must be in (0.5, 1), not %g", p_fa);
+    for (const auto* p : plans)
+        for (const auto& layer : *p)
+            for (float t : layer)
+                if (!(t > 0 && t < 1)) fail("router fit: a target probability must be in (0, 1), not %g", double(t));
     if (iters < 1 || !(lr > 0)) fail("router fit: %d iterations at learning rate %g", iters, lr);
     for (size_t l = 0; l < routers.size(); ++l)
         if (!routers[l].use_softmax()) fail("router fit: layer %zu is a sigmoid-variant router (softmax only)", l);
@@ -231,11 +285,11 @@ PlanFit fit_routers_to_plans(const std::vector<std::vector<float>>& inputs,
             for (size_t s = 0; s < n; ++s) {
                 // A one-row "sequence" pools to itself: the router's input is the stored row.
                 const RouterActs a = router_forward(r, inputs[l].data() + s * row, 1, H, d, Router::kDefaultWindow);
-                const std::vector<uint8_t>& full = (*plans[size_t(plan_of[s])])[l];
+                const std::vector<float>& target = (*plans[size_t(plan_of[s])])[l];
                 for (int h = 0; h < H; ++h) {
-                    const double e = double(a.soft[size_t(h)]) - (full[size_t(h)] ? p_fa : 1.0 - p_fa);
+                    const double e = double(a.soft[size_t(h)]) - double(target[size_t(h)]);
                     mse += e * e;
-                    const bool ok = (a.z[size_t(h)] > 0.5f) == (full[size_t(h)] != 0);
+                    const bool ok = (a.z[size_t(h)] > 0.5f) == (target[size_t(h)] > 0.5f);
                     agree += ok;
                     agree_k[size_t(plan_of[s])] += ok;
                     rows_k[size_t(plan_of[s])] += 1;

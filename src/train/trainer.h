@@ -108,6 +108,21 @@ PlanFit fit_routers_to_plans(const std::vector<std::vector<float>>& inputs,
                              const std::vector<const std::vector<std::vector<uint8_t>>*>& plans,
                              const std::vector<int>& plan_of, double p_fa, int iters, double lr,
                              std::vector<RouterLayer>& routers);
+// The general form: target FA probabilities per plan, [layer][head] each in (0, 1); a decision
+// agrees when it is on the same side of 1/2 as its target. Graded targets (graded_static_targets)
+// teach a router whose logits follow one ranking, so that the plans it makes are nested.
+PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
+                               const std::vector<const std::vector<std::vector<float>>*>& targets,
+                               const std::vector<int>& plan_of, int iters, double lr, std::vector<RouterLayer>& routers);
+// Targets graded by a head ranking: with the heads of all layers ranked by `scores` (highest first,
+// rank 0..N-1) and `plan` keeping its k heads FA, head h's target is sigmoid((k - 1/2 - rank_h) /
+// (temp * N)). Heads above the plan's cut get P > 1/2, the rest P < 1/2, and the logit falls linearly
+// with the rank: a fit to two such targets (sensitive at a low Ω, robust at a high one) makes the
+// routers of an input in between keep the best-ranked heads, not an arbitrary mix of the two plans.
+// A head whose side of 1/2 would disagree with `plan` (ties in the scores) gets 1/2 ± 0.05 on the
+// plan's side.
+std::vector<std::vector<float>> graded_static_targets(const std::vector<std::vector<float>>& scores,
+                                                      const std::vector<std::vector<uint8_t>>& plan, double temp);
 
 double learning_rate(const TrainerOptions& o, int64_t step);  // step 0-based
 

@@ -37,7 +37,7 @@ struct TrainCliOptions {
     bool skip_bad = false;
     int standardize = 0, fit_samples = 64, fit_iters = 300;
     std::string fit_static;
-    double fit_msr = 0.7, fit_p = 0.75, fit_msr_robust = -1;
+    double fit_msr = 0.7, fit_p = 0.75, fit_msr_robust = -1, fit_temp = 0;
     std::string variant = "softmax";
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0;
@@ -162,34 +162,45 @@ void train_router(const TrainCliOptions& c) {
                              "%.3g-%.3g), %.1f s\n",
                              n, lo_n, hi_n, secs());
             }
+            // --fit-temp: targets graded by the heads' rank (nested plans) instead of P(FA) = --fit-p.
+            auto fit = [&](const std::vector<const std::vector<std::vector<uint8_t>>*>& plans, const std::vector<int>& of) {
+                if (c.fit_temp <= 0) return train::fit_routers_to_plans(inputs, plans, of, c.fit_p, c.fit_iters, 3e-3, init);
+                std::vector<std::vector<std::vector<float>>> t;
+                for (const auto* p : plans) t.push_back(train::graded_static_targets(fit_spec.static_scores, *p, c.fit_temp));
+                std::vector<const std::vector<std::vector<float>>*> tp;
+                for (const auto& x : t) tp.push_back(&x);
+                return train::fit_routers_to_targets(inputs, tp, of, c.fit_iters, 3e-3, init);
+            };
+            const std::string p_text = c.fit_temp > 0 ? strprintf("targets graded by rank (temperature %g)", c.fit_temp)
+                                                      : strprintf("P(FA) %g / %g", c.fit_p, 1 - c.fit_p);
             if (fit_by_category) {
                 // Sensitive samples to the plan at --fit-msr, robust ones to the plan at --fit-msr-robust.
-                const train::PlanFit f =
-                    train::fit_routers_to_plans(inputs, {&plan, &plan_robust}, cats, c.fit_p, c.fit_iters, 3e-3, init);
+                const train::PlanFit f = fit({&plan, &plan_robust}, cats);
                 int n_rob = 0;
                 for (int k : cats) n_rob += k == train::kRobust;
                 std::fprintf(stderr,
                              "train-router: fitted the routers to static:%s at Ω_MSR %g (sensitive, %d samples) and %g "
-                             "(robust, %d samples), P(FA) %g / %g: decisions agree on %.1f %% / %.1f %% of heads, %.1f s\n",
-                             c.fit_static.c_str(), c.fit_msr, n - n_rob, c.fit_msr_robust, n_rob, c.fit_p, 1 - c.fit_p,
+                             "(robust, %d samples), %s: decisions agree on %.1f %% / %.1f %% of heads, %.1f s\n",
+                             c.fit_static.c_str(), c.fit_msr, n - n_rob, c.fit_msr_robust, n_rob, p_text.c_str(),
                              100 * f.plan_agreement[0], 100 * f.plan_agreement[1], secs());
             } else if (!plan.empty()) {
-                const train::PlanFit f = train::fit_routers_to_plan(inputs, plan, c.fit_p, c.fit_iters, 3e-3, init);
+                const train::PlanFit f = fit({&plan}, std::vector<int>(size_t(n), 0));
                 std::fprintf(stderr,
-                             "train-router: fitted the routers to static:%s at Ω_MSR %g (P(FA) %g / %g) over %d samples: "
+                             "train-router: fitted the routers to static:%s at Ω_MSR %g (%s) over %d samples: "
                              "decisions agree on %.1f %% of heads, %.1f s\n",
-                             c.fit_static.c_str(), c.fit_msr, c.fit_p, 1 - c.fit_p, n, 100 * f.agreement, secs());
+                             c.fit_static.c_str(), c.fit_msr, p_text.c_str(), n, 100 * f.agreement, secs());
             }
         }
         st = train::init_state(std::move(init), o, data.size());
         st.standardize = c.standardize > 0 ? n : 0;
+        const std::string how = c.fit_temp > 0 ? strprintf("rank temperature %g", c.fit_temp) : strprintf("P(FA) %g", c.fit_p);
         if (fit_by_category)
-            st.fit = strprintf("static:%s --msr %g (sensitive) / %g (robust), P(FA) %g, %d samples",
+            st.fit = strprintf("static:%s --msr %g (sensitive) / %g (robust), %s, %d samples",
                                std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, c.fit_msr_robust,
-                               c.fit_p, n);
+                               how.c_str(), n);
         else if (!plan.empty())
-            st.fit = strprintf("static:%s --msr %g, P(FA) %g, %d samples",
-                               std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, c.fit_p, n);
+            st.fit = strprintf("static:%s --msr %g, %s, %d samples",
+                               std::filesystem::path(c.fit_static).filename().c_str(), c.fit_msr, how.c_str(), n);
     }
     // Data parallel on one host: ranks 1..N-1 in threads, each on its own backend (cuda:r, or a CPU
     // backend), the same state and options; rank 0 (this thread) logs and checkpoints.
@@ -349,6 +360,11 @@ void add_train_router(CLI::App& app) {
                   "--fit-static: fit robust samples to the plan at this Ω_MSR instead (sensitive ones stay at "
                   "--fit-msr): the routers start adaptive")
         ->check(CLI::Range(0.0, 1.0));
+    c->add_option("--fit-temp", o->fit_temp,
+                  "--fit-static: graded targets, P(FA) = sigmoid((k - 1/2 - rank) / (T * heads)) for a plan of k FA "
+                  "heads, so that the fitted routers keep the best-ranked heads at every Ω (0: P(FA) = --fit-p)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 10.0));
     c->add_option("--fit-iters", o->fit_iters, "--fit-static: full-batch Adam iterations of the fit")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
