@@ -878,6 +878,20 @@ TEST(TrainerCli, FitStaticWarmStart) {
     const auto out = SafetensorsFile::open(d + "/r.safetensors");
     EXPECT_EQ(out->metadata().at("standardize"), "4");
     EXPECT_NE(out->metadata().at("fit").find("static:scores.json --msr 0.5"), std::string::npos) << out->metadata().at("fit");
+    // Per category, with targets graded by rank: the report names both plans and the temperature.
+    ASSERT_EQ(run_elastic(base + "--standardize 3 --fit-static " + d + "/scores.json --fit-msr 0.25 --fit-msr-robust 0.75 " +
+                              "--fit-temp 0.1 --fit-iters 600 --fit-samples 4",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    const std::string err3 = slurp(d + "/err");
+    EXPECT_NE(err3.find("at Ω_MSR 0.25 (sensitive, "), std::string::npos) << err3;
+    EXPECT_NE(err3.find("and 0.75 (robust, "), std::string::npos) << err3;
+    EXPECT_NE(err3.find("targets graded by rank (temperature 0.1)"), std::string::npos) << err3;
+    EXPECT_NE(SafetensorsFile::open(d + "/r.safetensors")->metadata().at("fit").find("(robust), rank temperature 0.1"),
+              std::string::npos);
+    EXPECT_EQ(run_elastic(base + "--fit-msr-robust 0.9", d + "/err"), 1);
+    EXPECT_NE(slurp(d + "/err").find("--fit-msr-robust needs --fit-static"), std::string::npos) << slurp(d + "/err");
     EXPECT_EQ(run_elastic(base + "--fit-static " + d + "/missing.json", d + "/err"), 1);
     const std::string e2 = slurp(d + "/err");
     EXPECT_NE(e2.find("missing.json"), std::string::npos) << e2;
