@@ -347,23 +347,53 @@ TEST(TrainerInit, FitRoutersToPlan) {
 
 // The adaptive warm start: sensitive and robust samples fitted to two different plans, each
 // collected under its own plan; the fitted routers route every sample as its category's plan.
+// Six random samples of the tiny model, sensitive and robust in turn, and their router inputs
+// collected under `sens` (sensitive samples) and `rob` (robust ones), from a fresh router init.
+struct CategoryInputs {
+    std::vector<TrainSample> data;
+    train::StepOptions o;
+    std::vector<RouterLayer> routers;
+    std::vector<std::vector<float>> inputs;
+    std::vector<int> cats;
+};
+CategoryInputs collect_by_category(const Engine& e, const Model& m, const std::vector<std::vector<uint8_t>>& sens,
+                                   const std::vector<std::vector<uint8_t>>& rob) {
+    CategoryInputs c;
+    std::mt19937_64 rng(9);
+    for (int i = 0; i < 6; ++i) c.data.push_back(random_sample(rng, m.config.vocab, 24 + 4 * i, 5, i % 2));
+    c.routers = train::router_init(m.config.n_layer, m.config.head_dim, 3);
+    c.o.win.sink = 4;
+    c.o.win.local = 8;
+    c.inputs = train::collect_router_inputs(e, c.data, 6, c.o, c.routers, &sens, &rob, &c.cats);
+    return c;
+}
+
+// The heads of all layers, (layer, head), by score, highest first; and the plan keeping the first k FA.
+std::vector<std::pair<int, int>> heads_by_score(const std::vector<std::vector<float>>& scores) {
+    std::vector<std::pair<int, int>> order;
+    for (size_t l = 0; l < scores.size(); ++l)
+        for (size_t h = 0; h < scores[l].size(); ++h) order.emplace_back(int(l), int(h));
+    std::stable_sort(order.begin(), order.end(), [&](const auto& a, const auto& b) {
+        return scores[size_t(a.first)][size_t(a.second)] > scores[size_t(b.first)][size_t(b.second)];
+    });
+    return order;
+}
+std::vector<std::vector<uint8_t>> top_plan(const std::vector<std::pair<int, int>>& order, int L, int H, int k) {
+    std::vector<std::vector<uint8_t>> p(size_t(L), std::vector<uint8_t>(size_t(H), 0));
+    for (int i = 0; i < k; ++i) p[size_t(order[size_t(i)].first)][size_t(order[size_t(i)].second)] = 1;
+    return p;
+}
+
 TEST(TrainerInit, FitRoutersToPlanPerCategory) {
     CpuEngine ce("tests/data/tiny-qwen3");
     const Model* m = ce.model.get();
     const Engine& e = *ce.engine;
     const int L = m->config.n_layer, H = m->config.n_kv_head, d = m->config.head_dim;
-    std::mt19937_64 rng(9);
-    std::vector<TrainSample> data;
-    for (int i = 0; i < 6; ++i) data.push_back(random_sample(rng, m->config.vocab, 24 + 4 * i, 5, i % 2));
     std::vector<std::vector<uint8_t>> sens(size_t(L), std::vector<uint8_t>(size_t(H), 1)), rob = sens;
     for (int l = 0; l < L; ++l)
         for (int h = 0; h < H; ++h) rob[size_t(l)][size_t(h)] = uint8_t((l + h) % 2);  // sparser
-    std::vector<RouterLayer> routers = train::router_init(L, d, 3);
-    train::StepOptions o;
-    o.win.sink = 4;
-    o.win.local = 8;
-    std::vector<int> cats;
-    const auto inputs = train::collect_router_inputs(e, data, 6, o, routers, &sens, &rob, &cats);
+    CategoryInputs c = collect_by_category(e, *m, sens, rob);
+    auto& [data, o, routers, inputs, cats] = c;
     ASSERT_EQ(cats, (std::vector<int>{0, 1, 0, 1, 0, 1}));
     // Each sample's forward ran under its own plan: a robust sample's Ω is the sparse plan's.
     o.forced_full = &rob;
@@ -398,22 +428,14 @@ TEST(TrainerInit, GradedStaticTargetsFollowTheRanking) {
     std::uniform_real_distribution<float> u(0.f, 1.f);
     for (auto& l : scores)
         for (float& x : l) x = u(rng);
-    std::vector<std::pair<float, std::pair<int, int>>> order;
-    for (int l = 0; l < L; ++l)
-        for (int h = 0; h < H; ++h) order.push_back({scores[size_t(l)][size_t(h)], {l, h}});
-    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    auto plan_of_top = [&](int k) {
-        std::vector<std::vector<uint8_t>> p(L, std::vector<uint8_t>(H, 0));
-        for (int i = 0; i < k; ++i) p[size_t(order[size_t(i)].second.first)][size_t(order[size_t(i)].second.second)] = 1;
-        return p;
-    };
+    const auto order = heads_by_score(scores);
     const double temp = 0.1;
     auto logit = [](double p) { return std::log(p / (1 - p)); };
     for (int k : {2, 5, 9}) {
-        const auto plan = plan_of_top(k);
+        const auto plan = top_plan(order, L, H, k);
         const auto t = train::graded_static_targets(scores, plan, temp);
         for (int i = 0; i < L * H; ++i) {
-            const auto [l, h] = order[size_t(i)].second;
+            const auto [l, h] = order[size_t(i)];
             const float p = t[size_t(l)][size_t(h)];
             EXPECT_EQ(p > 0.5f, plan[size_t(l)][size_t(h)] != 0) << "k " << k << " rank " << i;
             EXPECT_NEAR(logit(p), (k - 0.5 - i) / (temp * L * H), 1e-4) << "k " << k << " rank " << i;
@@ -421,12 +443,11 @@ TEST(TrainerInit, GradedStaticTargetsFollowTheRanking) {
     }
     // A plan that is not the ranking's top k (a tie broken the other way): the disagreeing heads sit
     // just on the plan's side.
-    auto odd = plan_of_top(3);
-    std::swap(odd[size_t(order[2].second.first)][size_t(order[2].second.second)],
-              odd[size_t(order[3].second.first)][size_t(order[3].second.second)]);
+    auto odd = top_plan(order, L, H, 3);
+    std::swap(odd[size_t(order[2].first)][size_t(order[2].second)], odd[size_t(order[3].first)][size_t(order[3].second)]);
     const auto t = train::graded_static_targets(scores, odd, temp);
-    EXPECT_FLOAT_EQ(t[size_t(order[2].second.first)][size_t(order[2].second.second)], 0.45f);
-    EXPECT_FLOAT_EQ(t[size_t(order[3].second.first)][size_t(order[3].second.second)], 0.55f);
+    EXPECT_FLOAT_EQ(t[size_t(order[2].first)][size_t(order[2].second)], 0.45f);
+    EXPECT_FLOAT_EQ(t[size_t(order[3].first)][size_t(order[3].second)], 0.55f);
     EXPECT_THROW(train::graded_static_targets(scores, odd, 0.0), Error);
     EXPECT_THROW(train::graded_static_targets(std::vector<std::vector<float>>(2, std::vector<float>(H)), odd, temp), Error);
 }
@@ -435,40 +456,23 @@ TEST(TrainerInit, GradedStaticTargetsFollowTheRanking) {
 TEST(TrainerInit, FitRoutersToGradedTargetsPerCategory) {
     CpuEngine ce("tests/data/tiny-qwen3");
     const Model* m = ce.model.get();
-    const Engine& e = *ce.engine;
-    const int L = m->config.n_layer, H = m->config.n_kv_head, d = m->config.head_dim;
+    const int L = m->config.n_layer, H = m->config.n_kv_head;
     std::vector<std::vector<float>> scores(size_t(L), std::vector<float>(static_cast<size_t>(H)));
     for (int l = 0; l < L; ++l)
         for (int h = 0; h < H; ++h) scores[size_t(l)][size_t(h)] = float((l * 7 + h * 5) % (L * H));  // distinct
-    std::vector<std::pair<float, std::pair<int, int>>> order;
-    for (int l = 0; l < L; ++l)
-        for (int h = 0; h < H; ++h) order.push_back({scores[size_t(l)][size_t(h)], {l, h}});
-    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    auto top = [&](int k) {
-        std::vector<std::vector<uint8_t>> p(size_t(L), std::vector<uint8_t>(size_t(H), 0));
-        for (int i = 0; i < k; ++i) p[size_t(order[size_t(i)].second.first)][size_t(order[size_t(i)].second.second)] = 1;
-        return p;
-    };
-    const auto sens = top(L * H * 3 / 4), rob = top(L * H / 4);
-    std::mt19937_64 rng(9);
-    std::vector<TrainSample> data;
-    for (int i = 0; i < 6; ++i) data.push_back(random_sample(rng, m->config.vocab, 24 + 4 * i, 5, i % 2));
-    std::vector<RouterLayer> routers = train::router_init(L, d, 3);
-    train::StepOptions o;
-    o.win.sink = 4;
-    o.win.local = 8;
-    std::vector<int> cats;
-    const auto inputs = train::collect_router_inputs(e, data, 6, o, routers, &sens, &rob, &cats);
-    train::standardize_routers(inputs, routers);
+    const auto order = heads_by_score(scores);
+    const auto sens = top_plan(order, L, H, L * H * 3 / 4), rob = top_plan(order, L, H, L * H / 4);
+    CategoryInputs c = collect_by_category(*ce.engine, *m, sens, rob);
+    train::standardize_routers(c.inputs, c.routers);
     const auto ts = train::graded_static_targets(scores, sens, 0.2), tr = train::graded_static_targets(scores, rob, 0.2);
-    const train::PlanFit f = train::fit_routers_to_targets(inputs, {&ts, &tr}, cats, 800, 3e-3, routers);
+    const train::PlanFit f = train::fit_routers_to_targets(c.inputs, {&ts, &tr}, c.cats, 800, 3e-3, c.routers);
     ASSERT_EQ(f.plan_agreement.size(), 2u);
     EXPECT_EQ(f.plan_agreement[0], 1.0);
     EXPECT_EQ(f.plan_agreement[1], 1.0);
     EXPECT_LT(f.mse, 0.01);
     std::vector<std::vector<float>> bad = ts;
     bad[0][0] = 1.0f;
-    EXPECT_THROW(train::fit_routers_to_targets(inputs, {&bad}, std::vector<int>(6, 0), 10, 1e-3, routers), Error);
+    EXPECT_THROW(train::fit_routers_to_targets(c.inputs, {&bad}, std::vector<int>(6, 0), 10, 1e-3, c.routers), Error);
 }
 
 std::vector<TrainSample> synthetic_data(int vocab, int n, uint64_t seed) {
