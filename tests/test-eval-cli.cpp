@@ -81,8 +81,9 @@ TEST(EvalCli, RulerRobustAndReport) {
     Out full = elastic_cmd("eval ruler" + common + "--tasks niah_single_1 --lengths 384 --attention full");
     ASSERT_EQ(full.code, 0) << full.err;
     std::ofstream(dir() + "/full.json") << full.out;
-    Out ssa = elastic_cmd("eval ruler" + common + "--tasks niah_single_1 --lengths 384 --attention ssa --sink 16 --local 64 -o " +
-                          dir() + "/ssa-o.json");
+    Out ssa = elastic_cmd("eval ruler" + common +
+                          "--tasks niah_single_1 --lengths 384 --attention ssa --sink 16 --local 64 --predictions -o " + dir() +
+                          "/ssa-o.json");
     ASSERT_EQ(ssa.code, 0) << ssa.err;
     std::ofstream(dir() + "/ssa.json") << ssa.out;
     {  // -o: the same results in a file, marked complete
@@ -103,6 +104,13 @@ TEST(EvalCli, RulerRobustAndReport) {
     EXPECT_DOUBLE_EQ(r["omega_msr"].get<double>(), 1.0);
     EXPECT_GT(r["omega_esr"].get<double>(), 0.3);
     EXPECT_GT(r["prefill_seconds"].get<double>(), 0);
+    // --predictions: each prediction with its prefill plan, every KV head of every layer streaming
+    ASSERT_EQ(j["predictions"].size(), 1u);
+    const auto& p = j["predictions"][0];
+    EXPECT_EQ(p["task"], "niah_single_1");
+    std::string all_ssa;
+    for (int l = 0; l < 30; ++l) all_ssa += (l ? " " : "") + std::string(3, 'S');  // SmolLM2-135M: 30 layers x 3 KV heads
+    EXPECT_EQ(p["plan"], all_ssa);
 
     Out rob = elastic_cmd("eval robust" + common + "--tasks ppl-prose,code-next-line --lengths 600 --attention full");
     ASSERT_EQ(rob.code, 0) << rob.err;

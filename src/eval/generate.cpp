@@ -45,6 +45,10 @@ Generation generate(const Target& e, const std::vector<int32_t>& ids, int max_ne
     g.prefill_seconds = s.stats().prefill_seconds;
     g.decode_seconds = r.decode_seconds;
     g.new_tokens = int64_t(r.tokens.size());
+    for (const auto& layer : s.stats().modes) {
+        if (!g.plan.empty()) g.plan += ' ';
+        for (HeadMode m : layer) g.plan += m == HeadMode::FA ? 'F' : m == HeadMode::SSA ? 'S' : 'X';
+    }
     g.text = tok.decode(r.tokens, /*skip_special=*/true);
     return g;
 }

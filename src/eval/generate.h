@@ -33,6 +33,9 @@ struct Generation {
     int64_t new_tokens = 0;
     double omega_msr = 0, omega_esr = 0;
     double prefill_seconds = 0, decode_seconds = 0;
+    // The prefill's head modes, one letter per KV head (F = FA, S = SSA, X = XA), layers separated
+    // by spaces: which heads the router (or the static plan) kept dense for this prompt.
+    std::string plan;
 };
 
 // extra_stops: more ids that end generation (e.g. "\n" for samsum); min_new_tokens: stop ids are

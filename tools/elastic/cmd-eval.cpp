@@ -104,10 +104,10 @@ struct Runner {
                      tty ? "" : "\n");
         if (tty && done == total) std::fprintf(stderr, "\n");
     }
-    void keep(const Sample& s, const std::string& pred, double score) {
+    void keep(const Sample& s, const Generation& g, double score) {
         if (o.predictions)
-            predictions.push_back({{"task", s.task}, {"length", s.length}, {"index", s.index}, {"prediction", pred},
-                                   {"answers", s.outputs}, {"score", score}});
+            predictions.push_back({{"task", s.task},      {"length", s.length},  {"index", s.index}, {"prediction", g.text},
+                                   {"answers", s.outputs}, {"score", score},      {"plan", g.plan}});
     }
     nlohmann::json json_of(const std::string& command, const std::vector<TaskResult>& results, const nlohmann::json& extra,
                            bool complete) const {
@@ -195,7 +195,7 @@ void eval_ruler(const EvalOptions& o) {
                 const Generation g = generate(run.target(), prompt_ids(tok, s), s.max_new_tokens);
                 const double sc = string_match_all(g.text, s.outputs);
                 acc.add(sc, g.omega_msr, g.omega_esr, g.prefill_seconds, double(g.prompt_tokens), g.decode_seconds);
-                run.keep(s, g.text, sc);
+                run.keep(s, g, sc);
                 run.progress(task + " " + length_label(L));
             }
             results.push_back(acc.finish());
@@ -240,7 +240,7 @@ void eval_robust(const EvalOptions& o) {
                     const double sim = next_line_similarity(g.text, s.outputs[0]);
                     exact += next_line_exact(g.text, s.outputs[0]);
                     acc.add(sim, g.omega_msr, g.omega_esr, g.prefill_seconds, double(g.prompt_tokens), g.decode_seconds);
-                    run.keep(s, g.text, sim);
+                    run.keep(s, g, sim);
                 } else {
                     const std::vector<int32_t> ids =
                         document_window(tok, task == "ppl-prose" ? prose : code, L, derive_seed(o.seed, task, uint64_t(L), uint64_t(i)));
@@ -302,7 +302,7 @@ void eval_longbench(const EvalOptions& o) {
             const std::string b = !f.e ? "all" : s.words < 4000 ? "0-4k" : s.words < 8000 ? "4-8k" : "8k+";
             TaskAccumulator& acc = buckets[b];
             acc.add(sc, g.omega_msr, g.omega_esr, g.prefill_seconds, double(g.prompt_tokens), g.decode_seconds);
-            run.keep(s, g.text, sc);
+            run.keep(s, g, sc);
             run.progress(f.dataset + (f.e ? "_e" : ""));
         }
         for (const char* b : {"all", "0-4k", "4-8k", "8k+"}) {
