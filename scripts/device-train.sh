@@ -89,22 +89,21 @@ train)
   B=${BATCH:-4}
   for cfg in ${CONFIGS:-fa-ssa fa-xa}; do
     (
+      # The flags both invocations below share.
+      common=(-m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" --max-seq "${MAXSEQ:-8192}" $W
+        --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" --lambda-init "${LAMBDA_INIT:-1}"
+        ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg")
       if [ "${FIT_FIRST:-0}" = 1 ]; then
         # The warm start alone (step 0: TRAIN_EXTRA's --fit-static ...), kept as smollm2-fit.safetensors
         # for the evaluation (mode fit), then the training resumes from its checkpoint.
         t0=$SECONDS
-        "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
-          --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
-          --lambda-init "${LAMBDA_INIT:-1}" ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --stop-at 0 \
-          -o "$RES/smollm2-fit.safetensors" > "$RES/fit-$cfg.out" 2>&1
+        "$E" train-router "${common[@]}" --stop-at 0 -o "$RES/smollm2-fit.safetensors" > "$RES/fit-$cfg.out" 2>&1
         log "fit $cfg rc=$? in $((SECONDS - t0)) s: $(grep -h fitted "$RES/fit-$cfg.out")"
         [ "${FIT_ONLY:-0}" = 1 ] && exit 0  # the warm start alone (evaluated as mode fit)
         RESUME=1
       fi
       t0=$SECONDS
-      with_peak_mem "train-$cfg" "$E" train-router -m "$M" --data "$DATA" --config "$cfg" --steps "$N" --batch "$B" \
-        --max-seq "${MAXSEQ:-8192}" $W --backend cuda --lr "${LR:-1e-3}" --lambda-lr "${LAMBDA_LR:-0.05}" \
-        --lambda-init "${LAMBDA_INIT:-1}" ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg" --checkpoint-every 25 \
+      with_peak_mem "train-$cfg" "$E" train-router "${common[@]}" --checkpoint-every 25 \
         ${RESUME:+--resume "$RES/ckpt-$cfg"} --log "$RES/train-$cfg.jsonl" -o "$RES/smollm2-$cfg.safetensors" \
         > "$RES/train-$cfg.out" 2>&1
       log "train $cfg rc=$? in $((SECONDS - t0)) s: $(tail -1 "$RES/train-$cfg.out")"

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <limits>
 
+#include "attention/plan.h"
 #include "core/error.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -47,7 +48,7 @@ Generation generate(const Target& e, const std::vector<int32_t>& ids, int max_ne
     g.new_tokens = int64_t(r.tokens.size());
     for (const auto& layer : s.stats().modes) {
         if (!g.plan.empty()) g.plan += ' ';
-        for (HeadMode m : layer) g.plan += m == HeadMode::FA ? 'F' : m == HeadMode::SSA ? 'S' : 'X';
+        for (HeadMode m : layer) g.plan += head_mode_name(m)[0];  // FA, SSA, XA -> F, S, X
     }
     g.text = tok.decode(r.tokens, /*skip_special=*/true);
     return g;

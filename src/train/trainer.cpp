@@ -262,7 +262,8 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
         if (!routers[l].use_softmax()) fail("router fit: layer %zu is a sigmoid-variant router (softmax only)", l);
     // Layers are independent: one thread each (OpenMP), sums per layer, folded in layer order.
     const int L = int(routers.size());
-    std::vector<double> mse_l(size_t(L), 0.0), agree_l(size_t(L), 0.0), rows_l(size_t(L), 0.0);
+    // Per layer: the squared error, and per plan the agreeing decisions and the decisions.
+    std::vector<double> mse_l(size_t(L), 0.0);
     std::vector<double> agree_lk(size_t(L) * plans.size(), 0.0), rows_lk(size_t(L) * plans.size(), 0.0);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int li = 0; li < L; ++li) {
@@ -280,7 +281,6 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
         for (int it = 1; it <= iters + 1; ++it) {
             RouterLayer g = router_zero_grads(r);
             double mse = 0;
-            int64_t agree = 0;
             std::vector<int64_t> agree_k(plans.size(), 0), rows_k(plans.size(), 0);
             for (size_t s = 0; s < n; ++s) {
                 // A one-row "sequence" pools to itself: the router's input is the stored row.
@@ -290,7 +290,6 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
                     const double e = double(a.soft[size_t(h)]) - double(target[size_t(h)]);
                     mse += e * e;
                     const bool ok = (a.z[size_t(h)] > 0.5f) == (target[size_t(h)] > 0.5f);
-                    agree += ok;
                     agree_k[size_t(plan_of[s])] += ok;
                     rows_k[size_t(plan_of[s])] += 1;
                     dz[size_t(h)] = float(2.0 * e / double(n * size_t(H)));
@@ -299,8 +298,6 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
             }
             if (it > iters) {  // the last pass only measures
                 mse_l[l] = mse;
-                agree_l[l] = double(agree);
-                rows_l[l] = double(n) * H;
                 for (size_t k = 0; k < plans.size(); ++k) {
                     agree_lk[l * plans.size() + k] = double(agree_k[k]);
                     rows_lk[l * plans.size() + k] = double(rows_k[k]);
@@ -319,19 +316,17 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
         }
     }
     PlanFit fit;
-    double rows = 0;
-    for (int l = 0; l < L; ++l) {
-        fit.mse += mse_l[size_t(l)];
-        fit.agreement += agree_l[size_t(l)];
-        rows += rows_l[size_t(l)];
-    }
-    fit.mse /= std::max(1.0, rows);
-    fit.agreement /= std::max(1.0, rows);
+    double agree = 0, rows = 0;
+    for (int l = 0; l < L; ++l) fit.mse += mse_l[size_t(l)];
     for (size_t k = 0; k < plans.size(); ++k) {
         double a = 0, r = 0;
         for (int l = 0; l < L; ++l) a += agree_lk[size_t(l) * plans.size() + k], r += rows_lk[size_t(l) * plans.size() + k];
         fit.plan_agreement.push_back(r > 0 ? a / r : 0.0);
+        agree += a;
+        rows += r;
     }
+    fit.mse /= std::max(1.0, rows);
+    fit.agreement = agree / std::max(1.0, rows);
     return fit;
 }
 
