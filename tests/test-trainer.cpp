@@ -825,6 +825,32 @@ TEST(TrainerCli, SmolLM2SplitRunMatchesOneRun) {
                 ASSERT_EQ(b[i], std::string(dt) == "f32" ? a[i] : test::round_bf16(a[i])) << "layer " << l << " element " << i;
         }
     }
+    // A router file written by -o, in bf16: its weights rounded, its metadata kept.
+    {
+        const std::string out = dir + "/file-bf16.safetensors";
+        ASSERT_EQ(0, run_elastic("train-router export " + dir + "/one.safetensors -m " + model + " --dtype bf16 -o " + out,
+                                 dir + "/err7"))
+            << slurp(dir + "/err7");
+        const std::string bytes = slurp(out);
+        EXPECT_NE(bytes.find(R"("steps":"4")"), std::string::npos);
+        EXPECT_NE(bytes.find(R"("exported_from":"one.safetensors")"), std::string::npos);
+        const Router e = Router::load(out, 30, 64);
+        const std::vector<float>& a = r.layer(7).rh0.w;
+        const std::vector<float>& b = e.layer(7).rh0.w;
+        ASSERT_EQ(a.size(), b.size());
+        for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(b[i], test::round_bf16(a[i])) << "element " << i;
+        // A safetensors file that is not a router of train-router: one clear error.
+        const std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+        {
+            std::ofstream f(dir + "/other.safetensors", std::ios::binary);
+            const uint64_t n = header.size();
+            f.write(reinterpret_cast<const char*>(&n), 8);
+            f << header << std::string(4, '\0');
+        }
+        EXPECT_EQ(1, run_elastic("train-router export " + dir + "/other.safetensors -m " + model + " -o " + dir + "/y.safetensors",
+                                 dir + "/err8"));
+        EXPECT_NE(slurp(dir + "/err8").find("not a router file"), std::string::npos) << slurp(dir + "/err8");
+    }
     EXPECT_EQ(1, run_elastic("train-router export " + dir + " -m " + model + " -o " + dir + "/x.safetensors", dir + "/err6"));
     EXPECT_NE(slurp(dir + "/err6").find("state.json not found"), std::string::npos) << slurp(dir + "/err6");
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@
 #include "dist/comm.h"
 #include "model/model.h"
 #include "eval/training-plot.h"
+#include "formats/safetensors.h"
 #include "train/router-init.h"
 #include "train/data.h"
 #include "train/trainer-data.h"
@@ -275,12 +277,45 @@ struct ExportOptions {
     std::string ckpt, model, data, out, dtype = "f32";
 };
 
+// A router file written by `train-router -o` (f32) as a released one: the same weights in the
+// requested dtype, with its metadata as written (the model must be the one it names).
+void export_router_file(const ExportOptions& e, DType dt) {
+    std::map<std::string, std::string> meta;
+    try {
+        meta = SafetensorsFile::open(e.ckpt)->metadata();
+    } catch (const std::exception& ex) {
+        fail("train-router export: %s", ex.what());
+    }
+    if (meta.count("format") == 0 || meta["format"] != "elastic-router")
+        fail("train-router export: %s is not a router file of train-router (no format elastic-router in its metadata)",
+             e.ckpt.c_str());
+    auto model = Model::load(e.model);
+    const std::string model_file = std::filesystem::path(e.model).filename().string();
+    if (meta.count("model") && meta["model"] != model_file)
+        fail("train-router export: %s was trained for %s, not %s", e.ckpt.c_str(), meta["model"].c_str(), model_file.c_str());
+    const Router r = Router::load(e.ckpt, model->config.n_layer, model->config.head_dim);
+    std::vector<RouterLayer> layers;
+    for (int l = 0; l < model->config.n_layer; ++l) layers.push_back(r.layer(l));
+    if (!e.data.empty()) {
+        meta["data"] = std::filesystem::path(e.data).filename().string();
+        meta["data_fnv1a64"] = train::file_hash(e.data);
+    }
+    meta["exported_from"] = std::filesystem::path(e.ckpt).filename().string();
+    const std::vector<std::pair<std::string, std::string>> pairs(meta.begin(), meta.end());
+    train::write_trained_router(e.out, layers, pairs, dt);
+    std::printf("train-router export: %s (step %s, %s) -> %s (%s)\n", e.ckpt.c_str(),
+                meta.count("steps") ? meta["steps"].c_str() : "?", meta.count("config") ? meta["config"].c_str() : "?",
+                e.out.c_str(), e.dtype.c_str());
+}
+
 // A checkpoint directory as a released router file: its router.safetensors with the run's metadata
 // from state.json (and the model's and data's names, the data's hash, when given), in f32 or bf16.
-// For runs stopped at a checkpoint (a device session that ran out of time).
+// For runs stopped at a checkpoint (a device session that ran out of time). A router file (.safetensors)
+// instead of a directory: export_router_file.
 void export_router(const ExportOptions& e) {
     if (e.dtype != "f32" && e.dtype != "bf16") fail("train-router export: --dtype must be f32 or bf16");
     const DType dt = e.dtype == "f32" ? DType::F32 : DType::BF16;
+    if (std::filesystem::is_regular_file(e.ckpt)) return export_router_file(e, dt);
     const std::string state_path = e.ckpt + "/state.json";
     std::ifstream f(state_path);
     if (!f) fail("train-router export: %s not found (not a checkpoint directory?)", state_path.c_str());
@@ -402,8 +437,8 @@ void add_train_router(CLI::App& app) {
         std::printf("training curves: %s\n", plot->second.c_str());
     });
     auto ex = std::make_shared<ExportOptions>();
-    CLI::App* x = c->add_subcommand("export", "Write a checkpoint directory as a router file with the run's metadata");
-    x->add_option("checkpoint", ex->ckpt, "A --checkpoint-dir of train-router")->required();
+    CLI::App* x = c->add_subcommand("export", "Write a checkpoint directory, or a router file in another dtype, as a router file with the run's metadata");
+    x->add_option("checkpoint", ex->ckpt, "A --checkpoint-dir of train-router, or a router file it wrote (-o)")->required();
     x->add_option("-m,--model", ex->model, "The model it was trained for")->required();
     x->add_option("-o,--out", ex->out, "Output router .safetensors")->required();
     x->add_option("--data", ex->data, "The training data (its name and hash go into the metadata)");
