@@ -95,9 +95,11 @@ train)
         ${TRAIN_EXTRA:-} --seed 0 --checkpoint-dir "$RES/ckpt-$cfg")
       if [ "${FIT_FIRST:-0}" = 1 ]; then
         # The warm start alone (step 0: TRAIN_EXTRA's --fit-static ...), kept as smollm2-fit.safetensors
-        # for the evaluation (mode fit), then the training resumes from its checkpoint.
+        # for the evaluation (mode fit), its curve as fit-CONFIG.jsonl; then the training resumes from
+        # its checkpoint.
         t0=$SECONDS
-        "$E" train-router "${common[@]}" --stop-at 0 -o "$RES/smollm2-fit.safetensors" > "$RES/fit-$cfg.out" 2>&1
+        "$E" train-router "${common[@]}" --stop-at 0 --fit-log "$RES/fit-$cfg.jsonl" -o "$RES/smollm2-fit.safetensors" \
+          > "$RES/fit-$cfg.out" 2>&1
         log "fit $cfg rc=$? in $((SECONDS - t0)) s: $(grep -h fitted "$RES/fit-$cfg.out")"
         [ "${FIT_ONLY:-0}" = 1 ] && exit 0  # the warm start alone (evaluated as mode fit)
         RESUME=1

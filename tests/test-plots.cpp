@@ -168,6 +168,23 @@ TEST(TrainingPlot, LogToPanelsAndPng) {
     EXPECT_GT(count(p, 0x1f77b4), 20u);
     std::remove(png.c_str());
 #endif
+    // A warm start's --fit-log: no λ, an agreement per category (its own panel).
+    {
+        const std::string fit = tmp("fit.jsonl");
+        {
+            std::ofstream f(fit);
+            for (int it = 0; it <= 10; ++it)
+                f << "{\"step\": " << it << ", \"fit_loss\": " << 0.2 / (it + 1) << ", \"omega\": {\"sensitive\": 0.5}, "
+                  << "\"target\": {\"sensitive\": 0.4}, \"agreement\": {\"sensitive\": " << 0.5 + 0.05 * it << "}}\n";
+        }
+        const std::vector<CurvePanel> fp = training_log_panels(fit);
+        ASSERT_EQ(fp.size(), 3u);
+        EXPECT_EQ(fp[0].ylabel, "loss");
+        EXPECT_EQ(fp[1].ylabel, "Ω_MSR");
+        EXPECT_EQ(fp[2].ylabel, "agreement");
+        EXPECT_EQ(fp[2].series.at("agreement.sensitive").back(), (std::pair<double, double>{10.0, 1.0}));
+        std::remove(fit.c_str());
+    }
     std::ofstream(log, std::ios::app) << "not json\n";
     try {
         training_log_panels(log);

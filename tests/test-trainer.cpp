@@ -407,6 +407,15 @@ TEST(TrainerInit, FitRoutersToPlanPerCategory) {
     ASSERT_EQ(f.plan_agreement.size(), 2u);
     EXPECT_EQ(f.plan_agreement[0], 1.0);
     EXPECT_EQ(f.plan_agreement[1], 1.0);
+    // The curve: one point per iteration and the end; its last point is the fit's result, and with
+    // every decision agreeing each category's Ω is its plan's (sensitive: all FA, Ω 0).
+    ASSERT_EQ(f.curve.size(), 601u);
+    EXPECT_EQ(f.curve.back().iter, 600);
+    EXPECT_EQ(f.curve.back().agreement, f.plan_agreement);
+    EXPECT_DOUBLE_EQ(f.curve.back().mse, f.mse);
+    EXPECT_LT(f.curve.back().mse, 0.5 * f.curve.front().mse);
+    EXPECT_EQ(f.plan_omega, (std::vector<double>{0.0, 1.0 - double(n_fa) / (L * H)}));
+    EXPECT_EQ(f.curve.back().omega, f.plan_omega);
     const size_t row = size_t(H) * size_t(d);
     for (int l = 0; l < L; ++l)
         for (size_t s = 0; s < 6; ++s) {
@@ -920,6 +929,26 @@ TEST(TrainerCli, FitStaticWarmStart) {
     EXPECT_NE(err3.find("targets graded by rank (temperature 0.1)"), std::string::npos) << err3;
     EXPECT_NE(SafetensorsFile::open(d + "/r.safetensors")->metadata().at("fit").find("(robust), rank temperature 0.1"),
               std::string::npos);
+    // --fit-log: the fit's curve, one line per iteration and the end, drawn by `train-router plot`.
+    ASSERT_EQ(run_elastic(base + "--fit-static " + d + "/scores.json --fit-msr 0.25 --fit-msr-robust 0.75 --fit-iters 20 " +
+                              "--fit-samples 4 --fit-log " + d + "/fit.jsonl",
+                          d + "/err"),
+              0)
+        << slurp(d + "/err");
+    {
+        std::ifstream f(d + "/fit.jsonl");
+        std::vector<nlohmann::json> lines;
+        for (std::string line; std::getline(f, line);) lines.push_back(nlohmann::json::parse(line));
+        ASSERT_EQ(lines.size(), 21u);
+        EXPECT_EQ(lines.back()["step"], 20);
+        EXPECT_DOUBLE_EQ(lines.back()["target"]["sensitive"].get<double>(), 0.25);
+        EXPECT_DOUBLE_EQ(lines.back()["target"]["robust"].get<double>(), 0.75);
+        EXPECT_TRUE(lines.back()["agreement"]["robust"].is_number());
+        EXPECT_LT(lines.back()["fit_loss"].get<double>(), lines.front()["fit_loss"].get<double>());
+    }
+#ifdef ELASTIC_HAVE_CAIRO
+    EXPECT_EQ(run_elastic("train-router plot " + d + "/fit.jsonl --png " + d + "/fit.png", d + "/err"), 0) << slurp(d + "/err");
+#endif
     EXPECT_EQ(run_elastic(base + "--fit-msr-robust 0.9", d + "/err"), 1);
     EXPECT_NE(slurp(d + "/err").find("--fit-msr-robust needs --fit-static"), std::string::npos) << slurp(d + "/err");
     EXPECT_EQ(run_elastic(base + "--fit-static " + d + "/missing.json", d + "/err"), 1);

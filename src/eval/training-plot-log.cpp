@@ -23,10 +23,11 @@ void flatten(const nlohmann::json& j, const std::string& prefix, std::map<std::s
 std::vector<CurvePanel> training_log_panels(const std::string& log_path) {
     std::ifstream f(log_path);
     if (!f) fail("%s: cannot open the training log", log_path.c_str());
-    std::vector<CurvePanel> panels(3);
+    std::vector<CurvePanel> panels(4);
     panels[0].ylabel = "loss";
     panels[1].ylabel = "Ω_MSR";
     panels[2].ylabel = "λ";
+    panels[3].ylabel = "agreement";
     std::string line;
     int64_t lineno = 0;
     while (std::getline(f, line)) {
@@ -47,12 +48,17 @@ std::vector<CurvePanel> training_log_panels(const std::string& log_path) {
             if (name.find("loss") != std::string::npos) panel = 0;
             else if (name.rfind("omega", 0) == 0 || name.rfind("target", 0) == 0) panel = 1;
             else if (name.rfind("lambda", 0) == 0) panel = 2;
+            else if (name.rfind("agreement", 0) == 0) panel = 3;
             if (panel < 0) continue;
             panels[size_t(panel)].series[name].push_back({x, y});
             if (name.rfind("target", 0) == 0) panels[size_t(panel)].dashed.insert(name);
         }
     }
-    return panels;
+    // λ exists only in training logs, the agreement only in a warm start's (--fit-log).
+    std::vector<CurvePanel> drawn;
+    for (auto& p : panels)
+        if (!p.series.empty()) drawn.push_back(std::move(p));
+    return drawn;
 }
 
 }  // namespace elastic::eval

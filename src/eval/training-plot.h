@@ -24,8 +24,9 @@ void write_curve_panels(const std::string& path, const std::vector<CurvePanel>& 
 
 // The panels of a training log: one JSON object per line; nested objects are flattened to dotted
 // names ("omega.sensitive"); x is the field "step" (else the line number). Fields naming a loss go
-// to the first panel, "omega*" and "target*" (dashed) to the second, "lambda*" to the third; other
-// fields are left out. Error naming the line for a line that is not a JSON object.
+// to the first panel, "omega*" and "target*" (dashed) to the second, "lambda*" to the third,
+// "agreement*" (a warm start's --fit-log) to the fourth; other fields are left out, and so are panels
+// without a point. Error naming the line for a line that is not a JSON object.
 std::vector<CurvePanel> training_log_panels(const std::string& log_path);
 
 }  // namespace elastic::eval

@@ -262,9 +262,12 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
         if (!routers[l].use_softmax()) fail("router fit: layer %zu is a sigmoid-variant router (softmax only)", l);
     // Layers are independent: one thread each (OpenMP), sums per layer, folded in layer order.
     const int L = int(routers.size());
-    // Per layer: the squared error, and per plan the agreeing decisions and the decisions.
+    // Per layer: the squared error, and per plan the agreeing decisions and the decisions; per layer
+    // and iteration the same with the sparse decisions, for the curve (folded in layer order below).
+    const size_t K = plans.size(), P = 3 * K + 1;  // per iteration: mse, then agree / sparse / rows per plan
     std::vector<double> mse_l(size_t(L), 0.0);
-    std::vector<double> agree_lk(size_t(L) * plans.size(), 0.0), rows_lk(size_t(L) * plans.size(), 0.0);
+    std::vector<double> agree_lk(size_t(L) * K, 0.0), rows_lk(size_t(L) * K, 0.0);
+    std::vector<double> curve_l(size_t(L) * size_t(iters + 1) * P, 0.0);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int li = 0; li < L; ++li) {
         const size_t l = size_t(li);
@@ -281,7 +284,7 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
         for (int it = 1; it <= iters + 1; ++it) {
             RouterLayer g = router_zero_grads(r);
             double mse = 0;
-            std::vector<int64_t> agree_k(plans.size(), 0), rows_k(plans.size(), 0);
+            std::vector<int64_t> agree_k(K, 0), sparse_k(K, 0), rows_k(K, 0);
             for (size_t s = 0; s < n; ++s) {
                 // A one-row "sequence" pools to itself: the router's input is the stored row.
                 const RouterActs a = router_forward(r, inputs[l].data() + s * row, 1, H, d, Router::kDefaultWindow);
@@ -291,10 +294,18 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
                     mse += e * e;
                     const bool ok = (a.z[size_t(h)] > 0.5f) == (target[size_t(h)] > 0.5f);
                     agree_k[size_t(plan_of[s])] += ok;
+                    sparse_k[size_t(plan_of[s])] += a.z[size_t(h)] <= 0.5f;
                     rows_k[size_t(plan_of[s])] += 1;
                     dz[size_t(h)] = float(2.0 * e / double(n * size_t(H)));
                 }
                 if (it <= iters) router_backward(r, a, dz.data(), g, nullptr);
+            }
+            double* c = curve_l.data() + (l * size_t(iters + 1) + size_t(it - 1)) * P;
+            c[0] = mse;
+            for (size_t k = 0; k < K; ++k) {
+                c[1 + 3 * k] = double(agree_k[k]);
+                c[2 + 3 * k] = double(sparse_k[k]);
+                c[3 + 3 * k] = double(rows_k[k]);
             }
             if (it > iters) {  // the last pass only measures
                 mse_l[l] = mse;
@@ -327,6 +338,28 @@ PlanFit fit_routers_to_targets(const std::vector<std::vector<float>>& inputs,
     }
     fit.mse /= std::max(1.0, rows);
     fit.agreement = agree / std::max(1.0, rows);
+    for (const auto* p : plans) {
+        double below = 0, all = 0;
+        for (const auto& layer : *p)
+            for (float t : layer) below += t < 0.5f, all += 1;
+        fit.plan_omega.push_back(below / std::max(1.0, all));
+    }
+    for (int it = 0; it <= iters; ++it) {
+        std::vector<double> sum(P, 0.0);
+        for (int l = 0; l < L; ++l)
+            for (size_t i = 0; i < P; ++i) sum[i] += curve_l[(size_t(l) * size_t(iters + 1) + size_t(it)) * P + i];
+        PlanFitPoint pt;
+        pt.iter = it;
+        double all_rows = 0;
+        for (size_t k = 0; k < K; ++k) {
+            const double r = std::max(1.0, sum[3 + 3 * k]);
+            pt.agreement.push_back(sum[1 + 3 * k] / r);
+            pt.omega.push_back(sum[2 + 3 * k] / r);
+            all_rows += sum[3 + 3 * k];
+        }
+        pt.mse = sum[0] / std::max(1.0, all_rows);
+        fit.curve.push_back(std::move(pt));
+    }
     return fit;
 }
 

@@ -93,10 +93,19 @@ std::vector<double> standardize_routers(const std::vector<std::vector<float>>& i
 // = 1 and 1 − p_fa for the others (squared error on the probability, full-batch Adam, `iters`
 // iterations at learning rate `lr`). p_fa < 1 leaves the margins finite (|m| = logit(p_fa)),
 // so the straight-through gradient of training can still move them. Softmax variant only.
+// One point of the fit's curve: before the update of iteration `iter` (iter = iters: the end).
+struct PlanFitPoint {
+    int iter = 0;
+    double mse = 0;                  // over all rows × heads
+    std::vector<double> agreement;   // per plan: share of its samples' decisions on the target's side
+    std::vector<double> omega;       // per plan: share of its samples' decisions that are sparse (Ω_MSR)
+};
 struct PlanFit {
     double agreement = 0;  // share of rows × heads whose hard decision equals the plan's
     double mse = 0;        // mean squared error of the probability at the end
     std::vector<double> plan_agreement;  // the agreement over the samples of each plan (fit_routers_to_plans)
+    std::vector<double> plan_omega;      // the Ω_MSR of each plan's targets (share of targets below 1/2)
+    std::vector<PlanFitPoint> curve;     // iterations 0..iters, summed over the layers
 };
 PlanFit fit_routers_to_plan(const std::vector<std::vector<float>>& inputs, const std::vector<std::vector<uint8_t>>& full,
                             double p_fa, int iters, double lr, std::vector<RouterLayer>& routers);

@@ -38,12 +38,32 @@ struct TrainCliOptions {
     int64_t sink = 128, local = 2048, xa_block = 128;
     bool skip_bad = false;
     int standardize = 0, fit_samples = 64, fit_iters = 300;
-    std::string fit_static;
+    std::string fit_static, fit_log;
     double fit_msr = 0.7, fit_p = 0.75, fit_msr_robust = -1, fit_temp = 0;
     std::string variant = "softmax";
     bool gumbel = false;
     double tau_start = 1.5, tau_end = 1.0;
 };
+
+// The warm start's curve (--fit-log): one JSON line per fit iteration, drawn by `train-router plot`:
+// the fit's squared error, Ω_MSR of each plan's samples against the plan's Ω (dashed), and the share
+// of decisions that agree with the plan. Written whole (the fit takes minutes, not hours).
+void write_fit_log(const std::string& path, const train::PlanFit& f, const std::vector<std::string>& names) {
+    std::ofstream out(path, std::ios::trunc);
+    if (!out) fail("train-router: cannot write --fit-log %s", path.c_str());
+    for (const train::PlanFitPoint& p : f.curve) {
+        nlohmann::json j;
+        j["step"] = p.iter;
+        j["fit_loss"] = p.mse;
+        for (size_t k = 0; k < names.size() && k < p.omega.size(); ++k) {
+            j["omega"][names[k]] = p.omega[k];
+            j["target"][names[k]] = f.plan_omega[k];
+            j["agreement"][names[k]] = p.agreement[k];
+        }
+        out << j.dump() << "\n";
+    }
+    if (!out.flush()) fail("train-router: writing --fit-log %s failed", path.c_str());
+}
 
 void train_router(const TrainCliOptions& c) {
     if (c.steps < 1) fail("train-router: --steps must be >= 1");
@@ -178,6 +198,7 @@ void train_router(const TrainCliOptions& c) {
             if (fit_by_category) {
                 // Sensitive samples to the plan at --fit-msr, robust ones to the plan at --fit-msr-robust.
                 const train::PlanFit f = fit({&plan, &plan_robust}, cats);
+                if (!c.fit_log.empty()) write_fit_log(c.fit_log, f, {"sensitive", "robust"});
                 int n_rob = 0;
                 for (int k : cats) n_rob += k == train::kRobust;
                 std::fprintf(stderr,
@@ -187,6 +208,7 @@ void train_router(const TrainCliOptions& c) {
                              100 * f.plan_agreement[0], 100 * f.plan_agreement[1], secs());
             } else if (!plan.empty()) {
                 const train::PlanFit f = fit({&plan}, std::vector<int>(size_t(n), 0));
+                if (!c.fit_log.empty()) write_fit_log(c.fit_log, f, {"all"});
                 std::fprintf(stderr,
                              "train-router: fitted the routers to static:%s at Ω_MSR %g (%s) over %d samples: "
                              "decisions agree on %.1f %% of heads, %.1f s\n",
@@ -403,6 +425,8 @@ void add_train_router(CLI::App& app) {
     c->add_option("--fit-iters", o->fit_iters, "--fit-static: full-batch Adam iterations of the fit")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
+    c->add_option("--fit-log", o->fit_log,
+                  "--fit-static: write the fit's curve here, one JSON line per iteration (train-router plot draws it)");
     c->add_option("--fit-samples", o->fit_samples, "--fit-static: samples whose router inputs the fit uses")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
@@ -430,10 +454,14 @@ void add_train_router(CLI::App& app) {
     c->add_option("--tau-end", o->tau_end, "--gumbel: final temperature")->capture_default_str();
     auto plot = std::make_shared<std::pair<std::string, std::string>>();  // log, image
     CLI::App* p = c->add_subcommand("plot", "Draw a training log: losses, Ω_MSR per category against its target, λ");
-    p->add_option("log", plot->first, "The --log file of a run (JSON lines)")->required();
+    p->add_option("log", plot->first, "The --log (or --fit-log) file of a run (JSON lines)")->required();
     p->add_option("--png", plot->second, "Output image (.png or .svg)")->required();
     p->callback([plot] {
-        eval::write_curve_panels(plot->second, eval::training_log_panels(plot->first), "router training: " + plot->first);
+        const std::vector<eval::CurvePanel> panels = eval::training_log_panels(plot->first);
+        // A warm start's curve (--fit-log) has an agreement panel; its x is the fit's iteration.
+        const bool fit = std::any_of(panels.begin(), panels.end(), [](const auto& p) { return p.ylabel == "agreement"; });
+        eval::write_curve_panels(plot->second, panels, (fit ? "router warm start: " : "router training: ") + plot->first,
+                                 fit ? "fit iteration" : "step");
         std::printf("training curves: %s\n", plot->second.c_str());
     });
     auto ex = std::make_shared<ExportOptions>();
