@@ -122,11 +122,12 @@ eval)
     local name=$1; shift
     local t0=$SECONDS
     # -o: the file is rewritten after every task x length, so a run cut short keeps what finished.
+    # --predictions: per-sample scores (and plans), so that `elastic eval compare` pairs two modes.
     "$E" eval ruler -m "$M" --backend cuda --tasks "$T" --lengths "$L" --samples "$N" --seed 0 "$@" $W \
-      -o "$RES/ruler-$name.json" > /dev/null 2> "$RES/eval-$name.err"
+      --predictions -o "$RES/ruler-$name.json" > /dev/null 2> "$RES/eval-$name.err"
     local a=$?
     "$E" eval robust -m "$M" --backend cuda --tasks "$RT" --lengths "$L" --samples "$N" --seed 0 "$@" $W \
-      -o "$RES/robust-$name.json" > /dev/null 2>> "$RES/eval-$name.err"
+      --predictions -o "$RES/robust-$name.json" > /dev/null 2>> "$RES/eval-$name.err"
     log "eval $name rc=$a/$? in $((SECONDS - t0)) s"
   }
   for mode in ${MODES:-full fa-ssa fa-xa}; do

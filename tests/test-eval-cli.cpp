@@ -126,6 +126,16 @@ TEST(EvalCli, RulerRobustAndReport) {
 #else
     const std::string plot;  // no cairo, no plot (tests/test-plots.cpp checks the message)
 #endif
+    // eval compare: a run against itself (per-sample scores from --predictions); a run without them
+    // is one clear error.
+    Out cmp = elastic_cmd("eval compare -a " + dir() + "/ssa.json -b " + dir() + "/ssa-o.json");
+    ASSERT_EQ(cmp.code, 0) << cmp.err;
+    EXPECT_NE(cmp.out.find("| niah_single_1 | 384 | 1 |"), std::string::npos) << cmp.out;
+    EXPECT_NE(cmp.out.find("**+0.00 ± 0.00**"), std::string::npos) << cmp.out;
+    cmp = elastic_cmd("eval compare -a " + dir() + "/ssa.json -b " + dir() + "/full.json");
+    EXPECT_EQ(cmp.code, 1);
+    EXPECT_NE(cmp.err.find("run B has no per-sample scores"), std::string::npos) << cmp.err;
+
     Out rep = elastic_cmd("eval report " + dir() + "/full.json " + dir() + "/ssa.json " + dir() + "/robust.json" + plot);
     ASSERT_EQ(rep.code, 0) << rep.err;
     EXPECT_NE(rep.out.find("| attention | niah 384 | ppl-prose 600 ↓ | code-next-line 600 |"), std::string::npos) << rep.out;

@@ -294,3 +294,72 @@ TEST(Report, ConfidenceIntervalsAndOmegaPerFamily) {
     EXPECT_EQ(two.rows[2], "full");
     EXPECT_EQ(build_report({trained, full}).rows[0], "fa-ssa");
 }
+
+namespace elastic::eval {
+namespace {
+
+// `eval compare`: per-sample scores read from the predictions, matched by (task, length, index);
+// the paired difference per cell with 1.96 standard errors of the differences, and over the cells.
+TEST(Compare, PairedDifferencesOverTheSameSamples) {
+    auto run = [](const std::string& attention, const std::vector<double>& niah, const std::vector<double>& fwe) {
+        nlohmann::json j = {{"command", "ruler"}, {"model", "m"}, {"attention", attention}, {"backend", "cpu"}};
+        j["results"] = nlohmann::json::array();
+        j["predictions"] = nlohmann::json::array();
+        for (const auto& [task, v] : {std::pair<std::string, std::vector<double>>{"niah", niah}, {"fwe", fwe}}) {
+            double m = 0;
+            for (size_t i = 0; i < v.size(); ++i) {
+                j["predictions"].push_back({{"task", task}, {"length", 2048}, {"index", i}, {"score", v[i]}, {"prediction", "x"}});
+                m += v[i];
+            }
+            j["results"].push_back({{"task", task}, {"family", task}, {"length", 2048}, {"length_label", "2K"},
+                                    {"samples", v.size()}, {"score", std::round(10000 * m / double(v.size())) / 100},
+                                    {"metric", "m"}, {"higher_is_better", true}});
+        }
+        return parse_run_file(j.dump(), attention + ".json");
+    };
+    const RunFile a = run("fa-ssa", {1, 1, 0, 1}, {0.5, 1, 1});
+    const RunFile b = run("static", {1, 0, 0, 0}, {0.5, 0.5, 1});
+    ASSERT_EQ(a.samples.size(), 7u);
+    const Paired p = compare_runs({a}, {b});
+    ASSERT_EQ(p.cells.size(), 2u);
+    const PairedCell& fwe = p.cells[0];  // cells in (task, length) order
+    const PairedCell& niah = p.cells[1];
+    EXPECT_EQ(niah.task, "niah");
+    EXPECT_EQ(niah.n, 4);
+    EXPECT_DOUBLE_EQ(niah.a, 75);
+    EXPECT_DOUBLE_EQ(niah.b, 25);
+    EXPECT_DOUBLE_EQ(niah.diff, 50);
+    EXPECT_EQ(niah.wins, 2);
+    EXPECT_EQ(niah.losses, 0);
+    // differences 0, 100, 0, 100: sd = 57.735, se = 28.868, CI = 1.96 · se
+    EXPECT_NEAR(niah.ci, 1.96 * std::sqrt(10000.0 / 3.0) / 2.0, 1e-9);
+    // fwe: differences 0, 50, 0 (percent): mean 16.667, sd 28.868, se 16.667
+    EXPECT_NEAR(fwe.diff, 50.0 / 3.0, 1e-9);
+    EXPECT_NEAR(fwe.ci, 1.96 * std::sqrt(2500.0 / 3.0) / std::sqrt(3.0), 1e-9);
+    EXPECT_NEAR(p.diff, (niah.diff + fwe.diff) / 2, 1e-12);
+    EXPECT_NEAR(p.ci, std::sqrt(niah.ci * niah.ci + fwe.ci * fwe.ci) / 2, 1e-9);
+    const std::string md = paired_markdown(p, "A", "B");
+    EXPECT_NE(md.find("| niah | 2K | 4 | 75.00 | 25.00 | +50.00 ± 56.58 | 2 / 0 |"), std::string::npos) << md;
+    // A run without predictions, and runs over other samples: one clear error each.
+    RunFile bare = b;
+    bare.samples.clear();
+    auto error_of = [](auto&& f) {
+        try {
+            f();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    EXPECT_NE(error_of([&] { compare_runs({a}, {bare}); }).find("run B has no per-sample scores"), std::string::npos);
+    const RunFile shorter = run("static", {1, 0, 0}, {0.5, 0.5, 1});
+    EXPECT_NE(error_of([&] { compare_runs({a}, {shorter}); }).find("niah at 2048: the runs scored different samples"),
+              std::string::npos)
+        << error_of([&] { compare_runs({a}, {shorter}); });
+    RunFile off = a;
+    off.results[0].score = 10;
+    EXPECT_NE(error_of([&] { compare_runs({off}, {b}); }).find("average"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace elastic::eval

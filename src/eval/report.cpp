@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include "core/error.h"
@@ -187,6 +188,99 @@ ScoreSeries score_vs_length(const Report& r) {
         for (const auto& [len, a] : by_len) out[r.rows[i]].push_back({double(len), a.sum / a.n, a.all_ci ? std::sqrt(a.ci2) / a.n : 0.0});
     }
     return out;
+}
+
+Paired compare_runs(const std::vector<RunFile>& a, const std::vector<RunFile>& b) {
+    using Key = std::pair<std::string, int64_t>;  // task, length
+    // Per cell: index -> score, in percent when the cell's result is reported in percent.
+    auto collect = [](const std::vector<RunFile>& runs, const char* side) {
+        std::map<Key, std::map<int64_t, double>> cells;
+        size_t n = 0;
+        for (const auto& f : runs) {
+            for (const auto& s : f.samples) {
+                if (!cells[{s.task, s.length}].emplace(s.index, s.score).second)
+                    fail("compare: run %s has sample %lld of %s at %lld twice", side, (long long)s.index, s.task.c_str(),
+                         (long long)s.length);
+                ++n;
+            }
+        }
+        if (n == 0) fail("compare: run %s has no per-sample scores (run `elastic eval` with --predictions)", side);
+        // The result's score is 100 × the mean of its samples' (RULER, code) or the mean itself.
+        std::map<Key, double> scale;
+        for (const auto& f : runs)
+            for (const auto& r : f.results) {
+                auto it = cells.find({r.task, r.length});
+                if (it == cells.end()) continue;
+                double m = 0;
+                for (const auto& [i, v] : it->second) m += v;
+                m /= double(it->second.size());
+                const double tol = 0.01 + 1e-6 * std::fabs(r.score);  // results keep two decimals
+                if (std::fabs(100 * m - r.score) <= tol) scale[it->first] = 100;
+                else if (std::fabs(m - r.score) <= tol) scale[it->first] = 1;
+                else
+                    fail("compare: run %s: the samples of %s at %lld average %g, not the result's %g", side, r.task.c_str(),
+                         (long long)r.length, m, r.score);
+            }
+        return std::make_pair(cells, scale);
+    };
+    const auto [ca, sa] = collect(a, "A");
+    const auto [cb, sb] = collect(b, "B");
+    Paired p;
+    double var = 0;
+    for (const auto& [key, xa] : ca) {
+        auto jt = cb.find(key);
+        if (jt == cb.end()) continue;
+        const auto& xb = jt->second;
+        if (xa.size() != xb.size() || !std::equal(xa.begin(), xa.end(), xb.begin(), [](const auto& u, const auto& v) {
+                return u.first == v.first;
+            }))
+            fail("compare: %s at %lld: the runs scored different samples (%zu and %zu); same --seed and --samples?",
+                 key.first.c_str(), (long long)key.second, xa.size(), xb.size());
+        const double scale = sa.count(key) ? sa.at(key) : sb.count(key) ? sb.at(key) : 100;
+        PairedCell c;
+        c.task = key.first;
+        c.length = key.second;
+        c.n = int(xa.size());
+        std::vector<double> d;
+        for (auto ia = xa.begin(), ib = xb.begin(); ia != xa.end(); ++ia, ++ib) {
+            c.a += scale * ia->second;
+            c.b += scale * ib->second;
+            d.push_back(scale * (ia->second - ib->second));
+            c.wins += ia->second > ib->second;
+            c.losses += ia->second < ib->second;
+        }
+        c.a /= c.n;
+        c.b /= c.n;
+        c.diff = c.a - c.b;
+        double ss = 0;
+        for (double x : d) ss += (x - c.diff) * (x - c.diff);
+        const double se2 = c.n > 1 ? ss / double(c.n - 1) / double(c.n) : 0.0;
+        c.ci = 1.96 * std::sqrt(se2);
+        var += se2;
+        p.a += c.a;
+        p.b += c.b;
+        p.cells.push_back(c);
+    }
+    if (p.cells.empty()) fail("compare: the two runs share no task x length with per-sample scores");
+    const double k = double(p.cells.size());
+    p.a /= k;
+    p.b /= k;
+    p.diff = p.a - p.b;
+    p.ci = 1.96 * std::sqrt(var) / k;
+    return p;
+}
+
+std::string paired_markdown(const Paired& p, const std::string& name_a, const std::string& name_b) {
+    std::string s = "A: " + name_a + "\nB: " + name_b + "\n\n";
+    s += "| task | length | samples | A | B | A − B (paired 95 % CI) | A better / worse |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|\n";
+    for (const auto& c : p.cells)
+        s += "| " + c.task + " | " + length_label(c.length) + " | " + std::to_string(c.n) + " | " + fmt(c.a, "%.2f") + " | " +
+             fmt(c.b, "%.2f") + " | " + fmt(c.diff, "%+.2f") + " ± " + fmt(c.ci, "%.2f") + " | " + std::to_string(c.wins) +
+             " / " + std::to_string(c.losses) + " |\n";
+    s += "| **mean of the " + std::to_string(p.cells.size()) + " cells** | | | " + fmt(p.a, "%.2f") + " | " + fmt(p.b, "%.2f") +
+         " | **" + fmt(p.diff, "%+.2f") + " ± " + fmt(p.ci, "%.2f") + "** | |\n";
+    return s;
 }
 
 }  // namespace elastic::eval

@@ -105,6 +105,11 @@ RunFile parse_run_file(const std::string& text, const std::string& path) {
         f.router = j.value("router", "");
         f.complete = !j.contains("complete") || !j["complete"].is_boolean() || j["complete"].get<bool>();
         for (const auto& r : j.at("results")) f.results.push_back(task_result_from_json(r));
+        if (j.contains("predictions") && j["predictions"].is_array())
+            for (const auto& p : j["predictions"])
+                if (p.is_object() && p.contains("score") && p["score"].is_number())
+                    f.samples.push_back({p.at("task").get<std::string>(), p.at("length").get<int64_t>(),
+                                         p.at("index").get<int64_t>(), p["score"].get<double>()});
     } catch (const nlohmann::json::exception& e) {
         fail("%s: not an `elastic eval` result file: %s", path.c_str(), e.what());
     }

@@ -38,11 +38,20 @@ struct TaskAccumulator {
 
 std::string length_label(int64_t length);  // 1024 -> "1K", 1536 -> "1.5K", 131072 -> "128K"
 
+// One sample's score from a run's "predictions" (`eval --predictions`), in the 0-1 units of the
+// prediction (the result's score is 100 × their mean for percent metrics).
+struct SampleScore {
+    std::string task;
+    int64_t length = 0, index = 0;
+    double score = 0;
+};
+
 struct RunFile {
     std::string command, model, attention, backend;
     std::vector<TaskResult> results;
     bool complete = true;  // false: written by `eval -o` while the run was still going
     std::string router = "";  // the router file's name, for routed modes given --router ("" otherwise)
+    std::vector<SampleScore> samples = {};  // the predictions that carry a score (empty without --predictions)
 };
 nlohmann::json to_json(const TaskResult& r);
 TaskResult task_result_from_json(const nlohmann::json& j);

@@ -371,6 +371,7 @@ void add_eval(CLI::App& app) {
     });
 
     add_eval_report(ev);
+    add_eval_compare(ev);
 }
 
 }  // namespace elastic::cli

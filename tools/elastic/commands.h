@@ -22,6 +22,7 @@ void add_bench_gemv(CLI::App* bench);       // cmd-bench-gemv.cpp
 void add_bench_tp(CLI::App* bench);         // cmd-bench-tp.cpp
 void add_bench_router(CLI::App* bench);     // cmd-bench-router.cpp
 void add_eval_report(CLI::App* eval);      // cmd-eval-report.cpp
+void add_eval_compare(CLI::App* eval);     // cmd-eval-report.cpp
 // cmd-inspect-retrieval.cpp: per-head retrieval scores on NIAH samples, written for static:FILE.
 void inspect_retrieval_scores(const std::string& model, const std::string& out, int samples, int64_t length, uint64_t seed,
                               bool aggregate_max, int threads);
