@@ -88,11 +88,6 @@ std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, cons
 // Returns each layer's mean |x| before the fold.
 std::vector<double> standardize_routers(const std::vector<std::vector<float>>& inputs, std::vector<RouterLayer>& routers);
 
-// Warm start from a fixed plan (e.g. the static retrieval-head set): fits every layer's router so
-// that its FA probability on each row of `inputs` is `p_fa` for the heads with full[layer][head]
-// = 1 and 1 − p_fa for the others (squared error on the probability, full-batch Adam, `iters`
-// iterations at learning rate `lr`). p_fa < 1 leaves the margins finite (|m| = logit(p_fa)),
-// so the straight-through gradient of training can still move them. Softmax variant only.
 // One point of the fit's curve: before the update of iteration `iter` (iter = iters: the end).
 struct PlanFitPoint {
     int iter = 0;
@@ -100,6 +95,12 @@ struct PlanFitPoint {
     std::vector<double> agreement;   // per plan: share of its samples' decisions on the target's side
     std::vector<double> omega;       // per plan: share of its samples' decisions that are sparse (Ω_MSR)
 };
+
+// Warm start from a fixed plan (e.g. the static retrieval-head set): fits every layer's router so
+// that its FA probability on each row of `inputs` is `p_fa` for the heads with full[layer][head]
+// = 1 and 1 − p_fa for the others (squared error on the probability, full-batch Adam, `iters`
+// iterations at learning rate `lr`). p_fa < 1 leaves the margins finite (|m| = logit(p_fa)),
+// so the straight-through gradient of training can still move them. Softmax variant only.
 struct PlanFit {
     double agreement = 0;  // share of rows × heads whose hard decision equals the plan's
     double mse = 0;        // mean squared error of the probability at the end
