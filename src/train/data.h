@@ -84,14 +84,14 @@ std::vector<TextSample> build_training_mix(const DataBuildOptions& o, const Toke
 // for a raw sample (a chat sample has no format field, so chat-only files keep their bytes).
 std::string to_json_line(const TextSample& s);
 
-// Reads a JSONL mix. A line that is not a JSON object, lacks a string field, has an unknown category
-// or is longer than max_seq tokens is an Error naming the file and line; with skip_bad it is skipped
-// and counted in *skipped instead. Blank lines are ignored.
 // One line of the format: "" and s filled, or the reason the line is bad (not JSON, not an object,
 // a missing or non-string field, an unknown category, a "format" other than the string "chat" or
 // "raw"; an absent format is chat). Shared by both readers.
 std::string parse_text_sample(const std::string& line, TextSample& s);
 
+// Reads a JSONL mix. A line that is not a JSON object, lacks a string field, has an unknown category
+// or is longer than max_seq tokens is an Error naming the file and line; with skip_bad it is skipped
+// and counted in *skipped instead. Blank lines are ignored.
 std::vector<TextSample> read_training_data(const std::string& path, int64_t max_seq, const Tokenizer& tok, bool skip_bad,
                                             int64_t* skipped);
 
