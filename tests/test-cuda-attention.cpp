@@ -724,4 +724,143 @@ TEST_F(CudaAttention, XAEstimationMatchesCpu) {
         }
 }
 
+// The device selection (xa_fill_device_plan's kernels) against the host rule xa_select_blocks on
+// the same scores: random scores, scores with many ties (multiples of 1/8), all-zero rows, and
+// garbage above the diagonal (which the rule never reads); thresholds from 0.05 to 1; query-block
+// counts from 1 past a 256-candidate sort. Lists must be equal, and the pair counts attended_pairs.
+TEST_F(CudaAttention, XADeviceSelectionFollowsTheHostRule) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    struct SCase {
+        int64_t T, block;
+    };
+    for (const SCase c : {SCase{1, 64}, SCase{64, 64}, SCase{129, 64}, SCase{300, 64}, SCase{2000, 64}, SCase{4200, 64},
+                          SCase{33000, 128}})
+        for (double threshold : {0.05, 0.5, 0.9, 0.999, 1.0}) {
+            const int64_t nb = (c.T + c.block - 1) / c.block;
+            std::vector<std::vector<double>> scores(3, std::vector<double>(size_t(nb * nb)));
+            for (int64_t qb = 0; qb < nb; ++qb)
+                for (int64_t kb = 0; kb < nb; ++kb) {
+                    const size_t x = size_t(qb * nb + kb);
+                    const bool above = kb > qb;
+                    scores[0][x] = above ? 1e30 : u(rng);
+                    scores[1][x] = above ? -1.0 : std::floor(u(rng) * 8.0) / 8.0;  // ties
+                    scores[2][x] = above ? 7.0 : (qb % 3 == 0 ? 0.0 : u(rng) * 1e-3);  // all-zero rows
+                }
+            std::vector<BlockList> lists;
+            std::vector<int64_t> pairs;
+            cuda::xa_select_on_device(scores, c.T, c.block, threshold, lists, pairs, nullptr);
+            ASSERT_EQ(lists.size(), scores.size());
+            ASSERT_EQ(pairs.size(), scores.size());
+            std::vector<int32_t> order;
+            for (size_t h = 0; h < scores.size(); ++h) {
+                BlockList want;
+                want.offsets.push_back(0);
+                for (int64_t qb = 0; qb < nb; ++qb) {
+                    xa_select_blocks(scores[h].data() + qb * nb, qb, threshold, want.blocks, order);
+                    want.offsets.push_back(int64_t(want.blocks.size()));
+                }
+                EXPECT_EQ(lists[h].offsets, want.offsets) << "T " << c.T << " block " << c.block << " threshold "
+                                                          << threshold << " scores " << h;
+                EXPECT_EQ(lists[h].blocks, want.blocks) << "T " << c.T << " block " << c.block << " threshold "
+                                                        << threshold << " scores " << h;
+                EXPECT_EQ(pairs[h], attended_pairs(HeadMode::XA, {}, &want, c.block, c.T))
+                    << "T " << c.T << " scores " << h;
+                if (HasFailure()) return;
+            }
+        }
+}
+
+// The forward's XA path (scores, selection, lists and work list all on the device) against the
+// host path on the same lists: the device lists copied back and uploaded as a host plan give the
+// same work list (longest first, ties in making order) and, through each prefill kernel, the same
+// output bit for bit; the lists keep block 0 and the diagonal, and the pair counts are the lists'.
+// Modes mix XA with FA and SSA; T not a multiple of the tile; bf16 / fp16, d 64 / 128.
+TEST_F(CudaAttention, XADevicePlanMatchesHostLists) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    struct PCase {
+        int64_t T;
+        int Hq, Hkv, d;
+        DType t;
+    };
+    const StreamingWindow win{64, 256};
+    for (const PCase c : {PCase{200, 8, 4, 128, DType::BF16}, PCase{1000, 8, 4, 64, DType::F16},
+                          PCase{3001, 16, 4, 128, DType::BF16}, PCase{5000, 4, 2, 128, DType::F16}}) {
+        SCOPED_TRACE("T " + std::to_string(c.T) + " d " + std::to_string(c.d) + " " + type_name(c.t));
+        const std::vector<float> q = randn(size_t(c.T * c.Hq * c.d), rng), k = randn(size_t(c.T * c.Hkv * c.d), rng),
+                                 v = randn(size_t(c.T * c.Hkv * c.d), rng);
+        const DevTensor dq(q, c.t), dk(k, c.t), dv(v, c.t);
+        XAParams xp;
+        xp.block = 128;
+        xp.threshold = 0.9;
+        LayerPlan plan;
+        for (int g = 0; g < c.Hkv; ++g) plan.mode.push_back(g % 4 == 1 ? HeadMode::FA : g % 4 == 2 ? HeadMode::SSA : HeadMode::XA);
+        auto dp = cuda::new_plan();
+        ASSERT_TRUE(cuda::xa_device_select_supported(c.T, xp, 2));
+        cuda::xa_fill_device_plan(*dp, dq.p(), dk.p(), c.t, c.T, c.Hq, c.Hkv, c.d, xp, plan, nullptr);
+        EXPECT_TRUE(cuda::holds_device_xa(*dp, plan, c.T, xp.block));
+        const std::vector<int32_t> items_dev = cuda::work_list(*dp, c.Hq, 128, win, nullptr);
+        const float scale = 1.0f / std::sqrt(float(c.d));
+        std::vector<std::vector<float>> out_dev;
+        const std::vector<cuda::PrefillKernel> kernels = kernels_for(c.t, c.d, *dp);
+        for (cuda::PrefillKernel kernel : kernels) {
+            DevTensor dout(q.size(), c.t);
+            dout.poison();
+            cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), c.t, c.T, c.Hq, c.Hkv, c.d, *dp, win, xp.block,
+                                      scale, nullptr, kernel);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            out_dev.push_back(dout.get());
+        }
+        const std::vector<int64_t> pairs = cuda::device_xa_pairs(*dp, plan, nullptr);
+        LayerPlan host = plan;
+        cuda::download_device_xa(*dp, host, nullptr);
+        ASSERT_EQ(host.xa.size(), plan.mode.size());
+        const int64_t nb = (c.T + xp.block - 1) / xp.block;
+        for (size_t g = 0; g < plan.mode.size(); ++g) {
+            if (plan.mode[g] != HeadMode::XA) {
+                EXPECT_EQ(pairs[g], 0);
+                continue;
+            }
+            const BlockList& bl = host.xa[g];
+            ASSERT_EQ(bl.n_query_blocks(), nb);
+            for (int64_t qb = 0; qb < nb; ++qb) {
+                const auto b = bl.blocks.begin() + bl.offsets[size_t(qb)], e = bl.blocks.begin() + bl.offsets[size_t(qb) + 1];
+                ASSERT_TRUE(e > b && *b == 0 && *(e - 1) == qb && std::is_sorted(b, e)) << "head " << g << " qb " << qb;
+            }
+            EXPECT_EQ(pairs[g], attended_pairs(HeadMode::XA, win, &bl, xp.block, c.T)) << "head " << g;
+        }
+        auto hp = cuda::upload_plan(host, c.T, xp.block, nullptr);
+        EXPECT_EQ(cuda::work_list(*hp, c.Hq, 128, win, nullptr), items_dev);
+        for (size_t i = 0; i < kernels.size(); ++i) {
+            DevTensor dout(q.size(), c.t);
+            dout.poison();
+            cuda::attn_hybrid_prefill(dq.p(), dk.p(), dv.p(), dout.p(), c.t, c.T, c.Hq, c.Hkv, c.d, *hp, win, xp.block,
+                                      scale, nullptr, kernels[i]);
+            ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+            const std::vector<float> want = dout.get();
+            size_t differ = 0;
+            for (size_t x = 0; x < want.size(); ++x) differ += std::memcmp(&want[x], &out_dev[i][x], sizeof(float)) != 0;
+            EXPECT_EQ(differ, 0u) << kernel_name(kernels[i]) << ": elements differing from the host-list prefill";
+        }
+        // The selection agrees with the host selection of its own scores (cuda::xa_fill_plan) up to
+        // a float tie in a rare query block (the fp64 block sums are added atomically).
+        LayerPlan again = plan;
+        cuda::xa_fill_plan(dq.p(), dk.p(), c.t, c.T, c.Hq, c.Hkv, c.d, xp, again, nullptr);
+        for (size_t g = 0; g < plan.mode.size(); ++g) {
+            if (plan.mode[g] != HeadMode::XA) continue;
+            int differ = 0;
+            for (int64_t qb = 0; qb < nb; ++qb) {
+                const BlockList &a = host.xa[g], &b = again.xa[g];
+                differ += !std::equal(a.blocks.begin() + a.offsets[size_t(qb)], a.blocks.begin() + a.offsets[size_t(qb) + 1],
+                                      b.blocks.begin() + b.offsets[size_t(qb)], b.blocks.begin() + b.offsets[size_t(qb) + 1]);
+            }
+            EXPECT_LE(differ, 1) << "head " << g;
+        }
+    }
+}
+
 #endif  // ELASTIC_HAVE_CUDA

@@ -400,11 +400,32 @@ TEST(Ops, XAttentionEstimation) {
             xp.block = 64;
             xp.threshold = 0.9;
             HBuf q(*be, randn(size_t(T * Hq * d), rng), t), k(*be, randn(size_t(T * Hkv * d), rng), t);
-            LayerPlan plan;
-            plan.mode = {HeadMode::XA, HeadMode::FA};
-            be->xa_fill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
             const std::vector<float> hq = q.get(), hk = k.get();
             const BlockList want = cpu::xa_estimate_head_naive(hq.data(), hk.data(), T, Hq, Hkv, d, 0, xp);
+            // Both ways to the lists: xa_fill_plan (host lists), and the forward's xa_prefill_plan
+            // (on CUDA the selection stays on the device; the lists are copied back for the check,
+            // and the backend's pair count must be what the lists give).
+            for (bool forward : {false, true}) {
+            SCOPED_TRACE(forward ? "xa_prefill_plan" : "xa_fill_plan");
+            LayerPlan plan;
+            plan.mode = {HeadMode::XA, HeadMode::FA};
+            if (forward) {
+                be->xa_prefill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
+                be->sync();
+                be->xa_finish_plan(plan);
+                const std::vector<int64_t> pairs = plan.xa_pairs;
+                const bool on_device = plan.xa_on_device;
+                be->xa_download(plan);
+                EXPECT_FALSE(plan.xa_on_device);
+                if (on_device) {
+                    ASSERT_EQ(pairs.size(), size_t(Hkv));
+                    EXPECT_EQ(pairs[0], attended_pairs(HeadMode::XA, {}, &plan.xa[0], xp.block, T)) << be->name();
+                    EXPECT_EQ(pairs[1], 0) << be->name();
+                }
+            } else {
+                be->xa_fill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
+                EXPECT_FALSE(plan.xa_on_device);
+            }
             ASSERT_EQ(plan.xa.size(), size_t(Hkv));
             const BlockList& got = plan.xa[0];
             ASSERT_EQ(got.n_query_blocks(), want.n_query_blocks()) << be->name();
@@ -421,6 +442,7 @@ TEST(Ops, XAttentionEstimation) {
                 }
                 EXPECT_GE(double(agree), 0.95 * double(want.blocks.size())) << be->name() << " T " << T;
                 EXPECT_LE(got.blocks.size(), want.blocks.size() + want.blocks.size() / 20 + 1) << be->name() << " T " << T;
+            }
             }
         }
 }

@@ -182,8 +182,13 @@ void AttentionStats::record_layer(const LayerPlan& plan, const AttentionSpec& sp
     std::vector<double> pr(H);
     const double causal = double(T) * double(T + 1) / 2.0;
     for (size_t g = 0; g < H; ++g) {
-        const BlockList* xa = plan.mode[g] == HeadMode::XA ? &plan.xa[g] : nullptr;
-        pr[g] = 1.0 - double(attended_pairs(plan.mode[g], spec.win, xa, spec.xa.block, T)) / causal;
+        const bool xa = plan.mode[g] == HeadMode::XA;
+        if (xa && plan.xa_on_device) {  // lists in device memory: the backend counted the pairs
+            ELASTIC_ASSERT_MSG(plan.xa_pairs.size() == H, "XA plan on the device without its pair counts (xa_finish_plan)");
+            pr[g] = 1.0 - double(plan.xa_pairs[g]) / causal;
+            continue;
+        }
+        pr[g] = 1.0 - double(attended_pairs(plan.mode[g], spec.win, xa ? &plan.xa[g] : nullptr, spec.xa.block, T)) / causal;
     }
     modes.push_back(plan.mode);
     prob_fa.push_back(std::move(p_fa));

@@ -34,7 +34,14 @@ struct BlockList {
 
 struct LayerPlan {
     std::vector<HeadMode> mode;   // [n_kv_head]
-    std::vector<BlockList> xa;    // [n_kv_head]; filled for XA heads only
+    std::vector<BlockList> xa;    // [n_kv_head]; filled for XA heads only (see xa_on_device)
+    // Set by Backend::xa_prefill_plan on a backend that keeps the XA selection in device memory
+    // (CUDA): the lists of xa stay empty on the host, the next attn_hybrid_prefill of that backend
+    // reads them where they are, and Backend::xa_finish_plan fills xa_pairs (attended (query, key)
+    // pairs per KV head, 0 for others; what attended_pairs would give) for Ω_ESR;
+    // Backend::xa_download copies the lists to the host when a caller needs them.
+    bool xa_on_device = false;
+    std::vector<int64_t> xa_pairs;  // [n_kv_head] when xa_on_device
 };
 
 // One sequence's attention problem in training (positions 0..T-1; src/train and

@@ -104,6 +104,8 @@ void xa_fill_plan(const float* q, const float* k, int64_t T, int n_head, int n_k
                   const XAParams& p, LayerPlan& plan) {
     ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head));
     plan.xa.resize(size_t(n_kv_head));
+    plan.xa_on_device = false;
+    plan.xa_pairs.clear();
     for (int g = 0; g < n_kv_head; ++g)
         if (plan.mode[size_t(g)] == HeadMode::XA) plan.xa[size_t(g)] = xa_estimate_head(q, k, T, n_head, n_kv_head, head_dim, g, p);
 }

@@ -43,6 +43,8 @@ struct default_delete<elastic::cuda::DeviceLayerCache> {
 namespace elastic::cuda {
 
 
+// An empty plan (for xa_fill_device_plan, or to be refilled).
+std::unique_ptr<DevicePlan> new_plan();
 // One sequence of T tokens. XA heads need plan.xa[g] with ceil(T / xa_block) query blocks,
 // xa_block a multiple of 64.
 std::unique_ptr<DevicePlan> upload_plan(const LayerPlan& plan, int64_t T, int64_t xa_block, cudaStream_t s);
@@ -99,6 +101,27 @@ void attn_hybrid_prefill(const void* q, const void* k, const void* v, void* out,
 // plan.xa[g] for every XA head (plan.xa resized to n_kv_head). Synchronises s.
 void xa_fill_plan(const void* q, const void* k, DType t, int64_t T, int n_head, int n_kv_head, int head_dim,
                   const XAParams& p, LayerPlan& plan, cudaStream_t s);
+// The same kept on the device (the forward's path): scores, selection and lists on the GPU, written
+// into dp (a single-sequence plan for plan.mode, its work list then built on the device). Nothing
+// waits for the host; the attended-pair counts follow into pinned memory (device_xa_pairs).
+// Needs xa_device_select_supported (else xa_fill_plan and upload the host lists).
+void xa_fill_device_plan(DevicePlan& dp, const void* q, const void* k, DType t, int64_t T, int n_head, int n_kv_head,
+                         int head_dim, const XAParams& p, const LayerPlan& plan, cudaStream_t s);
+bool xa_device_select_supported(int64_t T, const XAParams& p, int xa_heads);
+// Whether dp holds lists selected on the device, for T tokens and these modes.
+bool holds_device_xa(const DevicePlan& dp, const LayerPlan& plan, int64_t T, int64_t xa_block);
+// Attended (query, key) pairs per KV head of dp's device lists (0 for other heads), as
+// attended_pairs would count them; synchronises s.
+std::vector<int64_t> device_xa_pairs(const DevicePlan& dp, const LayerPlan& plan, cudaStream_t s);
+// dp's device lists into plan.xa (host, offsets from 0 per head), xa_on_device cleared; synchronises s.
+void download_device_xa(const DevicePlan& dp, LayerPlan& plan, cudaStream_t s);
+// For tests: the device selection over given scores (host [heads][nb × nb], nb = ceil(T / block)),
+// lists and attended pairs back. Synchronises s.
+void xa_select_on_device(const std::vector<std::vector<double>>& scores, int64_t T, int64_t block, double threshold,
+                         std::vector<BlockList>& lists, std::vector<int64_t>& pairs, cudaStream_t s);
+// For tests: the work list a launch over dp with query tiles of bm rows runs (seq, head, tile, cost
+// per item, in order), built as the kernels build it; synchronises s.
+std::vector<int32_t> work_list(const DevicePlan& dp, int n_head, int bm, const StreamingWindow& win, cudaStream_t s);
 // The raw scores of KV head g (for tests): host [nb, nb] row-major, summed over the group's query
 // heads, entries kb > qb zero. Synchronises s.
 std::vector<double> xa_block_scores(const void* q, const void* k, DType t, int64_t T, int n_head, int n_kv_head,

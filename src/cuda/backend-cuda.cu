@@ -315,8 +315,14 @@ public:
             fail("the CUDA attention kernels take head_dim 64 or 128; this model has %d (use --backend cpu)", head_dim);
         bind();
         check_attn(q, k, v, out);
-        if (plan_) cuda::refill_plan(*plan_, plan, T, xa_block, stream_);  // one device plan, refilled per layer
-        else plan_ = cuda::upload_plan(plan, T, xa_block, stream_);
+        if (plan.xa_on_device) {  // xa_prefill_plan wrote the lists and the plan's fields
+            if (!plan_ || !cuda::holds_device_xa(*plan_, plan, T, xa_block))
+                fail("the XA plan on the device is not this launch's (xa_prefill_plan must precede its prefill)");
+        } else if (plan_) {
+            cuda::refill_plan(*plan_, plan, T, xa_block, stream_);  // one device plan, refilled per layer
+        } else {
+            plan_ = cuda::upload_plan(plan, T, xa_block, stream_);
+        }
         cuda::attn_hybrid_prefill(q.p, k.p, v.p, out.p, precision_, T, n_head, n_kv_head, head_dim, *plan_, win, xa_block,
                                   scale, stream_);
     }
@@ -325,6 +331,38 @@ public:
         bind();
         check_attn(q, k, k, q);
         cuda::xa_fill_plan(q.p, k.p, precision_, T, n_head, n_kv_head, head_dim, p, plan, stream_);
+    }
+    // The forward's XA plan: selected on the device into the backend's plan (xattention.cu), unless
+    // ELASTIC_XA_SELECT=host (the scores to the host and the lists back, as xa_fill_plan) or the
+    // sequence is past what one CTA's sort takes.
+    void xa_prefill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
+                         LayerPlan& plan) override {
+        static const bool host = [] {
+            const char* e = std::getenv("ELASTIC_XA_SELECT");
+            return e && std::strcmp(e, "host") == 0;
+        }();
+        const int xa_heads = int(std::count(plan.mode.begin(), plan.mode.end(), HeadMode::XA));
+        if (host || !cuda::xa_device_select_supported(T, p, xa_heads))
+            return xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
+        bind();
+        check_attn(q, k, k, q);
+        if (!plan_) plan_ = cuda::new_plan();
+        cuda::xa_fill_device_plan(*plan_, q.p, k.p, precision_, T, n_head, n_kv_head, head_dim, p, plan, stream_);
+        plan.xa.assign(plan.mode.size(), BlockList{});
+        plan.xa_on_device = true;
+        plan.xa_pairs.clear();
+    }
+    void xa_finish_plan(LayerPlan& plan) override {
+        if (!plan.xa_on_device) return;
+        bind();
+        ELASTIC_ASSERT(plan_);
+        plan.xa_pairs = cuda::device_xa_pairs(*plan_, plan, stream_);
+    }
+    void xa_download(LayerPlan& plan) override {
+        if (!plan.xa_on_device) return;
+        bind();
+        ELASTIC_ASSERT(plan_);
+        cuda::download_device_xa(*plan_, plan, stream_);
     }
     void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
                        float* logits_host) override {

@@ -130,6 +130,17 @@ public:
     // XAttention block lists for the plan's XA heads from the post-RoPE q [T, n_head, d], k [T, n_kv_head, d].
     virtual void xa_fill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
                               LayerPlan& plan) = 0;
+    // The same for the next attn_hybrid_prefill on this backend. A backend may keep the lists in
+    // device memory (plan.xa_on_device; the CUDA backend selects on the GPU and builds the launch's
+    // work list there, so nothing crosses to the host); then, once the backend has synchronised,
+    // xa_finish_plan fills plan.xa_pairs. The default is xa_fill_plan, with host lists.
+    virtual void xa_prefill_plan(Buf q, Buf k, int64_t T, int n_head, int n_kv_head, int head_dim, const XAParams& p,
+                                 LayerPlan& plan) {
+        xa_fill_plan(q, k, T, n_head, n_kv_head, head_dim, p, plan);
+    }
+    virtual void xa_finish_plan(LayerPlan& plan) { (void)plan; }
+    // Host lists of a plan made on the device (no-op otherwise): plan.xa filled, xa_on_device cleared.
+    virtual void xa_download(LayerPlan& plan) { (void)plan; }
     // Router of one layer (DESIGN.md §1.1): the pre-RoPE keys k [T, n_kv_head, head_dim] pooled over
     // their first and last `window` rows, through the layer's MLPs; logits_host [n_kv_head, rh4.out].
     virtual void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,

@@ -52,10 +52,14 @@ std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backen
     const bool any_xa = std::find(plan.mode.begin(), plan.mode.end(), HeadMode::XA) != plan.mode.end();
     be.sync();  // (GPU: the times below are of the attention's own kernels)
     const double t0 = stats_clock();
-    if (any_xa) be.xa_fill_plan(q, k, T, s.n_head, s.n_kv_head, hd, spec.xa, plan);
+    if (any_xa) {
+        be.xa_prefill_plan(q, k, T, s.n_head, s.n_kv_head, hd, spec.xa, plan);
+        be.sync();  // for the time below only: on the GPU the plan stays on the device either way
+    }
     const double t1 = stats_clock();
     be.attn_hybrid_prefill(q, k, v, att, T, s.n_head, s.n_kv_head, hd, plan, spec.win, spec.xa.block, scale);
     be.sync();
+    if (any_xa) be.xa_finish_plan(plan);
     stats.xa_seconds += t1 - t0;
     stats.attention_seconds += stats_clock() - t1;
     std::unique_ptr<Backend::LayerCache> cache = be.new_layer_cache(plan, spec.win, capacity, s.n_kv_head, hd);
