@@ -6,11 +6,13 @@
 #   STEPS="test bench" bash scripts/device-xa.sh # a subset (after a build in the same machine)
 # Needs .carry/debs (scripts/pack-device.sh), the CUTLASS wheel at third_party/ and, for the e2e
 # step, .carry/qwen3/tokenizer.json(.gz) with tokenizer_config.json. Logs go to $OUT (default
-# /tmp/xa); the summary is printed last. Steps: build test sanitize bench e2e.
+# /tmp/xa); the summary is printed last. Steps: build test sanitize bench e2e profile.
+# profile: ncu on the Hopper prefill kernel at 32K, all heads FA and all heads SSA (issue 11's Ω = 1
+# gap): speed of light, warp states, instruction and pipe statistics.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/xa}
-STEPS=${STEPS:-"build test sanitize bench e2e"}
+STEPS=${STEPS:-"build test sanitize bench e2e profile"}
 SEQS=${SEQS:-32768,131072}
 REPS=${REPS:-3}
 DEPS=${DEPS:-/tmp/deps}
@@ -88,6 +90,20 @@ for r in j["results"]:
         r["attention_seconds"], r["omega_esr"]))' "$OUT/e2e-$sel.json" || tail -5 "$OUT/e2e-$sel.json"
   done 2>&1 | tee "$OUT/e2e.log"
   unset ELASTIC_XA_SELECT
+fi
+
+# Launch order of `bench attention --msr 1 -r 1` at one length: warm-up SSA, warm-up FA, then
+# FA and SSA once each; launches 2 and 4 (skip 1, count 3) are a dense and a streaming one, warm.
+if want profile; then
+  t0=$SECONDS
+  timeout 300 ncu --clock-control none --kernel-name regex:hybrid_prefill_sm90 --launch-skip 1 --launch-count 3 \
+    --section SpeedOfLight --section WarpStateStats --section InstructionStats --section ComputeWorkloadAnalysis \
+    --section SchedulerStats --section Occupancy --section LaunchStats \
+    "$E" bench attention --backend cuda --precision bf16 --config fa-ssa --seq 32768 --msr 1 -r 1 \
+    > "$OUT/ncu-prefill-omega1.txt" 2>&1
+  note "profile rc=$? in $((SECONDS - t0)) s ($(grep -c 'hybrid_prefill_sm90' "$OUT/ncu-prefill-omega1.txt") kernel sections)"
+  grep -E 'hybrid_prefill_sm90|Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|Issued Warp|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued|Executed Ipc A' \
+    "$OUT/ncu-prefill-omega1.txt" | head -60
 fi
 
 echo
