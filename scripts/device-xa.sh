@@ -52,8 +52,8 @@ if want sanitize; then
     --gtest_filter='CudaAttention.XADevice*' > "$OUT/memcheck.log" 2>&1
   note "memcheck rc=$? in $((SECONDS - t0)) s: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | head -1)"
   t0=$SECONDS
-  compute-sanitizer --tool racecheck --error-exitcode 9 build-cuda/bin/elastic_tests \
-    --gtest_filter='CudaAttention.XADeviceSelectionFollowsTheHostRule' > "$OUT/racecheck.log" 2>&1
+  timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 build-cuda/bin/elastic_tests \
+    --gtest_filter='CudaAttention.XADeviceSelectionFollowsTheHostRule' > "$OUT/racecheck.log" 2>&1  # (90 s at most)
   note "racecheck rc=$? in $((SECONDS - t0)) s: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck.log" | head -1)"
 fi
 

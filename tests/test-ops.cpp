@@ -406,43 +406,43 @@ TEST(Ops, XAttentionEstimation) {
             // (on CUDA the selection stays on the device; the lists are copied back for the check,
             // and the backend's pair count must be what the lists give).
             for (bool forward : {false, true}) {
-            SCOPED_TRACE(forward ? "xa_prefill_plan" : "xa_fill_plan");
-            LayerPlan plan;
-            plan.mode = {HeadMode::XA, HeadMode::FA};
-            if (forward) {
-                be->xa_prefill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
-                be->sync();
-                be->xa_finish_plan(plan);
-                const std::vector<int64_t> pairs = plan.xa_pairs;
-                const bool on_device = plan.xa_on_device;
-                be->xa_download(plan);
-                EXPECT_FALSE(plan.xa_on_device);
-                if (on_device) {
-                    ASSERT_EQ(pairs.size(), size_t(Hkv));
-                    EXPECT_EQ(pairs[0], attended_pairs(HeadMode::XA, {}, &plan.xa[0], xp.block, T)) << be->name();
-                    EXPECT_EQ(pairs[1], 0) << be->name();
+                SCOPED_TRACE(forward ? "xa_prefill_plan" : "xa_fill_plan");
+                LayerPlan plan;
+                plan.mode = {HeadMode::XA, HeadMode::FA};
+                if (forward) {
+                    be->xa_prefill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
+                    be->sync();
+                    be->xa_finish_plan(plan);
+                    const std::vector<int64_t> pairs = plan.xa_pairs;
+                    const bool on_device = plan.xa_on_device;
+                    be->xa_download(plan);
+                    EXPECT_FALSE(plan.xa_on_device);
+                    if (on_device) {
+                        ASSERT_EQ(pairs.size(), size_t(Hkv));
+                        EXPECT_EQ(pairs[0], attended_pairs(HeadMode::XA, {}, &plan.xa[0], xp.block, T)) << be->name();
+                        EXPECT_EQ(pairs[1], 0) << be->name();
+                    }
+                } else {
+                    be->xa_fill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
+                    EXPECT_FALSE(plan.xa_on_device);
                 }
-            } else {
-                be->xa_fill_plan(q.b, k.b, T, Hq, Hkv, d, xp, plan);
-                EXPECT_FALSE(plan.xa_on_device);
-            }
-            ASSERT_EQ(plan.xa.size(), size_t(Hkv));
-            const BlockList& got = plan.xa[0];
-            ASSERT_EQ(got.n_query_blocks(), want.n_query_blocks()) << be->name();
-            if (t == DType::F32) {
-                EXPECT_EQ(got.offsets, want.offsets) << be->name() << " T " << T;
-                EXPECT_EQ(got.blocks, want.blocks) << be->name() << " T " << T;
-            } else {
-                size_t agree = 0;
-                for (int64_t qb = 0; qb < got.n_query_blocks(); ++qb) {
-                    const auto b = got.blocks.begin() + got.offsets[size_t(qb)], e = got.blocks.begin() + got.offsets[size_t(qb) + 1];
-                    EXPECT_TRUE(std::find(b, e, 0) != e && std::find(b, e, int32_t(qb)) != e) << be->name() << " qb " << qb;
-                    for (int64_t x = want.offsets[size_t(qb)]; x < want.offsets[size_t(qb) + 1]; ++x)
-                        agree += std::find(b, e, want.blocks[size_t(x)]) != e;
+                ASSERT_EQ(plan.xa.size(), size_t(Hkv));
+                const BlockList& got = plan.xa[0];
+                ASSERT_EQ(got.n_query_blocks(), want.n_query_blocks()) << be->name();
+                if (t == DType::F32) {
+                    EXPECT_EQ(got.offsets, want.offsets) << be->name() << " T " << T;
+                    EXPECT_EQ(got.blocks, want.blocks) << be->name() << " T " << T;
+                } else {
+                    size_t agree = 0;
+                    for (int64_t qb = 0; qb < got.n_query_blocks(); ++qb) {
+                        const auto b = got.blocks.begin() + got.offsets[size_t(qb)], e = got.blocks.begin() + got.offsets[size_t(qb) + 1];
+                        EXPECT_TRUE(std::find(b, e, 0) != e && std::find(b, e, int32_t(qb)) != e) << be->name() << " qb " << qb;
+                        for (int64_t x = want.offsets[size_t(qb)]; x < want.offsets[size_t(qb) + 1]; ++x)
+                            agree += std::find(b, e, want.blocks[size_t(x)]) != e;
+                    }
+                    EXPECT_GE(double(agree), 0.95 * double(want.blocks.size())) << be->name() << " T " << T;
+                    EXPECT_LE(got.blocks.size(), want.blocks.size() + want.blocks.size() / 20 + 1) << be->name() << " T " << T;
                 }
-                EXPECT_GE(double(agree), 0.95 * double(want.blocks.size())) << be->name() << " T " << T;
-                EXPECT_LE(got.blocks.size(), want.blocks.size() + want.blocks.size() / 20 + 1) << be->name() << " T " << T;
-            }
             }
         }
 }
