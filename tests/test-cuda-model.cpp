@@ -98,4 +98,65 @@ TEST(CudaModel, LogitsWithin2xOfNaivePerPrecision) {
     }
 }
 
+// XA heads in a whole forward on CUDA: the layer asks for its plan with xa_prefill_plan, so the
+// block lists stay on the device (every layer's plan says so and carries its pair counts); the last
+// layer's lists, copied back, give exactly those counts and the session's Ω_ESR (the last layer's
+// pruned share); a decode step follows (XA heads keep a full cache). FA and XA heads in every layer.
+TEST(CudaModel, XAPlanStaysOnTheDevice) {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    auto model = load_test_model();
+    const ModelConfig& c = model->config;
+    ASSERT_GE(c.n_kv_head, 2);
+    AttentionSpec spec;
+    spec.kind = AttentionSpec::Kind::Static;
+    spec.full_mode = HeadMode::FA;
+    spec.sparse_mode = HeadMode::XA;
+    spec.name = "mixed fa-xa (static)";
+    for (int l = 0; l < c.n_layer; ++l) {
+        spec.static_scores.emplace_back();
+        for (int h = 0; h < c.n_kv_head; ++h) spec.static_scores.back().push_back((l + h) % 2 == 0 ? 1.0f : 0.0f);
+    }
+    spec.xa.block = 128;
+    spec.xa.threshold = 0.9;
+    const int64_t T = 700;
+    std::vector<int32_t> ids(size_t(T) + 1);
+    std::mt19937_64 rng(9);
+    for (auto& x : ids) x = int32_t(rng() % uint64_t(std::min(c.vocab, 20000)));
+    for (DType prec : {DType::BF16, DType::F32}) {
+        auto cuda = make_cuda_backend(0, prec);
+        const Engine e(*model, *cuda);
+        Session s(e, T + 1, spec);
+        s.forward(ids.data(), T);
+        ASSERT_EQ(s.plans().size(), size_t(c.n_layer));
+        for (int l = 0; l < c.n_layer; ++l) {
+            const LayerPlan& p = s.plans()[size_t(l)];
+            ASSERT_TRUE(p.xa_on_device) << "layer " << l;
+            ASSERT_EQ(p.xa_pairs.size(), size_t(c.n_kv_head));
+            for (int g = 0; g < c.n_kv_head; ++g) {
+                if (p.mode[size_t(g)] == HeadMode::XA) {
+                    EXPECT_GT(p.xa_pairs[size_t(g)], 0) << "layer " << l << " head " << g;
+                }
+            }
+        }
+        LayerPlan last = s.plans().back();
+        cuda->xa_download(last);
+        ASSERT_FALSE(last.xa_on_device);
+        double pruned = 0;
+        const double causal = double(T) * double(T + 1) / 2.0;
+        for (int g = 0; g < c.n_kv_head; ++g) {
+            const bool xa = last.mode[size_t(g)] == HeadMode::XA;
+            const int64_t pairs = attended_pairs(last.mode[size_t(g)], spec.win, xa ? &last.xa[size_t(g)] : nullptr,
+                                                 spec.xa.block, T);
+            if (xa) {
+                EXPECT_EQ(pairs, s.plans().back().xa_pairs[size_t(g)]) << "head " << g;
+            }
+            pruned += 1.0 - double(pairs) / causal;
+        }
+        EXPECT_EQ(s.stats().omega_esr, pruned / double(c.n_kv_head)) << emulated(prec).name;
+        EXPECT_GT(s.stats().omega_esr, 0.0);
+        s.forward(&ids[size_t(T)], 1);
+        for (float x : s.last_logits()) ASSERT_TRUE(std::isfinite(x));
+    }
+}
+
 #endif  // ELASTIC_HAVE_CUDA
