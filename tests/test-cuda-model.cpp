@@ -32,13 +32,13 @@ std::unique_ptr<Model> load_test_model() {
     return file_exists(p) ? Model::load(p) : tiny_qwen3_head_dim_64();
 }
 
-// Every layer: KV head h keeps full attention when h + layer is even, the others stream.
-AttentionSpec forced_mixed(const ModelConfig& c) {
+// Every layer: KV head h keeps full attention when h + layer is even, the others run `sparse`.
+AttentionSpec forced_mixed(const ModelConfig& c, HeadMode sparse = HeadMode::SSA) {
     AttentionSpec s;
     s.kind = AttentionSpec::Kind::Static;
     s.full_mode = HeadMode::FA;
-    s.sparse_mode = HeadMode::SSA;
-    s.name = "mixed fa-ssa (static)";
+    s.sparse_mode = sparse;
+    s.name = sparse == HeadMode::XA ? "mixed fa-xa (static)" : "mixed fa-ssa (static)";
     for (int l = 0; l < c.n_layer; ++l) {
         s.static_scores.emplace_back();
         for (int h = 0; h < c.n_kv_head; ++h) s.static_scores.back().push_back((l + h) % 2 == 0 ? 1.0f : 0.0f);
@@ -107,15 +107,7 @@ TEST(CudaModel, XAPlanStaysOnTheDevice) {
     auto model = load_test_model();
     const ModelConfig& c = model->config;
     ASSERT_GE(c.n_kv_head, 2);
-    AttentionSpec spec;
-    spec.kind = AttentionSpec::Kind::Static;
-    spec.full_mode = HeadMode::FA;
-    spec.sparse_mode = HeadMode::XA;
-    spec.name = "mixed fa-xa (static)";
-    for (int l = 0; l < c.n_layer; ++l) {
-        spec.static_scores.emplace_back();
-        for (int h = 0; h < c.n_kv_head; ++h) spec.static_scores.back().push_back((l + h) % 2 == 0 ? 1.0f : 0.0f);
-    }
+    AttentionSpec spec = forced_mixed(c, HeadMode::XA);
     spec.xa.block = 128;
     spec.xa.threshold = 0.3;  // random weights attend nearly uniformly: a low threshold still drops blocks
     const int64_t T = 1000;
