@@ -452,7 +452,9 @@ std::vector<int64_t> device_xa_pairs(const DevicePlan& dp, const LayerPlan& plan
 }
 
 void download_device_xa(const DevicePlan& dp, LayerPlan& plan, cudaStream_t s) {
-    ELASTIC_ASSERT(dp.xa_device && dp.n_kv == int(plan.mode.size()));
+    bool same = dp.xa_device && dp.n_kv == int(plan.mode.size());
+    for (size_t g = 0; same && g < plan.mode.size(); ++g) same = dp.h_meta[g].mode == int32_t(plan.mode[g]);
+    if (!same) fail("the XA lists on the device are another plan's (only the last xa_prefill_plan's can be copied)");
     const int64_t nb = dp.xa_nb;
     std::vector<int32_t> off(size_t(dp.xa_heads * (nb + 1)));
     CUDA_CHECK(cudaMemcpyAsync(off.data(), dp.d_xa_off, off.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, s));

@@ -140,6 +140,7 @@ public:
     }
     virtual void xa_finish_plan(LayerPlan& plan) { (void)plan; }
     // Host lists of a plan made on the device (no-op otherwise): plan.xa filled, xa_on_device cleared.
+    // The backend holds one device plan, so only the plan of its last xa_prefill_plan can be copied.
     virtual void xa_download(LayerPlan& plan) { (void)plan; }
     // Router of one layer (DESIGN.md §1.1): the pre-RoPE keys k [T, n_kv_head, head_dim] pooled over
     // their first and last `window` rows, through the layer's MLPs; logits_host [n_kv_head, rh4.out].
