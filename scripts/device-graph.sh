@@ -1,53 +1,79 @@
 #!/usr/bin/env bash
-# Issue 12 on the GPU machine: the decode step replayed as CUDA graphs, and top-p on the device.
-# From the repository root (alone: it unpacks .carry/debs when /tmp/deps is missing and builds
-# build-cuda; otherwise it only rebuilds what changed):
+# Issue 12 on the GPU machine: the decode step recorded once and replayed as a CUDA graph, and
+# top-p on the device. From the repository root (alone: it unpacks .carry/debs when /tmp/deps is
+# missing and builds build-cuda; otherwise it only rebuilds what changed):
 #   bash scripts/device-graph.sh
 # Steps (each line of the summary says how it went, with seconds):
-#   build   incremental build of build-cuda (scripts/device-check.sh's build step)
-#   test    CudaGraph.* (graph replay = the uncaptured step, bit for bit; device top-p = host top-p)
-#           CudaModel.* (the forward against the CPU) and CudaAttention.Decode* (its scratch sizing changed)
-#   model   the Qwen3-8B-shaped random model (tokenizer from .carry/qwen3) and its router
-#   bench   elastic bench model -p 32768 -n 32 -r 3, full and msr:0.75, graphs on and off, and (full)
-#           on with one graph per SEGMENT layers (default 9; SEGMENT=0 skips it): decode tok/s
-# Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS.
-# About 3-4 minutes once built (most of it the 32K prefills and writing the 16 GB model).
+#   build     incremental build of build-cuda (scripts/device-check.sh's build step)
+#   test      CudaGraph.* (replay = the uncaptured step, bit for bit; sessions sharing a backend;
+#             device top-p = host top-p), CudaModel.* (the forward against the CPU),
+#             CudaAttention.Decode* (the decode kernel's one-wave grid) and CudaFused.*
+#   sanitize  compute-sanitizer memcheck on CudaGraph.ReplayGivesTheBitsOfTheUncapturedStep and the
+#             decode tests; racecheck on the decode split and merge
+#   attn      elastic bench attention --decode-ctx 1024,32768,131072, full and fa-ssa Ω 0.75
+#   model     the Qwen3-8B-shaped random model (tokenizer from .carry/qwen3) and its router
+#   bench     elastic bench model -p 32768 -n 32 -r REPS, full and msr:0.75, graphs off and on,
+#             and (full) on with one graph per SEGMENT layers (SEGMENT=0, the default, skips it)
+# Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS, STEPS
+# (a subset of "test sanitize attn bench"; default all).
+# About 6-8 minutes on a bare machine (the build, the 32K prefills, writing the 16 GB model).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS=${OUT:-build-cuda/graph-logs}
 NAME=graph
 . scripts/device-lib.sh
-SEGMENT=${SEGMENT:-9}
+SEGMENT=${SEGMENT:-0}
 REPS=${REPS:-3}
+STEPS=${STEPS:-test sanitize attn bench}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 device_build
+T=build-cuda/bin/elastic_tests
 
-run test build-cuda/bin/elastic_tests --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*'
-grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
-
-qwen3_tokenizer
-dir=/tmp/qwen3-8b-random
-t0=$SECONDS
-[ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
-[ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
-note "- model ready in $((SECONDS - t0)) s ($dir)"
-
-note ""
-note "### decode tok/s at 32K (Qwen3-8B shape, bf16; $REPS reps of 32 tokens; median (range))"
-note "| attention | graphs | decode tok/s | prefill tok/s | graph launches / instantiations |"
-note "|---|---|---|---|---|"
-bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
-  local label=$1 g=$2 seg=$3; shift 3
-  local log="$LOGS/bench-$label.log"
-  ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
-    -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
-  local rc=$?
-  bench_row "$log" "$label" "$rc" attention | tee -a "$SUM"
-}
-MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
-bench "off" 0 0 full
-bench "on" 1 0 full
-[ "$SEGMENT" -gt 0 ] && bench "on-seg$SEGMENT" 1 "$SEGMENT" full
-bench "off" 0 0 $MSR
-bench "on" 1 0 $MSR
+if has test; then
+  run test $T --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*:CudaFused.*'
+  grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
+fi
+if has sanitize; then
+  run memcheck timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $T \
+    --gtest_filter='CudaGraph.ReplayGivesTheBitsOfTheUncapturedStep:CudaAttention.DecodeGroupsConfigsRings:CudaAttention.DecodeManyPiecesMerge'
+  grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/memcheck.log" | tail -3 | tee -a "$SUM"
+  run racecheck timeout 100 compute-sanitizer --tool racecheck --error-exitcode 9 $T \
+    --gtest_filter='CudaAttention.DecodeManyPiecesMerge'
+  grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/racecheck.log" | tail -3 | tee -a "$SUM"
+fi
+if has attn; then
+  note ""
+  note "### decode attention (32/8 heads, d 128, bf16 cache; fa-ssa: sink 128, local 2048)"
+  run attn "$E" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0,0.75 \
+    --decode-ctx 1024,32768,131072
+  grep '^decode' "$LOGS/attn.log" | tee -a "$SUM"
+fi
+if has bench; then
+  qwen3_tokenizer
+  dir=/tmp/qwen3-8b-random
+  t0=$SECONDS
+  [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
+  [ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
+  note "- model ready in $((SECONDS - t0)) s ($dir)"
+  note ""
+  note "### decode tok/s at 32K (Qwen3-8B shape, bf16; $REPS reps of 32 tokens; median (range))"
+  note "| attention | graphs | decode tok/s | prefill tok/s | graph launches / replays / instantiations / updates |"
+  note "|---|---|---|---|---|"
+  bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
+    local label=$1 g=$2 seg=$3; shift 3
+    local log="$LOGS/bench-$label-$1.log"
+    ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
+      -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
+    local rc=$?
+    bench_row "$log" "$label" "$rc" attention | tee -a "$SUM"
+  }
+  MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
+  bench "off" 0 0 full
+  bench "on" 1 0 full
+  [ "$SEGMENT" -gt 0 ] && bench "on-seg$SEGMENT" 1 "$SEGMENT" full
+  bench "off" 0 0 $MSR
+  bench "on" 1 0 $MSR
+  bench "off-again" 0 0 full
+fi
 echo
 echo "summary: $SUM"

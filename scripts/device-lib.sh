@@ -39,7 +39,7 @@ qwen3_tokenizer() {
 }
 
 # bench_row LOG LABEL RC [attention]: the row "| LABEL | decode tok/s median (range) | prefill tok/s |
-# graph launches / instantiations |" of an `elastic bench model --json` log (with `attention`, the
+# graph launches / replays / instantiations / updates |" of an `elastic bench model --json` log (with `attention`, the
 # run's attention mode first); a log without the JSON line gives "FAILED (exit RC)".
 bench_row() {
   python3 - "$@" <<'PY'
@@ -56,6 +56,7 @@ if row is None:
 else:
     d, p = row["decode_tok_s"], row["prefill_tok_s"]
     print(f"{lead}| {label} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | {p['median']:.0f} | "
-          f"{row.get('graph_launches', 0)} / {row.get('graph_instantiations', 0)} |")
+          f"{row.get('graph_launches', 0)} / {row.get('graph_replays', 0)} / {row.get('graph_instantiations', 0)} / "
+          f"{row.get('graph_updates', 0)} |")
 PY
 }

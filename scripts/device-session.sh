@@ -83,7 +83,7 @@ bench_model() {  # LABEL GRAPH ATTENTION...
   bench_row $SESS/bench-$label.log "$label" "$rc" | tee -a $SUM
 }
 if want graph; then
-  note "### 8B-shaped model, 32K prompt, 32 decoded tokens (decode tok/s median (range), prefill tok/s, graph launches / instantiations)"
+  note "### 8B-shaped model, 32K prompt, 32 decoded tokens (decode tok/s median (range), prefill tok/s, graph launches / replays / instantiations / updates)"
   note "| run | decode tok/s | prefill tok/s | graphs |"
   note "|---|---|---|---|"
   for m in ${GRAPH_MODES:-full-off full-on msr-on}; do

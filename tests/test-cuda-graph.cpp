@@ -3,7 +3,8 @@
 // launched op by op: greedy tokens and every step's logits compared exactly over 40 steps, with
 // full attention across the context where the decode kernel's grid grows (258 keys: two pieces),
 // and with streaming heads whose ring (sink 4, local 16) wraps twice; in bf16 (our GEMV) and fp32
-// (cuBLAS), whole-step graphs and one graph per layer.
+// (cuBLAS), whole-step graphs and one graph per layer; the step is recorded once and replayed as
+// it is. Two sessions sharing the backend replay their own recordings.
 // Top-p: Backend::sorted_candidates + Sampler::sample_sorted must draw what Sampler::sample draws
 // from the full logits with the same generator: peaked, tied and flat logits (the last too wide
 // for the device's kMaxNucleus leading entries: nothing drawn, the generator untouched), and
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <tuple>
 
 #include "model/model.h"
 #include "test-helpers.h"
@@ -76,12 +78,17 @@ TEST(CudaGraph, ReplayGivesTheBitsOfTheUncapturedStep) {
                 const DecodeRun got = decode(e, spec, prompt, steps);
                 const Backend::GraphStats s1 = be->graph_stats();
                 const int64_t segments = per_layer[0] == '1' ? c.n_layer : 1;
-                // The first decode step after the prefill runs uncaptured.
+                // The first decode step after the prefill runs uncaptured, the second is recorded,
+                // every later one replays that recording as it is.
                 EXPECT_EQ(s1.launches - s0.launches, int64_t(steps - 1) * segments);
-                EXPECT_LE(s1.instantiations - s0.instantiations, 2 * segments) << "the topology changed step after step";
-                std::printf("[graph] %s %s, %s layer(s) per graph: %lld launches, %lld instantiations, %lld updates\n",
+                EXPECT_EQ(s1.instantiations - s0.instantiations, segments);
+                EXPECT_EQ(s1.updates - s0.updates, 0) << "a step was captured again";
+                EXPECT_EQ(s1.replays - s0.replays, int64_t(steps - 2) * segments);
+                std::printf("[graph] %s %s, %s layer(s) per graph: %lld launches, %lld replays, %lld instantiations, "
+                            "%lld updates\n",
                             be->name(), spec.name.c_str(), per_layer, (long long)(s1.launches - s0.launches),
-                            (long long)(s1.instantiations - s0.instantiations), (long long)(s1.updates - s0.updates));
+                            (long long)(s1.replays - s0.replays), (long long)(s1.instantiations - s0.instantiations),
+                            (long long)(s1.updates - s0.updates));
                 EXPECT_EQ(got.tokens, ref.tokens);
                 ASSERT_EQ(got.logits.size(), ref.logits.size());
                 size_t diff = 0;
@@ -91,6 +98,64 @@ TEST(CudaGraph, ReplayGivesTheBitsOfTheUncapturedStep) {
         }
     }
     unsetenv("ELASTIC_CUDA_GRAPH_LAYERS");
+}
+
+// Two sessions on one backend, decoding in turns with graphs on, give each the bits it gets alone
+// with graphs off: each replays its own recording (its own caches), and when the second session's
+// longer prefill reallocates backend scratch that the first one's recording uses, the first
+// captures its step again instead of replaying stale pointers.
+TEST(CudaGraph, SessionsSharingABackendReplayTheirOwnSteps) {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    auto model = tiny_qwen3_head_dim_64();
+    const ModelConfig& c = model->config;
+    std::mt19937_64 rng(11);
+    std::vector<int32_t> pa(90), pb(300);  // b's prefill is longer: the GEMM input scratch grows
+    for (auto& x : pa) x = int32_t(rng() % uint64_t(c.vocab));
+    for (auto& x : pb) x = int32_t(rng() % uint64_t(c.vocab));
+    AttentionSpec ssa = AttentionSpec::parse("ssa");
+    ssa.win.sink = 4;
+    ssa.win.local = 16;
+    const int steps = 24;
+    auto be = make_cuda_backend(0, DType::BF16);
+    const Engine e(*model, *be);
+    be->set_graphs(false);
+    const DecodeRun ref_a = decode(e, AttentionSpec{}, pa, steps), ref_b = decode(e, ssa, pb, steps);
+
+    be->set_graphs(true);
+    Sampler greedy(SamplerParams{});
+    Session a(e, int64_t(pa.size()) + steps + 1), b(e, int64_t(pb.size()) + steps + 1, ssa);
+    DecodeRun got_a, got_b;
+    auto step = [&](Session& s, DecodeRun& r) {
+        const int32_t t = s.sample_next(greedy);
+        r.tokens.push_back(t);
+        s.forward(&t, 1);
+        r.logits.insert(r.logits.end(), s.last_logits().begin(), s.last_logits().end());
+    };
+    a.forward(pa.data(), int64_t(pa.size()));
+    for (int i = 0; i < steps / 2; ++i) step(a, got_a);  // a records its step and replays it
+    const Backend::GraphStats s0 = be->graph_stats();
+    b.forward(pb.data(), int64_t(pb.size()));
+    for (int i = 0; i < steps; ++i) {
+        step(b, got_b);
+        if (i < steps / 2) step(a, got_a);
+    }
+    const Backend::GraphStats s1 = be->graph_stats();
+    std::printf("[graph] two sessions: %lld replays, %lld instantiations, %lld updates after b's prefill\n",
+                (long long)(s1.replays - s0.replays), (long long)(s1.instantiations - s0.instantiations),
+                (long long)(s1.updates - s0.updates));
+    // Two captures: b's recording, and a's step again (b's longer prefill reallocated backend
+    // scratch, the token ids' and the GEMM inputs', so no earlier recording is trusted); then b
+    // replays steps − 2 times and a steps / 2 − 1 times.
+    EXPECT_EQ((s1.updates - s0.updates) + (s1.instantiations - s0.instantiations), 2);
+    EXPECT_EQ(s1.replays - s0.replays, int64_t(steps - 2 + steps / 2 - 1));
+    for (auto [got, ref, name] : {std::tuple{&got_a, &ref_a, "a"}, std::tuple{&got_b, &ref_b, "b"}}) {
+        SCOPED_TRACE(name);
+        EXPECT_EQ(got->tokens, ref->tokens);
+        ASSERT_EQ(got->logits.size(), ref->logits.size());
+        size_t diff = 0;
+        for (size_t i = 0; i < ref->logits.size(); ++i) diff += std::memcmp(&got->logits[i], &ref->logits[i], 4) != 0;
+        EXPECT_EQ(diff, 0u) << "logits differing in bits (of " << ref->logits.size() << ")";
+    }
 }
 
 TEST(CudaGraph, TopPOnTheDeviceDrawsAsTheHost) {

@@ -8,10 +8,13 @@
 // Shape (issue 12, second round):
 //   - a "pair" is (KV head g, chunk of ≤ GP of its G query heads); GP = G rounded up to 1, 2, 4 or 8
 //     (G = 16 runs as two chunks of 8). All query heads of a pair share one read of K/V.
-//   - work split: every pair's attended keys are cut into P_pr = ⌈n_pr / chunk⌉ near-equal pieces,
-//     one CTA per piece and one pair per CTA, with the smallest chunk for which Σ P_pr fits one
-//     wave of resident CTAs (host binary search). A long FA head gets many pieces, a 2K-key SSA head
-//     a few; no CTA straddles two pairs, so each CTA runs one uninterrupted pipeline.
+//   - work split: the grid is one wave of resident CTAs whatever the position; every pair's attended
+//     keys are cut into P_pr = ⌈n_pr / chunk⌉ near-equal pieces, one CTA per piece and one pair per
+//     CTA, chunk = max(kMinPiece, ⌈Σ n_pr / (grid − pairs)⌉) so that Σ P_pr ≤ grid (decode_chunk;
+//     the kernel computes it from the position, so one launch serves every step of a recorded
+//     graph, and the position itself may come from device memory). A long FA head gets many
+//     pieces, a 2K-key SSA head a few; no CTA straddles two pairs, so each CTA runs one
+//     uninterrupted pipeline; CTAs past the last piece only take part in the merge.
 //   - streaming: a group of L lanes owns one key row at a time; each lane copies its 16-byte pieces
 //     (8 dims) of K and V with cp.async (L1 bypassed, zero-fill past the end) into its OWN slots
 //     of a kStages-deep shared-memory ring and later reads back only those slots, so no barrier is
@@ -58,11 +61,21 @@ struct DecodeParams {
     const CacheHead* heads;
     float* part;     // [grid][GP][D + kPartPad]: a cut pair's piece: m (base 2), l, -, -, o[D] unnormalised
     unsigned* bar;   // grid barrier (top bit flips once per call; low bits back at 0)
+    const int32_t* d_pos;  // device position, or null: pos
     int n_kv, G, n_chunks;
-    int n_units;     // merge units (cut pairs × GP × D / kSegDims); 0: no pair is cut, no barrier
-    int64_t pos, sink, local, chunk;  // chunk: at most this many keys per CTA
+    int64_t pos, sink, local;
     float scale_log2;
 };
+
+// Keys per CTA: with chunk ≥ kMinPiece and Σ ⌈n_pr / chunk⌉ ≤ Σ (n_pr / chunk + 1) ≤ grid, every
+// piece has a CTA (n_total: keys over all pairs; n_max: the longest pair's). A grid of at most one
+// CTA per pair cuts nothing.
+__host__ __device__ __forceinline__ int64_t decode_chunk(int64_t n_total, int64_t n_max, int n_pairs, int grid) {
+    if (grid <= n_pairs) return n_max > 0 ? n_max : 1;
+    const int64_t spare = grid - n_pairs, c = (n_total + spare - 1) / spare;
+    const int64_t chunk = c > kMinPiece ? c : kMinPiece;
+    return chunk < n_max ? chunk : (n_max > 0 ? n_max : 1);
+}
 
 // Compile-time shape: GP query heads per pair; DPL dims per lane (16 while q and o of GP ≤ 4 heads
 // fit the registers, else 8); L lanes per key row; N keys per lane group per stage; STAGES so that
@@ -100,8 +113,9 @@ __device__ __forceinline__ float bf_lo(uint32_t w) { return __uint_as_float(w <<
 __device__ __forceinline__ float bf_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 
 // Attended keys of KV head g at pos (logical index over its ≤ 3 slot spans).
-__device__ __forceinline__ int64_t head_keys(const DecodeParams& p, int g, int64_t* sb, int64_t* se, int* ns) {
-    *ns = cache_spans(p.heads[g], p.sink, p.local, p.pos, sb, se);
+__device__ __forceinline__ int64_t head_keys(const DecodeParams& p, int64_t pos, int g, int64_t* sb, int64_t* se,
+                                             int* ns) {
+    *ns = cache_spans(p.heads[g], p.sink, p.local, pos, sb, se);
     return spans_total(sb, se, *ns);
 }
 
@@ -158,16 +172,32 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, li = lane % L;
     const int grp = warp * KG + lane / L;  // this lane group's rank in the CTA
     const int n_pairs = p.n_kv * p.n_chunks;
+    const int64_t pos = p.d_pos ? int64_t(*p.d_pos) : p.pos;
 
-    // This CTA's pair and piece.
-    PairOf me{0, 0, 1, 0};
+    // The split at this position (uniform over the grid): keys per piece, and the merge units
+    // (cut pairs × GP × D / kSegDims; 0: no pair is cut, no barrier).
     int64_t sb[3] = {0, 0, 0}, se[3] = {0, 0, 0};
     int ns = 0;
+    int64_t chunk = 1;
+    int n_units = 0;
+    {
+        int64_t n_total = 0, n_max = 0;
+        for (int g = 0; g < p.n_kv; ++g) {
+            const int64_t n = head_keys(p, pos, g, sb, se, &ns);
+            n_total += n;
+            n_max = n > n_max ? n : n_max;
+        }
+        chunk = decode_chunk(n_total * p.n_chunks, n_max, n_pairs, int(gridDim.x));
+        for (int g = 0; g < p.n_kv; ++g) n_units += head_keys(p, pos, g, sb, se, &ns) > chunk ? 1 : 0;
+        n_units *= p.n_chunks * GP * (D / kSegDims);
+    }
+    // This CTA's pair and piece (none past the last piece: it only merges).
+    PairOf me{-1, 0, 1, 0};
     {
         int first = 0;
         for (int pr = 0; pr < n_pairs; ++pr) {
-            const int64_t n = head_keys(p, pr / p.n_chunks, sb, se, &ns);
-            const int P = pieces_of(n, p.chunk);
+            const int64_t n = head_keys(p, pos, pr / p.n_chunks, sb, se, &ns);
+            const int P = pieces_of(n, chunk);
             if (int(blockIdx.x) < first + P) {
                 me = PairOf{pr, first, P, n};
                 break;
@@ -175,174 +205,176 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
             first += P;
         }
     }
-    const int g = me.pr / p.n_chunks, hc = me.pr % p.n_chunks, piece = int(blockIdx.x) - me.first;
-    const int32_t x0 = int32_t(me.n * piece / me.P), x1 = int32_t(me.n * (piece + 1) / me.P);  // this CTA's keys
-    // The spans as scalars (arrays indexed at run time would live in local memory): logical key
-    // x < n0 is slot b0 + x, then b1 + (x − n0) below n0 + n1, then b2 + (x − n0 − n1).
-    const int32_t b0 = int32_t(sb[0]), n0 = int32_t(se[0] - sb[0]);
-    const int32_t b1 = ns > 1 ? int32_t(sb[1]) : 0, n1 = ns > 1 ? int32_t(se[1] - sb[1]) : 0;
-    const int32_t b2 = ns > 2 ? int32_t(sb[2]) : 0;
-    const int hq0 = g * p.G + hc * GP, gv = min(GP, p.G - hc * GP);  // first query head, heads in use
-    const __nv_bfloat16* kh = p.k + p.heads[g].off + li * 8;
-    const __nv_bfloat16* vh = p.v + p.heads[g].off + li * 8;
-    auto slot_of = [&](int32_t x) { return x < n0 ? b0 + x : x - n0 < n1 ? b1 + (x - n0) : b2 + (x - n0 - n1); };
-    auto at = [&](int st, int i, int c, int kv) { return ring + (((st * N + i) * NCH + c) * 2 + kv) * kDecThreads + tid; };
+    if (me.pr >= 0) {  // stream this CTA's piece
+        const int g = me.pr / p.n_chunks, hc = me.pr % p.n_chunks, piece = int(blockIdx.x) - me.first;
+        const int32_t x0 = int32_t(me.n * piece / me.P), x1 = int32_t(me.n * (piece + 1) / me.P);  // this CTA's keys
+        // The spans as scalars (arrays indexed at run time would live in local memory): logical key
+        // x < n0 is slot b0 + x, then b1 + (x − n0) below n0 + n1, then b2 + (x − n0 − n1).
+        const int32_t b0 = int32_t(sb[0]), n0 = int32_t(se[0] - sb[0]);
+        const int32_t b1 = ns > 1 ? int32_t(sb[1]) : 0, n1 = ns > 1 ? int32_t(se[1] - sb[1]) : 0;
+        const int32_t b2 = ns > 2 ? int32_t(sb[2]) : 0;
+        const int hq0 = g * p.G + hc * GP, gv = min(GP, p.G - hc * GP);  // first query head, heads in use
+        const __nv_bfloat16* kh = p.k + p.heads[g].off + li * 8;
+        const __nv_bfloat16* vh = p.v + p.heads[g].off + li * 8;
+        auto slot_of = [&](int32_t x) { return x < n0 ? b0 + x : x - n0 < n1 ? b1 + (x - n0) : b2 + (x - n0 - n1); };
+        auto at = [&](int st, int i, int c, int kv) { return ring + (((st * N + i) * NCH + c) * 2 + kv) * kDecThreads + tid; };
 
-    // Stage `it` of this thread: its N keys' K and V pieces into ring slot it % STAGES (an empty
-    // group past the end keeps the group count uniform).
-    const int32_t n_iter = (x1 - x0 + KPI - 1) / KPI;
-    auto issue = [&](int32_t it) {
-        if (it < n_iter) {
-            const int st = it % STAGES;
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-                const int32_t x = x0 + it * KPI + i * NGRP + grp;
-                const bool ok = x < x1;
-                const int64_t off = ok ? int64_t(slot_of(x)) * D : 0;
-#pragma unroll
-                for (int c = 0; c < NCH; ++c) {
-                    cp_async_stream(at(st, i, c, 0), kh + off + L * 8 * c, ok ? 16 : 0);
-                    cp_async_stream(at(st, i, c, 1), vh + off + L * 8 * c, ok ? 16 : 0);
+        // Stage `it` of this thread: its N keys' K and V pieces into ring slot it % STAGES (an empty
+        // group past the end keeps the group count uniform).
+        const int32_t n_iter = (x1 - x0 + KPI - 1) / KPI;
+        auto issue = [&](int32_t it) {
+            if (it < n_iter) {
+                const int st = it % STAGES;
+    #pragma unroll
+                for (int i = 0; i < N; ++i) {
+                    const int32_t x = x0 + it * KPI + i * NGRP + grp;
+                    const bool ok = x < x1;
+                    const int64_t off = ok ? int64_t(slot_of(x)) * D : 0;
+    #pragma unroll
+                    for (int c = 0; c < NCH; ++c) {
+                        cp_async_stream(at(st, i, c, 0), kh + off + L * 8 * c, ok ? 16 : 0);
+                        cp_async_stream(at(st, i, c, 1), vh + off + L * 8 * c, ok ? 16 : 0);
+                    }
                 }
             }
-        }
-        cp_async_commit_m();
-    };
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) issue(s);
+            cp_async_commit_m();
+        };
+    #pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) issue(s);
 
-    float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
-#pragma unroll
-    for (int h = 0; h < GP; ++h)
-#pragma unroll
-        for (int c = 0; c < NCH; ++c)
-#pragma unroll
-            for (int e = 0; e < 8; ++e)
-                qf[h][c * 8 + e] =
-                    h < gv ? to_f32(static_cast<const TQ*>(p.q)[int64_t(hq0 + h) * D + (li + L * c) * 8 + e]) * p.scale_log2
-                           : 0.0f;
-    float m[GP], l[GP], o[GP][DPL];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-        m[h] = -INFINITY;
-        l[h] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < DPL; ++j) o[h][j] = 0.0f;
-    }
-
-    for (int32_t it = 0; it < n_iter; ++it) {
-        cp_async_wait_m<STAGES - 2>();  // stage it has landed (this thread's copies)
-        issue(it + STAGES - 1);         // into the slot read in iteration it − 1
-        const int st = it % STAGES;
-        bool ok[N];
-        float sc[N][GP];
-#pragma unroll
-        for (int i = 0; i < N; ++i) {
-            ok[i] = x0 + it * KPI + i * NGRP + grp < x1;
-#pragma unroll
-            for (int h = 0; h < GP; ++h) sc[i][h] = 0.0f;
-#pragma unroll
-            for (int c = 0; c < NCH; ++c) {
-                const uint4 kr = *at(st, i, c, 0);
-                const uint32_t w[4] = {kr.x, kr.y, kr.z, kr.w};
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    const float k0 = bf_lo(w[u]), k1 = bf_hi(w[u]);
-#pragma unroll
-                    for (int h = 0; h < GP; ++h)
-                        sc[i][h] = fmaf(qf[h][c * 8 + 2 * u + 1], k1, fmaf(qf[h][c * 8 + 2 * u], k0, sc[i][h]));
-                }
-            }
-        }
-#pragma unroll
-        for (int off = L / 2; off > 0; off >>= 1)
-#pragma unroll
-            for (int i = 0; i < N; ++i)
-#pragma unroll
-                for (int h = 0; h < GP; ++h) sc[i][h] += __shfl_xor_sync(0xffffffffu, sc[i][h], off);
-        float ms[GP];
-#pragma unroll
+        float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
+    #pragma unroll
+        for (int h = 0; h < GP; ++h)
+    #pragma unroll
+            for (int c = 0; c < NCH; ++c)
+    #pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    qf[h][c * 8 + e] =
+                        h < gv ? to_f32(static_cast<const TQ*>(p.q)[int64_t(hq0 + h) * D + (li + L * c) * 8 + e]) * p.scale_log2
+                               : 0.0f;
+        float m[GP], l[GP], o[GP][DPL];
+    #pragma unroll
         for (int h = 0; h < GP; ++h) {
-            float mx = m[h];
-#pragma unroll
-            for (int i = 0; i < N; ++i) mx = ok[i] ? fmaxf(mx, sc[i][h]) : mx;
-            // A group that has seen no key yet keeps m = −inf: subtract 0 then, so no inf − inf.
-            ms[h] = mx == -INFINITY ? 0.0f : mx;
-            const float alpha = exp2f(m[h] - ms[h]);
-            m[h] = mx;
-            l[h] *= alpha;
-#pragma unroll
-            for (int j = 0; j < DPL; ++j) o[h][j] *= alpha;
+            m[h] = -INFINITY;
+            l[h] = 0.0f;
+    #pragma unroll
+            for (int j = 0; j < DPL; ++j) o[h][j] = 0.0f;
         }
-#pragma unroll
-        for (int i = 0; i < N; ++i) {
-            float pw[GP];
-#pragma unroll
-            for (int h = 0; h < GP; ++h) {
-                pw[h] = ok[i] ? exp2f(sc[i][h] - ms[h]) : 0.0f;
-                l[h] += pw[h];
+
+        for (int32_t it = 0; it < n_iter; ++it) {
+            cp_async_wait_m<STAGES - 2>();  // stage it has landed (this thread's copies)
+            issue(it + STAGES - 1);         // into the slot read in iteration it − 1
+            const int st = it % STAGES;
+            bool ok[N];
+            float sc[N][GP];
+    #pragma unroll
+            for (int i = 0; i < N; ++i) {
+                ok[i] = x0 + it * KPI + i * NGRP + grp < x1;
+    #pragma unroll
+                for (int h = 0; h < GP; ++h) sc[i][h] = 0.0f;
+    #pragma unroll
+                for (int c = 0; c < NCH; ++c) {
+                    const uint4 kr = *at(st, i, c, 0);
+                    const uint32_t w[4] = {kr.x, kr.y, kr.z, kr.w};
+    #pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        const float k0 = bf_lo(w[u]), k1 = bf_hi(w[u]);
+    #pragma unroll
+                        for (int h = 0; h < GP; ++h)
+                            sc[i][h] = fmaf(qf[h][c * 8 + 2 * u + 1], k1, fmaf(qf[h][c * 8 + 2 * u], k0, sc[i][h]));
+                    }
+                }
             }
-#pragma unroll
-            for (int c = 0; c < NCH; ++c) {
-                const uint4 vr = *at(st, i, c, 1);  // zero-filled past the end: 0 · 0, never NaN
-                const uint32_t w[4] = {vr.x, vr.y, vr.z, vr.w};
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    const float v0 = bf_lo(w[u]), v1 = bf_hi(w[u]);
-#pragma unroll
-                    for (int h = 0; h < GP; ++h) {
-                        o[h][c * 8 + 2 * u] = fmaf(pw[h], v0, o[h][c * 8 + 2 * u]);
-                        o[h][c * 8 + 2 * u + 1] = fmaf(pw[h], v1, o[h][c * 8 + 2 * u + 1]);
+    #pragma unroll
+            for (int off = L / 2; off > 0; off >>= 1)
+    #pragma unroll
+                for (int i = 0; i < N; ++i)
+    #pragma unroll
+                    for (int h = 0; h < GP; ++h) sc[i][h] += __shfl_xor_sync(0xffffffffu, sc[i][h], off);
+            float ms[GP];
+    #pragma unroll
+            for (int h = 0; h < GP; ++h) {
+                float mx = m[h];
+    #pragma unroll
+                for (int i = 0; i < N; ++i) mx = ok[i] ? fmaxf(mx, sc[i][h]) : mx;
+                // A group that has seen no key yet keeps m = −inf: subtract 0 then, so no inf − inf.
+                ms[h] = mx == -INFINITY ? 0.0f : mx;
+                const float alpha = exp2f(m[h] - ms[h]);
+                m[h] = mx;
+                l[h] *= alpha;
+    #pragma unroll
+                for (int j = 0; j < DPL; ++j) o[h][j] *= alpha;
+            }
+    #pragma unroll
+            for (int i = 0; i < N; ++i) {
+                float pw[GP];
+    #pragma unroll
+                for (int h = 0; h < GP; ++h) {
+                    pw[h] = ok[i] ? exp2f(sc[i][h] - ms[h]) : 0.0f;
+                    l[h] += pw[h];
+                }
+    #pragma unroll
+                for (int c = 0; c < NCH; ++c) {
+                    const uint4 vr = *at(st, i, c, 1);  // zero-filled past the end: 0 · 0, never NaN
+                    const uint32_t w[4] = {vr.x, vr.y, vr.z, vr.w};
+    #pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        const float v0 = bf_lo(w[u]), v1 = bf_hi(w[u]);
+    #pragma unroll
+                        for (int h = 0; h < GP; ++h) {
+                            o[h][c * 8 + 2 * u] = fmaf(pw[h], v0, o[h][c * 8 + 2 * u]);
+                            o[h][c * 8 + 2 * u + 1] = fmaf(pw[h], v1, o[h][c * 8 + 2 * u + 1]);
+                        }
                     }
                 }
             }
         }
-    }
-    cp_async_wait_m<0>();  // only empty groups can be pending; the ring is reused below
-    __syncthreads();
+        cp_async_wait_m<0>();  // only empty groups can be pending; the ring is reused below
+        __syncthreads();
 
-    // Merge the lane groups' (m, l, o) through shared memory (over the ring).
-    float* s_o = reinterpret_cast<float*>(smem);  // [NGRP][GP][D]
-    float* s_m = s_o + NGRP * GP * D;             // [NGRP][GP]
-    float* s_l = s_m + NGRP * GP;
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-#pragma unroll
-        for (int c = 0; c < NCH; ++c)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) s_o[(grp * GP + h) * D + (li + L * c) * 8 + e] = o[h][c * 8 + e];
-        if (li == 0) {
-            s_m[grp * GP + h] = m[h];
-            s_l[grp * GP + h] = l[h];
+        // Merge the lane groups' (m, l, o) through shared memory (over the ring).
+        float* s_o = reinterpret_cast<float*>(smem);  // [NGRP][GP][D]
+        float* s_m = s_o + NGRP * GP * D;             // [NGRP][GP]
+        float* s_l = s_m + NGRP * GP;
+    #pragma unroll
+        for (int h = 0; h < GP; ++h) {
+    #pragma unroll
+            for (int c = 0; c < NCH; ++c)
+    #pragma unroll
+                for (int e = 0; e < 8; ++e) s_o[(grp * GP + h) * D + (li + L * c) * 8 + e] = o[h][c * 8 + e];
+            if (li == 0) {
+                s_m[grp * GP + h] = m[h];
+                s_l[grp * GP + h] = l[h];
+            }
         }
-    }
-    __syncthreads();
-    const bool whole = me.P == 1;
-    float* part = p.part + size_t(blockIdx.x) * GP * (D + kPartPad);
-    for (int idx = tid; idx < GP * D; idx += kDecThreads) {
-        const int h = idx / D, d = idx % D;
-        float M = -INFINITY;
-#pragma unroll
-        for (int r = 0; r < NGRP; ++r) M = fmaxf(M, s_m[r * GP + h]);
-        float Ls = 0.0f, O = 0.0f;
-#pragma unroll
-        for (int r = 0; r < NGRP; ++r) {
-            const float mr = s_m[r * GP + h];
-            const float w = mr == -INFINITY ? 0.0f : exp2f(mr - M);
-            Ls = fmaf(s_l[r * GP + h], w, Ls);
-            O = fmaf(s_o[(r * GP + h) * D + d], w, O);
-        }
-        if (whole) {
-            if (h < gv) static_cast<TQ*>(p.out)[int64_t(hq0 + h) * D + d] = from_f32<TQ>(O / Ls);
-        } else {
-            part[h * (D + kPartPad) + kPartPad + d] = O;
-            if (d == 0) {
-                part[h * (D + kPartPad)] = M;  // finite: every piece holds ≥ 1 key
-                part[h * (D + kPartPad) + 1] = Ls;
+        __syncthreads();
+        const bool whole = me.P == 1;
+        float* part = p.part + size_t(blockIdx.x) * GP * (D + kPartPad);
+        for (int idx = tid; idx < GP * D; idx += kDecThreads) {
+            const int h = idx / D, d = idx % D;
+            float M = -INFINITY;
+    #pragma unroll
+            for (int r = 0; r < NGRP; ++r) M = fmaxf(M, s_m[r * GP + h]);
+            float Ls = 0.0f, O = 0.0f;
+    #pragma unroll
+            for (int r = 0; r < NGRP; ++r) {
+                const float mr = s_m[r * GP + h];
+                const float w = mr == -INFINITY ? 0.0f : exp2f(mr - M);
+                Ls = fmaf(s_l[r * GP + h], w, Ls);
+                O = fmaf(s_o[(r * GP + h) * D + d], w, O);
+            }
+            if (whole) {
+                if (h < gv) static_cast<TQ*>(p.out)[int64_t(hq0 + h) * D + d] = from_f32<TQ>(O / Ls);
+            } else {
+                part[h * (D + kPartPad) + kPartPad + d] = O;
+                if (d == 0) {
+                    part[h * (D + kPartPad)] = M;  // finite: every piece holds ≥ 1 key
+                    part[h * (D + kPartPad) + 1] = Ls;
+                }
             }
         }
     }
-    if (p.n_units == 0) return;  // uniform over the grid: no pair is cut, no barrier
+    if (n_units == 0) return;  // uniform over the grid: no pair is cut, no barrier
 
     grid_barrier(p.bar);
 
@@ -350,13 +382,13 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     constexpr int kSegs = D / kSegDims, kCols = kSegDims / 4, kRows = kDecThreads / kCols;
     float* s_red = reinterpret_cast<float*>(smem);  // [kRows][kSegDims] partial sums, then kDecWarps floats
     float* s_w = s_red + kRows * kSegDims + kDecWarps;  // [P] piece weights
-    for (int u = int(blockIdx.x); u < p.n_units; u += int(gridDim.x)) {
+    for (int u = int(blockIdx.x); u < n_units; u += int(gridDim.x)) {
         const int cut = u / (GP * kSegs), h = u / kSegs % GP, sg = u % kSegs;
         int first = 0, P = 0, pr = 0, nth = 0;  // the cut-th pair with P > 1
         for (; pr < n_pairs; ++pr) {
             int64_t tb[3], te[3];
             int tn = 0;
-            P = pieces_of(head_keys(p, pr / p.n_chunks, tb, te, &tn), p.chunk);
+            P = pieces_of(head_keys(p, pos, pr / p.n_chunks, tb, te, &tn), chunk);
             if (P > 1 && nth++ == cut) break;
             first += P;
         }
@@ -396,7 +428,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 }
 
 template <int D, int GP, typename T>
-void launch_decode(const DecodeParams& p, int grid, cudaStream_t s) {
+void launch_decode(const DecodeParams& p, int grid, bool cooperative, cudaStream_t s) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(grid));
     cfg.blockDim = dim3(kDecThreads);
@@ -406,7 +438,7 @@ void launch_decode(const DecodeParams& p, int grid, cudaStream_t s) {
     attr[0].id = cudaLaunchAttributeCooperative;  // the merge's grid barrier needs every CTA resident
     attr[0].val.cooperative = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = p.n_units > 0 ? 1 : 0;
+    cfg.numAttrs = cooperative ? 1 : 0;
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p));
 }
 
@@ -440,7 +472,7 @@ int prepare_kernel() {
 }  // namespace
 
 void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,
-                 cudaStream_t s) {
+                 cudaStream_t s, const int32_t* d_pos) {
     ELASTIC_ASSERT(n_head % c.n_kv == 0 && pos >= 0 && pos < c.capacity);
     ELASTIC_ASSERT(c.head_dim == 64 || c.head_dim == 128);
     const int G = n_head / c.n_kv, D = c.head_dim;
@@ -452,43 +484,15 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
         ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, c.resident = prepare_kernel<kD, kGP, T>()));
         c.prepared = key;
     }
-    // Keys per KV head at pos (host arithmetic only: no upload, the kernel recomputes them).
-    int64_t n_total = 0, n_max = 0;
-    c.h_keys.resize(c.h_heads.size());  // allocated at the first call only
-    for (size_t g = 0; g < c.h_heads.size(); ++g) {
-        int64_t b[3], e[3];
-        const int64_t n = spans_total(b, e, cache_spans(c.h_heads[g], c.win.sink, c.win.local, pos, b, e));
-        c.h_keys[g] = n;
-        n_total += n;
-        n_max = std::max(n_max, n);
-    }
-    n_total *= n_chunks;
+    // One wave of resident CTAs whatever the position (the kernel splits the keys among them), or
+    // one CTA per pair when there are more pairs than that (nothing cut, no grid barrier).
     const int64_t slots = int64_t(c.sms) * c.resident, n_pairs = int64_t(c.n_kv) * n_chunks;
-    auto ctas = [&](int64_t chunk) {  // Σ pieces over the pairs
-        int64_t sum = 0;
-        for (const int64_t n : c.h_keys) sum += (n + chunk - 1) / chunk;
-        return sum * n_chunks;
-    };
-    // The smallest chunk ≥ kMinPiece whose pieces fit one wave (Σ P ≤ slots; with chunk = n_max
-    // every pair is one piece, and if even that is more than a wave, no pair is cut).
-    int64_t lo = std::min(n_max, std::max<int64_t>(kMinPiece, (n_total + slots - 1) / slots)), hi = n_max;
-    if (n_pairs > slots) lo = n_max;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (ctas(mid) <= slots) hi = mid;
-        else lo = mid + 1;
-    }
-    const int64_t chunk = std::max<int64_t>(1, lo);
-    const int64_t grid = ctas(chunk);
-    int64_t cut = 0;
-    for (const int64_t n : c.h_keys) cut += n > chunk ? 1 : 0;
-    const int n_units = int(cut * n_chunks * GP * (D / kSegDims));
-    ELASTIC_ASSERT(grid <= (n_units ? slots : int64_t(1) << 30));
+    const int64_t grid = std::max(slots, n_pairs);
+    const bool cooperative = grid > n_pairs;  // pairs may be cut: the merge's barrier needs every CTA resident
     ELASTIC_ASSERT(grid + 1024 <= kSmemBytes / 4);  // the merge's piece weights (s_w) fit the ring
-    // Sized for the largest grid (one piece per resident slot) and allocated at the first call,
-    // so that a longer context never reallocates inside a captured decode step (backend-cuda.cu's
-    // graphs).
-    const size_t need = size_t(std::max<int64_t>(grid, slots)) * size_t(GP) * size_t(D + kPartPad);
+    // Sized for the grid at the first call, so nothing is reallocated inside a captured decode
+    // step (backend-cuda.cu's graphs).
+    const size_t need = size_t(grid) * size_t(GP) * size_t(D + kPartPad);
     if (need > c.part_floats) {
         if (c.d_part) CUDA_CHECK(cudaFree(c.d_part));
         c.d_part = device_alloc<float>(need, "decode partial results");
@@ -499,7 +503,17 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
         CUDA_CHECK(cudaMemsetAsync(c.d_count, 0, sizeof(int), s));
         c.count_n = 1;
     }
-    c.last_splits = int((n_max + chunk - 1) / chunk);  // pieces of the longest head
+    {  // the split the kernel will choose at pos, for decode_splits() (host arithmetic only)
+        int64_t n_total = 0, n_max = 0;
+        for (const CacheHead& h : c.h_heads) {
+            int64_t b[3], e[3];
+            const int64_t n = spans_total(b, e, cache_spans(h, c.win.sink, c.win.local, pos, b, e));
+            n_total += n;
+            n_max = std::max(n_max, n);
+        }
+        const int64_t chunk = decode_chunk(n_total * n_chunks, n_max, int(n_pairs), int(grid));
+        c.last_splits = int((n_max + chunk - 1) / chunk);
+    }
     const DecodeParams p{q,
                          out,
                          c.k,
@@ -507,16 +521,16 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
                          c.d_heads,
                          c.d_part,
                          reinterpret_cast<unsigned*>(c.d_count),
+                         d_pos,
                          c.n_kv,
                          G,
                          n_chunks,
-                         n_units,
                          pos,
                          c.win.sink,
                          c.win.local,
-                         chunk,
                          scale * 1.4426950408889634f};
-    ELASTIC_TYPE_SWITCH(t, T, ELASTIC_DECODE_SWITCH(D, GP, (launch_decode<kD, kGP, T>(p, int(grid), s))));
+    ELASTIC_TYPE_SWITCH(t, T,
+                        ELASTIC_DECODE_SWITCH(D, GP, (launch_decode<kD, kGP, T>(p, int(grid), cooperative, s))));
 }
 
 }  // namespace elastic::cuda

@@ -134,12 +134,16 @@ std::unique_ptr<DeviceLayerCache> new_layer_cache(const LayerPlan& plan, const S
 size_t cache_bytes(const DeviceLayerCache& c);
 // k, v device [T, n_kv_head, head_dim] of type t.
 void cache_store_prefill(DeviceLayerCache& c, const void* k, const void* v, DType t, int64_t T, cudaStream_t s);
-// k_tok, v_tok device [n_kv_head, head_dim] of type t: the token at position pos.
-void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DType t, int64_t pos, cudaStream_t s);
+// k_tok, v_tok device [n_kv_head, head_dim] of type t: the token at position pos. d_pos (device,
+// may be null): where the kernel reads the position instead (a decode step recorded once and
+// replayed, backend-cuda.cu); pos is then only checked against the capacity.
+void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DType t, int64_t pos, cudaStream_t s,
+                  const int32_t* d_pos = nullptr);
 // Decode of one token at pos (already appended): q, out device [n_head, head_dim] of type t.
+// d_pos as for cache_append: the launch is then the same for every position.
 void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,
-                 cudaStream_t s);
-// Number of split-KV pieces per KV head the last attn_decode call used (for benchmarks).
+                 cudaStream_t s, const int32_t* d_pos = nullptr);
+// Number of split-KV pieces of the longest KV head in the last attn_decode call (for benchmarks).
 int decode_splits(const DeviceLayerCache& c);
 
 }  // namespace elastic::cuda

@@ -5,14 +5,17 @@
 // In the forward only token ids and positions (when not consecutive) go in, and logits or sampling
 // candidates come out. The elastic attention ops are the kernels of src/cuda/attention.h.
 //
-// Decode graphs (Backend::graph_begin): a decode step's ~15 launches per layer cost more host time
-// than the GPU spends on them (issue 12: ~5 ms of a 9.8 ms token of the Qwen3-8B shape at 32K), so
-// each step is captured from the stream and replayed as a CUDA graph. Every step is captured anew
-// (positions, cache lengths and the decode kernel's grid are ordinary kernel arguments) and applied
-// to the instantiated graph with cudaGraphExecUpdate, which is far cheaper than launching: the same
-// scheme as llama.cpp. A capture whose topology differs (another GEMV/cuBLAS choice, another
-// session's shape) is instantiated afresh and counted. Captures run in thread-local mode: anything
-// that would synchronise or allocate inside one fails loudly instead of silently breaking order.
+// Decode graphs (Backend::graph_begin, step_inputs, graph_replay): a decode step is captured from
+// the stream once and then replayed as it is for every later token. What changes from token to
+// token lives in device memory: step_inputs() copies the token ids and positions to `step_`, and
+// the ops of the step that take an id or a position use that copy whenever their host values are
+// the step's (the embedding, RoPE, the cache append and the decode attention, whose grid is one
+// wave whatever the position). A capture in which some op took its position as a kernel argument,
+// or one made before backend scratch that it uses was reallocated, is not replayable: the next
+// step is captured again and applied to the instantiated graph with cudaGraphExecUpdate
+// (llama.cpp's scheme), or instantiated afresh when its topology differs. Captures run in
+// thread-local mode: anything that would synchronise or allocate inside one fails loudly instead of
+// silently breaking order.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -84,8 +87,7 @@ public:
         blas_ws_n_ = size_t(major >= 9 ? 32 : 4) << 20;
         blas_ws_ = cuda::device_alloc<uint8_t>(blas_ws_n_, "the cuBLAS workspace");
         CUBLAS_CHECK(cublasSetWorkspace(blas_, blas_ws_, blas_ws_n_));
-        // Off unless ELASTIC_CUDA_GRAPH=1: the captured decode step has not run on a GPU yet (its
-        // first device run, 2026-12-03, was cut short; docs/performance.md).
+        // Off unless ELASTIC_CUDA_GRAPH=1 (docs/performance.md, "Decode as CUDA graphs").
         const char* g = std::getenv("ELASTIC_CUDA_GRAPH");
         graphs_on_ = g && std::strcmp(g, "1") == 0;
         const char* gl = std::getenv("ELASTIC_CUDA_GRAPH_LAYERS");
@@ -99,12 +101,13 @@ public:
         }
         cudaStreamSynchronize(stream_);
         for (auto& kv : graphs_)
-            if (kv.second) cudaGraphExecDestroy(kv.second);
+            if (kv.second.exec) cudaGraphExecDestroy(kv.second.exec);
         plan_.reset();
         train_plan_.reset();
         cudaFree(xs_);
         cudaFree(stage_);
         cudaFree(ints_);
+        cudaFree(step_);
         cublasDestroy(blas_);
         if (ev0_) cudaEventDestroy(ev0_);
         if (ev1_) cudaEventDestroy(ev1_);
@@ -216,7 +219,8 @@ public:
     void embedding(const Matrix& E, const int32_t* ids, int64_t T, Buf out) override {
         bind();
         const CudaMatrix& m = M_of(E);
-        if (T == 1) cuda::embedding(m.mem.p, m.type, m.cols, nullptr, ids[0], 1, out.f32(), stream_);
+        if (const int32_t* d = step_ids(ids, T)) cuda::embedding(m.mem.p, m.type, m.cols, d, 0, T, out.f32(), stream_);
+        else if (T == 1) cuda::embedding(m.mem.p, m.type, m.cols, nullptr, ids[0], 1, out.f32(), stream_);
         else cuda::embedding(m.mem.p, m.type, m.cols, device_ints(ids, T), 0, T, out.f32(), stream_);
     }
     void rms_norm(Buf x, const Vector& w, Buf y, int64_t rows, int64_t dim, float eps) override {
@@ -233,6 +237,7 @@ public:
                 CUDA_CHECK(cudaFree(xs_));
                 xs_ = cuda::device_alloc<uint8_t>(need, "GEMM inputs");
                 xs_n_ = need;
+                ++scratch_gen_;
             }
         }
         cuda::matmul(blas_, m.mem.p, m.type, m.rows, m.cols, x.p, x.type, xs_, y.p, y.type, T, stream_, &gemv_);
@@ -241,7 +246,8 @@ public:
         bind();
         bool consecutive = true;  // the forward's positions always are: then no copy at all
         for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
-        const int32_t* dpos = consecutive ? nullptr : device_ints(pos, T);
+        const int32_t* dpos = step_pos(pos, T);  // a decode step's: read where its recording reads them
+        if (!dpos && !consecutive) dpos = device_ints(pos, T);
         cuda::rope(x.p, x.type, T, n_heads, head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
     }
     void swiglu(Buf gate, Buf up, Buf out, int64_t n) override {
@@ -304,7 +310,8 @@ public:
         bind();
         bool consecutive = true;
         for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
-        const int32_t* dpos = consecutive ? nullptr : device_ints(pos, T);
+        const int32_t* dpos = step_pos(pos, T);
+        if (!dpos && !consecutive) dpos = device_ints(pos, T);
         cuda::qk_norm_rope(q.p, k.p, q.type, qn ? V_of(*qn) : nullptr, kn ? V_of(*kn) : nullptr, eps, T, n_head, n_kv_head,
                            head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
     }
@@ -392,12 +399,13 @@ public:
     void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) override {
         bind();
         check_attn(k_tok, v_tok, k_tok, v_tok);
-        cuda::cache_append(*static_cast<Cache&>(c).c, k_tok.p, v_tok.p, precision_, pos, stream_);
+        cuda::cache_append(*static_cast<Cache&>(c).c, k_tok.p, v_tok.p, precision_, pos, stream_, step_pos(pos));
     }
     void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) override {
         bind();
         check_attn(q, out, q, out);
-        cuda::attn_decode(q.p, *static_cast<const Cache&>(c).c, pos, out.p, precision_, n_head, scale, stream_);
+        cuda::attn_decode(q.p, *static_cast<const Cache&>(c).c, pos, out.p, precision_, n_head, scale, stream_,
+                          step_pos(pos));
     }
 
     // Router training (src/cuda/train.cu), fp32 only.
@@ -459,12 +467,13 @@ public:
     bool graphs() const override { return graphs_on_; }
     void set_graphs(bool on) override { graphs_on_ = on; }
     int graph_layers() const override { return graph_layers_; }
-    bool graph_begin(int key) override {
+    bool graph_begin(int64_t key) override {
         ELASTIC_ASSERT(capturing_ < 0 && key >= 0);
         if (!graphs_on_) return false;
         bind();
         CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
         capturing_ = key;
+        capture_static_ = true;
         return true;
     }
     void graph_end() override {
@@ -472,24 +481,26 @@ public:
         bind();
         cudaGraph_t g = nullptr;
         CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-        cudaGraphExec_t& exec = graphs_[capturing_];
+        Recording& r = graphs_[capturing_];
         capturing_ = -1;
-        if (exec) {
+        if (r.exec) {
             cudaGraphExecUpdateResultInfo info{};
-            if (cudaGraphExecUpdate(exec, g, &info) == cudaSuccess) {
+            if (cudaGraphExecUpdate(r.exec, g, &info) == cudaSuccess) {
                 ++graph_stats_.updates;
             } else {  // another topology: build it afresh
                 (void)cudaGetLastError();
-                CUDA_CHECK(cudaGraphExecDestroy(exec));
-                exec = nullptr;
+                CUDA_CHECK(cudaGraphExecDestroy(r.exec));
+                r.exec = nullptr;
             }
         }
-        if (!exec) {
-            CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+        if (!r.exec) {
+            CUDA_CHECK(cudaGraphInstantiate(&r.exec, g, 0));
             ++graph_stats_.instantiations;
         }
+        r.replayable = capture_static_;
+        r.scratch_gen = scratch_gen_;
         CUDA_CHECK(cudaGraphDestroy(g));
-        CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+        CUDA_CHECK(cudaGraphLaunch(r.exec, stream_));
         ++graph_stats_.launches;
     }
     void graph_abort() override {
@@ -500,6 +511,45 @@ public:
         if (err != cudaSuccess) (void)cudaGetLastError();  // an invalidated capture ends with an error
         if (g) cudaGraphDestroy(g);
         capturing_ = -1;
+    }
+    void step_inputs(const int32_t* ids, const int32_t* pos, int64_t n) override {
+        ELASTIC_ASSERT(capturing_ < 0 && n >= 1);
+        bind();
+        if (size_t(2 * n) > step_cap_) {
+            CUDA_CHECK(cudaFree(step_));
+            step_ = cuda::device_alloc<int32_t>(size_t(2 * n), "decode step inputs");
+            step_cap_ = size_t(2 * n);
+            ++scratch_gen_;
+        }
+        step_host_.assign(ids, ids + n);
+        step_host_.insert(step_host_.end(), pos, pos + n);
+        // From pageable memory: the copy is staged before the call returns, so the next step may
+        // overwrite step_host_ while this one is still queued.
+        CUDA_CHECK(cudaMemcpyAsync(step_, step_host_.data(), size_t(2 * n) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
+        step_n_ = n;
+    }
+    bool graph_replay(const int64_t* keys, int n) override {
+        if (!graphs_on_ || capturing_ >= 0 || n <= 0) return false;
+        std::vector<cudaGraphExec_t> run(static_cast<size_t>(n));
+        for (int i = 0; i < n; ++i) {
+            const auto it = graphs_.find(keys[i]);
+            if (it == graphs_.end() || !it->second.exec || !it->second.replayable || it->second.scratch_gen != scratch_gen_)
+                return false;
+            run[size_t(i)] = it->second.exec;
+        }
+        bind();
+        for (cudaGraphExec_t e : run) CUDA_CHECK(cudaGraphLaunch(e, stream_));
+        graph_stats_.launches += n;
+        graph_stats_.replays += n;
+        return true;
+    }
+    void graph_forget(int64_t key) override {
+        const auto it = graphs_.find(key);
+        if (it == graphs_.end()) return;
+        bind();
+        if (it->second.exec) CUDA_CHECK(cudaGraphExecDestroy(it->second.exec));
+        graphs_.erase(it);
     }
     GraphStats graph_stats() const override { return graph_stats_; }
 
@@ -544,6 +594,7 @@ private:
             CUDA_CHECK(cudaFree(stage_));
             stage_ = cuda::device_alloc<float>(n, "a staging buffer");
             stage_n_ = n;
+            ++scratch_gen_;
         }
         return stage_;
     }
@@ -554,9 +605,30 @@ private:
             CUDA_CHECK(cudaFree(ints_));
             ints_ = cuda::device_alloc<int32_t>(size_t(n), "token ids");
             ints_n_ = size_t(n);
+            ++scratch_gen_;
         }
         CUDA_CHECK(cudaMemcpyAsync(ints_, host, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
         return ints_;
+    }
+
+    // The step inputs' device copy where an op's host ids (or positions) are the step's: then the
+    // launch reads them there and does not depend on the step. Otherwise null, and a capture in
+    // progress is marked not replayable.
+    const int32_t* step_ids(const int32_t* ids, int64_t T) {
+        if (T == step_n_ && std::equal(ids, ids + T, step_host_.begin())) return step_;
+        if (capturing_ >= 0) capture_static_ = false;
+        return nullptr;
+    }
+    const int32_t* step_pos(const int32_t* pos, int64_t T) {
+        if (T == step_n_ && std::equal(pos, pos + T, step_host_.begin() + step_n_)) return step_ + step_n_;
+        if (capturing_ >= 0) capture_static_ = false;
+        return nullptr;
+    }
+    const int32_t* step_pos(int64_t pos) {  // one token's position among the step's
+        for (int64_t t = 0; t < step_n_; ++t)
+            if (step_host_[size_t(step_n_ + t)] == pos) return step_ + step_n_ + t;
+        if (capturing_ >= 0) capture_static_ = false;
+        return nullptr;
     }
 
     int device_;
@@ -568,9 +640,20 @@ private:
     size_t blas_ws_n_ = 0;
     bool graphs_on_ = false;            // ELASTIC_CUDA_GRAPH=1: on
     int graph_layers_ = 0;              // ELASTIC_CUDA_GRAPH_LAYERS: layers per captured segment
-    int capturing_ = -1;                // key of the capture in progress
-    std::map<int, cudaGraphExec_t> graphs_;  // key → its instantiated graph
+    struct Recording {
+        cudaGraphExec_t exec = nullptr;
+        bool replayable = false;   // every id and position of the capture came from step_
+        uint64_t scratch_gen = 0;  // scratch_gen_ at the capture
+    };
+    int64_t capturing_ = -1;                 // key of the capture in progress
+    bool capture_static_ = true;             // so far every op of the capture read the step inputs
+    std::map<int64_t, Recording> graphs_;    // key → its instantiated graph
     GraphStats graph_stats_;
+    uint64_t scratch_gen_ = 0;               // bumped whenever scratch a recording may use is reallocated
+    int32_t* step_ = nullptr;                // device [2 · step_n_]: ids, then positions
+    size_t step_cap_ = 0;
+    int64_t step_n_ = 0;
+    std::vector<int32_t> step_host_;         // the same on the host
     cuda::GemvTuning gemv_;  // decode products: our GEMV or cuBLAS, per shape
     uint8_t* xs_ = nullptr;  // fp32 GEMM inputs rounded to the weight type, [xs_n_] bytes
     size_t xs_n_ = 0;

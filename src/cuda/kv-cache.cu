@@ -60,8 +60,10 @@ namespace {
 template <typename TI>
 __global__ void cache_store_kernel(const TI* __restrict__ k, const TI* __restrict__ v, __nv_bfloat16* kc,
                                    __nv_bfloat16* vc, const CacheHead* __restrict__ heads, int n_kv, int D, int64_t j0,
-                                   int64_t n, int64_t t_rule, int64_t sink, int64_t local) {
+                                   const int32_t* __restrict__ d_j0, int64_t n, int64_t t_rule, int64_t sink,
+                                   int64_t local) {
     const int64_t total = n * n_kv * D;
+    if (d_j0) j0 = *d_j0;
     for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
          idx += int64_t(gridDim.x) * blockDim.x) {
         const int d = int(idx % D);
@@ -76,12 +78,13 @@ __global__ void cache_store_kernel(const TI* __restrict__ k, const TI* __restric
 }
 
 template <typename TI>
-void store(DeviceLayerCache& c, const TI* k, const TI* v, int64_t j0, int64_t n, int64_t t_rule, cudaStream_t s) {
+void store(DeviceLayerCache& c, const TI* k, const TI* v, int64_t j0, const int32_t* d_j0, int64_t n, int64_t t_rule,
+           cudaStream_t s) {
     const int64_t total = n * c.n_kv * c.head_dim;
     if (total == 0) return;
     const int grid = int(std::min<int64_t>((total + 255) / 256, 65535));
-    cache_store_kernel<TI><<<grid, 256, 0, s>>>(k, v, c.k, c.v, c.d_heads, c.n_kv, c.head_dim, j0, n, t_rule, c.win.sink,
-                                                c.win.local);
+    cache_store_kernel<TI><<<grid, 256, 0, s>>>(k, v, c.k, c.v, c.d_heads, c.n_kv, c.head_dim, j0, d_j0, n, t_rule,
+                                                c.win.sink, c.win.local);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -89,12 +92,13 @@ void store(DeviceLayerCache& c, const TI* k, const TI* v, int64_t j0, int64_t n,
 
 void cache_store_prefill(DeviceLayerCache& c, const void* k, const void* v, DType t, int64_t T, cudaStream_t s) {
     ELASTIC_ASSERT(T >= 0 && T <= c.capacity);
-    ELASTIC_TYPE_SWITCH(t, TI, store(c, static_cast<const TI*>(k), static_cast<const TI*>(v), 0, T, T, s));
+    ELASTIC_TYPE_SWITCH(t, TI, store(c, static_cast<const TI*>(k), static_cast<const TI*>(v), 0, nullptr, T, T, s));
 }
 
-void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DType t, int64_t pos, cudaStream_t s) {
+void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DType t, int64_t pos, cudaStream_t s,
+                  const int32_t* d_pos) {
     ELASTIC_ASSERT(pos >= 0 && pos < c.capacity);
-    ELASTIC_TYPE_SWITCH(t, TI, store(c, static_cast<const TI*>(k_tok), static_cast<const TI*>(v_tok), pos, 1, 0, s));
+    ELASTIC_TYPE_SWITCH(t, TI, store(c, static_cast<const TI*>(k_tok), static_cast<const TI*>(v_tok), pos, d_pos, 1, 0, s));
 }
 
 

@@ -20,13 +20,11 @@ struct DeviceLayerCache {
     __nv_bfloat16* v = nullptr;
     size_t elems = 0;
     // Decode's scratch (attention-decode.cu): partial results of pairs cut across CTAs, the grid
-    // barrier's counter (zeroed once; every call leaves its low bits at 0) and, on the host, the
-    // keys per KV head at the last call's position.
+    // barrier's counter (zeroed once; every call leaves its low bits at 0).
     mutable float* d_part = nullptr;
     mutable size_t part_floats = 0;
     mutable int* d_count = nullptr;
     mutable size_t count_n = 0;
-    mutable std::vector<int64_t> h_keys;
     mutable int last_splits = 0;
     mutable int sms = 0;       // multiprocessors of the cache's device (asked once)
     mutable int resident = 0;  // CTAs of the decode kernel `prepared` that fit on one SM

@@ -196,25 +196,39 @@ public:
     // --- Decode graphs ---
     // A GPU backend can record the launches of a decode step instead of issuing them one by one,
     // then replay the recording (a CUDA graph): between graph_begin() and graph_end() the ops are
-    // captured, not run; graph_end() runs them. `key` names the recording (a segment of the step):
-    // each key keeps one instantiated graph, updated in place when the new capture differs only in
-    // kernel arguments (positions, cache lengths, grid sizes) and re-instantiated when its topology
-    // changed. Nothing between the two may synchronise, allocate or copy to or from the host, so
-    // the caller runs a step with new scratch sizes (the first decode step of a sequence) uncaptured.
-    // graph_begin() returns false (nothing captured; ops run directly) when the backend has no
-    // graphs or they are off (ELASTIC_CUDA_GRAPH=0, set_graphs(false)); graph_end() follows only a
-    // true graph_begin(). graph_abort() ends a capture without running it (after an exception).
+    // captured, not run; graph_end() runs them. `key` names the recording (a segment of one
+    // session's step). Nothing between the two may synchronise, allocate or copy to or from the
+    // host, so the caller runs a step with new scratch sizes (the first decode step of a sequence)
+    // uncaptured. graph_begin() returns false (nothing captured; ops run directly) when the backend
+    // has no graphs or they are off (set_graphs(false)); graph_end() follows only a true
+    // graph_begin(). graph_abort() ends a capture without running it (after an exception).
+    //
+    // Recorded once, replayed as it is: step_inputs() puts a step's token ids and positions in
+    // device memory before the step; the ops of a captured step whose ids and positions are those
+    // inputs read them there (embedding, RoPE, cache append, decode attention), so nothing in the
+    // recording depends on the step and graph_replay() can launch it again for the next token
+    // after a new step_inputs(), without running the ops on the host. A recording that read some
+    // position from its kernel arguments (or whose backend scratch has moved since) is not
+    // replayable: graph_replay() returns false and the caller captures the step again, which
+    // updates the instantiated graph in place (cudaGraphExecUpdate) when only arguments changed.
+    // graph_forget() drops a key's recording (its session's caches are gone or refilled).
     struct GraphStats {
-        int64_t launches = 0;        // graph replays
+        int64_t launches = 0;        // graph launches (captured steps and replays)
         int64_t instantiations = 0;  // graphs built from scratch (first capture or topology change)
         int64_t updates = 0;         // captures applied to an existing graph in place
+        int64_t replays = 0;         // launches of a recording as it was, nothing captured
     };
     virtual bool graphs() const { return false; }
     virtual void set_graphs(bool) {}
     virtual int graph_layers() const { return 0; }  // layers per captured segment; 0: the whole step
-    virtual bool graph_begin(int /*key*/) { return false; }
+    virtual bool graph_begin(int64_t /*key*/) { return false; }
     virtual void graph_end() {}
     virtual void graph_abort() {}
+    virtual void step_inputs(const int32_t* /*ids*/, const int32_t* /*pos*/, int64_t /*n*/) {}
+    // Launches the recordings of keys[0, n) in order if every one is replayable; false (nothing
+    // launched) otherwise.
+    virtual bool graph_replay(const int64_t* /*keys*/, int /*n*/) { return false; }
+    virtual void graph_forget(int64_t /*key*/) {}
     virtual GraphStats graph_stats() const { return {}; }
 
     // --- Sampling ---

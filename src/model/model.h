@@ -68,8 +68,9 @@ struct RowBuffers {
 // every call runs the same layer function (model/layer.cpp) over the new tokens: the first call
 // (from position 0) is the prefill (router, plan, hybrid attention over the whole prompt, caches
 // filled), later calls append to the caches and decode each new token against them. A one-token
-// decode step after the first is recorded and replayed as graphs on a backend that has them
-// (Backend::graph_begin: CUDA), unless a layer hook is set or all logits are asked for.
+// decode step after the first is recorded once and then replayed as graphs on a backend that has
+// them (Backend::graph_begin, step_inputs: CUDA), unless a layer hook is set or all logits are
+// asked for.
 class Session {
 public:
     // capacity: the most tokens this sequence will hold (prompt + generated); <= config.max_ctx.
@@ -118,6 +119,8 @@ private:
     void ensure_scratch(int64_t rows);
     void all_logits_of(int64_t n, const LogitsFn& on_logits);
     void last_logits_of(int64_t n);  // the last row's logits into logits_, left on the backend
+    int graph_segments() const;      // graphs per decode step (Backend::graph_layers)
+    void forget_graphs();            // drops this session's recordings on the backend
 
     const Engine& e_;
     const ModelConfig& c_;
@@ -126,6 +129,7 @@ private:
     AttentionSpec spec_;
     int64_t pos_ = 0;
     int64_t decode_steps_ = 0;  // since the prefill (the first runs uncaptured: Backend::graph_begin)
+    int64_t graph_base_ = -1;   // first graph key of this prefill's decode steps; -1: none recorded
     int64_t sparse_so_far_ = 0;                                 // prefill: sparse KV heads of the layers so far
     std::vector<LayerPlan> plans_;                              // [layer]
     std::vector<std::unique_ptr<Backend::LayerCache>> caches_;  // [layer]

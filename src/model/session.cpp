@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/error.h"
 #include "model/model.h"
@@ -14,11 +15,11 @@ namespace {
 constexpr int64_t kLogitRows = 64;  // rows of logits computed at once when all are requested
 
 // A decode step recorded as graphs (Backend::graph_begin), one per segment of `per` layers (0: the
-// whole step in one): segment i+1 is captured on the host while the device runs segment i. An
-// exception inside a capture ends it without running anything.
+// whole step in one), keyed base + segment: segment i+1 is captured on the host while the device
+// runs segment i. An exception inside a capture ends it without running anything.
 class StepGraph {
 public:
-    StepGraph(Backend& be, bool on, int per) : be_(be), on_(on), per_(per) {}
+    StepGraph(Backend& be, bool on, int per, int64_t base) : be_(be), on_(on), per_(per), key_(base) {}
     ~StepGraph() {
         if (open_) be_.graph_abort();
     }
@@ -42,8 +43,14 @@ public:
 private:
     Backend& be_;
     bool on_, open_ = false;
-    int per_, key_ = 0;
+    int per_;
+    int64_t key_;
 };
+
+// Graph keys of a session's prefill: every prefill (and every session) records under its own
+// range, so a backend shared by sessions never replays another's caches.
+std::atomic<int64_t> next_graph_range{1};
+constexpr int64_t kGraphKeysPerRange = int64_t(1) << 16;
 }  // namespace
 
 Session::Session(const Engine& engine, int64_t capacity, const AttentionSpec& spec, int64_t chunk)
@@ -58,6 +65,7 @@ Session::Session(const Engine& engine, int64_t capacity, const AttentionSpec& sp
 }
 
 Session::~Session() {
+    forget_graphs();
     b_.release(be_);
     if (logits_) be_.release(logits_);
 }
@@ -85,11 +93,23 @@ void RowBuffers::release(Backend& be) {
 }
 
 void Session::reset() {
+    forget_graphs();
     pos_ = 0;
     decode_steps_ = 0;
     plans_.clear();
     caches_.clear();
     stats_ = AttentionStats{};
+}
+
+int Session::graph_segments() const {
+    const int per = be_.graph_layers();
+    return per > 0 ? (c_.n_layer + per - 1) / per : 1;
+}
+
+void Session::forget_graphs() {
+    if (graph_base_ < 0) return;
+    for (int i = 0; i < graph_segments(); ++i) be_.graph_forget(graph_base_ + i);
+    graph_base_ = -1;
 }
 
 size_t Session::kv_bytes() const {
@@ -115,6 +135,7 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
     for (int64_t t = 0; t < n; ++t) pos[size_t(t)] = int32_t(pos_ + t);
     const bool prefill = pos_ == 0;
     if (prefill) {
+        forget_graphs();
         stats_ = AttentionStats{};
         stats_.tokens = n;
         plans_.assign(size_t(c_.n_layer), LayerPlan{});
@@ -122,11 +143,27 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
         sparse_so_far_ = 0;
         decode_steps_ = 0;
     }
-    // A decode step after the first replays graphs where the backend has them: the first step
-    // after a prefill runs uncaptured (it sizes the decode scratch and tunes the GEMVs); the layer
-    // hook and all-logits calls read back mid-step.
-    StepGraph graph(be_, !prefill && n == 1 && !all_logits && !hook_ && decode_steps_ > 0 && be_.graphs(),
-                    be_.graph_layers());
+    // A one-token decode step runs as graphs where the backend has them. Its token id and position
+    // go to device memory first, where the step's ops read them, so the first recording is replayed
+    // as it is for every later token. The first step after a prefill runs uncaptured (it sizes the
+    // decode scratch and tunes the GEMVs); the layer hook and all-logits calls read back mid-step.
+    const bool graphed = !prefill && n == 1 && !all_logits && !hook_ && be_.graphs();
+    if (graphed) {
+        be_.step_inputs(ids, pos.data(), n);
+        if (graph_base_ < 0) graph_base_ = next_graph_range.fetch_add(1) * kGraphKeysPerRange;
+        std::vector<int64_t> keys(static_cast<size_t>(graph_segments()));
+        for (size_t i = 0; i < keys.size(); ++i) keys[i] = graph_base_ + int64_t(i);
+        if (decode_steps_ > 0 && be_.graph_replay(keys.data(), int(keys.size()))) {
+            pos_ += n;
+            ++decode_steps_;
+            last_row_ = 0;
+            sample_logits_ = logits_;
+            if (host_logits_ || on_logits) be_.download(last_logits_.data(), logits_, size_t(c_.vocab));
+            if (on_logits) on_logits(0, last_logits_.data());
+            return;
+        }
+    }
+    StepGraph graph(be_, graphed && decode_steps_ > 0, be_.graph_layers(), graph_base_);
     const double t0 = stats_clock();
     graph.begin();
     be_.embedding(*e_.tok_embd, ids, n, b_.x);  // x [n, D]

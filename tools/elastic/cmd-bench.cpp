@@ -99,8 +99,9 @@ void bench_model(const BenchOptions& o) {
         Stat p = stats(pre), d = stats(dec);
         const Backend::GraphStats gs = be->graph_stats();  // decode graphs (CUDA; ELASTIC_CUDA_GRAPH=0: off)
         if (be->graphs())
-            std::fprintf(stderr, "decode graphs: %lld launches, %lld instantiations, %lld updates so far\n",
-                         (long long)gs.launches, (long long)gs.instantiations, (long long)gs.updates);
+            std::fprintf(stderr, "decode graphs: %lld launches (%lld replays), %lld instantiations, %lld updates so far\n",
+                         (long long)gs.launches, (long long)gs.replays, (long long)gs.instantiations,
+                         (long long)gs.updates);
         if (o.json) {
             rows.push_back({{"prompt_tokens", len}, {"gen_tokens", o.n_gen}, {"reps", o.reps},
                             {"prefill_tok_s", {{"median", p.median}, {"min", p.min}, {"max", p.max}}},
@@ -110,7 +111,8 @@ void bench_model(const BenchOptions& o) {
                             {"router_seconds", st.router_seconds}, {"xa_seconds", st.xa_seconds},
                             {"router_ms_per_layer", 1e3 * st.router_seconds / model->config.n_layer},
                             {"graphs", be->graphs()}, {"graph_launches", gs.launches},
-                            {"graph_instantiations", gs.instantiations}});
+                            {"graph_instantiations", gs.instantiations}, {"graph_replays", gs.replays},
+                            {"graph_updates", gs.updates}});
         } else {
             std::printf("| %s | %s | %lld | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1f | %.3f | %.3f | %.3f | %.3f |\n",
                         model->config.name.c_str(), spec.name.c_str(), (long long)len, p.median, p.min, p.max, d.median,
