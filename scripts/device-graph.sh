@@ -13,9 +13,11 @@
 #   attn      elastic bench attention --decode-ctx 1024,32768,131072, full and fa-ssa Ω 0.75
 #   model     the Qwen3-8B-shaped random model (tokenizer from .carry/qwen3) and its router
 #   bench     elastic bench model -p 32768 -n 32 -r REPS, full and msr:0.75, graphs off and on,
-#             and (full) on with one graph per SEGMENT layers (SEGMENT=0, the default, skips it)
+#             and (full) on with one graph per SEGMENT layers (SEGMENT=0, the default, skips it);
+#             msr:0.75 once more with the fused router (ELASTIC_ROUTER_KERNEL=fused): its Ω and
+#             router ms per layer against the cuBLAS path's
 # Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS, STEPS
-# (a subset of "test sanitize attn bench"; default all).
+# (a subset of "test attn bench sanitize", run in that order; default all).
 # About 6-8 minutes on a bare machine (the build, the 32K prefills, writing the 16 GB model).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ NAME=graph
 . scripts/device-lib.sh
 SEGMENT=${SEGMENT:-0}
 REPS=${REPS:-3}
-STEPS=${STEPS:-test sanitize attn bench}
+STEPS=${STEPS:-test attn bench sanitize}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 device_build
 T=build-cuda/bin/elastic_tests
@@ -32,14 +34,6 @@ T=build-cuda/bin/elastic_tests
 if has test; then
   run test $T --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*:CudaFused.*'
   grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
-fi
-if has sanitize; then
-  run memcheck timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $T \
-    --gtest_filter='CudaGraph.ReplayGivesTheBitsOfTheUncapturedStep:CudaAttention.DecodeGroupsConfigsRings:CudaAttention.DecodeManyPiecesMerge'
-  grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/memcheck.log" | tail -3 | tee -a "$SUM"
-  run racecheck timeout 100 compute-sanitizer --tool racecheck --error-exitcode 9 $T \
-    --gtest_filter='CudaAttention.DecodeManyPiecesMerge'
-  grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/racecheck.log" | tail -3 | tee -a "$SUM"
 fi
 if has attn; then
   note ""
@@ -61,8 +55,8 @@ if has bench; then
   note "|---|---|---|---|---|"
   bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
     local label=$1 g=$2 seg=$3; shift 3
-    local log="$LOGS/bench-$label-$1.log"
-    ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
+    local log="$LOGS/bench-$label-$1-${ROUTER:-cublas}.log"
+    ELASTIC_ROUTER_KERNEL=${ROUTER:-cublas} ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
       -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
     local rc=$?
     bench_row "$log" "$label" "$rc" attention | tee -a "$SUM"
@@ -73,7 +67,28 @@ if has bench; then
   [ "$SEGMENT" -gt 0 ] && bench "on-seg$SEGMENT" 1 "$SEGMENT" full
   bench "off" 0 0 $MSR
   bench "on" 1 0 $MSR
+  ROUTER=fused bench "on, fused router" 1 0 $MSR
   bench "off-again" 0 0 full
+  note ""
+  note "### Ω_MSR, Ω_ESR and router ms per layer of each run"
+  for f in "$LOGS"/bench-*.log; do
+    python3 - "$f" <<'PY'
+import json, os, sys
+for line in open(sys.argv[1]):
+    if line.startswith('{'):
+        r = json.loads(line)["results"][0]
+        print(f"- {os.path.basename(sys.argv[1])}: omega_msr {r['omega_msr']:.4f}, omega_esr {r['omega_esr']:.4f}, "
+              f"router {r['router_ms_per_layer']:.4f} ms/layer, attention {r['attention_seconds']:.3f} s")
+PY
+  done | tee -a "$SUM"
+fi
+if has sanitize; then
+  run memcheck timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $T \
+    --gtest_filter='CudaGraph.ReplayGivesTheBitsOfTheUncapturedStep:CudaAttention.DecodeGroupsConfigsRings:CudaAttention.DecodeManyPiecesMerge'
+  grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/memcheck.log" | tail -3 | tee -a "$SUM"
+  run racecheck timeout 100 compute-sanitizer --tool racecheck --error-exitcode 9 $T \
+    --gtest_filter='CudaAttention.DecodeManyPiecesMerge'
+  grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED) ' "$LOGS/racecheck.log" | tail -3 | tee -a "$SUM"
 fi
 echo
 echo "summary: $SUM"
