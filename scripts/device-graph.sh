@@ -14,9 +14,10 @@
 #   model     the Qwen3-8B-shaped random model (tokenizer from .carry/qwen3) and its router
 #   bench     elastic bench model -p 32768 -n 32 -r REPS, full and msr:0.75, graphs off and on,
 #             and (full) on with one graph per SEGMENT layers (SEGMENT=0, the default, skips it);
-#             msr:0.75 once more with the fused router (ELASTIC_ROUTER_KERNEL=fused): its Ω and
-#             router ms per layer against the cuBLAS path's
-# Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS, STEPS
+#             msr:0.75 once more with the cuBLAS router (ELASTIC_ROUTER_KERNEL=cublas; the default is
+#             the fused kernel): Ω and router ms per layer of both
+# Environment: OUT (logs and graph-summary.md; default build-cuda/graph-logs), SEGMENT, REPS, TESTS
+# (the test step's gtest filter), STEPS
 # (a subset of "test attn bench sanitize", run in that order; default all).
 # About 6-8 minutes on a bare machine (the build, the 32K prefills, writing the 16 GB model).
 set -uo pipefail
@@ -32,7 +33,7 @@ device_build
 T=build-cuda/bin/elastic_tests
 
 if has test; then
-  run test $T --gtest_filter='CudaGraph.*:CudaModel.*:CudaAttention.Decode*:CudaFused.*'
+  run test $T --gtest_filter="${TESTS:-CudaGraph.*:CudaModel.*:CudaAttention.Decode*:CudaFused.*}"
   grep -E '^\[graph\]|^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
 fi
 if has attn; then
@@ -55,8 +56,8 @@ if has bench; then
   note "|---|---|---|---|---|"
   bench() {  # bench LABEL GRAPH SEGMENT ATTENTION...
     local label=$1 g=$2 seg=$3; shift 3
-    local log="$LOGS/bench-$label-$1-${ROUTER:-cublas}.log"
-    ELASTIC_ROUTER_KERNEL=${ROUTER:-cublas} ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
+    local log="$LOGS/bench-$label-$1-${ROUTER:-fused}.log"
+    ELASTIC_ROUTER_KERNEL=${ROUTER:-fused} ELASTIC_CUDA_GRAPH=$g ELASTIC_CUDA_GRAPH_LAYERS=$seg timeout 170 "$E" bench model -m "$dir" --backend cuda \
       -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
     local rc=$?
     bench_row "$log" "$label" "$rc" attention | tee -a "$SUM"
@@ -67,7 +68,7 @@ if has bench; then
   [ "$SEGMENT" -gt 0 ] && bench "on-seg$SEGMENT" 1 "$SEGMENT" full
   bench "off" 0 0 $MSR
   bench "on" 1 0 $MSR
-  ROUTER=fused bench "on, fused router" 1 0 $MSR
+  ROUTER=cublas bench "on, cuBLAS router" 1 0 $MSR
   bench "off-again" 0 0 full
   note ""
   note "### Ω_MSR, Ω_ESR and router ms per layer of each run"

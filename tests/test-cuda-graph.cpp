@@ -116,11 +116,15 @@ TEST(CudaGraph, SessionsSharingABackendReplayTheirOwnSteps) {
     ssa.win.sink = 4;
     ssa.win.local = 16;
     const int steps = 24;
+    // The references on a backend of their own, so that the shared one's scratch is still sized
+    // for a's prompt when b's prefill comes.
+    auto ref_be = make_cuda_backend(0, DType::BF16);
+    ref_be->set_graphs(false);
+    const Engine ref_e(*model, *ref_be);
+    const DecodeRun ref_a = decode(ref_e, AttentionSpec{}, pa, steps), ref_b = decode(ref_e, ssa, pb, steps);
+
     auto be = make_cuda_backend(0, DType::BF16);
     const Engine e(*model, *be);
-    be->set_graphs(false);
-    const DecodeRun ref_a = decode(e, AttentionSpec{}, pa, steps), ref_b = decode(e, ssa, pb, steps);
-
     be->set_graphs(true);
     Sampler greedy(SamplerParams{});
     Session a(e, int64_t(pa.size()) + steps + 1), b(e, int64_t(pb.size()) + steps + 1, ssa);

@@ -87,9 +87,9 @@ public:
         blas_ws_n_ = size_t(major >= 9 ? 32 : 4) << 20;
         blas_ws_ = cuda::device_alloc<uint8_t>(blas_ws_n_, "the cuBLAS workspace");
         CUBLAS_CHECK(cublasSetWorkspace(blas_, blas_ws_, blas_ws_n_));
-        // Off unless ELASTIC_CUDA_GRAPH=1 (docs/performance.md, "Decode as CUDA graphs").
+        // On unless ELASTIC_CUDA_GRAPH=0 (docs/performance.md, "Decode as CUDA graphs").
         const char* g = std::getenv("ELASTIC_CUDA_GRAPH");
-        graphs_on_ = g && std::strcmp(g, "1") == 0;
+        graphs_on_ = !(g && std::strcmp(g, "0") == 0);
         const char* gl = std::getenv("ELASTIC_CUDA_GRAPH_LAYERS");
         graph_layers_ = gl ? std::max(0, std::atoi(gl)) : 0;
     }
@@ -638,7 +638,7 @@ private:
     cublasHandle_t blas_ = nullptr;
     uint8_t* blas_ws_ = nullptr;  // cuBLAS workspace, [blas_ws_n_] bytes
     size_t blas_ws_n_ = 0;
-    bool graphs_on_ = false;            // ELASTIC_CUDA_GRAPH=1: on
+    bool graphs_on_ = true;             // ELASTIC_CUDA_GRAPH=0: off
     int graph_layers_ = 0;              // ELASTIC_CUDA_GRAPH_LAYERS: layers per captured segment
     struct Recording {
         cudaGraphExec_t exec = nullptr;
