@@ -913,6 +913,7 @@ TEST(TrainerCli, FitStaticWarmStart) {
         << slurp(d + "/err");
     const std::string err = slurp(d + "/err");
     EXPECT_NE(err.find("standardised the routers' input over 4 samples"), std::string::npos) << err;
+    EXPECT_NE(err.find("router inputs 4/4 samples"), std::string::npos) << err;  // the progress line (not a tty)
     EXPECT_NE(err.find("decisions agree on 100.0 % of heads"), std::string::npos) << err;
     const auto out = SafetensorsFile::open(d + "/r.safetensors");
     EXPECT_EQ(out->metadata().at("standardize"), "4");

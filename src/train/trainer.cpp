@@ -154,7 +154,8 @@ std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, cons
                                                       const StepOptions& o, const std::vector<RouterLayer>& routers,
                                                       const std::vector<std::vector<uint8_t>>* forced_full,
                                                       const std::vector<std::vector<uint8_t>>* forced_full_robust,
-                                                      std::vector<int>* categories) {
+                                                      std::vector<int>* categories,
+                                                      const std::function<void(int, int)>& on_sample) {
     if (n < 1 || data.empty()) fail("router inputs: %d samples of %zu", n, data.size());
     n = int(std::min<size_t>(size_t(n), data.size()));
     StepOptions so = o;
@@ -169,6 +170,7 @@ std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, cons
         so.forced_full = forced_full_robust && s.category == kRobust ? forced_full_robust : forced_full;
         train_loss(engine, routers, s, 0.0, 0.0, 0.0, so);
         if (categories) categories->push_back(s.category);
+        if (on_sample) on_sample(i + 1, n);
     }
     ELASTIC_ASSERT(pooled.size() == routers.size());
     return pooled;

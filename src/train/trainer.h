@@ -77,12 +77,14 @@ TrainState init_state(std::vector<RouterLayer> routers, const TrainerOptions& o,
 // the pooled keys of all its KV heads, [layer][(sample·H + head)·head_dim + i], from the forward
 // with the routers' own hard decisions (no noise), or with forced_full's when given (with
 // forced_full_robust's for robust samples when that is given too). `categories`, when set, gets
-// each collected sample's category, in order.
+// each collected sample's category, in order. on_sample, when set, is called after each sample with
+// (samples done, n): a progress line for what can be a long step.
 std::vector<std::vector<float>> collect_router_inputs(const Engine& engine, const std::vector<TrainSample>& data, int n,
                                                       const StepOptions& o, const std::vector<RouterLayer>& routers,
                                                       const std::vector<std::vector<uint8_t>>* forced_full = nullptr,
                                                       const std::vector<std::vector<uint8_t>>* forced_full_robust = nullptr,
-                                                      std::vector<int>* categories = nullptr);
+                                                      std::vector<int>* categories = nullptr,
+                                                      const std::function<void(int, int)>& on_sample = nullptr);
 
 // Data-dependent init: router_standardize_input on every layer with its rows of `inputs`.
 // Returns each layer's mean |x| before the fold.

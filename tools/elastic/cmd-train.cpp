@@ -173,8 +173,17 @@ void train_router(const TrainCliOptions& c) {
             const auto t0 = std::chrono::steady_clock::now();
             auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
             std::vector<int> cats;
+            // Each sample is a whole training forward: minutes on a CPU at 4K, so say how far it is
+            // (every sample on a terminal, every tenth of them in a log).
+            const bool tty = stderr_is_tty();
+            auto on_sample = [&](int done, int total) {
+                if (tty) std::fprintf(stderr, "\rtrain-router: router inputs %d/%d samples, %.0f s   ", done, total, secs());
+                else if (done == total || done % std::max(1, total / 10) == 0)
+                    std::fprintf(stderr, "train-router: router inputs %d/%d samples, %.0f s\n", done, total, secs());
+                if (tty && done == total) std::fprintf(stderr, "\n");
+            };
             const auto inputs = train::collect_router_inputs(engine, data, n, o.step, init, plan.empty() ? nullptr : &plan,
-                                                             fit_by_category ? &plan_robust : nullptr, &cats);
+                                                             fit_by_category ? &plan_robust : nullptr, &cats, on_sample);
             if (c.standardize > 0) {
                 const std::vector<double> norm = train::standardize_routers(inputs, init);
                 double lo_n = norm.front(), hi_n = norm.front();
