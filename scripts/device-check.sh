@@ -122,7 +122,8 @@ configure_and_build() {
   echo "$found"
   bad=$(echo "$found" | grep -vF "$DEPS" || true)
   if [ -n "$bad" ]; then echo "dependencies found outside $DEPS:"; echo "$bad"; return 1; fi
-  cmake --build "$BUILD" -j "$JOBS" || return 1  # explicit: errexit is off inside `step ... || stop`
+  # BUILD_TARGET (e.g. elastic): only that target, for a short run.
+  cmake --build "$BUILD" -j "$JOBS" ${BUILD_TARGET:+--target "$BUILD_TARGET"} || return 1  # explicit: errexit is off inside `step ... || stop`
   echo "libraries of the elastic binary from $DEPS:"
   ldd "$BUILD/bin/elastic" | grep -F "$DEPS" || echo "  (none)"
 }

@@ -32,6 +32,7 @@
 //     of L2 round trips however many pieces a head has (the first version's last-CTA merge walked
 //     ~110 pieces one after another, tens of µs at 32K fa-ssa).
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "core/error.h"
@@ -486,8 +487,14 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
     }
     // One wave of resident CTAs whatever the position (the kernel splits the keys among them), or
     // one CTA per pair when there are more pairs than that (nothing cut, no grid barrier).
+    // ELASTIC_DECODE_CTAS=N (read once; for measurements) caps the grid at N CTAs: at most one
+    // per pair means no pair is cut, no grid barrier and no merge.
+    static const int64_t cap = [] {
+        const char* e = std::getenv("ELASTIC_DECODE_CTAS");
+        return e && *e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(0);
+    }();
     const int64_t slots = int64_t(c.sms) * c.resident, n_pairs = int64_t(c.n_kv) * n_chunks;
-    const int64_t grid = std::max(slots, n_pairs);
+    const int64_t grid = std::max(cap > 0 ? std::min(cap, slots) : slots, n_pairs);
     const bool cooperative = grid > n_pairs;  // pairs may be cut: the merge's barrier needs every CTA resident
     ELASTIC_ASSERT(grid + 1024 <= kSmemBytes / 4);  // the merge's piece weights (s_w) fit the ring
     // Sized for the grid at the first call, so nothing is reallocated inside a captured decode
