@@ -28,6 +28,7 @@ class GraphEmulation final : public Backend {
 public:
     GraphEmulation() : cpu_(make_cpu_backend(1)) {}
     const char* name() const override { return "cpu-graph-emulation"; }
+    int max_stable_decode_rows() const override { return cpu_->max_stable_decode_rows(); }
 
     Buf alloc(size_t n, DType t) override {
         outside("alloc");
@@ -349,4 +350,55 @@ TEST(GraphEmulation, HooksAndAllLogitsRunOpByOp) {
     s.set_layer_hook(nullptr);
     for (int32_t t : {8, 9}) s.forward(&t, 1, /*all_logits=*/true, [](int64_t, const float*) {});
     EXPECT_EQ(be.graph_stats().launches, 0);
+}
+
+// A server decodes through DecodeBatch: a lone session there takes its own step, recorded once and
+// replayed, while rounds of several sessions run stacked and uncaptured; each session's tokens and
+// logits are what it gets decoding alone with graphs off.
+TEST(GraphEmulation, DecodeBatchOfOneReplaysTheSessionsStep) {
+    auto model = elastic::test::tiny_qwen3_head_dim_64();
+    const ModelConfig& c = model->config;
+    const std::vector<int32_t> pa = random_prompt(25, c.vocab, 21), pb = random_prompt(35, c.vocab, 22);
+    const int steps = 14;
+    GraphEmulation ref_be;
+    ref_be.set_graphs(false);
+    const Engine ref_e(*model, ref_be);
+    const DecodeRun ref_a = decode(ref_e, AttentionSpec{}, pa, steps), ref_b = decode(ref_e, AttentionSpec{}, pb, steps);
+
+    GraphEmulation be;
+    const Engine e(*model, be);
+    DecodeBatch batch(e);
+    ASSERT_GE(batch.max_rows(), 2);
+    Sampler greedy(SamplerParams{});
+    Session a(e, 64), b(e, 64);
+    a.forward(pa.data(), int64_t(pa.size()));
+    b.forward(pb.data(), int64_t(pb.size()));
+    DecodeRun ga, gb;
+    auto take = [&](Session& s, DecodeRun& r) {
+        r.logits.insert(r.logits.end(), s.last_logits().begin(), s.last_logits().end());
+    };
+    for (int i = 0; i < steps; ++i) {
+        const int32_t ta = a.sample_next(greedy);
+        ga.tokens.push_back(ta);
+        if (i % 4 == 3) {  // a round of both, stacked
+            const int32_t tb = b.sample_next(greedy);
+            gb.tokens.push_back(tb);
+            const int32_t ids[2] = {ta, tb};
+            batch.run({&a, &b}, ids);
+            take(a, ga);
+            take(b, gb);
+        } else {  // a alone, then b alone
+            batch.run({&a}, &ta);
+            take(a, ga);
+            const int32_t tb = b.sample_next(greedy);
+            gb.tokens.push_back(tb);
+            batch.run({&b}, &tb);
+            take(b, gb);
+        }
+    }
+    EXPECT_GT(be.graph_stats().replays, int64_t(steps));
+    EXPECT_EQ(ga.tokens, ref_a.tokens);
+    EXPECT_EQ(gb.tokens, ref_b.tokens);
+    EXPECT_EQ(differing_bits(ga, ref_a), 0u);
+    EXPECT_EQ(differing_bits(gb, ref_b), 0u);
 }

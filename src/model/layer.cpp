@@ -178,6 +178,10 @@ void DecodeBatch::run(const std::vector<Session*>& ss, const int32_t* ids) {
         if (s.pos_ + 1 > s.cap_) fail("%lld tokens exceed the session's context of %lld", (long long)(s.pos_ + 1), (long long)s.cap_);
         if (ids[i] < 0 || ids[i] >= c.vocab) fail("token id %d is outside the vocabulary (%d)", ids[i], c.vocab);
     }
+    if (n == 1 && be.graphs()) {  // the session's own step, recorded once and replayed (same bits)
+        ss[0]->forward(ids, 1);
+        return;
+    }
     if (!logits_) {  // sized once, for the largest batch
         b_.alloc(be, c, max_rows_, max_rows_);
         logits_ = be.alloc(size_t(int64_t(max_rows_) * c.vocab), DType::F32);

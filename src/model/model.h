@@ -153,6 +153,8 @@ private:
 // decode step of a continuous-batching server. With at most Backend::max_stable_decode_rows()
 // sessions a call gives every session exactly what forward(&id, 1) would (same bits), so batching
 // never changes a request's output. The scratch buffers live here, sized for the largest call.
+// One session alone on a backend with graphs (CUDA) takes its own decode step, Session::forward,
+// so that a server's lone request replays its recorded step too.
 class DecodeBatch {
 public:
     explicit DecodeBatch(const Engine& engine);
