@@ -154,13 +154,13 @@ public:
         step_.insert(step_.end(), pos, pos + n);
         step_n_ = n;
     }
-    bool graph_replay(const int64_t* keys, int n) override {
-        for (int i = 0; i < n; ++i) {
-            const auto it = graphs_.find(keys[i]);
+    bool graph_replay(int64_t first, int n) override {
+        for (int64_t key = first; key < first + n; ++key) {
+            const auto it = graphs_.find(key);
             if (it == graphs_.end() || !it->second.replayable || it->second.gen != gen_) return false;
         }
-        for (int i = 0; i < n; ++i)
-            for (const auto& f : graphs_[keys[i]].ops) f();
+        for (int64_t key = first; key < first + n; ++key)
+            for (const auto& f : graphs_[key].ops) f();
         stats_.launches += n;
         stats_.replays += n;
         return true;
@@ -171,7 +171,6 @@ public:
     // What the CUDA backend does when scratch a recording may use is reallocated.
     void invalidate_recordings() { ++gen_; }
     size_t recordings() const { return graphs_.size(); }
-    int64_t host_calls_outside_capture = 0;  // prefill-only and host-copy ops run (not recorded)
 
 private:
     struct Recording {
@@ -195,7 +194,6 @@ private:
     }
     void outside(const char* what) {
         if (capturing_ >= 0) ADD_FAILURE() << what << " inside a graph capture";
-        ++host_calls_outside_capture;
     }
 
     std::unique_ptr<Backend> cpu_;

@@ -226,12 +226,12 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         auto issue = [&](int32_t it) {
             if (it < n_iter) {
                 const int st = it % STAGES;
-    #pragma unroll
+#pragma unroll
                 for (int i = 0; i < N; ++i) {
                     const int32_t x = x0 + it * KPI + i * NGRP + grp;
                     const bool ok = x < x1;
                     const int64_t off = ok ? int64_t(slot_of(x)) * D : 0;
-    #pragma unroll
+#pragma unroll
                     for (int c = 0; c < NCH; ++c) {
                         cp_async_stream(at(st, i, c, 0), kh + off + L * 8 * c, ok ? 16 : 0);
                         cp_async_stream(at(st, i, c, 1), vh + off + L * 8 * c, ok ? 16 : 0);
@@ -240,25 +240,25 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
             }
             cp_async_commit_m();
         };
-    #pragma unroll
+#pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) issue(s);
 
         float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
-    #pragma unroll
+#pragma unroll
         for (int h = 0; h < GP; ++h)
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NCH; ++c)
-    #pragma unroll
+#pragma unroll
                 for (int e = 0; e < 8; ++e)
                     qf[h][c * 8 + e] =
                         h < gv ? to_f32(static_cast<const TQ*>(p.q)[int64_t(hq0 + h) * D + (li + L * c) * 8 + e]) * p.scale_log2
                                : 0.0f;
         float m[GP], l[GP], o[GP][DPL];
-    #pragma unroll
+#pragma unroll
         for (int h = 0; h < GP; ++h) {
             m[h] = -INFINITY;
             l[h] = 0.0f;
-    #pragma unroll
+#pragma unroll
             for (int j = 0; j < DPL; ++j) o[h][j] = 0.0f;
         }
 
@@ -268,60 +268,60 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
             const int st = it % STAGES;
             bool ok[N];
             float sc[N][GP];
-    #pragma unroll
+#pragma unroll
             for (int i = 0; i < N; ++i) {
                 ok[i] = x0 + it * KPI + i * NGRP + grp < x1;
-    #pragma unroll
+#pragma unroll
                 for (int h = 0; h < GP; ++h) sc[i][h] = 0.0f;
-    #pragma unroll
+#pragma unroll
                 for (int c = 0; c < NCH; ++c) {
                     const uint4 kr = *at(st, i, c, 0);
                     const uint32_t w[4] = {kr.x, kr.y, kr.z, kr.w};
-    #pragma unroll
+#pragma unroll
                     for (int u = 0; u < 4; ++u) {
                         const float k0 = bf_lo(w[u]), k1 = bf_hi(w[u]);
-    #pragma unroll
+#pragma unroll
                         for (int h = 0; h < GP; ++h)
                             sc[i][h] = fmaf(qf[h][c * 8 + 2 * u + 1], k1, fmaf(qf[h][c * 8 + 2 * u], k0, sc[i][h]));
                     }
                 }
             }
-    #pragma unroll
+#pragma unroll
             for (int off = L / 2; off > 0; off >>= 1)
-    #pragma unroll
+#pragma unroll
                 for (int i = 0; i < N; ++i)
-    #pragma unroll
+#pragma unroll
                     for (int h = 0; h < GP; ++h) sc[i][h] += __shfl_xor_sync(0xffffffffu, sc[i][h], off);
             float ms[GP];
-    #pragma unroll
+#pragma unroll
             for (int h = 0; h < GP; ++h) {
                 float mx = m[h];
-    #pragma unroll
+#pragma unroll
                 for (int i = 0; i < N; ++i) mx = ok[i] ? fmaxf(mx, sc[i][h]) : mx;
                 // A group that has seen no key yet keeps m = −inf: subtract 0 then, so no inf − inf.
                 ms[h] = mx == -INFINITY ? 0.0f : mx;
                 const float alpha = exp2f(m[h] - ms[h]);
                 m[h] = mx;
                 l[h] *= alpha;
-    #pragma unroll
+#pragma unroll
                 for (int j = 0; j < DPL; ++j) o[h][j] *= alpha;
             }
-    #pragma unroll
+#pragma unroll
             for (int i = 0; i < N; ++i) {
                 float pw[GP];
-    #pragma unroll
+#pragma unroll
                 for (int h = 0; h < GP; ++h) {
                     pw[h] = ok[i] ? exp2f(sc[i][h] - ms[h]) : 0.0f;
                     l[h] += pw[h];
                 }
-    #pragma unroll
+#pragma unroll
                 for (int c = 0; c < NCH; ++c) {
                     const uint4 vr = *at(st, i, c, 1);  // zero-filled past the end: 0 · 0, never NaN
                     const uint32_t w[4] = {vr.x, vr.y, vr.z, vr.w};
-    #pragma unroll
+#pragma unroll
                     for (int u = 0; u < 4; ++u) {
                         const float v0 = bf_lo(w[u]), v1 = bf_hi(w[u]);
-    #pragma unroll
+#pragma unroll
                         for (int h = 0; h < GP; ++h) {
                             o[h][c * 8 + 2 * u] = fmaf(pw[h], v0, o[h][c * 8 + 2 * u]);
                             o[h][c * 8 + 2 * u + 1] = fmaf(pw[h], v1, o[h][c * 8 + 2 * u + 1]);
@@ -337,11 +337,11 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         float* s_o = reinterpret_cast<float*>(smem);  // [NGRP][GP][D]
         float* s_m = s_o + NGRP * GP * D;             // [NGRP][GP]
         float* s_l = s_m + NGRP * GP;
-    #pragma unroll
+#pragma unroll
         for (int h = 0; h < GP; ++h) {
-    #pragma unroll
+#pragma unroll
             for (int c = 0; c < NCH; ++c)
-    #pragma unroll
+#pragma unroll
                 for (int e = 0; e < 8; ++e) s_o[(grp * GP + h) * D + (li + L * c) * 8 + e] = o[h][c * 8 + e];
             if (li == 0) {
                 s_m[grp * GP + h] = m[h];
@@ -354,10 +354,10 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         for (int idx = tid; idx < GP * D; idx += kDecThreads) {
             const int h = idx / D, d = idx % D;
             float M = -INFINITY;
-    #pragma unroll
+#pragma unroll
             for (int r = 0; r < NGRP; ++r) M = fmaxf(M, s_m[r * GP + h]);
             float Ls = 0.0f, O = 0.0f;
-    #pragma unroll
+#pragma unroll
             for (int r = 0; r < NGRP; ++r) {
                 const float mr = s_m[r * GP + h];
                 const float w = mr == -INFINITY ? 0.0f : exp2f(mr - M);

@@ -233,12 +233,7 @@ public:
         const CudaMatrix& m = M_of(W);
         if (x.type != m.type) {  // fp32 input rounded to the weight type first
             const size_t need = size_t(T * m.cols) * cuda::elem_bytes(m.type);
-            if (need > xs_n_) {
-                CUDA_CHECK(cudaFree(xs_));
-                xs_ = cuda::device_alloc<uint8_t>(need, "GEMM inputs");
-                xs_n_ = need;
-                ++scratch_gen_;
-            }
+            grow(xs_, xs_n_, need, "GEMM inputs");
         }
         cuda::matmul(blas_, m.mem.p, m.type, m.rows, m.cols, x.p, x.type, xs_, y.p, y.type, T, stream_, &gemv_);
     }
@@ -515,12 +510,7 @@ public:
     void step_inputs(const int32_t* ids, const int32_t* pos, int64_t n) override {
         ELASTIC_ASSERT(capturing_ < 0 && n >= 1);
         bind();
-        if (size_t(2 * n) > step_cap_) {
-            CUDA_CHECK(cudaFree(step_));
-            step_ = cuda::device_alloc<int32_t>(size_t(2 * n), "decode step inputs");
-            step_cap_ = size_t(2 * n);
-            ++scratch_gen_;
-        }
+        grow(step_, step_cap_, size_t(2 * n), "decode step inputs");
         step_host_.assign(ids, ids + n);
         step_host_.insert(step_host_.end(), pos, pos + n);
         // From pageable memory: the copy is staged before the call returns, so the next step may
@@ -529,17 +519,15 @@ public:
                                    stream_));
         step_n_ = n;
     }
-    bool graph_replay(const int64_t* keys, int n) override {
+    bool graph_replay(int64_t first, int n) override {
         if (!graphs_on_ || capturing_ >= 0 || n <= 0) return false;
-        std::vector<cudaGraphExec_t> run(static_cast<size_t>(n));
-        for (int i = 0; i < n; ++i) {
-            const auto it = graphs_.find(keys[i]);
+        for (int64_t key = first; key < first + n; ++key) {
+            const auto it = graphs_.find(key);
             if (it == graphs_.end() || !it->second.exec || !it->second.replayable || it->second.scratch_gen != scratch_gen_)
                 return false;
-            run[size_t(i)] = it->second.exec;
         }
         bind();
-        for (cudaGraphExec_t e : run) CUDA_CHECK(cudaGraphLaunch(e, stream_));
+        for (int64_t key = first; key < first + n; ++key) CUDA_CHECK(cudaGraphLaunch(graphs_[key].exec, stream_));
         graph_stats_.launches += n;
         graph_stats_.replays += n;
         return true;
@@ -590,23 +578,23 @@ private:
     }
     // fp32 staging for upload / download of 16-bit buffers (tests and tools only).
     float* stage(size_t n) {
-        if (n > stage_n_) {
-            CUDA_CHECK(cudaFree(stage_));
-            stage_ = cuda::device_alloc<float>(n, "a staging buffer");
-            stage_n_ = n;
-            ++scratch_gen_;
-        }
+        grow(stage_, stage_n_, n, "a staging buffer");
         return stage_;
+    }
+    // Backend scratch p of cap elements grown to at least n (contents not kept). A recording may
+    // hold the old pointer, so every growth makes all recordings stale (scratch_gen_).
+    template <typename T>
+    void grow(T*& p, size_t& cap, size_t n, const char* what) {
+        if (n <= cap) return;
+        CUDA_CHECK(cudaFree(p));
+        p = cuda::device_alloc<T>(n, what);
+        cap = n;
+        ++scratch_gen_;
     }
     // Host int32 values (token ids, positions) in a device scratch buffer. The stream orders the
     // buffer's reuse after the kernels that read it.
     const int32_t* device_ints(const int32_t* host, int64_t n) {
-        if (size_t(n) > ints_n_) {
-            CUDA_CHECK(cudaFree(ints_));
-            ints_ = cuda::device_alloc<int32_t>(size_t(n), "token ids");
-            ints_n_ = size_t(n);
-            ++scratch_gen_;
-        }
+        grow(ints_, ints_n_, size_t(n), "token ids");
         CUDA_CHECK(cudaMemcpyAsync(ints_, host, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
         return ints_;
     }
@@ -614,13 +602,10 @@ private:
     // The step inputs' device copy where an op's host ids (or positions) are the step's: then the
     // launch reads them there and does not depend on the step. Otherwise null, and a capture in
     // progress is marked not replayable.
-    const int32_t* step_ids(const int32_t* ids, int64_t T) {
-        if (T == step_n_ && std::equal(ids, ids + T, step_host_.begin())) return step_;
-        if (capturing_ >= 0) capture_static_ = false;
-        return nullptr;
-    }
-    const int32_t* step_pos(const int32_t* pos, int64_t T) {
-        if (T == step_n_ && std::equal(pos, pos + T, step_host_.begin() + step_n_)) return step_ + step_n_;
+    const int32_t* step_ids(const int32_t* ids, int64_t T) { return step_match(ids, T, 0); }
+    const int32_t* step_pos(const int32_t* pos, int64_t T) { return step_match(pos, T, step_n_); }
+    const int32_t* step_match(const int32_t* v, int64_t T, int64_t off) {  // off: 0 ids, step_n_ positions
+        if (T == step_n_ && std::equal(v, v + T, step_host_.begin() + off)) return step_ + off;
         if (capturing_ >= 0) capture_static_ = false;
         return nullptr;
     }

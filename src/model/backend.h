@@ -225,9 +225,9 @@ public:
     virtual void graph_end() {}
     virtual void graph_abort() {}
     virtual void step_inputs(const int32_t* /*ids*/, const int32_t* /*pos*/, int64_t /*n*/) {}
-    // Launches the recordings of keys[0, n) in order if every one is replayable; false (nothing
-    // launched) otherwise.
-    virtual bool graph_replay(const int64_t* /*keys*/, int /*n*/) { return false; }
+    // Launches the recordings of keys first .. first + n − 1 (a step's segments) in order if every
+    // one is replayable; false (nothing launched) otherwise.
+    virtual bool graph_replay(int64_t /*first*/, int /*n*/) { return false; }
     virtual void graph_forget(int64_t /*key*/) {}
     virtual GraphStats graph_stats() const { return {}; }
 

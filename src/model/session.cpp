@@ -151,9 +151,7 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
     if (graphed) {
         be_.step_inputs(ids, pos.data(), n);
         if (graph_base_ < 0) graph_base_ = next_graph_range.fetch_add(1) * kGraphKeysPerRange;
-        std::vector<int64_t> keys(static_cast<size_t>(graph_segments()));
-        for (size_t i = 0; i < keys.size(); ++i) keys[i] = graph_base_ + int64_t(i);
-        if (decode_steps_ > 0 && be_.graph_replay(keys.data(), int(keys.size()))) {
+        if (decode_steps_ > 0 && be_.graph_replay(graph_base_, graph_segments())) {
             pos_ += n;
             ++decode_steps_;
             last_row_ = 0;
