@@ -32,7 +32,9 @@
 //     of L2 round trips however many pieces a head has (the first version's last-CTA merge walked
 //     ~110 pieces one after another, tens of µs at 32K fa-ssa).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -53,6 +55,17 @@ constexpr int kSmemBytes = 96 * 1024;  // the cp.async ring (and, after it, the 
 constexpr int kSegDims = 32;            // merge unit: one query head's 32 output dims
 constexpr int kMinPiece = 128;          // keys: a CTA's q load, pipeline fill and merge outweigh less
 constexpr int kPartPad = 4;             // part row: m, l, 2 unused, o[D] (16-byte aligned)
+// Trace stamps per CTA (ELASTIC_DECODE_TRACE=1, measurements only): entry, split chosen and first
+// stages issued, stream done, piece written, past the grid barrier, merge done.
+constexpr int kTraceStamps = 6;
+
+__device__ __forceinline__ void trace_stamp(unsigned long long* trace, int i) {
+    if (trace && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        trace[size_t(blockIdx.x) * kTraceStamps + i] = t;
+    }
+}
 
 struct DecodeParams {
     const void* q;  // [n_head, D] of type TQ
@@ -63,6 +76,7 @@ struct DecodeParams {
     float* part;     // [grid][GP][D + kPartPad]: a cut pair's piece: m (base 2), l, -, -, o[D] unnormalised
     unsigned* bar;   // grid barrier (top bit flips once per call; low bits back at 0)
     const int32_t* d_pos;  // device position, or null: pos
+    unsigned long long* trace;  // null, or [grid][kTraceStamps] %globaltimer stamps (ELASTIC_DECODE_TRACE)
     int n_kv, G, n_chunks;
     int64_t pos, sink, local;
     float scale_log2;
@@ -173,6 +187,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, li = lane % L;
     const int grp = warp * KG + lane / L;  // this lane group's rank in the CTA
     const int n_pairs = p.n_kv * p.n_chunks;
+    trace_stamp(p.trace, 0);
     const int64_t pos = p.d_pos ? int64_t(*p.d_pos) : p.pos;
 
     // The split at this position (uniform over the grid): keys per piece, and the merge units
@@ -242,6 +257,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         };
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) issue(s);
+        trace_stamp(p.trace, 1);
 
         float qf[GP][DPL];  // q · scale · log2(e) on this lane's dims: (li + L·c)·8 + e
 #pragma unroll
@@ -332,6 +348,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         }
         cp_async_wait_m<0>();  // only empty groups can be pending; the ring is reused below
         __syncthreads();
+        trace_stamp(p.trace, 2);
 
         // Merge the lane groups' (m, l, o) through shared memory (over the ring).
         float* s_o = reinterpret_cast<float*>(smem);  // [NGRP][GP][D]
@@ -375,9 +392,11 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
             }
         }
     }
+    if (me.pr >= 0) trace_stamp(p.trace, 3);
     if (n_units == 0) return;  // uniform over the grid: no pair is cut, no barrier
 
     grid_barrier(p.bar);
+    trace_stamp(p.trace, 4);
 
     // Merge units u = (cut pair, query head h, 32-dim segment sg), spread over the grid.
     constexpr int kSegs = D / kSegDims, kCols = kSegDims / 4, kRows = kDecThreads / kCols;
@@ -426,6 +445,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         }
         __syncthreads();  // s_red and s_w free for the next unit
     }
+    trace_stamp(p.trace, 5);
 }
 
 template <int D, int GP, typename T>
@@ -470,7 +490,38 @@ int prepare_kernel() {
     default: { constexpr int kGP = 8; __VA_ARGS__; break; }                       \
     }
 
+struct DecodeTrace {
+    unsigned long long* d = nullptr;
+    int64_t cap = 0;
+    int grid = 0;
+    cudaStream_t stream = nullptr;
+};
+DecodeTrace g_trace;
+
 }  // namespace
+
+std::string decode_trace_summary() {
+    if (!g_trace.d || g_trace.grid == 0) return "decode trace: off (ELASTIC_DECODE_TRACE=1 turns it on)";
+    CUDA_CHECK(cudaStreamSynchronize(g_trace.stream));
+    std::vector<unsigned long long> h(size_t(g_trace.grid) * kTraceStamps);
+    CUDA_CHECK(cudaMemcpy(h.data(), g_trace.d, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost));
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < g_trace.grid; ++b) t0 = std::min(t0, h[size_t(b) * kTraceStamps]);
+    // Per stamp over the CTAs that reached it: min, median, max µs after the first CTA's entry.
+    std::string out = "decode trace (" + std::to_string(g_trace.grid) + " CTAs; µs after the first entry, min/median/max):";
+    const char* names[kTraceStamps] = {"entry", "issued", "streamed", "written", "barrier", "merged"};
+    for (int i = 0; i < kTraceStamps; ++i) {
+        std::vector<double> v;
+        for (int b = 0; b < g_trace.grid; ++b)
+            if (const unsigned long long t = h[size_t(b) * kTraceStamps + i]) v.push_back(double(t - t0) * 1e-3);
+        if (v.empty()) continue;
+        std::sort(v.begin(), v.end());
+        char buf[128];
+        std::snprintf(buf, sizeof buf, " %s %.2f/%.2f/%.2f (%zu)", names[i], v.front(), v[v.size() / 2], v.back(), v.size());
+        out += buf;
+    }
+    return out;
+}
 
 void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,
                  cudaStream_t s, const int32_t* d_pos) {
@@ -495,7 +546,13 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
     }();
     const int64_t slots = int64_t(c.sms) * c.resident, n_pairs = int64_t(c.n_kv) * n_chunks;
     const int64_t grid = std::max(cap > 0 ? std::min(cap, slots) : slots, n_pairs);
-    const bool cooperative = grid > n_pairs;  // pairs may be cut: the merge's barrier needs every CTA resident
+    // ELASTIC_DECODE_COOP=0 (measurements only) launches without the cooperative attribute, to see
+    // what it costs; safe only where nothing else runs (one wave of this kernel alone is resident).
+    static const bool coop = [] {
+        const char* e = std::getenv("ELASTIC_DECODE_COOP");
+        return !(e && *e == '0');
+    }();
+    const bool cooperative = coop && grid > n_pairs;  // pairs may be cut: the merge's barrier needs every CTA resident
     ELASTIC_ASSERT(grid + 1024 <= kSmemBytes / 4);  // the merge's piece weights (s_w) fit the ring
     // Sized for the grid at the first call, so nothing is reallocated inside a captured decode
     // step (backend-cuda.cu's graphs).
@@ -521,6 +578,22 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
         const int64_t chunk = decode_chunk(n_total * n_chunks, n_max, int(n_pairs), int(grid));
         c.last_splits = int((n_max + chunk - 1) / chunk);
     }
+    // ELASTIC_DECODE_TRACE=1 (measurements only): each CTA stamps %globaltimer at its steps into a
+    // buffer that decode_trace_summary() reads back (the last call's stamps).
+    static const bool tracing = [] {
+        const char* e = std::getenv("ELASTIC_DECODE_TRACE");
+        return e && *e && *e != '0';
+    }();
+    if (tracing && g_trace.cap < grid) {
+        if (g_trace.d) CUDA_CHECK(cudaFree(g_trace.d));
+        g_trace.d = device_alloc<unsigned long long>(size_t(grid) * kTraceStamps, "decode trace");
+        g_trace.cap = grid;
+    }
+    if (tracing) {
+        CUDA_CHECK(cudaMemsetAsync(g_trace.d, 0, size_t(grid) * kTraceStamps * sizeof(unsigned long long), s));
+        g_trace.grid = int(grid);
+        g_trace.stream = s;
+    }
     const DecodeParams p{q,
                          out,
                          c.k,
@@ -529,6 +602,7 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
                          c.d_part,
                          reinterpret_cast<unsigned*>(c.d_count),
                          d_pos,
+                         tracing ? g_trace.d : nullptr,
                          c.n_kv,
                          G,
                          n_chunks,

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "attention/plan.h"
@@ -145,5 +146,8 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
                  cudaStream_t s, const int32_t* d_pos = nullptr);
 // Number of split-KV pieces of the longest KV head in the last attn_decode call (for benchmarks).
 int decode_splits(const DeviceLayerCache& c);
+// With ELASTIC_DECODE_TRACE=1: where the last attn_decode call's CTAs spent their time (%globaltimer
+// stamps per CTA: entry, stages issued, stream done, piece written, grid barrier, merge), one line.
+std::string decode_trace_summary();
 
 }  // namespace elastic::cuda

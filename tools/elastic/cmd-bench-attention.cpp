@@ -20,12 +20,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "attention/elastic.h"
+#ifdef ELASTIC_HAVE_CUDA
+#include "cuda/attention.h"
+#endif
 #include "backend-options.h"
 #include "commands.h"
 #include "core/error.h"
@@ -195,6 +199,11 @@ DecodeResult time_decode(Backend& be, const LayerPlan& plan, const StreamingWind
         t.push_back(be.timed_ms([&] {
             for (int i = 0; i < iters; ++i) be.attn_decode(q, *caches[k++ % nc], ctx - 1, out, Hq, scale);
         }) / iters);
+#ifdef ELASTIC_HAVE_CUDA
+    // ELASTIC_DECODE_TRACE=1: the step stamps of the last back-to-back call, then of a lone call.
+    const bool trace = gpu && std::getenv("ELASTIC_DECODE_TRACE");
+    if (trace) std::printf("context %lld, back to back: %s\n", (long long)ctx, cuda::decode_trace_summary().c_str());
+#endif
     for (int r = 0; r < (gpu ? 21 : 3); ++r) {
         be.sync();
         const double t0 = now_s();
@@ -202,6 +211,9 @@ DecodeResult time_decode(Backend& be, const LayerPlan& plan, const StreamingWind
         be.sync();
         th.push_back((now_s() - t0) * 1e3);
     }
+#ifdef ELASTIC_HAVE_CUDA
+    if (trace) std::printf("context %lld, alone: %s\n", (long long)ctx, cuda::decode_trace_summary().c_str());
+#endif
     DecodeResult res{stats(t).median, stats(th).median, caches[0]->bytes(), int(nc)};
     caches.clear();
     be.release(q);
