@@ -42,6 +42,7 @@
 #include "cuda/attention.h"
 #include "cuda/convert.cuh"
 #include "cuda/kv-cache.cuh"
+#include "cuda/pdl.cuh"
 
 namespace elastic::cuda {
 
@@ -55,6 +56,7 @@ constexpr int kSmemBytes = 96 * 1024;  // the cp.async ring (and, after it, the 
 constexpr int kSegDims = 32;            // merge unit: one query head's 32 output dims
 constexpr int kMinPiece = 128;          // keys: a CTA's q load, pipeline fill and merge outweigh less
 constexpr int kPartPad = 4;             // part row: m, l, 2 unused, o[D] (16-byte aligned)
+constexpr int kMaxKv = 128;             // KV heads per layer: their cache heads and key counts sit in shared memory
 // Trace stamps per CTA (ELASTIC_DECODE_TRACE=1, measurements only): entry, split chosen and first
 // stages issued, stream done, piece written, past the grid barrier, merge done.
 constexpr int kTraceStamps = 6;
@@ -127,13 +129,6 @@ __device__ __forceinline__ void cp_async_wait_m() {
 __device__ __forceinline__ float bf_lo(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 
-// Attended keys of KV head g at pos (logical index over its ≤ 3 slot spans).
-__device__ __forceinline__ int64_t head_keys(const DecodeParams& p, int64_t pos, int g, int64_t* sb, int64_t* se,
-                                             int* ns) {
-    *ns = cache_spans(p.heads[g], p.sink, p.local, pos, sb, se);
-    return spans_total(sb, se, *ns);
-}
-
 // All CTAs of the (cooperative) launch meet here. The counter starts at 0; CTA 0 adds
 // 2^31 − (grid − 1), the others 1, so when all have arrived the top bit has flipped and the low
 // bits are back at 0: ready for the next call whatever its grid (cooperative_groups' scheme).
@@ -187,24 +182,38 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, li = lane % L;
     const int grp = warp * KG + lane / L;  // this lane group's rank in the CTA
     const int n_pairs = p.n_kv * p.n_chunks;
+    __shared__ CacheHead s_head[kMaxKv];  // the layer's cache heads and each one's attended keys
+    __shared__ int64_t s_keys[kMaxKv];
     trace_stamp(p.trace, 0);
+    // Programmatic dependent launch (pdl.cuh): the next kernel (the attention's output projection)
+    // may be scheduled once every CTA of this one runs; it waits for this grid to finish.
+    pdl_launch_dependents();
+
+    // The prologue reads only what no kernel of this step writes (the cache heads, the position:
+    // copied in before the step), so under a programmatic launch it overlaps the previous kernel.
+    // One load per KV head by as many threads, all in flight at once (a loop over the heads in
+    // every thread was a chain of dependent loads: 4–8 µs before the first K/V byte was asked for).
     const int64_t pos = p.d_pos ? int64_t(*p.d_pos) : p.pos;
+    for (int g = tid; g < p.n_kv; g += kDecThreads) {
+        const CacheHead h = p.heads[g];
+        int64_t b[3], e[3];
+        s_head[g] = h;
+        s_keys[g] = spans_total(b, e, cache_spans(h, p.sink, p.local, pos, b, e));
+    }
+    __syncthreads();
 
     // The split at this position (uniform over the grid): keys per piece, and the merge units
     // (cut pairs × GP × D / kSegDims; 0: no pair is cut, no barrier).
-    int64_t sb[3] = {0, 0, 0}, se[3] = {0, 0, 0};
-    int ns = 0;
     int64_t chunk = 1;
     int n_units = 0;
     {
         int64_t n_total = 0, n_max = 0;
         for (int g = 0; g < p.n_kv; ++g) {
-            const int64_t n = head_keys(p, pos, g, sb, se, &ns);
-            n_total += n;
-            n_max = n > n_max ? n : n_max;
+            n_total += s_keys[g];
+            n_max = s_keys[g] > n_max ? s_keys[g] : n_max;
         }
         chunk = decode_chunk(n_total * p.n_chunks, n_max, n_pairs, int(gridDim.x));
-        for (int g = 0; g < p.n_kv; ++g) n_units += head_keys(p, pos, g, sb, se, &ns) > chunk ? 1 : 0;
+        for (int g = 0; g < p.n_kv; ++g) n_units += s_keys[g] > chunk ? 1 : 0;
         n_units *= p.n_chunks * GP * (D / kSegDims);
     }
     // This CTA's pair and piece (none past the last piece: it only merges).
@@ -212,7 +221,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     {
         int first = 0;
         for (int pr = 0; pr < n_pairs; ++pr) {
-            const int64_t n = head_keys(p, pos, pr / p.n_chunks, sb, se, &ns);
+            const int64_t n = s_keys[pr / p.n_chunks];
             const int P = pieces_of(n, chunk);
             if (int(blockIdx.x) < first + P) {
                 me = PairOf{pr, first, P, n};
@@ -221,8 +230,13 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
             first += P;
         }
     }
+    // Everything below reads q (written by the kernels before this one) or the K/V cache (the
+    // previous kernel appended this step's row).
+    pdl_wait();
     if (me.pr >= 0) {  // stream this CTA's piece
         const int g = me.pr / p.n_chunks, hc = me.pr % p.n_chunks, piece = int(blockIdx.x) - me.first;
+        int64_t sb[3] = {0, 0, 0}, se[3] = {0, 0, 0};
+        const int ns = cache_spans(s_head[g], p.sink, p.local, pos, sb, se);
         const int32_t x0 = int32_t(me.n * piece / me.P), x1 = int32_t(me.n * (piece + 1) / me.P);  // this CTA's keys
         // The spans as scalars (arrays indexed at run time would live in local memory): logical key
         // x < n0 is slot b0 + x, then b1 + (x − n0) below n0 + n1, then b2 + (x − n0 − n1).
@@ -230,8 +244,8 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         const int32_t b1 = ns > 1 ? int32_t(sb[1]) : 0, n1 = ns > 1 ? int32_t(se[1] - sb[1]) : 0;
         const int32_t b2 = ns > 2 ? int32_t(sb[2]) : 0;
         const int hq0 = g * p.G + hc * GP, gv = min(GP, p.G - hc * GP);  // first query head, heads in use
-        const __nv_bfloat16* kh = p.k + p.heads[g].off + li * 8;
-        const __nv_bfloat16* vh = p.v + p.heads[g].off + li * 8;
+        const __nv_bfloat16* kh = p.k + s_head[g].off + li * 8;
+        const __nv_bfloat16* vh = p.v + s_head[g].off + li * 8;
         auto slot_of = [&](int32_t x) { return x < n0 ? b0 + x : x - n0 < n1 ? b1 + (x - n0) : b2 + (x - n0 - n1); };
         auto at = [&](int st, int i, int c, int kv) { return ring + (((st * N + i) * NCH + c) * 2 + kv) * kDecThreads + tid; };
 
@@ -406,35 +420,58 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         const int cut = u / (GP * kSegs), h = u / kSegs % GP, sg = u % kSegs;
         int first = 0, P = 0, pr = 0, nth = 0;  // the cut-th pair with P > 1
         for (; pr < n_pairs; ++pr) {
-            int64_t tb[3], te[3];
-            int tn = 0;
-            P = pieces_of(head_keys(p, pos, pr / p.n_chunks, tb, te, &tn), chunk);
+            P = pieces_of(s_keys[pr / p.n_chunks], chunk);
             if (P > 1 && nth++ == cut) break;
             first += P;
         }
         const int ug = pr / p.n_chunks, uhq0 = ug * p.G + pr % p.n_chunks * GP, ugv = min(GP, p.G - pr % p.n_chunks * GP);
         if (h >= ugv) continue;  // padding head of a short last chunk (uniform over the CTA)
         auto row = [&](int j) { return p.part + (size_t(first + j) * GP + h) * (D + kPartPad); };
-        float mx = -INFINITY;
-        for (int j = tid; j < P; j += kDecThreads) mx = fmaxf(mx, __ldcg(row(j)));
+        // Every load of the first pieces is issued before any is used (one L2 round trip): the
+        // o segments of pieces r, r + kRows, … (kPre of them) and (m, l) of piece tid.
+        const int col = tid % kCols, r = tid / kCols;
+        constexpr int kPre = 4;
+        float4 ov[kPre];
+#pragma unroll
+        for (int i = 0; i < kPre; ++i) {
+            const int j = r + i * kRows;
+            ov[i] = j < P ? __ldcg(reinterpret_cast<const float4*>(row(j) + kPartPad + sg * kSegDims) + col)
+                          : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        const float2 ml = tid < P ? __ldcg(reinterpret_cast<const float2*>(row(tid))) : make_float2(-INFINITY, 0.0f);
+        float mx = ml.x;
+        for (int j = tid + kDecThreads; j < P; j += kDecThreads) mx = fmaxf(mx, __ldcg(row(j)));
         mx = block_reduce<true>(mx, s_red + kRows * kSegDims);
         float ls = 0.0f;
-        for (int j = tid; j < P; j += kDecThreads) {
+        if (tid < P) {
+            const float w = exp2f(ml.x - mx);
+            s_w[tid] = w;
+            ls = w * ml.y;
+        }
+        for (int j = tid + kDecThreads; j < P; j += kDecThreads) {
             const float w = exp2f(__ldcg(row(j)) - mx);
             s_w[j] = w;
             ls = fmaf(w, __ldcg(row(j) + 1), ls);
         }
         ls = block_reduce<false>(ls, s_red + kRows * kSegDims);  // its barriers also publish s_w
-        const int col = tid % kCols, r = tid / kCols;
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int i = 0; i < kPre; ++i) {
+            const int j = r + i * kRows;
+            const float w = j < P ? s_w[j] : 0.0f;
+            acc.x = fmaf(w, ov[i].x, acc.x);
+            acc.y = fmaf(w, ov[i].y, acc.y);
+            acc.z = fmaf(w, ov[i].z, acc.z);
+            acc.w = fmaf(w, ov[i].w, acc.w);
+        }
 #pragma unroll 4
-        for (int j = r; j < P; j += kRows) {
-            const float4 ov = __ldcg(reinterpret_cast<const float4*>(row(j) + kPartPad + sg * kSegDims) + col);
+        for (int j = r + kPre * kRows; j < P; j += kRows) {
+            const float4 o4 = __ldcg(reinterpret_cast<const float4*>(row(j) + kPartPad + sg * kSegDims) + col);
             const float w = s_w[j];
-            acc.x = fmaf(w, ov.x, acc.x);
-            acc.y = fmaf(w, ov.y, acc.y);
-            acc.z = fmaf(w, ov.z, acc.z);
-            acc.w = fmaf(w, ov.w, acc.w);
+            acc.x = fmaf(w, o4.x, acc.x);
+            acc.y = fmaf(w, o4.y, acc.y);
+            acc.z = fmaf(w, o4.z, acc.z);
+            acc.w = fmaf(w, o4.w, acc.w);
         }
         reinterpret_cast<float4*>(s_red)[r * kCols + col] = acc;
         __syncthreads();
@@ -448,6 +485,16 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     trace_stamp(p.trace, 5);
 }
 
+// ELASTIC_DECODE_PDL=0 launches the decode kernel without the programmatic attribute (it is on with
+// ELASTIC_PDL, pdl.cuh); the kernel still lets the next one start early.
+bool decode_pdl() {
+    static const bool on = [] {
+        const char* e = std::getenv("ELASTIC_DECODE_PDL");
+        return pdl_enabled() && !(e && *e == '0');
+    }();
+    return on;
+}
+
 template <int D, int GP, typename T>
 void launch_decode(const DecodeParams& p, int grid, bool cooperative, cudaStream_t s) {
     cudaLaunchConfig_t cfg = {};
@@ -455,11 +502,18 @@ void launch_decode(const DecodeParams& p, int grid, bool cooperative, cudaStream
     cfg.blockDim = dim3(kDecThreads);
     cfg.dynamicSmemBytes = kSmemBytes;
     cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;  // the merge's grid barrier needs every CTA resident
-    attr[0].val.cooperative = 1;
+    cudaLaunchAttribute attr[2];
+    int n = 0;
+    if (cooperative) {  // the merge's grid barrier needs every CTA resident
+        attr[n].id = cudaLaunchAttributeCooperative;
+        attr[n++].val.cooperative = 1;
+    }
+    if (decode_pdl()) {  // the prologue (cache heads, split) overlaps the previous kernel
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
     cfg.attrs = attr;
-    cfg.numAttrs = cooperative ? 1 : 0;
+    cfg.numAttrs = unsigned(n);
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p));
 }
 
@@ -527,6 +581,8 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
                  cudaStream_t s, const int32_t* d_pos) {
     ELASTIC_ASSERT(n_head % c.n_kv == 0 && pos >= 0 && pos < c.capacity);
     ELASTIC_ASSERT(c.head_dim == 64 || c.head_dim == 128);
+    if (c.n_kv > kMaxKv)
+        fail("decode attention: %d KV heads per layer; the CUDA kernel takes at most %d", c.n_kv, kMaxKv);
     const int G = n_head / c.n_kv, D = c.head_dim;
     const int GP = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     const int n_chunks = (G + GP - 1) / GP;

@@ -23,8 +23,24 @@
 #include "cuda/convert.cuh"
 #include "cuda/cuda-check.h"
 #include "cuda/ops.h"
+#include "cuda/pdl.cuh"
 
 namespace elastic::cuda {
+
+// ELASTIC_PDL=0 turns the programmatic launch off (it is on where the device is sm_90 or newer).
+bool pdl_enabled() {
+    static const bool on = [] {
+        const char* e = std::getenv("ELASTIC_PDL");
+        if (e && std::strcmp(e, "0") == 0) return false;
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return major >= 9;
+    }();
+    return on;
+}
 
 namespace {
 
@@ -34,20 +50,10 @@ constexpr int kSteps = 2;  // column steps whose loads are in flight together
 
 enum class Epi { Store, Add, SwiGLU };  // y = W x; y += W x (fp32 y); y = silu(Wg x) · (Wu x)
 
-// Programmatic dependent launch (sm_90): every GEMV lets the next kernel of the stream be scheduled
-// as soon as its own CTAs are all running, and is itself launched that way; it issues its first
-// weight loads (which depend on nothing) before waiting for the previous kernel's results, so the
-// weight stream of one product starts in the tail of the last one. No-ops before sm_90.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (sm_90, pdl.cuh): every GEMV lets the next kernel of the stream be
+// scheduled as soon as its own CTAs are all running, and is itself launched that way; it issues its
+// first weight loads (which depend on nothing) before waiting for the previous kernel's results, so
+// the weight stream of one product starts in the tail of the last one.
 
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
     uint4 r;
@@ -234,21 +240,6 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const __grid_constan
             }
         }
     }
-}
-
-// ELASTIC_PDL=0 turns the programmatic launch off (it is on where the device is sm_90 or newer).
-bool pdl_enabled() {
-    static const bool on = [] {
-        const char* e = std::getenv("ELASTIC_PDL");
-        if (e && std::strcmp(e, "0") == 0) return false;
-        int dev = 0, major = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-            (void)cudaGetLastError();
-            return false;
-        }
-        return major >= 9;
-    }();
-    return on;
 }
 
 template <int T, typename TW, typename TX, typename TY, Epi E, bool Norm>

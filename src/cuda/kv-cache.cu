@@ -8,6 +8,7 @@
 #include "cuda/convert.cuh"
 #include "cuda/cuda-check.h"
 #include "cuda/kv-cache.cuh"
+#include "cuda/pdl.cuh"
 
 void std::default_delete<elastic::cuda::DeviceLayerCache>::operator()(elastic::cuda::DeviceLayerCache* p) const {
     delete p;
@@ -62,6 +63,9 @@ __global__ void cache_store_kernel(const TI* __restrict__ k, const TI* __restric
                                    __nv_bfloat16* vc, const CacheHead* __restrict__ heads, int n_kv, int D, int64_t j0,
                                    const int32_t* __restrict__ d_j0, int64_t n, int64_t t_rule, int64_t sink,
                                    int64_t local) {
+    // The next kernel (decode attention) may start its prologue now; it waits for this grid before
+    // it reads the cache (pdl.cuh).
+    pdl_launch_dependents();
     const int64_t total = n * n_kv * D;
     if (d_j0) j0 = *d_j0;
     for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Issue 12: this tree's decode against a baseline tree in the same run, on one GPU machine.
+# BASE (default .carry/base) holds the baseline's sources, e.g. from the build machine:
+#   rm -rf .carry/base && mkdir -p .carry/base &&
+#   git archive <commit> CMakeLists.txt CMakePresets.json src tools tests bench scripts fuzz | tar -x -C .carry/base
+# Steps (STEPS, default "build test attn model"; each line of the summary says how it went):
+#   build   this tree (all targets) and the baseline's `elastic` binary, side by side
+#   test    this tree's tests of TESTS (a gtest filter, default Cuda*)
+#   attn    one layer of decode attention (32/8 heads, d 128, bf16; full and fa-ssa Ω 0.75) at CTX
+#           contexts: baseline, this tree, this tree with ELASTIC_DECODE_PDL=0, then both traced
+#           (ELASTIC_DECODE_TRACE=1: per-CTA stamps of the last call, cuda::decode_trace_summary())
+#   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
+#           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=0
+# From the repository root: bash scripts/device-decode-ab.sh. Logs and decode-ab-summary.md in OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOGS=${OUT:-build-cuda/decode-ab-logs}
+NAME=decode-ab
+BASE=${BASE:-.carry/base}
+STEPS=${STEPS:-build test attn model}
+REPS=${REPS:-3}
+. scripts/device-lib.sh
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+EB=$BASE/build-cuda/bin/elastic
+T=build-cuda/bin/elastic_tests
+
+note "## device-$NAME $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+if has build; then
+  # The dependencies once (device-check.sh's deps step), then the baseline's build beside this tree's.
+  [ -d "$DEPS/usr" ] || STEPS=deps OUT="$LOGS/check" run deps bash scripts/device-check.sh
+  mkdir -p "$BASE/third_party"
+  [ -e "$BASE/third_party/cutlass" ] || ln -s "$PWD/third_party/cutlass" "$BASE/third_party/cutlass"
+  ( cd "$BASE" && STEPS=build BUILD_TARGET=elastic OUT="$PWD/build-cuda/check-logs" DEPS=$DEPS bash scripts/device-check.sh ) \
+    > "$LOGS/base-build.log" 2>&1 &
+  base_pid=$!
+  STEPS=build OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
+  wait $base_pid
+  note "- baseline build: $([ -x "$EB" ] && echo ok || echo FAILED) (log $LOGS/base-build.log)"
+fi
+
+if has test; then
+  run test $T --gtest_filter="${TESTS:-Cuda*}"
+  grep -E '^\[  (PASSED|FAILED) |^\[  FAILED  \]|Failure' "$LOGS/test.log" | head -30 | tee -a "$SUM"
+fi
+
+if has attn; then
+  battn() {  # battn BINARY: the decode lines of one bench attention run
+    "$1" bench attention --backend cuda --seq 1024 --reps 1 --config fa-ssa --msr 0,0.75 \
+      --decode-ctx "${CTX:-1024,8192,32768,131072}" 2>&1 | grep -E '^decode|^context'
+  }
+  for round in 1 2; do
+    note ""
+    note "### decode attention, round $round: baseline"
+    battn "$EB" | tee -a "$SUM"
+    note "### decode attention, round $round: this tree"
+    battn "$E" | tee -a "$SUM"
+    note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=0"
+    ELASTIC_DECODE_PDL=0 battn "$E" | tee -a "$SUM"
+  done
+  note "### traced (ELASTIC_DECODE_TRACE=1): baseline"
+  ELASTIC_DECODE_TRACE=1 battn "$EB" | tee -a "$SUM"
+  note "### traced: this tree"
+  ELASTIC_DECODE_TRACE=1 battn "$E" | tee -a "$SUM"
+fi
+
+if has model; then
+  qwen3_tokenizer
+  dir=/tmp/qwen3-8b-random
+  t0=$SECONDS
+  [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
+  [ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
+  note "- model ready in $((SECONDS - t0)) s ($dir)"
+  note ""
+  note "### decode tok/s at 32K (Qwen3-8B shape, bf16; graphs on; $REPS reps of 32 tokens; median (range))"
+  note "| attention | build | decode tok/s | prefill tok/s | graph launches / replays / instantiations / updates |"
+  note "|---|---|---|---|---|"
+  bmodel() {  # bmodel LABEL BINARY ATTENTION...
+    local label=$1 bin=$2; shift 2
+    local log="$LOGS/model-${label// /_}-$1.log"
+    timeout 170 "$bin" bench model -m "$dir" --backend cuda -p 32768 -n 32 -r "$REPS" --json --attention "$@" > "$log" 2>&1
+    bench_row "$log" "$label" "$?" attention | tee -a "$SUM"
+  }
+  MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
+  for a in full msr; do
+    args=full; [ $a = msr ] && args=$MSR
+    bmodel baseline "$EB" $args
+    bmodel "this tree" "$E" $args
+    ELASTIC_DECODE_PDL=0 bmodel "this tree, decode PDL off" "$E" $args
+    bmodel "baseline again" "$EB" $args
+  done
+fi
+echo
+echo "summary: $SUM"
