@@ -6,6 +6,7 @@
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
+#include "cuda/pdl.cuh"
 
 namespace elastic::cuda {
 
@@ -78,6 +79,10 @@ template <typename T, int E>
 __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn, float eps, int64_t T_, int nq, int nk,
                                     const int32_t* pos, int32_t pos0, const float* inv_freq) {
     constexpr int D = 32 * E, half = D / 2;
+    // Programmatic launch (pdl.cuh): started in the tail of the q/k/v product, it waits for it here;
+    // the cache append after it may be scheduled at once (it waits for this grid in turn).
+    pdl_launch_dependents();
+    pdl_wait();
     const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= T_ * (nq + nk)) return;
     const int lane = threadIdx.x % 32;
@@ -170,8 +175,9 @@ void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, f
     const unsigned grid = unsigned((rows + kThreads / 32 - 1) / (kThreads / 32));
     auto go = [&](auto e) {
         constexpr int E = decltype(e)::value;
-        ELASTIC_TYPE_SWITCH(t, X, (qk_norm_rope_kernel<X, E><<<grid, kThreads, 0, s>>>(
-                                      static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps, T, nq, nk, pos, pos0, inv_freq)));
+        ELASTIC_TYPE_SWITCH(t, X, (launch_pdl(qk_norm_rope_kernel<X, E>, dim3(grid), dim3(kThreads), 0, s,
+                                              static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps, T, nq, nk, pos, pos0,
+                                              inv_freq)));
     };
     if (head_dim == 128) go(std::integral_constant<int, 4>());
     else go(std::integral_constant<int, 2>());

@@ -63,9 +63,10 @@ __global__ void cache_store_kernel(const TI* __restrict__ k, const TI* __restric
                                    __nv_bfloat16* vc, const CacheHead* __restrict__ heads, int n_kv, int D, int64_t j0,
                                    const int32_t* __restrict__ d_j0, int64_t n, int64_t t_rule, int64_t sink,
                                    int64_t local) {
-    // The next kernel (decode attention) may start its prologue now; it waits for this grid before
-    // it reads the cache (pdl.cuh).
+    // Programmatic launch (pdl.cuh): the next kernel (decode attention) may start its prologue now
+    // (it waits for this grid before it reads the cache); this one waits for the rows it stores.
     pdl_launch_dependents();
+    pdl_wait();
     const int64_t total = n * n_kv * D;
     if (d_j0) j0 = *d_j0;
     for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
@@ -87,9 +88,8 @@ void store(DeviceLayerCache& c, const TI* k, const TI* v, int64_t j0, const int3
     const int64_t total = n * c.n_kv * c.head_dim;
     if (total == 0) return;
     const int grid = int(std::min<int64_t>((total + 255) / 256, 65535));
-    cache_store_kernel<TI><<<grid, 256, 0, s>>>(k, v, c.k, c.v, c.d_heads, c.n_kv, c.head_dim, j0, d_j0, n, t_rule,
-                                                c.win.sink, c.win.local);
-    CUDA_LAUNCH_CHECK();
+    launch_pdl(cache_store_kernel<TI>, dim3(grid), dim3(256), 0, s, k, v, c.k, c.v,
+               static_cast<const CacheHead*>(c.d_heads), c.n_kv, c.head_dim, j0, d_j0, n, t_rule, c.win.sink, c.win.local);
 }
 
 }  // namespace

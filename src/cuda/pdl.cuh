@@ -6,6 +6,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <utility>
+
+#include "cuda/cuda-check.h"
+
 namespace elastic::cuda {
 
 __device__ __forceinline__ void pdl_launch_dependents() {
@@ -21,5 +25,22 @@ __device__ __forceinline__ void pdl_wait() {
 
 // Whether launches ask for it: on where the device is sm_90 or newer, unless ELASTIC_PDL=0 (gemv.cu).
 bool pdl_enabled();
+
+// kernel<<<grid, block, smem, s>>>(args...), with the programmatic attribute where pdl_enabled().
+// The kernel must call pdl_wait() before it reads what earlier kernels of the stream write.
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 }  // namespace elastic::cuda
