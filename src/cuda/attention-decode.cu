@@ -32,6 +32,7 @@
 //     of L2 round trips however many pieces a head has (the first version's last-CTA merge walked
 //     ~110 pieces one after another, tens of µs at 32K fa-ssa).
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -508,13 +509,27 @@ void launch_decode(const DecodeParams& p, int grid, bool cooperative, cudaStream
         attr[n].id = cudaLaunchAttributeCooperative;
         attr[n++].val.cooperative = 1;
     }
-    if (decode_pdl()) {  // the prologue (cache heads, split) overlaps the previous kernel
+    // A driver that refuses the programmatic attribute beside the cooperative one gets plain
+    // cooperative launches from then on (said once on stderr).
+    static std::atomic<bool> pdl_refused{false};
+    const bool pdl = decode_pdl() && !pdl_refused.load();
+    if (pdl) {  // the prologue (cache heads, split) overlaps the previous kernel
         attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[n++].val.programmaticStreamSerializationAllowed = 1;
     }
     cfg.attrs = attr;
     cfg.numAttrs = unsigned(n);
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p));
+    const cudaError_t e = cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p);
+    if (e != cudaSuccess && pdl && cooperative && (e == cudaErrorInvalidValue || e == cudaErrorNotSupported)) {
+        (void)cudaGetLastError();
+        if (!pdl_refused.exchange(true))
+            std::fprintf(stderr, "decode attention: programmatic launch refused beside the cooperative one (%s); launching without it\n",
+                         cudaGetErrorString(e));
+        cfg.numAttrs = unsigned(n - 1);
+        CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, GP, T>, p));
+        return;
+    }
+    CUDA_CHECK(e);
 }
 
 // Once per kernel and cache: allow the ring's dynamic shared memory, ask how many CTAs fit per SM.
