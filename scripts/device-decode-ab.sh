@@ -7,11 +7,11 @@
 #   build   this tree (all targets) and the baseline's `elastic` binary, side by side
 #   test    this tree's tests of TESTS (a gtest filter, default Cuda*)
 #   attn    one layer of decode attention (32/8 heads, d 128, bf16; full and fa-ssa Ω 0.75) at CTX
-#           contexts: baseline, this tree, this tree with ELASTIC_DECODE_PDL=0, then both traced
+#           contexts: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1, then both traced
 #           (ELASTIC_DECODE_TRACE=1: per-CTA stamps of the last call, cuda::decode_trace_summary())
 #   router  elastic bench router: the fused router kernel with clusters of 1, 4, 8 and 16 CTAs, and cuBLAS
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
-#           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=0
+#           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1
 # From the repository root: bash scripts/device-decode-ab.sh. Logs and decode-ab-summary.md in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +55,8 @@ if has attn; then
     battn "$EB" | tee -a "$SUM"
     note "### decode attention, round $round: this tree"
     battn "$E" | tee -a "$SUM"
-    note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=0"
-    ELASTIC_DECODE_PDL=0 battn "$E" | tee -a "$SUM"
+    note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=1"
+    ELASTIC_DECODE_PDL=1 battn "$E" | tee -a "$SUM"
   done
   note "### traced (ELASTIC_DECODE_TRACE=1): baseline"
   ELASTIC_DECODE_TRACE=1 battn "$EB" | tee -a "$SUM"
@@ -93,7 +93,7 @@ if has model; then
     args=full; [ $a = msr ] && args=$MSR
     bmodel baseline "$EB" $args
     bmodel "this tree" "$E" $args
-    ELASTIC_DECODE_PDL=0 bmodel "this tree, decode PDL off" "$E" $args
+    ELASTIC_DECODE_PDL=1 bmodel "this tree, decode PDL on" "$E" $args
     bmodel "baseline again" "$EB" $args
   done
 fi

@@ -486,12 +486,13 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     trace_stamp(p.trace, 5);
 }
 
-// ELASTIC_DECODE_PDL=0 launches the decode kernel without the programmatic attribute (it is on with
-// ELASTIC_PDL, pdl.cuh); the kernel still lets the next one start early.
+// ELASTIC_DECODE_PDL=1 launches the decode kernel with the programmatic attribute beside the
+// cooperative one (where ELASTIC_PDL allows it, pdl.cuh). Off by default until a GPU run has
+// tested and timed the pair (docs/performance.md); the kernel lets the next one start early either way.
 bool decode_pdl() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_PDL");
-        return pdl_enabled() && !(e && *e == '0');
+        return pdl_enabled() && e && *e == '1';
     }();
     return on;
 }
