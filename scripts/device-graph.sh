@@ -44,12 +44,8 @@ if has attn; then
   grep '^decode' "$LOGS/attn.log" | tee -a "$SUM"
 fi
 if has bench; then
-  qwen3_tokenizer
   dir=/tmp/qwen3-8b-random
-  t0=$SECONDS
-  [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
-  [ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
-  note "- model ready in $((SECONDS - t0)) s ($dir)"
+  qwen3_random_model "$dir"
   note ""
   note "### decode tok/s at 32K (Qwen3-8B shape, bf16; $REPS reps of 32 tokens; median (range))"
   note "| attention | graphs | decode tok/s | prefill tok/s | graph launches / replays / instantiations / updates |"

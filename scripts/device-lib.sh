@@ -3,7 +3,7 @@
 # the dependency paths of the GPU machine, a summary file ($LOGS/$NAME-summary.md) written by
 # note(), run NAME CMD... (output in $LOGS/NAME.log, one summary line with exit status and
 # seconds), device_build (unpacks .carry/debs when needed, else an incremental build), qwen3_tokenizer
-# (the carried Qwen3 tokenizer into /tmp/qwen3-tok) and bench_row (one table row of a bench model log).
+# (the carried Qwen3 tokenizer into /tmp/qwen3-tok), qwen3_random_model and bench_row (one table row of a bench model log).
 DEPS=${DEPS:-/tmp/deps}
 E=build-cuda/bin/elastic
 mkdir -p "$LOGS"
@@ -36,6 +36,16 @@ qwen3_tokenizer() {
   mkdir -p /tmp/qwen3-tok
   gunzip -c .carry/qwen3/tokenizer.json.gz > /tmp/qwen3-tok/tokenizer.json
   cp .carry/qwen3/tokenizer_config.json /tmp/qwen3-tok/
+}
+
+# qwen3_random_model DIR: the Qwen3-8B-shaped random model and its router in DIR (kept when there),
+# its log in $LOGS/model.log, one summary line.
+qwen3_random_model() {
+  local dir=$1 t0=$SECONDS
+  qwen3_tokenizer
+  [ -f "$dir/config.json" ] || "$E" random-model --arch qwen3-8b --tokenizer /tmp/qwen3-tok -o "$dir" --force > "$LOGS/model.log" 2>&1
+  [ -f "$dir/router.safetensors" ] || "$E" router-init -m "$dir" -o "$dir/router.safetensors" >> "$LOGS/model.log" 2>&1
+  note "- model ready in $((SECONDS - t0)) s ($dir)"
 }
 
 # bench_row LOG LABEL RC [attention]: the row "| LABEL | decode tok/s median (range) | prefill tok/s |

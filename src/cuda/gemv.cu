@@ -244,16 +244,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const __grid_constan
 
 template <int T, typename TW, typename TX, typename TY, Epi E, bool Norm>
 void launch(const FusedArgs& a, cudaStream_t s) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(a.cta_end[a.nseg - 1]));
-    cfg.blockDim = dim3(kGemvThreads);
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 1 : 0;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_kernel<T, TW, TX, TY, E, Norm>, a));
+    launch_pdl(gemv_kernel<T, TW, TX, TY, E, Norm>, dim3(unsigned(a.cta_end[a.nseg - 1])), dim3(kGemvThreads), 0, s, a);
 }
 
 template <typename TW, typename TX, typename TY, Epi E, bool Norm>
