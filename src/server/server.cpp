@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 #include <random>
@@ -138,6 +139,7 @@ struct Server::Impl {
     std::map<std::string, int64_t> responses;  // "endpoint,status" -> count
     Histogram latency, ttft;
     int port = -1;
+    int listen_fd = -1;  // the listening socket, as the socket-options hook saw it (bind() raises its backlog)
 
     Impl(const Engine& engine, ServerOptions opt)
         : e(engine), tok(engine.model.tok()), o(std::move(opt)), sched(engine, o.scheduler) {
@@ -371,6 +373,17 @@ struct Server::Impl {
         http.set_read_timeout(30, 0);
         http.set_write_timeout(30, 0);
         http.set_keep_alive_timeout(5);
+        // cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when the system's
+        // libcpp-httplib was built). When more clients connect than that while the accept thread is not
+        // running (a busy machine), the kernel drops the last ACK of their handshakes; a client that has
+        // already sent its request can then get a reset instead of an answer (once its half-open entry is
+        // dropped, its retransmission fails the SYN-cookie check). The hook remembers the socket so that
+        // bind() can raise the backlog: such connections then wait in the accept queue, and each request is
+        // answered by a handler (or refused with a JSON 429/503), never reset.
+        http.set_socket_options([this](socket_t sock) {
+            httplib::default_socket_options(sock);  // what the hook replaces (SO_REUSEPORT or SO_REUSEADDR)
+            listen_fd = int(sock);  // the last socket tried is the one that bound
+        });
         http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
             if (!res.body.empty()) return;  // a handler already wrote its error
             const int st = res.status;
@@ -437,6 +450,10 @@ int Server::bind() {
     Impl& s = *impl_;
     const int port = s.o.port == 0 ? s.http.bind_to_any_port(s.o.host) : (s.http.bind_to_port(s.o.host, s.o.port) ? s.o.port : -1);
     if (port < 0) fail("serve: cannot listen on %s:%d (in use, or not an address of this machine)", s.o.host.c_str(), s.o.port);
+    // listen() again on a listening socket only changes its backlog (the kernel caps it at
+    // net.core.somaxconn); see the socket-options hook in routes() for why 5 is too few.
+    if (s.listen_fd >= 0 && ::listen(s.listen_fd, SOMAXCONN) != 0)
+        fail("serve: cannot raise the listen backlog on %s:%d: %s", s.o.host.c_str(), port, std::strerror(errno));
     s.port = port;
     return port;
 }
