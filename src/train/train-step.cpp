@@ -272,6 +272,24 @@ std::pair<float, float> tail_diff(Backend& be, Buf a, Buf b, int64_t T, int64_t 
     return {diff, mag};
 }
 
+// h extended (FNV-1a) by the XA block lists of plan: their offsets and block ids in order.
+uint64_t hash_xa_lists(const LayerPlan& plan, uint64_t h) {
+    if (plan.xa.empty()) return h;
+    if (h == 0) h = 14695981039346656037ull;
+    auto mix = [&h](int64_t v) {
+        for (int i = 0; i < 8; ++i) {
+            h ^= uint64_t(v >> (8 * i)) & 0xffu;
+            h *= 1099511628211ull;
+        }
+    };
+    for (const BlockList& b : plan.xa) {
+        mix(int64_t(b.offsets.size()));
+        for (int64_t o : b.offsets) mix(o);
+        for (int32_t k : b.blocks) mix(k);
+    }
+    return h;
+}
+
 StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const TrainSample& s, double lambda1,
                double lambda2, double target, const StepOptions& o, std::vector<RouterLayer>* grads) {
     const Model& m = e.model;
@@ -310,9 +328,11 @@ StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const T
     for (Buf& x : xs) x = B.get(size_t(T * D));
     be.embedding(*e.tok_embd, s.tokens.data(), T, xs[0]);
     double zsum = 0;
+    uint64_t xa_hash = 0;
     for (int l = 0; l < L; ++l) {
         layer_forward(cx, routers[size_t(l)], l, xs[size_t(l)], xs[size_t(l) + 1], a, o.soft_forward);
         for (float z : a.z) zsum += z;
+        for (const LayerPlan* p : {&a.p1, &a.p2}) xa_hash = hash_xa_lists(*p, xa_hash);
         if (o.pooled) {
             if (o.pooled->size() < size_t(L)) o.pooled->resize(size_t(L));
             std::vector<float>& p = (*o.pooled)[size_t(l)];
@@ -320,6 +340,7 @@ StepResult run(const Engine& e, const std::vector<RouterLayer>& routers, const T
         }
     }
     StepResult r;
+    r.xa_selection = xa_hash;
     const double n_heads = double(L) * H;
     r.omega = 1.0 - zsum / n_heads;
     const double dev = r.omega - target;

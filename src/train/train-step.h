@@ -64,6 +64,10 @@ struct StepResult {
     double omega = 0;     // Ω_MSR = 1 − mean z over all layers' KV heads (forward value)
     double dlambda1 = 0, dlambda2 = 0;  // ∂loss/∂λ: |Ω − t|, (Ω − t)² (ascent directions)
     int64_t answer_tokens = 0;
+    // Fingerprint of every layer's XA block lists (FNV-1a; 0 when no head is XA). The lists are
+    // picked from q and k with no gradient through the choice, so the loss steps where they change:
+    // finite-difference checks compare it to tell a step from a slope.
+    uint64_t xa_selection = 0;
 };
 
 // One sample's step on the engine's backend (the backbone's weights are the engine's; a GPU
