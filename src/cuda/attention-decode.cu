@@ -487,8 +487,9 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 }
 
 // ELASTIC_DECODE_PDL=1 launches the decode kernel with the programmatic attribute beside the
-// cooperative one (where ELASTIC_PDL allows it, pdl.cuh). Off by default until a GPU run has
-// tested and timed the pair (docs/performance.md); the kernel lets the next one start early either way.
+// cooperative one (where ELASTIC_PDL allows it, pdl.cuh). Off by default: on an H100 it gained
+// 0–0.5 %, inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stands");
+// the kernel lets the next one start early either way.
 bool decode_pdl() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_PDL");
