@@ -3,12 +3,13 @@
 # BASE (default .carry/base) holds the baseline's sources, e.g. from the build machine:
 #   rm -rf .carry/base && mkdir -p .carry/base &&
 #   git archive <commit> CMakeLists.txt CMakePresets.json src tools tests bench scripts fuzz | tar -x -C .carry/base
-# Steps (STEPS, default "build test attn router model"; each line of the summary says how it went):
+# Steps (STEPS, default "build test attn peer router model"; each line of the summary says how it went):
 #   build   this tree (all targets) and the baseline's `elastic` binary, side by side
 #   test    this tree's tests of TESTS (a gtest filter, default Cuda*)
 #   attn    one layer of decode attention (32/8 heads, d 128, bf16; full and fa-ssa Ω 0.75) at CTX
 #           contexts: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1, then both traced
 #           (ELASTIC_DECODE_TRACE=1: per-CTA stamps of the last call, cuda::decode_trace_summary())
+#   peer    bench/peers/decode_peer.py: device copy and SDPA decode at 32K and 128K (the targets' yardsticks)
 #   router  elastic bench router: the fused router kernel with clusters of 1, 4, 8 and 16 CTAs, and cuBLAS
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
 #           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 LOGS=${OUT:-build-cuda/decode-ab-logs}
 NAME=decode-ab
 BASE=${BASE:-.carry/base}
-STEPS=${STEPS:-build test attn router model}
+STEPS=${STEPS:-build test attn peer router model}
 REPS=${REPS:-3}
 . scripts/device-lib.sh
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -62,6 +63,13 @@ if has attn; then
   ELASTIC_DECODE_TRACE=1 battn "$EB" | tee -a "$SUM"
   note "### traced: this tree"
   ELASTIC_DECODE_TRACE=1 battn "$E" | tee -a "$SUM"
+fi
+
+if has peer; then
+  note ""
+  note "### PyTorch peers in the same run (copy bandwidth, SDPA decode; 32/8 heads, d 128, bf16)"
+  run peer python3 bench/peers/decode_peer.py --json "$LOGS/decode-peer.json"
+  grep -E '^(device|copy)|^ +[0-9]+ ' "$LOGS/peer.log" | tee -a "$SUM"
 fi
 
 if has router; then
