@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,8 @@ with Server(elastic, ["--parallel", "2"]) as s:
     profile = tempfile.mkdtemp(prefix="elastic-chromium-")
     chrome = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                "--remote-debugging-port=0", "--user-data-dir=" + profile, "--window-size=1280,800",
-                               "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
         deadline = time.time() + 60
@@ -93,10 +95,26 @@ with Server(elastic, ["--parallel", "2"]) as s:
                 f.write(png)
             print("screenshot:", shot)
     finally:
-        chrome.terminate()
+        # Debian's chromium-headless-shell is a shell script that runs the browser as its child, so
+        # ending only the process we started would leave the browser running: end its whole group.
+        def signal_group(sig):
+            try:
+                os.killpg(chrome.pid, sig)
+            except ProcessLookupError:
+                pass
+        signal_group(signal.SIGTERM)
         try:
             chrome.wait(20)
         except subprocess.TimeoutExpired:
-            chrome.kill()
+            pass
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the browser's own processes may outlive the script
+            try:
+                os.killpg(chrome.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        signal_group(signal.SIGKILL)
+        chrome.wait()
         shutil.rmtree(profile, ignore_errors=True)
 print("test_page: all passed")
