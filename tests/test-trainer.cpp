@@ -126,8 +126,8 @@ TEST_P(TrainerGrad, MatchesFiniteDifferences) {
         auto loss = [&](const std::vector<RouterLayer>& rs) {
             const train::StepResult r = train::train_loss(e, rs, s, fc.lambda1, fc.lambda2, target, o);
             if (r.xa_selection != base.xa_selection) return std::numeric_limits<double>::quiet_NaN();
-            const double dev = r.omega - target;
-            return r.lm_loss + fc.lambda1 * s0 * dev + fc.lambda2 * dev * dev;
+            // The step's own loss with its λ1·|Ω − t| (r.dlambda1 = |Ω − t|) swapped for λ1·s0·(Ω − t).
+            return r.lm_loss + r.reg_loss + fc.lambda1 * (s0 * (r.omega - target) - r.dlambda1);
         };
         // Per layer and for the first, a middle and the last tensor (fe0.w, rh2.w, rh4.b), the element
         // with the largest gradient: layer 0's reach the loss through layer 1's keys and its router.
