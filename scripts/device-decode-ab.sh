@@ -13,6 +13,8 @@
 #   router  elastic bench router: the fused router kernel with clusters of 1, 4, 8 and 16 CTAs, and cuBLAS
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
 #           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1
+# BASELINE=0 leaves the baseline out (no second build, no baseline rows); PDL=0 leaves out the
+# ELASTIC_DECODE_PDL=1 rows. Both shorten a run that must fit one call's time limit.
 # From the repository root: bash scripts/device-decode-ab.sh. Logs and decode-ab-summary.md in OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,8 @@ NAME=decode-ab
 BASE=${BASE:-.carry/base}
 STEPS=${STEPS:-build test attn peer router model}
 REPS=${REPS:-3}
+BASELINE=${BASELINE:-1}
+PDL=${PDL:-1}
 . scripts/device-lib.sh
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 EB=$BASE/build-cuda/bin/elastic
@@ -30,14 +34,19 @@ note "## device-$NAME $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name --format=
 if has build; then
   # The dependencies once (device-check.sh's deps step), then the baseline's build beside this tree's.
   [ -d "$DEPS/usr" ] || STEPS=deps OUT="$LOGS/check" run deps bash scripts/device-check.sh
-  mkdir -p "$BASE/third_party"
-  [ -e "$BASE/third_party/cutlass" ] || ln -s "$PWD/third_party/cutlass" "$BASE/third_party/cutlass"
-  ( cd "$BASE" && STEPS=build BUILD_TARGET=elastic OUT="$PWD/build-cuda/check-logs" DEPS=$DEPS bash scripts/device-check.sh ) \
-    > "$LOGS/base-build.log" 2>&1 &
-  base_pid=$!
+  base_pid=
+  if [ "$BASELINE" = 1 ]; then
+    mkdir -p "$BASE/third_party"
+    [ -e "$BASE/third_party/cutlass" ] || ln -s "$PWD/third_party/cutlass" "$BASE/third_party/cutlass"
+    ( cd "$BASE" && STEPS=build BUILD_TARGET=elastic OUT="$PWD/build-cuda/check-logs" DEPS=$DEPS bash scripts/device-check.sh ) \
+      > "$LOGS/base-build.log" 2>&1 &
+    base_pid=$!
+  fi
   STEPS=build OUT="$LOGS/check" run build bash scripts/device-check.sh || { note "build failed: see $LOGS/check/build.log"; exit 1; }
-  wait $base_pid
-  note "- baseline build: $([ -x "$EB" ] && echo ok || echo FAILED) (log $LOGS/base-build.log)"
+  if [ -n "$base_pid" ]; then
+    wait $base_pid
+    note "- baseline build: $([ -x "$EB" ] && echo ok || echo FAILED) (log $LOGS/base-build.log)"
+  fi
 fi
 
 if has test; then
@@ -52,16 +61,22 @@ if has attn; then
   }
   for round in 1 2; do
     note ""
-    note "### decode attention, round $round: baseline"
-    battn "$EB" | tee -a "$SUM"
+    if [ "$BASELINE" = 1 ]; then
+      note "### decode attention, round $round: baseline"
+      battn "$EB" | tee -a "$SUM"
+    fi
     note "### decode attention, round $round: this tree"
     battn "$E" | tee -a "$SUM"
-    note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=1"
-    ELASTIC_DECODE_PDL=1 battn "$E" | tee -a "$SUM"
+    if [ "$PDL" = 1 ]; then
+      note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=1"
+      ELASTIC_DECODE_PDL=1 battn "$E" | tee -a "$SUM"
+    fi
   done
-  note "### traced (ELASTIC_DECODE_TRACE=1): baseline"
-  ELASTIC_DECODE_TRACE=1 battn "$EB" | tee -a "$SUM"
-  note "### traced: this tree"
+  if [ "$BASELINE" = 1 ]; then
+    note "### traced (ELASTIC_DECODE_TRACE=1): baseline"
+    ELASTIC_DECODE_TRACE=1 battn "$EB" | tee -a "$SUM"
+  fi
+  note "### traced (ELASTIC_DECODE_TRACE=1): this tree"
   ELASTIC_DECODE_TRACE=1 battn "$E" | tee -a "$SUM"
 fi
 
@@ -95,10 +110,10 @@ if has model; then
   MSR="msr:0.75 --router $dir/router.safetensors --sink 128 --local 2048"
   for a in full msr; do
     args=full; [ $a = msr ] && args=$MSR
-    bmodel baseline "$EB" $args
+    [ "$BASELINE" = 1 ] && bmodel baseline "$EB" $args
     bmodel "this tree" "$E" $args
-    ELASTIC_DECODE_PDL=1 bmodel "this tree, decode PDL on" "$E" $args
-    bmodel "baseline again" "$EB" $args
+    [ "$PDL" = 1 ] && ELASTIC_DECODE_PDL=1 bmodel "this tree, decode PDL on" "$E" $args
+    [ "$BASELINE" = 1 ] && bmodel "baseline again" "$EB" $args
   done
 fi
 echo
