@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <string>
 #include <utility>
 
 #include "core/dtype.h"
@@ -103,6 +104,10 @@ bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int h
 // (ELASTIC_ROUTER_CLUSTER or 8).
 void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
                          int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster = 0);
+// ELASTIC_ROUTER_TRACE=1 (measurements only): the last fused call's per-CTA %globaltimer stamps
+// (entry, weights asked of the L2, keys pooled, each layer done) as min/median/max µs after the
+// first CTA's entry; synchronises that call's stream.
+std::string router_trace_summary();
 // Queues the cuBLAS path only; returns the device pointer of the logits inside scratch.
 const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
                                   int n_kv_head, int head_dim, int window, float* scratch, cudaStream_t s);

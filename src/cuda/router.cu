@@ -18,9 +18,11 @@
 // leaves the GPU.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/cuda-check.h"
@@ -83,7 +85,19 @@ struct FusedArgs {
     int64_t head_end, tail_begin, rows;
     int n_kv_head, head_dim, maxw, cluster;
     float* logits;  // [n_kv_head, L[4].out], device
+    unsigned long long* trace;  // null, or [grid][kRouterStamps] %globaltimer stamps (ELASTIC_ROUTER_TRACE)
 };
+
+// Trace stamps per CTA (ELASTIC_ROUTER_TRACE=1, measurements only): entry, weights asked of the L2,
+// keys pooled (past the barrier), then each of the five layers done (past its barrier).
+constexpr int kRouterStamps = 8;
+__device__ __forceinline__ void router_stamp(unsigned long long* trace, int i) {
+    if (trace && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        trace[size_t(blockIdx.x) * kRouterStamps + i] = t;
+    }
+}
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define ELASTIC_ROUTER_HAS_CLUSTER 1
@@ -186,6 +200,7 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
     const int C = a.cluster;
     const int rank = int(blockIdx.x) % C, g = int(blockIdx.x) / C;
     const int h0 = g * kGroupHeads, Hg = min(kGroupHeads, a.n_kv_head - h0);
+    router_stamp(a.trace, 0);
     if (C > 1) cluster_arrive_relaxed();  // the wait before the first store into another CTA
 
     // The weights do not depend on the keys: ask the L2 for this CTA's rows of all five layers now,
@@ -200,6 +215,7 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
             asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
         if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
     }
+    router_stamp(a.trace, 1);
 
     // Pooling: this CTA's 16-byte column chunks of the group's [Hg * d] columns; a tile of nt
     // chunks × (kThreads / nt) row groups, fp64 sums per thread, then over the row groups in
@@ -243,6 +259,7 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
     }
     if (C > 1 && !waited) cluster_wait();
     barrier_all(C);  // the pooled keys of the group are in every CTA
+    router_stamp(a.trace, 2);
 
     const float* x = buf0;
     float* y = buf1;
@@ -257,6 +274,7 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
         else if (n >= kWarps * 2) linear_part<2>(L, x, y, out_global, o0, o1, Hg, act, C);
         else linear_part<1>(L, x, y, out_global, o0, o1, Hg, act, C);
         if (l < 4) barrier_all(C);  // also: no CTA leaves while another may still store into it
+        router_stamp(a.trace, 3 + l);
         const float* nx = y;
         y = const_cast<float*>(x);
         x = nx;
@@ -304,7 +322,52 @@ bool cluster_fits(int dev, int cluster, Kern kern, const cudaLaunchConfig_t& cfg
     return k.load(std::memory_order_relaxed) == 1;
 }
 
+struct RouterTrace {
+    unsigned long long* d = nullptr;
+    int cap = 0, grid = 0;
+    cudaStream_t stream = nullptr;
+};
+RouterTrace g_rtrace;
+
+// Once per kernel and device: the attributes a launch needs (cudaFuncSetAttribute costs host time
+// on every call otherwise).
+template <typename Kern>
+void set_fused_attributes(int dev, Kern kern, size_t smem, int cluster) {
+    constexpr int kDevs = 64;
+    static std::atomic<uint8_t> done[kDevs] = {};  // bit 0: smem set, bit 1: non-portable clusters allowed
+    const uint8_t need = uint8_t((smem > 48 * 1024 ? 1 : 0) | (cluster > 8 ? 2 : 0));
+    std::atomic<uint8_t>* d = dev >= 0 && dev < kDevs ? &done[dev] : nullptr;
+    if (d && (d->load(std::memory_order_relaxed) & need) == need) return;
+    if (need & 1) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    if (need & 2) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    if (d) d->fetch_or(need, std::memory_order_relaxed);
+}
+
 }  // namespace
+
+std::string router_trace_summary() {
+    if (!g_rtrace.d || g_rtrace.grid == 0) return "router trace: off (ELASTIC_ROUTER_TRACE=1 turns it on)";
+    CUDA_CHECK(cudaStreamSynchronize(g_rtrace.stream));
+    std::vector<unsigned long long> h(size_t(g_rtrace.grid) * kRouterStamps);
+    CUDA_CHECK(cudaMemcpy(h.data(), g_rtrace.d, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost));
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < g_rtrace.grid; ++b)
+        if (h[size_t(b) * kRouterStamps]) t0 = std::min(t0, h[size_t(b) * kRouterStamps]);
+    std::string out =
+        "router trace (" + std::to_string(g_rtrace.grid) + " CTAs; µs after the first entry, min/median/max):";
+    const char* names[kRouterStamps] = {"entry", "prefetched", "pooled", "fe0", "fe2", "rh0", "rh2", "rh4"};
+    for (int i = 0; i < kRouterStamps; ++i) {
+        std::vector<double> v;
+        for (int b = 0; b < g_rtrace.grid; ++b)
+            if (const unsigned long long t = h[size_t(b) * kRouterStamps + i]) v.push_back(double(t - t0) * 1e-3);
+        if (v.empty()) continue;
+        std::sort(v.begin(), v.end());
+        char buf[128];
+        std::snprintf(buf, sizeof buf, " %s %.2f/%.2f/%.2f", names[i], v.front(), v[v.size() / 2], v.back());
+        out += buf;
+    }
+    return out;
+}
 
 RouterKernel router_kernel_from_env() {
     const char* e = std::getenv("ELASTIC_ROUTER_KERNEL");
@@ -362,15 +425,31 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = cluster > 1 ? 1 : 0;
+    // ELASTIC_ROUTER_TRACE=1 (measurements only): each CTA stamps %globaltimer at its steps into a
+    // buffer that router_trace_summary() reads back (the last call's stamps).
+    static const bool tracing = [] {
+        const char* e = std::getenv("ELASTIC_ROUTER_TRACE");
+        return e && *e && *e != '0';
+    }();
     ELASTIC_TYPE_SWITCH(tk, TK, {
         auto* kern = router_fused_kernel<TK>;
-        if (smem > 48 * 1024)
-            CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-        if (cluster > 8) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        set_fused_attributes(dev, kern, smem, cluster);
         if (cluster > 1 && !cluster_fits(dev, cluster, kern, cfg)) {  // e.g. a small MIG slice: one CTA per group
             a.cluster = 1;
             cfg.gridDim = dim3(unsigned(groups));
             cfg.numAttrs = 0;
+        }
+        if (tracing) {
+            const int grid = int(cfg.gridDim.x);
+            if (g_rtrace.cap < grid) {
+                if (g_rtrace.d) CUDA_CHECK(cudaFree(g_rtrace.d));
+                g_rtrace.d = device_alloc<unsigned long long>(size_t(grid) * kRouterStamps, "router trace");
+                g_rtrace.cap = grid;
+            }
+            CUDA_CHECK(cudaMemsetAsync(g_rtrace.d, 0, size_t(grid) * kRouterStamps * sizeof(unsigned long long), s));
+            g_rtrace.grid = grid;
+            g_rtrace.stream = s;
+            a.trace = g_rtrace.d;
         }
         CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, a));
     });

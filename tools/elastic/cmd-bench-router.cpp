@@ -1,12 +1,16 @@
 // `elastic bench router`: the router of one layer on the GPU (cuda::router_logits), the fused
 // single-launch kernel against the cuBLAS path (pooling kernel + 5 GEMMs + 5 bias kernels), at a
 // model's shape (default Qwen3-8B: 8 KV heads, head_dim 128, the released routers' 4d widths, T
-// 32768 bf16 keys). Two figures per path, median over reps:
+// 32768 bf16 keys). Three figures per path, median over reps:
 //   device ms   CUDA events around --iters back-to-back queued calls (no copy, no sync)
+//   graph       the same --iters calls captured once as a CUDA graph and replayed (fused only): the
+//               kernel's time without the host's launch rate
 //   host ms     wall time per full call as the forward makes it: launch(es), the one copy of the
 //               logits into pinned memory and the stream sync
 // Each call uses a different copy of the router weights (enough copies to pass 128 MiB) so the
-// weights come from DRAM, as in a forward where the layers' matmuls flush the L2.
+// weights come from DRAM, as in a forward where the layers' matmuls flush the L2. With
+// ELASTIC_ROUTER_TRACE=1 one more call per cluster size runs alone and its per-CTA stamps are printed
+// (cuda::router_trace_summary).
 //
 //   elastic bench router --backend cuda
 //   elastic bench router --kv-heads 8 --head-dim 128 --seq 32768 --cluster 1,2,4,8,16 --json
@@ -14,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -147,6 +152,30 @@ void bench_router(const RouterBenchOptions& o) {
         }
         return median(ms);
     };
+    // The same calls captured once as a CUDA graph and replayed: the device time without the host's
+    // launch rate (a queue of cluster launches may not outrun a kernel of a few µs).
+    auto graph_ms = [&](const std::function<void(int)>& queue) {
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < o.iters; ++i) queue(i % copies);
+        CUDA_CHECK(cudaStreamEndCapture(s, &g));
+        CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
+        CUDA_CHECK(cudaGraphLaunch(ge, s));  // warm-up
+        std::vector<double> ms;
+        for (int r = 0; r < o.reps; ++r) {
+            CUDA_CHECK(cudaEventRecord(e0, s));
+            CUDA_CHECK(cudaGraphLaunch(ge, s));
+            CUDA_CHECK(cudaEventRecord(e1, s));
+            CUDA_CHECK(cudaEventSynchronize(e1));
+            float t = 0;
+            CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+            ms.push_back(double(t) / o.iters);
+        }
+        CUDA_CHECK(cudaGraphExecDestroy(ge));
+        CUDA_CHECK(cudaGraphDestroy(g));
+        return median(ms);
+    };
     auto host_ms = [&](const std::function<void(int)>& full) {
         for (int c = 0; c < std::min(copies, 16); ++c) full(c);
         std::vector<double> ms;
@@ -164,31 +193,47 @@ void bench_router(const RouterBenchOptions& o) {
                     "window %d; %.2f MiB of fp32 weights per layer, %d copies rotated; median of %d reps x %d calls\n",
                     prop.name, H, d, 4 * d, d, o.n_out, (long long)o.seq, o.dtype.c_str(), o.window,
                     double(per * sizeof(float)) / (1 << 20), copies, o.reps, o.iters);
-        std::printf("| path | device ms/layer | host ms/layer (launches + copy + sync) |\n|---|---|---|\n");
+        std::printf("| path | device ms/layer | device ms/layer, graph replay | host ms/layer (launches + copy + sync) "
+                    "|\n|---|---|---|---|\n");
     }
-    auto row = [&](const std::string& path, double dms, double hms) {
+    const bool trace = std::getenv("ELASTIC_ROUTER_TRACE") != nullptr;
+    std::vector<std::string> traces;
+    auto row = [&](const std::string& path, double dms, double gms, double hms) {
         rows.push_back({{"path", path}, {"kv_heads", H}, {"head_dim", d}, {"seq", o.seq}, {"dtype", o.dtype},
-                        {"device_ms", dms}, {"host_ms", hms}});
-        if (!o.json) std::printf("| %s | %.4f | %.4f |\n", path.c_str(), dms, hms);
+                        {"device_ms", dms}, {"graph_ms", gms >= 0 ? nlohmann::json(gms) : nlohmann::json()},
+                        {"host_ms", hms}});
+        char g[32] = "–";
+        if (gms >= 0) std::snprintf(g, sizeof g, "%.4f", gms);
+        if (!o.json) std::printf("| %s | %.4f | %s | %.4f |\n", path.c_str(), dms, g, hms);
         std::fflush(stdout);
     };
     if (!cuda::router_fused_takes(lin(0), k, d)) fail("bench router: the fused kernel does not take this shape");
     for (const int cl : clusters) {
-        const double dms = device_ms([&](int c) { cuda::router_logits_fused(lin(c), k, tk, o.seq, H, d, o.window, scratch, s, cl); });
+        auto fused = [&](int c) { cuda::router_logits_fused(lin(c), k, tk, o.seq, H, d, o.window, scratch, s, cl); };
+        const std::string name = cl == 0 ? "fused (default cluster)" : "fused, cluster " + std::to_string(cl);
+        const double dms = device_ms(fused);
+        if (trace) {  // one call alone, after the others have finished
+            CUDA_CHECK(cudaStreamSynchronize(s));
+            fused(0);
+            traces.push_back(name + ": " + cuda::router_trace_summary());
+        }
+        const double gms = graph_ms(fused);
         const double hms = host_ms([&](int c) {
             cuda::router_logits(h, lin(c), k, tk, o.seq, H, d, o.window, scratch, logits.data(), s, pinned, cuda::RouterKernel::Fused);
         });
-        row(cl == 0 ? "fused (default cluster)" : "fused, cluster " + std::to_string(cl), dms, hms);
+        row(name, dms, gms, hms);
     }
     {
-        const double dms =
-            device_ms([&](int c) { (void)cuda::router_logits_cublas(h, lin(c), k, tk, o.seq, H, d, o.window, scratch, s); });
+        auto cublas = [&](int c) { (void)cuda::router_logits_cublas(h, lin(c), k, tk, o.seq, H, d, o.window, scratch, s); };
+        const double dms = device_ms(cublas);
+        const double gms = -1.0;  // (the cuBLAS path's launches are not captured here)
         const double hms = host_ms([&](int c) {
             cuda::router_logits(h, lin(c), k, tk, o.seq, H, d, o.window, scratch, logits.data(), s, pinned, cuda::RouterKernel::Cublas);
         });
-        row("cublas", dms, hms);
+        row("cublas", dms, gms, hms);
     }
     if (o.json) std::printf("%s\n", rows.dump().c_str());
+    for (const std::string& t : traces) std::printf("%s\n", t.c_str());
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));
     cublasDestroy(h);
