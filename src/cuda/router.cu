@@ -18,6 +18,10 @@
 // leaves the GPU.
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -131,57 +135,92 @@ __device__ __forceinline__ void barrier_all(int cluster) {
     else cluster_sync();
 }
 
+// The floats a CTA of a cluster of C stages of layer L in its shared memory (STAGE kernels): its
+// rows of w (ceil(out / C) of them, the last CTAs may use fewer), then as many biases padded to 4,
+// so every layer's slice starts 16-byte aligned.
+__host__ __device__ __forceinline__ int stage_layer_floats(const RouterLinearDev& L, int C) {
+    const int per = (L.out + C - 1) / C;
+    return per * L.in + (per + 3) / 4 * 4;
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(unsigned(__cvta_generic_to_shared(dst))), "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(unsigned(__cvta_generic_to_shared(dst))), "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\n\tcp.async.wait_all;" ::: "memory"); }
+#else
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) { *static_cast<float4*>(dst) = *static_cast<const float4*>(src); }
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) { *static_cast<float*>(dst) = *static_cast<const float*>(src); }
+__device__ __forceinline__ void cp_async_wait_all() {}
+#endif
+
 // Output neurons [o0, o1) of L for the group's Hg heads: x [Hg, L.in] (shared) -> y [Hg, L.out]
-// (shared, in every CTA of the cluster) or out_global [Hg, L.out] (device). A warp takes NB
-// neurons at a time: each lane reads float4 slices of the NB weight rows (coalesced, read once per
-// CTA) and of each head's input row (shared; reused NB times), fp32 FMAs, then a butterfly over
-// the warp; lane n * 8 + h stores neuron n of head h.
-template <int NB>
-__device__ __forceinline__ void linear_part(const RouterLinearDev& L, const float* __restrict__ x, float* y,
-                                            float* out_global, int o0, int o1, int Hg, bool act, int cluster) {
+// (shared, in every CTA of the cluster) or out_global [Hg, L.out] (device). w / b: the rows and
+// biases of neurons o0.. (the CTA's staged slice in shared memory when STAGE, else L.w + o0 * L.in
+// and L.b + o0 in global memory). A warp takes NB neurons at a time: each lane reads float4 slices
+// of the NB weight rows and of each head's input row (shared; reused NB times), fp32 FMAs; then the
+// warp's V = NB * 8 partial sums are reduced and scattered over the lanes at once (at each xor step
+// a lane keeps half of its values and adds its partner's copy of that half: V - 1 + 5 - log2 V
+// shuffles per lane instead of 5 V), and the lane left with neuron n of head h stores it.
+template <int NB, bool STAGE>
+__device__ __forceinline__ void linear_part(const RouterLinearDev& L, const float* w, const float* b,
+                                            const float* __restrict__ x, float* y, float* out_global, int o0, int o1,
+                                            int Hg, bool act, int cluster) {
+    constexpr int V = NB * kGroupHeads;  // 8, 16 or 32 values per lane
+    constexpr int kLogV = V == 8 ? 3 : V == 16 ? 4 : 5;
     const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
     for (int ob = o0 + warp * NB; ob < o1; ob += kWarps * NB) {
-        float acc[NB][kGroupHeads];
+        float acc[V];
 #pragma unroll
-        for (int n = 0; n < NB; ++n)
-#pragma unroll
-            for (int h = 0; h < kGroupHeads; ++h) acc[n][h] = 0.0f;
+        for (int v = 0; v < V; ++v) acc[v] = 0.0f;
         const float* wr[NB];
 #pragma unroll
-        for (int n = 0; n < NB; ++n) wr[n] = L.w + size_t(min(ob + n, o1 - 1)) * size_t(L.in);  // past o1: discarded
+        for (int n = 0; n < NB; ++n) wr[n] = w + size_t(min(ob + n, o1 - 1) - o0) * size_t(L.in);  // past o1: discarded
 #pragma unroll 2
         for (int i = lane * 4; i < L.in; i += 128) {
-            float4 w[NB];
+            float4 wv[NB];
 #pragma unroll
-            for (int n = 0; n < NB; ++n) w[n] = __ldg(reinterpret_cast<const float4*>(wr[n] + i));
+            for (int n = 0; n < NB; ++n)
+                wv[n] = STAGE ? *reinterpret_cast<const float4*>(wr[n] + i) : __ldg(reinterpret_cast<const float4*>(wr[n] + i));
 #pragma unroll
             for (int h = 0; h < kGroupHeads; ++h) {
                 if (h >= Hg) break;
                 const float4 xv = *reinterpret_cast<const float4*>(x + size_t(h) * L.in + i);
 #pragma unroll
                 for (int n = 0; n < NB; ++n) {
-                    float a = acc[n][h];
-                    a = fmaf(w[n].x, xv.x, a);
-                    a = fmaf(w[n].y, xv.y, a);
-                    a = fmaf(w[n].z, xv.z, a);
-                    a = fmaf(w[n].w, xv.w, a);
-                    acc[n][h] = a;
+                    float a = acc[n * kGroupHeads + h];
+                    a = fmaf(wv[n].x, xv.x, a);
+                    a = fmaf(wv[n].y, xv.y, a);
+                    a = fmaf(wv[n].z, xv.z, a);
+                    a = fmaf(wv[n].w, xv.w, a);
+                    acc[n * kGroupHeads + h] = a;
                 }
             }
         }
-        float mine = 0.0f;
+        // Reduce-scatter: after the steps at xor 16, 8, .. (log2 V of them) lane l holds a partial
+        // of value l >> (5 - log2 V); the remaining xor steps finish that one sum.
 #pragma unroll
-        for (int n = 0; n < NB; ++n)
+        for (int s = 0; s < kLogV; ++s) {
+            const int half = V >> (s + 1), off = 16 >> s;
+            const bool upper = (lane & off) != 0;
 #pragma unroll
-            for (int h = 0; h < kGroupHeads; ++h) {
-                float v = acc[n][h];
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-                if (lane == n * kGroupHeads + h) mine = v;
+            for (int j = 0; j < half; ++j) {
+                const float send = upper ? acc[j] : acc[half + j];
+                const float keep = upper ? acc[half + j] : acc[j];
+                acc[j] = keep + __shfl_xor_sync(0xffffffffu, send, off);
             }
-        const int n = lane / kGroupHeads, h = lane % kGroupHeads, o = ob + n;
-        if (n < NB && o < o1 && h < Hg) {
-            float v = mine + __ldg(L.b + o);
+        }
+        float mine = acc[0];
+#pragma unroll
+        for (int off = 16 >> kLogV; off > 0; off >>= 1) mine += __shfl_xor_sync(0xffffffffu, mine, off);
+        const int idx = lane >> (5 - kLogV), n = idx / kGroupHeads, h = idx % kGroupHeads, o = ob + n;
+        if ((lane & ((1 << (5 - kLogV)) - 1)) == 0 && n < NB && o < o1 && h < Hg) {
+            float v = mine + (STAGE ? b[o - o0] : __ldg(b + (o - o0)));
             if (act) v = v / (1.0f + expf(-v));
             if (out_global) out_global[size_t(h) * L.out + o] = v;
             else store_all(y + size_t(h) * L.out + o, v, cluster);
@@ -190,30 +229,45 @@ __device__ __forceinline__ void linear_part(const RouterLinearDev& L, const floa
 }
 
 // One CTA (cluster 1) or one cluster of `cluster` CTAs per group of kGroupHeads KV heads. Shared
-// memory: two activation buffers [8, maxw] fp32, then the pooling's fp64 partial sums.
-template <typename TK>
+// memory: two activation buffers [8, maxw] fp32, the pooling's fp64 partial sums, then (STAGE) the
+// CTA's slices of the five layers' weights and biases (stage_layer_floats each), copied in with
+// cp.async at the start while the keys are pooled, so no layer waits on the L2 or DRAM. Without
+// STAGE (the slices do not fit: small clusters) the slices are asked of the L2 instead and the
+// layers read them there.
+template <typename TK, bool STAGE>
 __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs a) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float* buf0 = reinterpret_cast<float*>(smem_raw);
     float* buf1 = buf0 + kGroupHeads * a.maxw;
     double* part = reinterpret_cast<double*>(buf1 + kGroupHeads * a.maxw);
+    float* stage = reinterpret_cast<float*>(part + kThreads * 8);
     const int C = a.cluster;
     const int rank = int(blockIdx.x) % C, g = int(blockIdx.x) / C;
     const int h0 = g * kGroupHeads, Hg = min(kGroupHeads, a.n_kv_head - h0);
     router_stamp(a.trace, 0);
     if (C > 1) cluster_arrive_relaxed();  // the wait before the first store into another CTA
 
-    // The weights do not depend on the keys: ask the L2 for this CTA's rows of all five layers now,
-    // so the layers below find them there (~0.2 µs a round trip) rather than in DRAM (~0.6 µs+).
+    // The weights do not depend on the keys: fetch this CTA's rows of all five layers now.
+    {
+        int off = 0;
 #pragma unroll 1
-    for (int l = 0; l < 5; ++l) {
-        const RouterLinearDev& L = a.L[l];
-        const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
-        const char* w = reinterpret_cast<const char*>(L.w + size_t(o0) * L.in);
-        const size_t bytes = size_t(o1 - o0) * size_t(L.in) * sizeof(float);
-        for (size_t off = size_t(threadIdx.x) * 128; off < bytes; off += size_t(kThreads) * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
-        if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
+        for (int l = 0; l < 5; ++l) {
+            const RouterLinearDev& L = a.L[l];
+            const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
+            if (STAGE) {
+                const int nvec = (o1 - o0) * L.in / 4;
+                const float* gw = L.w + size_t(o0) * L.in;
+                for (int v = int(threadIdx.x); v < nvec; v += kThreads) cp_async16(stage + off + 4 * v, gw + 4 * v);
+                for (int j = int(threadIdx.x); j < o1 - o0; j += kThreads) cp_async4(stage + off + per * L.in + j, L.b + o0 + j);
+                off += stage_layer_floats(L, C);
+            } else {
+                const char* w = reinterpret_cast<const char*>(L.w + size_t(o0) * L.in);
+                const size_t bytes = size_t(o1 - o0) * size_t(L.in) * sizeof(float);
+                for (size_t o = size_t(threadIdx.x) * 128; o < bytes; o += size_t(kThreads) * 128)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(w + o));
+                if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
+            }
+        }
     }
     router_stamp(a.trace, 1);
 
@@ -252,27 +306,36 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
         for (int e = int(threadIdx.x); e < nt * VEC; e += kThreads) {
             const int cc = e / VEC, j = e % VEC;
             double s = 0.0;
+#pragma unroll 8
             for (int q = 0; q < groups; ++q) s += part[(q * nt + cc) * VEC + j];
             store_all(buf0 + (c0 + tb + cc) * VEC + j, float(s / double(a.rows)), C);
         }
         __syncthreads();  // part is reused by the next tile
     }
     if (C > 1 && !waited) cluster_wait();
+    if (STAGE) {
+        cp_async_wait_all();  // this thread's copies have landed ...
+        if (C > 1) __syncthreads();  // ... and every thread's are visible (cluster 1: the barrier below)
+    }
     barrier_all(C);  // the pooled keys of the group are in every CTA
     router_stamp(a.trace, 2);
 
     const float* x = buf0;
     float* y = buf1;
+    int off = 0;
 #pragma unroll 1
     for (int l = 0; l < 5; ++l) {
         const RouterLinearDev& L = a.L[l];
         const bool act = l == 0 || l == 2 || l == 3;  // kAct
         const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
         float* out_global = l == 4 ? a.logits + size_t(h0) * L.out : nullptr;
+        const float* w = STAGE ? stage + off : L.w + size_t(o0) * L.in;
+        const float* b = STAGE ? stage + off + per * L.in : L.b + o0;
+        off += stage_layer_floats(L, C);
         const int n = o1 - o0;
-        if (n >= kWarps * 4) linear_part<4>(L, x, y, out_global, o0, o1, Hg, act, C);
-        else if (n >= kWarps * 2) linear_part<2>(L, x, y, out_global, o0, o1, Hg, act, C);
-        else linear_part<1>(L, x, y, out_global, o0, o1, Hg, act, C);
+        if (n >= kWarps * 4) linear_part<4, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
+        else if (n >= kWarps * 2) linear_part<2, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
+        else linear_part<1, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
         if (l < 4) barrier_all(C);  // also: no CTA leaves while another may still store into it
         router_stamp(a.trace, 3 + l);
         const float* nx = y;
@@ -287,7 +350,17 @@ int env_cluster(int major) {
         if (c != 1 && c != 2 && c != 4 && c != 8 && c != 16) fail("ELASTIC_ROUTER_CLUSTER must be 1, 2, 4, 8 or 16 (got '%s')", e);
         return major >= 9 ? c : 1;
     }
-    return major >= 9 ? 8 : 1;
+    return major >= 9 ? 16 : 1;
+}
+
+// ELASTIC_ROUTER_STAGE=0: never stage the weights in shared memory (read them from the L2 as
+// before; for comparisons). Read once.
+bool env_stage() {
+    static const bool on = [] {
+        const char* e = std::getenv("ELASTIC_ROUTER_STAGE");
+        return !(e && std::strcmp(e, "0") == 0);
+    }();
+    return on;
 }
 
 int router_maxw(const RouterLinearDev (&layers)[5], int head_dim) {
@@ -296,30 +369,37 @@ int router_maxw(const RouterLinearDev (&layers)[5], int head_dim) {
     return (m + 3) / 4 * 4;
 }
 
+// Shared memory of the kernel without the staged weights: activations and pooling partials.
 size_t fused_smem_bytes(const RouterLinearDev (&layers)[5], int head_dim) {
     return size_t(2) * kGroupHeads * size_t(router_maxw(layers, head_dim)) * sizeof(float) +
            size_t(kThreads) * 8 * sizeof(double);
 }
 
+// Bytes of one CTA's staged weight and bias slices at cluster size C.
+size_t stage_bytes(const RouterLinearDev (&layers)[5], int C) {
+    size_t f = 0;
+    for (const RouterLinearDev& L : layers) f += size_t(stage_layer_floats(L, C));
+    return f * sizeof(float);
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether a cluster of this size can be resident on the device (asked once per device and size;
-// the answer does not depend on the key type: same block, same shared memory).
-template <typename Kern>
-bool cluster_fits(int dev, int cluster, Kern kern, const cudaLaunchConfig_t& cfg) {
-    constexpr int kDevs = 64;
-    static std::atomic<int8_t> known[kDevs][5] = {};  // 0 unknown, 1 fits, 2 does not
-    int log2c = 0;
-    while ((1 << log2c) < cluster) ++log2c;
-    if (dev < 0 || dev >= kDevs || log2c > 4) return true;
-    std::atomic<int8_t>& k = known[dev][log2c];
-    if (k.load(std::memory_order_relaxed) == 0) {
+std::mutex g_launch_mu;
+
+// Whether a cluster of this size, with this kernel and shared memory, can be resident on the device
+// (asked of the driver once per kernel, device, size and shared memory).
+bool cluster_fits(const void* kern, int dev, int cluster, const cudaLaunchConfig_t& cfg) {
+    static std::map<std::tuple<const void*, int, int, size_t>, bool> known;
+    std::lock_guard<std::mutex> lock(g_launch_mu);
+    const auto key = std::make_tuple(kern, dev, cluster, cfg.dynamicSmemBytes);
+    auto it = known.find(key);
+    if (it == known.end()) {
         int n = 0;
         const cudaError_t e = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
         if (e != cudaSuccess) (void)cudaGetLastError();
-        k.store(e == cudaSuccess && n > 0 ? 1 : 2, std::memory_order_relaxed);
+        it = known.emplace(key, e == cudaSuccess && n > 0).first;
     }
-    return k.load(std::memory_order_relaxed) == 1;
+    return it->second;
 }
 
 struct RouterTrace {
@@ -329,18 +409,14 @@ struct RouterTrace {
 };
 RouterTrace g_rtrace;
 
-// Once per kernel and device: the attributes a launch needs (cudaFuncSetAttribute costs host time
-// on every call otherwise).
-template <typename Kern>
-void set_fused_attributes(int dev, Kern kern, size_t smem, int cluster) {
-    constexpr int kDevs = 64;
-    static std::atomic<uint8_t> done[kDevs] = {};  // bit 0: smem set, bit 1: non-portable clusters allowed
-    const uint8_t need = uint8_t((smem > 48 * 1024 ? 1 : 0) | (cluster > 8 ? 2 : 0));
-    std::atomic<uint8_t>* d = dev >= 0 && dev < kDevs ? &done[dev] : nullptr;
-    if (d && (d->load(std::memory_order_relaxed) & need) == need) return;
-    if (need & 1) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    if (need & 2) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    if (d) d->fetch_or(need, std::memory_order_relaxed);
+// Once per kernel and device (cudaFuncSetAttribute costs host time on every call otherwise): all
+// the shared memory the device allows a block, and (sm_90+) clusters of 16.
+void set_fused_attributes(const void* kern, int dev, int major, int optin) {
+    static std::set<std::pair<const void*, int>> done;
+    std::lock_guard<std::mutex> lock(g_launch_mu);
+    if (!done.insert({kern, dev}).second) return;
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    if (major >= 9) CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
 }
 
 }  // namespace
@@ -394,9 +470,10 @@ bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int h
 
 void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
                          int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster) {
-    int dev = 0, major = 0;
+    int dev = 0, major = 0, optin = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (cluster <= 0) cluster = env_cluster(major);
     if (major < 9) cluster = 1;
     FusedArgs a{};
@@ -409,22 +486,17 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
     a.n_kv_head = n_kv_head;
     a.head_dim = head_dim;
     a.maxw = router_maxw(layers, head_dim);
-    a.cluster = cluster;
     a.logits = logits_dev;
-    const size_t smem = fused_smem_bytes(layers, head_dim);
+    const size_t base = fused_smem_bytes(layers, head_dim);
     const int groups = (n_kv_head + kGroupHeads - 1) / kGroupHeads;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(groups * cluster));
     cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = unsigned(cluster);
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = cluster > 1 ? 1 : 0;
     // ELASTIC_ROUTER_TRACE=1 (measurements only): each CTA stamps %globaltimer at its steps into a
     // buffer that router_trace_summary() reads back (the last call's stamps).
     static const bool tracing = [] {
@@ -432,12 +504,20 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
         return e && *e && *e != '0';
     }();
     ELASTIC_TYPE_SWITCH(tk, TK, {
-        auto* kern = router_fused_kernel<TK>;
-        set_fused_attributes(dev, kern, smem, cluster);
-        if (cluster > 1 && !cluster_fits(dev, cluster, kern, cfg)) {  // e.g. a small MIG slice: one CTA per group
-            a.cluster = 1;
-            cfg.gridDim = dim3(unsigned(groups));
-            cfg.numAttrs = 0;
+        // The largest cluster up to the one asked for that the device can hold (e.g. a small MIG
+        // slice may hold no cluster of 16), its weight slices staged in shared memory when they fit.
+        const void* kern = nullptr;
+        for (int c = cluster;; c /= 2) {
+            const bool staged = env_stage() && base + stage_bytes(layers, c) <= size_t(optin);
+            kern = staged ? reinterpret_cast<const void*>(router_fused_kernel<TK, true>)
+                          : reinterpret_cast<const void*>(router_fused_kernel<TK, false>);
+            set_fused_attributes(kern, dev, major, optin);
+            a.cluster = c;
+            cfg.gridDim = dim3(unsigned(groups * c));
+            cfg.dynamicSmemBytes = base + (staged ? stage_bytes(layers, c) : 0);
+            attr[0].val.clusterDim.x = unsigned(c);
+            cfg.numAttrs = c > 1 ? 1 : 0;
+            if (c == 1 || cluster_fits(kern, dev, c, cfg)) break;
         }
         if (tracing) {
             const int grid = int(cfg.gridDim.x);
@@ -451,7 +531,8 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
             g_rtrace.stream = s;
             a.trace = g_rtrace.d;
         }
-        CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, a));
+        void* args[] = {&a};
+        CUDA_CHECK(cudaLaunchKernelExC(&cfg, kern, args));
     });
     CUDA_LAUNCH_CHECK();
 }
