@@ -101,11 +101,12 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const v
 bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int head_dim);
 // Queues the fused kernel only (no copy, no sync): logits_dev [n_kv_head, layers[4].out] on the
 // device. cluster: CTAs per thread-block cluster (1, 2, 4, 8, 16; sm_90+, else 1); 0 = the default
-// (ELASTIC_ROUTER_CLUSTER or 8).
+// (ELASTIC_ROUTER_CLUSTER or 16); halved until the device can hold one. Each CTA's slices of the
+// weights are staged in its shared memory when they fit (ELASTIC_ROUTER_STAGE=0: never).
 void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
                          int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster = 0);
 // ELASTIC_ROUTER_TRACE=1 (measurements only): the last fused call's per-CTA %globaltimer stamps
-// (entry, weights asked of the L2, keys pooled, each layer done) as min/median/max µs after the
+// (entry, weight copies issued, keys pooled, each layer done) as min/median/max µs after the
 // first CTA's entry; synchronises that call's stream.
 std::string router_trace_summary();
 // Queues the cuBLAS path only; returns the device pointer of the logits inside scratch.

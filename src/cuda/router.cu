@@ -4,12 +4,15 @@
 // Ω_MSR and Ω_ESR as the cuBLAS path and 0.088 against 0.34 ms per layer, sync included):
 //  fused   one launch per layer (router_fused_kernel): boundary pooling of the pre-RoPE keys (fp64
 //          sums, as router_pool) and the five Linear layers (fp32 FMA, bias, SiLU) for all KV heads,
-//          the activations in shared memory. On sm_90 the CTAs of one thread-block cluster (8 by
-//          default, ELASTIC_ROUTER_CLUSTER) share one group of up to 8 heads: each pools 1/C of the
-//          key columns and computes 1/C of every layer's output neurons, which it stores into the
-//          shared memory of every CTA of the cluster (DSMEM) before a cluster barrier, so each SM
-//          streams only 1/C of the ~1 MiB of weights (asked of the L2 at the kernel's start, while
-//          the keys are pooled). Before sm_90 (or with cluster 1) one CTA per group of 8 heads does
+//          the activations in shared memory. On sm_90 the CTAs of one thread-block cluster (16 by
+//          default, ELASTIC_ROUTER_CLUSTER; halved until the device holds one) share one group of up
+//          to 8 heads: each pools 1/C of the key columns and computes 1/C of every layer's output
+//          neurons, which it stores into the shared memory of every CTA of the cluster (DSMEM) before
+//          a cluster barrier, so each SM reads only 1/C of the ~1 MiB of weights. A CTA copies its
+//          slices into its own shared memory (cp.async, issued at the kernel's start, landed while
+//          the keys are pooled) when they fit, clusters of 8 and 16 at the 8B shape
+//          (ELASTIC_ROUTER_STAGE=0: never); otherwise it asks the L2 for them then and the layers
+//          read them there. Before sm_90 (or with cluster 1) one CTA per group of 8 heads does
 //          everything.
 //  cublas  the previous path: a pooling kernel, then the five Linear layers as fp32 cuBLAS GEMMs
 //          (no TF32) each followed by a bias (+ SiLU) kernel (11 launches).
