@@ -11,8 +11,8 @@
 #           (ELASTIC_DECODE_TRACE=1: per-CTA stamps of the last call, cuda::decode_trace_summary())
 #   peer    bench/peers/decode_peer.py: device copy and SDPA decode at 32K and 128K (the targets' yardsticks)
 #   router  elastic bench router: the fused router kernel with clusters of 1, 4, 8 and 16 CTAs (queued,
-#           and replayed from a graph), and cuBLAS; clusters of 8 and 16 with ELASTIC_ROUTER_STAGE=0;
-#           then traced (ELASTIC_ROUTER_TRACE=1), staged and not
+#           and replayed from a graph), and cuBLAS; clusters of 8 and 16 with ELASTIC_ROUTER_SYNC=barrier;
+#           then traced (ELASTIC_ROUTER_TRACE=1), both hand-offs
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
 #           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1
 # BASELINE=0 leaves the baseline out (no second build, no baseline rows); PDL=0 leaves out the
@@ -94,14 +94,14 @@ if has router; then
   note "### router, one layer (Qwen3-8B shape, 32K bf16 keys): fused kernel by cluster size, and cuBLAS"
   run router "$E" bench router --backend cuda --cluster 1,4,8,16
   grep -vE '^\s*$' "$LOGS/router.log" | tail -12 | tee -a "$SUM"
-  note "### router, weights not staged in shared memory (ELASTIC_ROUTER_STAGE=0: read from the L2)"
-  ELASTIC_ROUTER_STAGE=0 run router-nostage "$E" bench router --backend cuda --cluster 8,16
-  grep -vE '^\s*$' "$LOGS/router-nostage.log" | tail -8 | tee -a "$SUM"
+  note "### router, the cluster barrier after each layer (ELASTIC_ROUTER_SYNC=barrier) instead of st.async + mbarriers"
+  ELASTIC_ROUTER_SYNC=barrier run router-barrier "$E" bench router --backend cuda --cluster 8,16
+  grep -vE '^\s*$' "$LOGS/router-barrier.log" | tail -8 | tee -a "$SUM"
   note "### router traced (ELASTIC_ROUTER_TRACE=1; its times include a memset per call)"
   ELASTIC_ROUTER_TRACE=1 run router-trace "$E" bench router --backend cuda --cluster 1,4,8,16
   grep -E '^router trace|trace' "$LOGS/router-trace.log" | grep -v '^| path' | tail -8 | tee -a "$SUM"
-  ELASTIC_ROUTER_STAGE=0 ELASTIC_ROUTER_TRACE=1 run router-trace-nostage "$E" bench router --backend cuda --cluster 16
-  grep -E '^router trace|trace' "$LOGS/router-trace-nostage.log" | grep -v '^| path' | tail -3 | sed 's/^/not staged: /' | tee -a "$SUM"
+  ELASTIC_ROUTER_SYNC=barrier ELASTIC_ROUTER_TRACE=1 run router-trace-barrier "$E" bench router --backend cuda --cluster 16
+  grep -E '^router trace|trace' "$LOGS/router-trace-barrier.log" | grep -v '^| path' | tail -3 | sed 's/^/barrier: /' | tee -a "$SUM"
 fi
 
 if has model; then

@@ -160,7 +160,8 @@ protected:
 
     // One case: the logits of `path` (cluster c for the fused kernel; -1 = the cuBLAS path) against
     // rule 1 (fp64, 4 sigma) and rule 2 (the CPU reference).
-    void check(const RouterLayer& r, int H, int d, int64_t T, int window, DType tk, int cluster, std::mt19937_64& rng) {
+    void check(const RouterLayer& r, int H, int d, int64_t T, int window, DType tk, int cluster, std::mt19937_64& rng,
+               cuda::RouterSync sync = cuda::RouterSync::Mbarrier) {
         const std::vector<float> k = randn(size_t(T) * H * d, rng);
         const DevKeys dk(k, tk);
         const std::vector<float> kr = dk.rounded();
@@ -180,7 +181,7 @@ protected:
         std::vector<float> got(cpu.size(), std::nanf(""));
         if (fused) {
             ASSERT_TRUE(cuda::router_fused_takes(dr.lin, dk.p, d));
-            cuda::router_logits_fused(dr.lin, dk.p, tk, T, H, d, window, scratch, nullptr, cluster);
+            cuda::router_logits_fused(dr.lin, dk.p, tk, T, H, d, window, scratch, nullptr, cluster, sync);
             ck(cudaGetLastError());
             ck(cudaMemcpy(got.data(), scratch, got.size() * sizeof(float), cudaMemcpyDeviceToHost));
         } else {
@@ -188,7 +189,10 @@ protected:
                                 cuda::RouterKernel::Cublas);
         }
         ck(cudaFree(scratch));
-        const std::string what = std::string(fused ? "fused cluster " + std::to_string(cluster) : "cublas") + " H " +
+        const std::string what = std::string(fused ? "fused cluster " + std::to_string(cluster) +
+                                                         (sync == cuda::RouterSync::Mbarrier ? " mbarrier" : " barrier")
+                                                   : "cublas") +
+                                 " H " +
                                  std::to_string(H) + " d " + std::to_string(d) + " T " + std::to_string(T) + " window " +
                                  std::to_string(window) + " keys " + tname(tk) + " out " + std::to_string(r.rh4.out);
         for (size_t i = 0; i < got.size(); ++i)
@@ -236,12 +240,15 @@ TEST_F(CudaRouter, FusedEveryClusterSize) {
     std::mt19937_64 rng(seed);
     std::vector<int> clusters{1};
     if (major_ >= 9) clusters = {1, 2, 4, 8, 16};
-    for (const int c : clusters)
-        for (const int d : {64, 128})
-            for (const int H : {1, 3, 8, 12}) {
-                const RouterLayer r = random_router(d, 2, rng);
-                for (const int64_t T : {57, 1000}) check(r, H, d, T, Router::kDefaultWindow, DType::BF16, c, rng);
-            }
+    // Both hand-offs between a cluster's CTAs (st.async + mbarriers, and the cluster barrier).
+    for (const cuda::RouterSync sync : {cuda::RouterSync::Mbarrier, cuda::RouterSync::Barrier})
+        for (const int c : clusters)
+            for (const int d : {64, 128})
+                for (const int H : {1, 3, 8, 12}) {
+                    const RouterLayer r = random_router(d, 2, rng);
+                    for (const int64_t T : {57, 1000})
+                        check(r, H, d, T, Router::kDefaultWindow, DType::BF16, c, rng, sync);
+                }
 }
 
 TEST_F(CudaRouter, CublasPathMatchesReference) {

@@ -99,14 +99,21 @@ void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const v
 // The fused kernel's conditions: head_dim a multiple of 8, every Linear's input a multiple of 4,
 // k and the weights 16-byte aligned, its shared memory within the device's limit.
 bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int head_dim);
+// How the fused kernel's CTAs hand each layer's output to each other (clusters > 1):
+// Mbarrier (default): st.async into every CTA's shared memory, counted on that CTA's mbarrier for
+// the layer, so a CTA waits only for the bytes it needs; Barrier: plain stores and a cluster
+// barrier after each layer. ELASTIC_ROUTER_SYNC=mbarrier|barrier (read once).
+enum class RouterSync { Mbarrier, Barrier };
+RouterSync router_sync_from_env();
 // Queues the fused kernel only (no copy, no sync): logits_dev [n_kv_head, layers[4].out] on the
 // device. cluster: CTAs per thread-block cluster (1, 2, 4, 8, 16; sm_90+, else 1); 0 = the default
-// (ELASTIC_ROUTER_CLUSTER or 16); halved until the device can hold one. Each CTA's slices of the
-// weights are staged in its shared memory when they fit (ELASTIC_ROUTER_STAGE=0: never).
+// (ELASTIC_ROUTER_CLUSTER or 16); halved until the device can hold one.
 void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
-                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster = 0);
+                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster = 0,
+                         RouterSync sync = router_sync_from_env());
 // ELASTIC_ROUTER_TRACE=1 (measurements only): the last fused call's per-CTA %globaltimer stamps
-// (entry, weight copies issued, keys pooled, each layer done) as min/median/max µs after the
+// (entry, weights asked of the L2, keys pooled, then each layer done: past its cluster barrier, or
+// with the mbarrier hand-off its whole output arrived in the CTA) as min/median/max µs after the
 // first CTA's entry; synchronises that call's stream.
 std::string router_trace_summary();
 // Queues the cuBLAS path only; returns the device pointer of the logits inside scratch.

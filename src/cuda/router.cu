@@ -7,13 +7,16 @@
 //          the activations in shared memory. On sm_90 the CTAs of one thread-block cluster (16 by
 //          default, ELASTIC_ROUTER_CLUSTER; halved until the device holds one) share one group of up
 //          to 8 heads: each pools 1/C of the key columns and computes 1/C of every layer's output
-//          neurons, which it stores into the shared memory of every CTA of the cluster (DSMEM) before
-//          a cluster barrier, so each SM reads only 1/C of the ~1 MiB of weights. A CTA copies its
-//          slices into its own shared memory (cp.async, issued at the kernel's start, landed while
-//          the keys are pooled) when they fit, clusters of 8 and 16 at the 8B shape
-//          (ELASTIC_ROUTER_STAGE=0: never); otherwise it asks the L2 for them then and the layers
-//          read them there. Before sm_90 (or with cluster 1) one CTA per group of 8 heads does
-//          everything.
+//          neurons (its weight rows asked of the L2 at the start), which it writes into the shared
+//          memory of every CTA of the cluster (DSMEM), so each SM reads only 1/C of the ~1 MiB of
+//          weights. The hand-off after each layer (ELASTIC_ROUTER_SYNC): st.async counted on the
+//          receiver's mbarrier for that layer (default), so a CTA waits only until its own copy of
+//          the layer is whole, its next weights already asked for; or plain stores and a cluster
+//          barrier. Before sm_90 (or with cluster 1) one CTA per group of 8 heads does everything.
+//          Tried and dropped (2026-12-06, H100): staging each CTA's weight slices in shared memory
+//          with cp.async (0.0258 against 0.0240 ms graph-replayed at cluster 16: the copies slowed
+//          the pooling and no layer got faster) and a reduce-scatter of a warp's partial sums in
+//          place of the butterfly (slower at every cluster size).
 //  cublas  the previous path: a pooling kernel, then the five Linear layers as fp32 cuBLAS GEMMs
 //          (no TF32) each followed by a bias (+ SiLU) kernel (11 launches).
 // Either way only the logits [n_kv_head, rh4.out] come back to the host (one copy, into pinned
@@ -90,7 +93,7 @@ struct FusedArgs {
     const void* k;
     int64_t row_stride;  // elements between key rows: n_kv_head * head_dim
     int64_t head_end, tail_begin, rows;
-    int n_kv_head, head_dim, maxw, cluster;
+    int n_kv_head, head_dim, cluster;
     float* logits;  // [n_kv_head, L[4].out], device
     unsigned long long* trace;  // null, or [grid][kRouterStamps] %globaltimer stamps (ELASTIC_ROUTER_TRACE)
 };
@@ -138,145 +141,212 @@ __device__ __forceinline__ void barrier_all(int cluster) {
     else cluster_sync();
 }
 
-// The floats a CTA of a cluster of C stages of layer L in its shared memory (STAGE kernels): its
-// rows of w (ceil(out / C) of them, the last CTAs may use fewer), then as many biases padded to 4,
-// so every layer's slice starts 16-byte aligned.
-__host__ __device__ __forceinline__ int stage_layer_floats(const RouterLinearDev& L, int C) {
-    const int per = (L.out + C - 1) / C;
-    return per * L.in + (per + 3) / 4 * 4;
+// Hopper's one-way cluster hand-off (ELASTIC_ROUTER_SYNC=mbarrier): st.async writes a value into
+// another CTA's shared memory and counts its bytes on that CTA's mbarrier, so the receiver waits on
+// its own barrier for the bytes it expects instead of every CTA meeting at a cluster barrier.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void mbar_init(uint64_t* bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
 }
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(unsigned(__cvta_generic_to_shared(dst))), "l"(src)
+__device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_fence_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// Until phase 0 of *bar completes; acquire at cluster scope (the st.async bytes come from other SMs).
+__device__ __forceinline__ void mbar_wait0(uint64_t* bar) {
+    asm volatile(
+        "{\n\t.reg .pred p;\n"
+        "WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%0], 0;\n\t"
+        "@!p bra WAIT_%=;\n\t}" ::"r"(smem_u32(bar))
+        : "memory");
+}
+__device__ __forceinline__ void st_async1(float* p, unsigned rank, float v, uint64_t* bar) {
+    unsigned ra, rb;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(smem_u32(p)), "r"(rank));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(rb) : "r"(smem_u32(bar)), "r"(rank));
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(ra), "f"(v), "r"(rb)
                  : "memory");
 }
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(unsigned(__cvta_generic_to_shared(dst))), "l"(src)
+__device__ __forceinline__ void st_async4(float* p, unsigned rank, float v0, float v1, float v2, float v3, uint64_t* bar) {
+    unsigned ra, rb;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(smem_u32(p)), "r"(rank));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(rb) : "r"(smem_u32(bar)), "r"(rank));
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(ra),
+                 "f"(v0), "f"(v1), "f"(v2), "f"(v3), "r"(rb)
                  : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\n\tcp.async.wait_all;" ::: "memory"); }
 #else
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) { *static_cast<float4*>(dst) = *static_cast<const float4*>(src); }
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) { *static_cast<float*>(dst) = *static_cast<const float*>(src); }
-__device__ __forceinline__ void cp_async_wait_all() {}
+__device__ __forceinline__ void mbar_init(uint64_t*) { __trap(); }
+__device__ __forceinline__ void mbar_arrive_expect(uint64_t*, unsigned) { __trap(); }
+__device__ __forceinline__ void mbar_fence_init() { __trap(); }
+__device__ __forceinline__ void mbar_wait0(uint64_t*) { __trap(); }
+__device__ __forceinline__ void st_async1(float*, unsigned, float, uint64_t*) { __trap(); }
+__device__ __forceinline__ void st_async4(float*, unsigned, float, float, float, float, uint64_t*) { __trap(); }
 #endif
 
 // Output neurons [o0, o1) of L for the group's Hg heads: x [Hg, L.in] (shared) -> y [Hg, L.out]
-// (shared, in every CTA of the cluster) or out_global [Hg, L.out] (device). w / b: the rows and
-// biases of neurons o0.. (the CTA's staged slice in shared memory when STAGE, else L.w + o0 * L.in
-// and L.b + o0 in global memory). A warp takes NB neurons at a time: each lane reads float4 slices
-// of the NB weight rows and of each head's input row (shared; reused NB times), fp32 FMAs; then the
-// warp's V = NB * 8 partial sums are reduced and scattered over the lanes at once (at each xor step
-// a lane keeps half of its values and adds its partner's copy of that half: V - 1 + 5 - log2 V
-// shuffles per lane instead of 5 V), and the lane left with neuron n of head h stores it.
-template <int NB, bool STAGE>
-__device__ __forceinline__ void linear_part(const RouterLinearDev& L, const float* w, const float* b,
-                                            const float* __restrict__ x, float* y, float* out_global, int o0, int o1,
-                                            int Hg, bool act, int cluster) {
-    constexpr int V = NB * kGroupHeads;  // 8, 16 or 32 values per lane
-    constexpr int kLogV = V == 8 ? 3 : V == 16 ? 4 : 5;
+// (shared, in every CTA of the cluster) or out_global [Hg, L.out] (device). A warp takes NB
+// neurons at a time: each lane reads float4 slices of the NB weight rows (coalesced, read once per
+// CTA) and of each head's input row (shared; reused NB times), fp32 FMAs, then a butterfly over
+// the warp; lane n * 8 + h holds neuron n of head h. Then either (bar_out null) it stores that
+// value into every CTA and the caller meets the others at a barrier, or (MBAR) the warp sends its
+// NB * 8 values with st.async to every CTA, whose bar_out counts the bytes; a float4 of 4
+// neighbouring neurons of one head at a time when the block is whole and aligned. MBAR: x is
+// complete once bar_in (null: already) completes, waited on after the first weights are asked for.
+template <int NB, bool MBAR>
+__device__ __forceinline__ void linear_part(const RouterLinearDev& L, const float* __restrict__ x, float* y,
+                                            float* out_global, int o0, int o1, int Hg, bool act, int cluster,
+                                            uint64_t* bar_in, uint64_t* bar_out, unsigned long long* trace, int stamp) {
     const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+    bool wait = MBAR && bar_in != nullptr;
     for (int ob = o0 + warp * NB; ob < o1; ob += kWarps * NB) {
-        float acc[V];
+        float acc[NB][kGroupHeads];
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] = 0.0f;
+        for (int n = 0; n < NB; ++n)
+#pragma unroll
+            for (int h = 0; h < kGroupHeads; ++h) acc[n][h] = 0.0f;
         const float* wr[NB];
 #pragma unroll
-        for (int n = 0; n < NB; ++n) wr[n] = w + size_t(min(ob + n, o1 - 1) - o0) * size_t(L.in);  // past o1: discarded
-#pragma unroll 2
+        for (int n = 0; n < NB; ++n) wr[n] = L.w + size_t(min(ob + n, o1 - 1)) * size_t(L.in);  // past o1: discarded
+#pragma unroll 4  // the 8B shape's 512-wide rows: all four float4 loads of a lane in flight at once
         for (int i = lane * 4; i < L.in; i += 128) {
-            float4 wv[NB];
+            float4 w[NB];
 #pragma unroll
-            for (int n = 0; n < NB; ++n)
-                wv[n] = STAGE ? *reinterpret_cast<const float4*>(wr[n] + i) : __ldg(reinterpret_cast<const float4*>(wr[n] + i));
+            for (int n = 0; n < NB; ++n) w[n] = __ldg(reinterpret_cast<const float4*>(wr[n] + i));
+            if (MBAR && wait) {  // the loads above are in flight while this waits
+                mbar_wait0(bar_in);
+                if (trace && threadIdx.x == 0) router_stamp(trace, stamp);
+                wait = false;
+            }
 #pragma unroll
             for (int h = 0; h < kGroupHeads; ++h) {
                 if (h >= Hg) break;
                 const float4 xv = *reinterpret_cast<const float4*>(x + size_t(h) * L.in + i);
 #pragma unroll
                 for (int n = 0; n < NB; ++n) {
-                    float a = acc[n * kGroupHeads + h];
-                    a = fmaf(wv[n].x, xv.x, a);
-                    a = fmaf(wv[n].y, xv.y, a);
-                    a = fmaf(wv[n].z, xv.z, a);
-                    a = fmaf(wv[n].w, xv.w, a);
-                    acc[n * kGroupHeads + h] = a;
+                    float a = acc[n][h];
+                    a = fmaf(w[n].x, xv.x, a);
+                    a = fmaf(w[n].y, xv.y, a);
+                    a = fmaf(w[n].z, xv.z, a);
+                    a = fmaf(w[n].w, xv.w, a);
+                    acc[n][h] = a;
                 }
             }
         }
-        // Reduce-scatter: after the steps at xor 16, 8, .. (log2 V of them) lane l holds a partial
-        // of value l >> (5 - log2 V); the remaining xor steps finish that one sum.
+        float mine = 0.0f;
 #pragma unroll
-        for (int s = 0; s < kLogV; ++s) {
-            const int half = V >> (s + 1), off = 16 >> s;
-            const bool upper = (lane & off) != 0;
+        for (int n = 0; n < NB; ++n)
 #pragma unroll
-            for (int j = 0; j < half; ++j) {
-                const float send = upper ? acc[j] : acc[half + j];
-                const float keep = upper ? acc[half + j] : acc[j];
-                acc[j] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+            for (int h = 0; h < kGroupHeads; ++h) {
+                float v = acc[n][h];
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                if (lane == n * kGroupHeads + h) mine = v;
             }
+        const int n = lane / kGroupHeads, h = lane % kGroupHeads, o = ob + n;
+        const bool valid = n < NB && o < o1 && h < Hg;
+        if (valid) {
+            mine += __ldg(L.b + o);
+            if (act) mine = mine / (1.0f + expf(-mine));
         }
-        float mine = acc[0];
-#pragma unroll
-        for (int off = 16 >> kLogV; off > 0; off >>= 1) mine += __shfl_xor_sync(0xffffffffu, mine, off);
-        const int idx = lane >> (5 - kLogV), n = idx / kGroupHeads, h = idx % kGroupHeads, o = ob + n;
-        if ((lane & ((1 << (5 - kLogV)) - 1)) == 0 && n < NB && o < o1 && h < Hg) {
-            float v = mine + (STAGE ? b[o - o0] : __ldg(b + (o - o0)));
-            if (act) v = v / (1.0f + expf(-v));
-            if (out_global) out_global[size_t(h) * L.out + o] = v;
-            else store_all(y + size_t(h) * L.out + o, v, cluster);
+        if (out_global) {
+            if (valid) out_global[size_t(h) * L.out + o] = mine;
+        } else if (!MBAR) {
+            if (valid) store_all(y + size_t(h) * L.out + o, mine, cluster);
+        } else if (NB == 4 && ob + 4 <= o1 && ob % 4 == 0 && L.out % 4 == 0) {
+            // Lane l: head l % 8's four neurons, to ranks l / 8, l / 8 + 4, ...
+            const int hh = lane & 7;
+            const float v0 = __shfl_sync(0xffffffffu, mine, hh), v1 = __shfl_sync(0xffffffffu, mine, 8 + hh);
+            const float v2 = __shfl_sync(0xffffffffu, mine, 16 + hh), v3 = __shfl_sync(0xffffffffu, mine, 24 + hh);
+            if (hh < Hg)
+                for (int r = lane >> 3; r < cluster; r += 4) st_async4(y + size_t(hh) * L.out + ob, unsigned(r), v0, v1, v2, v3, bar_out);
+        } else {
+            // Lane l: value l % (NB * 8), to ranks l / (NB * 8), + 32 / (NB * 8), ...
+            constexpr int kVals = NB * kGroupHeads, kStep = 32 / kVals;
+            const int vi = lane % kVals, vn = vi / kGroupHeads, vh = vi % kGroupHeads, vo = ob + vn;
+            const float v = __shfl_sync(0xffffffffu, mine, vi);
+            if (vo < o1 && vh < Hg)
+                for (int r = lane / kVals; r < cluster; r += kStep) st_async1(y + size_t(vh) * L.out + vo, unsigned(r), v, bar_out);
         }
+    }
+    if (MBAR && wait) {  // no neuron here: still wait, so that x is complete before the CTA moves on
+        mbar_wait0(bar_in);
+        if (trace && threadIdx.x == 0) router_stamp(trace, stamp);
     }
 }
 
-// One CTA (cluster 1) or one cluster of `cluster` CTAs per group of kGroupHeads KV heads. Shared
-// memory: two activation buffers [8, maxw] fp32, the pooling's fp64 partial sums, then (STAGE) the
-// CTA's slices of the five layers' weights and biases (stage_layer_floats each), copied in with
-// cp.async at the start while the keys are pooled, so no layer waits on the L2 or DRAM. Without
-// STAGE (the slices do not fit: small clusters) the slices are asked of the L2 instead and the
-// layers read them there.
-template <typename TK, bool STAGE>
+// Shared memory of the fused kernel, in floats from its start: the pooled keys [8, head_dim], then
+// each of layers 0-3's outputs [8, out] (each its own buffer, so no layer writes where another is
+// still read), then the pooling's fp64 partial sums, then five mbarriers (pooled keys, layers 0-3).
+struct FusedSmem {
+    int y[5];  // float offsets: y[0] the pooled keys, y[l + 1] the output of layer l
+    int part;  // float offset of the doubles (8-byte aligned)
+    int bars;  // float offset of the mbarriers
+    size_t bytes;
+};
+__host__ __device__ inline FusedSmem fused_smem(const RouterLinearDev (&layers)[5], int head_dim) {
+    FusedSmem s{};
+    int off = 0;
+    s.y[0] = off;
+    off += kGroupHeads * ((head_dim + 3) / 4 * 4);
+    for (int l = 0; l < 4; ++l) {
+        s.y[l + 1] = off;
+        off += kGroupHeads * ((layers[l].out + 3) / 4 * 4);
+    }
+    s.part = (off + 1) / 2 * 2;
+    s.bars = s.part + kThreads * 8 * 2;
+    s.bytes = size_t(s.bars) * sizeof(float) + 5 * sizeof(uint64_t);
+    return s;
+}
+
+// One CTA (cluster 1) or one cluster of `cluster` CTAs per group of kGroupHeads KV heads. MBAR
+// (cluster > 1 only): the pooled keys and layers 0-3 are handed over with st.async and an mbarrier
+// each instead of a cluster barrier after each step.
+template <typename TK, bool MBAR>
 __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs a) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    float* buf0 = reinterpret_cast<float*>(smem_raw);
-    float* buf1 = buf0 + kGroupHeads * a.maxw;
-    double* part = reinterpret_cast<double*>(buf1 + kGroupHeads * a.maxw);
-    float* stage = reinterpret_cast<float*>(part + kThreads * 8);
+    float* const sm = reinterpret_cast<float*>(smem_raw);
+    const FusedSmem S = fused_smem(a.L, a.head_dim);
+    double* part = reinterpret_cast<double*>(sm + S.part);
+    uint64_t* bars = reinterpret_cast<uint64_t*>(sm + S.bars);
     const int C = a.cluster;
     const int rank = int(blockIdx.x) % C, g = int(blockIdx.x) / C;
     const int h0 = g * kGroupHeads, Hg = min(kGroupHeads, a.n_kv_head - h0);
     router_stamp(a.trace, 0);
+    if (MBAR && threadIdx.x == 0) {
+        // bars[0] expects the group's pooled keys, bars[l + 1] layer l's whole output, each from
+        // all the cluster's CTAs.
+        mbar_init(&bars[0]);
+        mbar_arrive_expect(&bars[0], unsigned(Hg * a.head_dim) * unsigned(sizeof(float)));
+        for (int l = 0; l < 4; ++l) {
+            mbar_init(&bars[l + 1]);
+            mbar_arrive_expect(&bars[l + 1], unsigned(Hg * a.L[l].out) * unsigned(sizeof(float)));
+        }
+        mbar_fence_init();
+    }
     if (C > 1) cluster_arrive_relaxed();  // the wait before the first store into another CTA
 
-    // The weights do not depend on the keys: fetch this CTA's rows of all five layers now.
-    {
-        int off = 0;
+    // The weights do not depend on the keys: ask the L2 for this CTA's rows of all five layers now,
+    // so the layers below find them there (~0.2 µs a round trip) rather than in DRAM (~0.6 µs+).
 #pragma unroll 1
-        for (int l = 0; l < 5; ++l) {
-            const RouterLinearDev& L = a.L[l];
-            const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
-            if (STAGE) {
-                const int nvec = (o1 - o0) * L.in / 4;
-                const float* gw = L.w + size_t(o0) * L.in;
-                for (int v = int(threadIdx.x); v < nvec; v += kThreads) cp_async16(stage + off + 4 * v, gw + 4 * v);
-                for (int j = int(threadIdx.x); j < o1 - o0; j += kThreads) cp_async4(stage + off + per * L.in + j, L.b + o0 + j);
-                off += stage_layer_floats(L, C);
-            } else {
-                const char* w = reinterpret_cast<const char*>(L.w + size_t(o0) * L.in);
-                const size_t bytes = size_t(o1 - o0) * size_t(L.in) * sizeof(float);
-                for (size_t o = size_t(threadIdx.x) * 128; o < bytes; o += size_t(kThreads) * 128)
-                    asm volatile("prefetch.global.L2 [%0];" ::"l"(w + o));
-                if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
-            }
-        }
+    for (int l = 0; l < 5; ++l) {
+        const RouterLinearDev& L = a.L[l];
+        const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
+        const char* w = reinterpret_cast<const char*>(L.w + size_t(o0) * L.in);
+        const size_t bytes = size_t(o1 - o0) * size_t(L.in) * sizeof(float);
+        for (size_t off = size_t(threadIdx.x) * 128; off < bytes; off += size_t(kThreads) * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
+        if (threadIdx.x == 0 && o1 > o0) asm volatile("prefetch.global.L2 [%0];" ::"l"(L.b + o0));
     }
     router_stamp(a.trace, 1);
 
     // Pooling: this CTA's 16-byte column chunks of the group's [Hg * d] columns; a tile of nt
     // chunks × (kThreads / nt) row groups, fp64 sums per thread, then over the row groups in
-    // shared memory. Group-local column h * d + i is also the index of x[h, i] in buf0.
+    // shared memory. Group-local column h * d + i is also the index of x[h, i] in the pooled buffer
+    // (its rows are d apart: d is a multiple of 8).
+    float* const pooled = sm + S.y[0];
     constexpr int VEC = 16 / int(sizeof(TK));
     const int nch = Hg * a.head_dim / VEC;
     const int c0 = int(int64_t(rank) * nch / C), c1 = int(int64_t(rank + 1) * nch / C), mine = c1 - c0;
@@ -309,41 +379,49 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
         for (int e = int(threadIdx.x); e < nt * VEC; e += kThreads) {
             const int cc = e / VEC, j = e % VEC;
             double s = 0.0;
-#pragma unroll 8
             for (int q = 0; q < groups; ++q) s += part[(q * nt + cc) * VEC + j];
-            store_all(buf0 + (c0 + tb + cc) * VEC + j, float(s / double(a.rows)), C);
+            const float v = float(s / double(a.rows));
+            if (MBAR)
+                for (int r = 0; r < C; ++r) st_async1(pooled + (c0 + tb + cc) * VEC + j, unsigned(r), v, &bars[0]);
+            else store_all(pooled + (c0 + tb + cc) * VEC + j, v, C);
         }
         __syncthreads();  // part is reused by the next tile
     }
     if (C > 1 && !waited) cluster_wait();
-    if (STAGE) {
-        cp_async_wait_all();  // this thread's copies have landed ...
-        if (C > 1) __syncthreads();  // ... and every thread's are visible (cluster 1: the barrier below)
+    if (!MBAR) {
+        barrier_all(C);  // the pooled keys of the group are in every CTA
+        router_stamp(a.trace, 2);
     }
-    barrier_all(C);  // the pooled keys of the group are in every CTA
-    router_stamp(a.trace, 2);
 
-    const float* x = buf0;
-    float* y = buf1;
-    int off = 0;
+    int xoff = S.y[0], xw = a.head_dim;  // layer l's input and its width (fused_smem's offsets)
 #pragma unroll 1
     for (int l = 0; l < 5; ++l) {
         const RouterLinearDev& L = a.L[l];
         const bool act = l == 0 || l == 2 || l == 3;  // kAct
         const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
         float* out_global = l == 4 ? a.logits + size_t(h0) * L.out : nullptr;
-        const float* w = STAGE ? stage + off : L.w + size_t(o0) * L.in;
-        const float* b = STAGE ? stage + off + per * L.in : L.b + o0;
-        off += stage_layer_floats(L, C);
+        const int yoff = xoff + kGroupHeads * ((xw + 3) / 4 * 4);
+        const float* x = sm + xoff;
+        float* y = l < 4 ? sm + yoff : nullptr;
+        xoff = yoff;
+        xw = L.out;
+        uint64_t* bar_in = MBAR ? &bars[l] : nullptr;
+        uint64_t* bar_out = MBAR && l < 4 ? &bars[l + 1] : nullptr;
         const int n = o1 - o0;
-        if (n >= kWarps * 4) linear_part<4, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
-        else if (n >= kWarps * 2) linear_part<2, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
-        else linear_part<1, STAGE>(L, w, b, x, y, out_global, o0, o1, Hg, act, C);
-        if (l < 4) barrier_all(C);  // also: no CTA leaves while another may still store into it
-        router_stamp(a.trace, 3 + l);
-        const float* nx = y;
-        y = const_cast<float*>(x);
-        x = nx;
+        if (n >= kWarps * 4) linear_part<4, MBAR>(L, x, y, out_global, o0, o1, Hg, act, C, bar_in, bar_out, a.trace, 2 + l);
+        else if (n >= kWarps * 2) linear_part<2, MBAR>(L, x, y, out_global, o0, o1, Hg, act, C, bar_in, bar_out, a.trace, 2 + l);
+        else linear_part<1, MBAR>(L, x, y, out_global, o0, o1, Hg, act, C, bar_in, bar_out, a.trace, 2 + l);
+        if (!MBAR) {
+            if (l < 4) barrier_all(C);  // also: no CTA leaves while another may still store into it
+            router_stamp(a.trace, 3 + l);
+        }
+    }
+    if (MBAR) {
+        // No CTA leaves while another may still store into it: every byte sent to this one is here
+        // once its five barriers complete (a CTA without neurons in a layer has not waited yet).
+        if (threadIdx.x == 0)
+            for (int l = 0; l < 5; ++l) mbar_wait0(&bars[l]);
+        router_stamp(a.trace, 7);
     }
 }
 
@@ -356,34 +434,7 @@ int env_cluster(int major) {
     return major >= 9 ? 16 : 1;
 }
 
-// ELASTIC_ROUTER_STAGE=0: never stage the weights in shared memory (read them from the L2 as
-// before; for comparisons). Read once.
-bool env_stage() {
-    static const bool on = [] {
-        const char* e = std::getenv("ELASTIC_ROUTER_STAGE");
-        return !(e && std::strcmp(e, "0") == 0);
-    }();
-    return on;
-}
-
-int router_maxw(const RouterLinearDev (&layers)[5], int head_dim) {
-    int m = head_dim;
-    for (const RouterLinearDev& L : layers) m = std::max(m, L.out);
-    return (m + 3) / 4 * 4;
-}
-
-// Shared memory of the kernel without the staged weights: activations and pooling partials.
-size_t fused_smem_bytes(const RouterLinearDev (&layers)[5], int head_dim) {
-    return size_t(2) * kGroupHeads * size_t(router_maxw(layers, head_dim)) * sizeof(float) +
-           size_t(kThreads) * 8 * sizeof(double);
-}
-
-// Bytes of one CTA's staged weight and bias slices at cluster size C.
-size_t stage_bytes(const RouterLinearDev (&layers)[5], int C) {
-    size_t f = 0;
-    for (const RouterLinearDev& L : layers) f += size_t(stage_layer_floats(L, C));
-    return f * sizeof(float);
-}
+size_t fused_smem_bytes(const RouterLinearDev (&layers)[5], int head_dim) { return fused_smem(layers, head_dim).bytes; }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -448,6 +499,16 @@ std::string router_trace_summary() {
     return out;
 }
 
+RouterSync router_sync_from_env() {
+    static const RouterSync v = [] {
+        const char* e = std::getenv("ELASTIC_ROUTER_SYNC");
+        if (!e || !*e || std::strcmp(e, "mbarrier") == 0) return RouterSync::Mbarrier;
+        if (std::strcmp(e, "barrier") == 0) return RouterSync::Barrier;
+        fail("ELASTIC_ROUTER_SYNC must be 'mbarrier' or 'barrier' (got '%s')", e);
+    }();
+    return v;
+}
+
 RouterKernel router_kernel_from_env() {
     const char* e = std::getenv("ELASTIC_ROUTER_KERNEL");
     if (!e || !*e || std::strcmp(e, "fused") == 0) return RouterKernel::Fused;
@@ -472,7 +533,7 @@ bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int h
 }
 
 void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
-                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster) {
+                         int head_dim, int window, float* logits_dev, cudaStream_t s, int cluster, RouterSync sync) {
     int dev = 0, major = 0, optin = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -488,9 +549,8 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
     a.rows = a.head_end + (T - a.tail_begin);
     a.n_kv_head = n_kv_head;
     a.head_dim = head_dim;
-    a.maxw = router_maxw(layers, head_dim);
     a.logits = logits_dev;
-    const size_t base = fused_smem_bytes(layers, head_dim);
+    const size_t smem = fused_smem_bytes(layers, head_dim);
     const int groups = (n_kv_head + kGroupHeads - 1) / kGroupHeads;
     cudaLaunchConfig_t cfg = {};
     cfg.blockDim = dim3(kThreads);
@@ -508,16 +568,16 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
     }();
     ELASTIC_TYPE_SWITCH(tk, TK, {
         // The largest cluster up to the one asked for that the device can hold (e.g. a small MIG
-        // slice may hold no cluster of 16), its weight slices staged in shared memory when they fit.
+        // slice may hold no cluster of 16); the mbarrier hand-off needs a cluster.
         const void* kern = nullptr;
         for (int c = cluster;; c /= 2) {
-            const bool staged = env_stage() && base + stage_bytes(layers, c) <= size_t(optin);
-            kern = staged ? reinterpret_cast<const void*>(router_fused_kernel<TK, true>)
-                          : reinterpret_cast<const void*>(router_fused_kernel<TK, false>);
+            const bool mbar = sync == RouterSync::Mbarrier && c > 1;
+            kern = mbar ? reinterpret_cast<const void*>(router_fused_kernel<TK, true>)
+                        : reinterpret_cast<const void*>(router_fused_kernel<TK, false>);
             set_fused_attributes(kern, dev, major, optin);
             a.cluster = c;
             cfg.gridDim = dim3(unsigned(groups * c));
-            cfg.dynamicSmemBytes = base + (staged ? stage_bytes(layers, c) : 0);
+            cfg.dynamicSmemBytes = smem;
             attr[0].val.clusterDim.x = unsigned(c);
             cfg.numAttrs = c > 1 ? 1 : 0;
             if (c == 1 || cluster_fits(kern, dev, c, cfg)) break;
