@@ -1,7 +1,7 @@
 // The router of a layer on the device (DESIGN.md §1.1; src/attention/router.cpp is the reference).
-// Two paths, ELASTIC_ROUTER_KERNEL picks (default fused: 0.0255 ms per layer against 0.1765 on
-// the H200, 2026-12-03; end to end on the Qwen3-8B shape at 32K, 2026-12-05 on an H100, the same
-// Ω_MSR and Ω_ESR as the cuBLAS path and 0.088 against 0.34 ms per layer, sync included):
+// Two paths, ELASTIC_ROUTER_KERNEL picks (default fused: 0.0196 ms per layer queued, 0.0182
+// replayed from a graph, against 0.1798 for cuBLAS, H100, 2026-12-06; end to end on the Qwen3-8B
+// shape at 32K, 2026-12-05, the same Ω_MSR and Ω_ESR as the cuBLAS path):
 //  fused   one launch per layer (router_fused_kernel): boundary pooling of the pre-RoPE keys (fp64
 //          sums, as router_pool) and the five Linear layers (fp32 FMA, bias, SiLU) for all KV heads,
 //          the activations in shared memory. On sm_90 the CTAs of one thread-block cluster (16 by
