@@ -23,7 +23,6 @@
 // memory when the caller has some), where Router::decision turns them into modes. No key row
 // leaves the GPU.
 #include <algorithm>
-#include <atomic>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "cuda/attention-common.cuh"
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
@@ -117,10 +117,14 @@ __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 // *p = v in the shared memory of CTA `rank` of the cluster (p: this CTA's address of the slot).
-__device__ __forceinline__ void st_rank(float* p, unsigned rank, float v) {
-    const unsigned a = unsigned(__cvta_generic_to_shared(p));
+// The shared::cluster address of p (this CTA's address of a shared-memory slot) in CTA `rank`.
+__device__ __forceinline__ unsigned cluster_addr(const void* p, unsigned rank) {
     unsigned ra;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(a), "r"(rank));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(detail::smem_u32(p)), "r"(rank));
+    return ra;
+}
+__device__ __forceinline__ void st_rank(float* p, unsigned rank, float v) {
+    const unsigned ra = cluster_addr(p, rank);
     asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(ra), "f"(v) : "memory");
 }
 #else
@@ -145,7 +149,7 @@ __device__ __forceinline__ void barrier_all(int cluster) {
 // another CTA's shared memory and counts its bytes on that CTA's mbarrier, so the receiver waits on
 // its own barrier for the bytes it expects instead of every CTA meeting at a cluster barrier.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ unsigned smem_u32(const void* p) { return unsigned(__cvta_generic_to_shared(p)); }
+using detail::smem_u32;
 __device__ __forceinline__ void mbar_init(uint64_t* bar) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
 }
@@ -163,18 +167,14 @@ __device__ __forceinline__ void mbar_wait0(uint64_t* bar) {
         : "memory");
 }
 __device__ __forceinline__ void st_async1(float* p, unsigned rank, float v, uint64_t* bar) {
-    unsigned ra, rb;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(smem_u32(p)), "r"(rank));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(rb) : "r"(smem_u32(bar)), "r"(rank));
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(ra), "f"(v), "r"(rb)
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [%0], %1, [%2];" ::"r"(cluster_addr(p, rank)),
+                 "f"(v), "r"(cluster_addr(bar, rank))
                  : "memory");
 }
 __device__ __forceinline__ void st_async4(float* p, unsigned rank, float v0, float v1, float v2, float v3, uint64_t* bar) {
-    unsigned ra, rb;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(smem_u32(p)), "r"(rank));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(rb) : "r"(smem_u32(bar)), "r"(rank));
-    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(ra),
-                 "f"(v0), "f"(v1), "f"(v2), "f"(v3), "r"(rb)
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];" ::"r"(
+                     cluster_addr(p, rank)),
+                 "f"(v0), "f"(v1), "f"(v2), "f"(v3), "r"(cluster_addr(bar, rank))
                  : "memory");
 }
 #else
@@ -201,6 +201,11 @@ __device__ __forceinline__ void linear_part(const RouterLinearDev& L, const floa
                                             uint64_t* bar_in, uint64_t* bar_out, unsigned long long* trace, int stamp) {
     const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
     bool wait = MBAR && bar_in != nullptr;
+    auto wait_input = [&] {
+        mbar_wait0(bar_in);
+        router_stamp(trace, stamp);
+        wait = false;
+    };
     for (int ob = o0 + warp * NB; ob < o1; ob += kWarps * NB) {
         float acc[NB][kGroupHeads];
 #pragma unroll
@@ -215,11 +220,7 @@ __device__ __forceinline__ void linear_part(const RouterLinearDev& L, const floa
             float4 w[NB];
 #pragma unroll
             for (int n = 0; n < NB; ++n) w[n] = __ldg(reinterpret_cast<const float4*>(wr[n] + i));
-            if (MBAR && wait) {  // the loads above are in flight while this waits
-                mbar_wait0(bar_in);
-                if (trace && threadIdx.x == 0) router_stamp(trace, stamp);
-                wait = false;
-            }
+            if (MBAR && wait) wait_input();  // the loads above are in flight while this waits
 #pragma unroll
             for (int h = 0; h < kGroupHeads; ++h) {
                 if (h >= Hg) break;
@@ -271,30 +272,23 @@ __device__ __forceinline__ void linear_part(const RouterLinearDev& L, const floa
                 for (int r = lane / kVals; r < cluster; r += kStep) st_async1(y + size_t(vh) * L.out + vo, unsigned(r), v, bar_out);
         }
     }
-    if (MBAR && wait) {  // no neuron here: still wait, so that x is complete before the CTA moves on
-        mbar_wait0(bar_in);
-        if (trace && threadIdx.x == 0) router_stamp(trace, stamp);
-    }
+    if (MBAR && wait) wait_input();  // no neuron here: still wait, so that x is complete before the CTA moves on
 }
 
-// Shared memory of the fused kernel, in floats from its start: the pooled keys [8, head_dim], then
-// each of layers 0-3's outputs [8, out] (each its own buffer, so no layer writes where another is
-// still read), then the pooling's fp64 partial sums, then five mbarriers (pooled keys, layers 0-3).
+// Shared memory of the fused kernel, in floats from its start: the pooled keys [8, head_dim] at 0,
+// then each of layers 0-3's outputs [8, out] (each its own buffer, so no layer writes where another
+// is still read; act_floats apart), then the pooling's fp64 partial sums, then five mbarriers
+// (pooled keys, layers 0-3).
+__host__ __device__ __forceinline__ int act_floats(int width) { return kGroupHeads * ((width + 3) / 4 * 4); }
 struct FusedSmem {
-    int y[5];  // float offsets: y[0] the pooled keys, y[l + 1] the output of layer l
     int part;  // float offset of the doubles (8-byte aligned)
     int bars;  // float offset of the mbarriers
     size_t bytes;
 };
 __host__ __device__ inline FusedSmem fused_smem(const RouterLinearDev (&layers)[5], int head_dim) {
     FusedSmem s{};
-    int off = 0;
-    s.y[0] = off;
-    off += kGroupHeads * ((head_dim + 3) / 4 * 4);
-    for (int l = 0; l < 4; ++l) {
-        s.y[l + 1] = off;
-        off += kGroupHeads * ((layers[l].out + 3) / 4 * 4);
-    }
+    int off = act_floats(head_dim);
+    for (int l = 0; l < 4; ++l) off += act_floats(layers[l].out);
     s.part = (off + 1) / 2 * 2;
     s.bars = s.part + kThreads * 8 * 2;
     s.bytes = size_t(s.bars) * sizeof(float) + 5 * sizeof(uint64_t);
@@ -346,7 +340,7 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
     // chunks × (kThreads / nt) row groups, fp64 sums per thread, then over the row groups in
     // shared memory. Group-local column h * d + i is also the index of x[h, i] in the pooled buffer
     // (its rows are d apart: d is a multiple of 8).
-    float* const pooled = sm + S.y[0];
+    float* const pooled = sm;
     constexpr int VEC = 16 / int(sizeof(TK));
     const int nch = Hg * a.head_dim / VEC;
     const int c0 = int(int64_t(rank) * nch / C), c1 = int(int64_t(rank + 1) * nch / C), mine = c1 - c0;
@@ -393,14 +387,14 @@ __global__ void __launch_bounds__(kThreads) router_fused_kernel(const FusedArgs 
         router_stamp(a.trace, 2);
     }
 
-    int xoff = S.y[0], xw = a.head_dim;  // layer l's input and its width (fused_smem's offsets)
+    int xoff = 0, xw = a.head_dim;  // layer l's input and its width
 #pragma unroll 1
     for (int l = 0; l < 5; ++l) {
         const RouterLinearDev& L = a.L[l];
         const bool act = l == 0 || l == 2 || l == 3;  // kAct
         const int per = (L.out + C - 1) / C, o0 = min(L.out, rank * per), o1 = min(L.out, o0 + per);
         float* out_global = l == 4 ? a.logits + size_t(h0) * L.out : nullptr;
-        const int yoff = xoff + kGroupHeads * ((xw + 3) / 4 * 4);
+        const int yoff = xoff + act_floats(xw);
         const float* x = sm + xoff;
         float* y = l < 4 ? sm + yoff : nullptr;
         xoff = yoff;
