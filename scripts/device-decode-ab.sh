@@ -15,6 +15,8 @@
 #           then traced (ELASTIC_ROUTER_TRACE=1), both hand-offs
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
 #           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1
+#   route   (not in the default STEPS) the same model's prefill under msr:0.75 at ROUTE_PROMPTS (default
+#           2048 and 32768) tokens, routed on the device and on the host (ELASTIC_ROUTE=host), alternating
 # BASELINE=0 leaves the baseline out (no second build, no baseline rows); PDL=0 leaves out the
 # ELASTIC_DECODE_PDL=1 rows. Both shorten a run that must fit one call's time limit.
 # From the repository root: bash scripts/device-decode-ab.sh. Logs and decode-ab-summary.md in OUT.
@@ -124,6 +126,35 @@ if has model; then
     bmodel "this tree" "$E" $args
     [ "$PDL" = 1 ] && ELASTIC_DECODE_PDL=1 bmodel "this tree, decode PDL on" "$E" $args
     [ "$BASELINE" = 1 ] && bmodel "baseline again" "$EB" $args
+  done
+fi
+if has route; then
+  dir=/tmp/qwen3-8b-random
+  qwen3_random_model "$dir"
+  note ""
+  note "### prefill routed on the device (default) against the host (ELASTIC_ROUTE=host): msr:0.75, Qwen3-8B shape, $REPS reps"
+  note "| prompt | routing | prefill tok/s median (range) | router ms per layer | attention s | Ω_MSR |"
+  note "|---|---|---|---|---|---|"
+  for p in ${ROUTE_PROMPTS:-2048 32768}; do
+    for r in host device host device; do
+      log="$LOGS/route-$p-$r.log"
+      ELASTIC_ROUTE=$r timeout 170 "$E" bench model -m "$dir" --backend cuda -p "$p" -n 1 -r "$REPS" --json \
+        --attention msr:0.75 --router "$dir/router.safetensors" --sink 128 --local 2048 > "$log" 2>&1
+      python3 - "$log" "$p" "$r" <<'PY' | tee -a "$SUM"
+import json, sys
+log, p, r = sys.argv[1:4]
+row = None
+for line in open(log):
+    if line.startswith('{'):
+        row = json.loads(line)["results"][0]
+if row is None:
+    print(f"| {p} | {r} | FAILED | | | |")
+else:
+    q = row["prefill_tok_s"]
+    print(f"| {p} | {r} | {q['median']:.0f} ({q['min']:.0f}-{q['max']:.0f}) | {row['router_ms_per_layer']:.4f} | "
+          f"{row['attention_seconds']:.4f} | {row['omega_msr']:.4f} |")
+PY
+    done
   done
 fi
 echo

@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "model/model.h"
 #include "precision-emulation.h"
@@ -148,6 +150,75 @@ TEST(CudaModel, XAPlanStaysOnTheDevice) {
         EXPECT_GT(s.stats().omega_esr, 0.0);
         s.forward(&ids[size_t(T)], 1);
         for (float x : s.last_logits()) ASSERT_TRUE(std::isfinite(x));
+    }
+}
+
+// Routing on the device (Backend::route_prefill: router, decision and modes written into the
+// device plan, the host waiting only for the router's kernels once the attention is queued)
+// against routing on the host (ELASTIC_ROUTE=host: logits to the host, Router::decision, the plan
+// uploaded): the same router kernel and the same plans, so the same modes in every layer, the same
+// Ω, and the same logits bit for bit over the prompt and decode steps. Random routers per layer,
+// the softmax variant under fa-ssa (routed) and the sigmoid variant under msr:0.5 (every layer's
+// count fixed, the heads by margin), a window small enough that SSA heads differ from FA.
+TEST(CudaModel, RoutingOnDeviceMatchesHost) {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    auto model = load_test_model();
+    const ModelConfig& c = model->config;
+    ASSERT_GE(c.n_kv_head, 2);
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    std::vector<int32_t> ids(300);
+    for (auto& x : ids) x = int32_t(rng() % uint64_t(std::min(c.vocab, 20000)));
+    auto cuda = make_cuda_backend(0, DType::BF16);
+    for (const int n_out : {2, 1}) {
+        std::vector<RouterLayer> layers;
+        for (int l = 0; l < c.n_layer; ++l) {
+            auto lin = [&](int in, int out) {
+                return RouterLinear{in, out, randn(size_t(in) * out, rng, 1.5f / std::sqrt(float(in))),
+                                    randn(size_t(out), rng, 0.1f)};
+            };
+            const int d = c.head_dim;
+            layers.push_back(RouterLayer{lin(d, 4 * d), lin(4 * d, d), lin(d, 4 * d), lin(4 * d, d), lin(d, n_out)});
+        }
+        const Router router(layers);
+        const Engine e(*model, *cuda, &router);
+        AttentionSpec spec = AttentionSpec::parse(n_out == 2 ? "fa-ssa" : "msr:0.5");
+        spec.win.sink = 4;
+        spec.win.local = 64;
+        std::vector<float> logits[2];
+        std::vector<std::vector<HeadMode>> modes[2];
+        double omega[2] = {0, 0};
+        for (int i = 0; i < 2; ++i) {
+            setenv("ELASTIC_ROUTE", i == 0 ? "host" : "device", 1);
+            ASSERT_EQ(cuda->routes_on_device(), i == 1);
+            const int64_t T = int64_t(ids.size()) - 4, vocab = c.vocab;
+            Session s(e, int64_t(ids.size()), spec);
+            auto keep = [&](int64_t, const float* l) { logits[i].insert(logits[i].end(), l, l + vocab); };
+            s.forward(ids.data(), T, true, keep);
+            for (const LayerPlan& p : s.plans()) {
+                ASSERT_FALSE(p.modes_on_device);
+                modes[i].push_back(p.mode);
+            }
+            omega[i] = s.stats().omega_msr;
+            if (i == 1) {  // timed on the device, read once at the end of the prefill
+                EXPECT_GT(s.stats().router_seconds, 0.0);
+                EXPECT_GT(s.stats().attention_seconds, 0.0);
+            }
+            for (int64_t t = T; t < int64_t(ids.size()); ++t) s.forward(&ids[size_t(t)], 1, true, keep);
+        }
+        unsetenv("ELASTIC_ROUTE");
+        const std::string what = spec.name + " (router variant with " + std::to_string(n_out) + " logits)";
+        ASSERT_EQ(modes[0], modes[1]) << what;
+        EXPECT_EQ(omega[0], omega[1]) << what;
+        ASSERT_EQ(logits[0].size(), logits[1].size());
+        EXPECT_EQ(0, std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float))) << what;
+        int mixed = 0;
+        for (const auto& m : modes[1])
+            mixed += std::count(m.begin(), m.end(), HeadMode::FA) > 0 && std::count(m.begin(), m.end(), HeadMode::SSA) > 0;
+        if (n_out == 1) {
+            EXPECT_GT(mixed, 0) << what << ": msr:0.5 mixes the modes in some layer";
+        }
     }
 }
 

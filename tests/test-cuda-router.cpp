@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "attention/elastic.h"
 #include "attention/router.h"
 #include "core/dtype.h"
 #include "cuda/ops.h"
@@ -287,6 +288,104 @@ TEST_F(CudaRouter, PathsAgreeThroughRouterLogits) {
     EXPECT_TRUE(close_enough(a, c, nullptr, 1e-5));
     ck(cudaFreeHost(pinned));
     ck(cudaFree(scratch));
+}
+
+// The decision on the device (router_decide, the prefill's routing without a host round trip)
+// against the host's Router::decision and choose_modes on the same device logits: both variants,
+// routed and MSR rules (every count of sparse heads), FA/SSA modes either way round, and tied
+// margins (identical keys in every head: MSR must take the lower heads first, as the host's
+// stable sort). Modes, the FA flags, margins and the softmax variant's probabilities bit for bit;
+// the sigmoid variant's probabilities within 2 ulp (the device's expf against the host's libm),
+// and its modes wherever the margin is not within those 2 ulp of 0.
+TEST_F(CudaRouter, DecisionOnDeviceMatchesHost) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const int d = 64;
+    const int64_t T = 500;
+    int32_t* meta = nullptr;
+    float* rec = nullptr;
+    ck(cudaMalloc(&meta, 2 * 64 * sizeof(int32_t)));
+    ck(cudaMalloc(&rec, cuda::route_record_floats(64, 2) * sizeof(float)));
+    int cases = 0, mixed = 0;
+    for (const int n_out : {2, 1})
+        for (const int H : {1, 3, 8, 12, 64})
+            for (const bool tied : {false, true}) {
+                const RouterLayer r = random_router(d, n_out, rng);
+                std::vector<float> k = randn(size_t(T) * H * d, rng);
+                if (tied)  // every head the keys of head 0: equal logits, equal margins
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int h = 1; h < H; ++h)
+                            std::copy_n(&k[size_t(t * H) * d], d, &k[size_t(t * H + h) * d]);
+                const DevKeys dk(k, DType::BF16);
+                const DevRouter dr(r);
+                float* scratch = nullptr;
+                ck(cudaMalloc(&scratch, cuda::router_scratch_floats(dr.lin, H, d) * sizeof(float)));
+                const float* dl = cuda::router_queue(h_, dr.lin, dk.p, DType::BF16, T, H, d, 100, scratch, nullptr);
+                std::vector<float> logits(size_t(H) * n_out);
+                ck(cudaMemcpy(logits.data(), dl, logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+                const RouterDecision want = Router::decision(r, logits, H);
+                for (const bool fa_first : {true, false})
+                    for (int n_sparse = -1; n_sparse <= H; ++n_sparse) {
+                        cuda::RouteRule rule;
+                        rule.n_sparse = n_sparse;
+                        rule.full_mode = fa_first ? 0 : 1;
+                        rule.sparse_mode = fa_first ? 1 : 0;
+                        ck(cudaMemset(meta, 0xff, 2 * 64 * sizeof(int32_t)));
+                        cuda::router_decide(dl, H, n_out, rule, meta, 2, rec, nullptr);
+                        ck(cudaGetLastError());
+                        std::vector<float> got(cuda::route_record_floats(H, n_out));
+                        std::vector<int32_t> gm(size_t(2 * H));
+                        ck(cudaMemcpy(got.data(), rec, got.size() * sizeof(float), cudaMemcpyDeviceToHost));
+                        ck(cudaMemcpy(gm.data(), meta, gm.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
+                        AttentionSpec spec;
+                        spec.full_mode = fa_first ? HeadMode::FA : HeadMode::SSA;
+                        spec.sparse_mode = fa_first ? HeadMode::SSA : HeadMode::FA;
+                        if (n_sparse < 0) {
+                            spec.kind = AttentionSpec::Kind::Routed;
+                        } else {
+                            spec.kind = AttentionSpec::Kind::MSR;
+                            spec.msr = double(n_sparse) / H;  // layer 0: llround(msr * H) = n_sparse
+                            ASSERT_EQ(msr_sparse_heads(spec.msr, H, 0, 0), n_sparse);
+                        }
+                        const std::vector<HeadMode> modes = choose_modes(spec, 0, H, 1, &want, 0, 0);
+                        const std::string what = "n_out " + std::to_string(n_out) + " H " + std::to_string(H) +
+                                                 (tied ? " tied" : "") + " n_sparse " + std::to_string(n_sparse) +
+                                                 (fa_first ? "" : " (modes swapped)");
+                        const float* gl = got.data();
+                        const float* gp = gl + H * n_out;
+                        const float* gmar = gp + H;
+                        const float* gmode = gmar + H;
+                        const float* gfull = gmode + H;
+                        for (int i = 0; i < H * n_out; ++i) ASSERT_EQ(gl[i], want.logits[size_t(i)]) << what << " logit " << i;
+                        int fa = 0;
+                        for (int h = 0; h < H; ++h) {
+                            const float p = want.prob_fa[size_t(h)];
+                            const bool exact = n_out == 2;
+                            if (exact) {
+                                ASSERT_EQ(gp[h], p) << what << " head " << h;
+                                ASSERT_EQ(gmar[h], want.margin[size_t(h)]) << what << " head " << h;
+                            } else {
+                                ASSERT_LE(std::fabs(gp[h] - p), 2 * std::ldexp(1.0f, -24)) << what << " head " << h;
+                            }
+                            const bool near_tie = !exact && std::fabs(want.margin[size_t(h)]) <= 2 * std::ldexp(1.0f, -24);
+                            if (!near_tie) {
+                                ASSERT_EQ(gfull[h], want.full[size_t(h)] ? 1.0f : 0.0f) << what << " head " << h;
+                                ASSERT_EQ(int(gmode[h]), int(modes[size_t(h)])) << what << " head " << h;
+                                ASSERT_EQ(gm[size_t(2 * h)], int32_t(modes[size_t(h)])) << what << " head " << h;
+                            }
+                            ASSERT_EQ(gm[size_t(2 * h)], int32_t(gmode[h])) << what << " head " << h;
+                            ASSERT_EQ(gm[size_t(2 * h + 1)], 0) << what << " head " << h;
+                            fa += gm[size_t(2 * h)] == 0;
+                        }
+                        mixed += fa > 0 && fa < H;
+                        ++cases;
+                    }
+                ck(cudaFree(scratch));
+            }
+    EXPECT_GT(mixed, cases / 4) << "the cases should mostly mix FA and SSA heads";
+    ck(cudaFree(meta));
+    ck(cudaFree(rec));
 }
 
 #endif  // ELASTIC_HAVE_CUDA

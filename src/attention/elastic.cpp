@@ -93,6 +93,11 @@ std::vector<std::vector<float>> parse_head_scores(const std::string& text, const
     return out;
 }
 
+int msr_sparse_heads(double msr, int n_kv_head, int64_t sparse_so_far, int64_t heads_so_far) {
+    const int64_t want = int64_t(std::llround(msr * double(heads_so_far + int64_t(n_kv_head)))) - sparse_so_far;
+    return int(std::clamp<int64_t>(want, 0, int64_t(n_kv_head)));
+}
+
 std::vector<HeadMode> choose_modes(const AttentionSpec& spec, int layer, int n_kv_head, int n_layer,
                                    const RouterDecision* d, int64_t sparse_so_far, int64_t heads_so_far) {
     using Kind = AttentionSpec::Kind;
@@ -109,8 +114,7 @@ std::vector<HeadMode> choose_modes(const AttentionSpec& spec, int layer, int n_k
         }
         case Kind::MSR: {
             ELASTIC_ASSERT(d && d->margin.size() == H);
-            const int64_t want = int64_t(std::llround(spec.msr * double(heads_so_far + int64_t(H)))) - sparse_so_far;
-            const int64_t n_sparse = std::clamp<int64_t>(want, 0, int64_t(H));
+            const int64_t n_sparse = msr_sparse_heads(spec.msr, n_kv_head, sparse_so_far, heads_so_far);
             std::vector<size_t> order(H);
             std::iota(order.begin(), order.end(), 0);
             std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d->margin[a] < d->margin[b]; });

@@ -42,6 +42,9 @@ std::vector<std::vector<float>> parse_head_scores(const std::string& text, const
 // target: layer l makes round(X·(heads_so_far + H)) − sparse_so_far of its lowest-margin heads sparse.
 std::vector<HeadMode> choose_modes(const AttentionSpec& spec, int layer, int n_kv_head, int n_layer,
                                    const RouterDecision* decision, int64_t sparse_so_far, int64_t heads_so_far);
+// MSR's count of sparse heads for a layer of n_kv_head heads after heads_so_far heads of which
+// sparse_so_far were sparse (the rule above, clamped to 0..n_kv_head).
+int msr_sparse_heads(double msr, int n_kv_head, int64_t sparse_so_far, int64_t heads_so_far);
 
 // Per-request statistics of one prefill.
 struct AttentionStats {

@@ -42,6 +42,10 @@ struct LayerPlan {
     // Backend::xa_download copies the lists to the host when a caller needs them.
     bool xa_on_device = false;
     std::vector<int64_t> xa_pairs;  // [n_kv_head] when xa_on_device
+    // Set by Backend::route_prefill on a backend that routes on the device (CUDA): the modes were
+    // written into the device plan of the next attn_hybrid_prefill and `mode` is empty until
+    // Backend::route_result reads them back (and clears this).
+    bool modes_on_device = false;
 };
 
 // One sequence's attention problem in training (positions 0..T-1; src/train and

@@ -95,7 +95,7 @@ void build_items_device(const DevicePlan& plan, int n_head, int bm, int sink, in
 void build_items(const DevicePlan& plan, int n_head, int bm, int sink, int local, cudaStream_t s) {
     if (plan.d_items && plan.key_head == n_head && plan.key_bm == bm && plan.key_sink == sink && plan.key_local == local)
         return;
-    if (plan.xa_device) {
+    if (plan.xa_device || plan.modes_device) {
         build_items_device(plan, n_head, bm, sink, local, s);
         plan.key_head = n_head;
         plan.key_bm = bm;
@@ -152,6 +152,7 @@ void fill_plan_device_xa(DevicePlan& dp, const LayerPlan& plan, int64_t T, int64
         dp.h_meta.push_back(hm);
     }
     dp.xa_device = dp.has_xa;
+    dp.modes_device = false;
     dp.xa_heads = j;
     dp.xa_nb = nb;
     upload_into(dp.d_cu, dp.cap_cu, dp.h_cu, s);
@@ -176,6 +177,7 @@ void fill_batch_plan(DevicePlan& plan, const std::vector<LayerPlan>& plans, cons
     dp->key_head = -1;  // the work list is the old plan's
     dp->last_T = -1;
     dp->xa_device = false;
+    dp->modes_device = false;
     dp->n_kv = int(plans[0].mode.size());
     dp->xa_block = xa_block;
     ELASTIC_ASSERT(dp->n_kv > 0);
@@ -227,6 +229,35 @@ std::unique_ptr<DevicePlan> upload_batch_plan(const std::vector<LayerPlan>& plan
     auto dp = std::unique_ptr<DevicePlan>(new DevicePlan);
     fill_batch_plan(*dp, plans, seqlens, xa_block, s);
     return dp;
+}
+
+void fill_plan_device_modes(DevicePlan& dp, int n_kv_head, int64_t T, int64_t xa_block, cudaStream_t s) {
+    ELASTIC_ASSERT(n_kv_head >= 1 && T >= 0 && T < (int64_t(1) << 31));
+    dp.n_seq = 1;
+    dp.n_kv = n_kv_head;
+    dp.xa_block = xa_block;
+    dp.has_xa = false;
+    dp.xa_device = false;
+    dp.modes_device = true;
+    dp.xa_heads = 0;
+    dp.key_head = -1;  // the work list is rebuilt for these modes
+    dp.last_T = -1;    // and refill_plan never takes the device's modes for a host plan's
+    dp.h_cu = {0, int32_t(T)};
+    dp.h_meta.assign(size_t(n_kv_head), HeadMeta{-1, 0});
+    dp.h_xa_off.clear();
+    dp.h_xa_blocks.clear();
+    upload_into(dp.d_cu, dp.cap_cu, dp.h_cu, s);
+    ensure_capacity(dp.d_meta, dp.cap_meta, size_t(n_kv_head), "an attention plan");
+    if (!dp.d_counter) dp.d_counter = device_alloc<int>(1, "an attention plan");
+}
+
+int32_t* head_meta_words(DevicePlan& dp) {
+    static_assert(sizeof(HeadMeta) == 2 * sizeof(int32_t), "router_decide writes two words per head");
+    return reinterpret_cast<int32_t*>(dp.d_meta);
+}
+
+bool holds_device_modes(const DevicePlan& dp, int n_kv_head, int64_t T) {
+    return dp.modes_device && dp.n_seq == 1 && dp.n_kv == n_kv_head && dp.h_cu.size() == 2 && dp.h_cu[1] == T;
 }
 
 bool holds_device_xa(const DevicePlan& dp, const LayerPlan& plan, int64_t T, int64_t xa_block) {

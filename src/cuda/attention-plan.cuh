@@ -39,6 +39,9 @@ struct DevicePlan {
     // XA lists selected on the device (xa_fill_device_plan): h_xa_off / h_xa_blocks stay empty,
     // d_xa_off holds xa_heads × (xa_nb + 1) offsets, and the work list is built on the device.
     bool xa_device = false;
+    // Modes written on the device (fill_plan_device_modes, then router_decide): h_meta holds -1s
+    // and the work list is built on the device.
+    bool modes_device = false;
     int xa_heads = 0;
     int64_t xa_nb = 0;
     // Scratch of the device selection (element capacities beside each).

@@ -53,6 +53,13 @@ std::unique_ptr<DevicePlan> upload_plan(const LayerPlan& plan, int64_t T, int64_
 // enough): the backend refills one plan layer after layer. The stream orders the refill after the
 // kernels that read the previous contents.
 void refill_plan(DevicePlan& dp, const LayerPlan& plan, int64_t T, int64_t xa_block, cudaStream_t s);
+// One sequence of T tokens whose modes a kernel writes later into dp's head metadata (mode, then
+// xa_base 0, per KV head; router_decide): the plan's other fields, and head_meta_words() points to
+// where the modes go. FA and SSA heads only; the launch's work list is built on the device.
+void fill_plan_device_modes(DevicePlan& dp, int n_kv_head, int64_t T, int64_t xa_block, cudaStream_t s);
+int32_t* head_meta_words(DevicePlan& dp);
+// Whether dp holds modes written on the device for T tokens and n_kv_head heads.
+bool holds_device_modes(const DevicePlan& dp, int n_kv_head, int64_t T);
 // A varlen batch: sequence b has seqlens[b] tokens and its own plan (same n_kv_head for all).
 std::unique_ptr<DevicePlan> upload_batch_plan(const std::vector<LayerPlan>& plans, const std::vector<int64_t>& seqlens,
                                               int64_t xa_block, cudaStream_t s);
@@ -130,8 +137,9 @@ std::vector<double> xa_block_scores(const void* q, const void* k, DType t, int64
 
 // Per-head lean KV cache of one layer (same layout as cpu::LayerKVCache, stored in bf16: half
 // the bytes of fp32, and decode is bandwidth-bound, so it is also twice as fast).
+// Its head table and zeroed slots are queued on s (nothing waits for the work before).
 std::unique_ptr<DeviceLayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
-                                                  int n_kv_head, int head_dim);
+                                                  int n_kv_head, int head_dim, cudaStream_t s = nullptr);
 size_t cache_bytes(const DeviceLayerCache& c);
 // k, v device [T, n_kv_head, head_dim] of type t.
 void cache_store_prefill(DeviceLayerCache& c, const void* k, const void* v, DType t, int64_t T, cudaStream_t s);

@@ -110,6 +110,11 @@ public:
         cudaFree(step_);
         cublasDestroy(blas_);
         if (ev0_) cudaEventDestroy(ev0_);
+        for (cudaEvent_t e : route_ev_)
+            if (e) cudaEventDestroy(e);
+        for (cudaEvent_t e : marks_) cudaEventDestroy(e);
+        cudaFree(route_dev_);
+        cudaFreeHost(route_host_);
         if (ev1_) cudaEventDestroy(ev1_);
         cudaFree(blas_ws_);
         cudaStreamDestroy(stream_);
@@ -317,7 +322,10 @@ public:
             fail("the CUDA attention kernels take head_dim 64 or 128; this model has %d (use --backend cpu)", head_dim);
         bind();
         check_attn(q, k, v, out);
-        if (plan.xa_on_device) {  // xa_prefill_plan wrote the lists and the plan's fields
+        if (plan.modes_on_device) {  // route_prefill wrote the modes
+            if (!plan_ || !cuda::holds_device_modes(*plan_, n_kv_head, T))
+                fail("the routed plan on the device is not this launch's (route_prefill must precede its prefill)");
+        } else if (plan.xa_on_device) {  // xa_prefill_plan wrote the lists and the plan's fields
             if (!plan_ || !cuda::holds_device_xa(*plan_, plan, T, xa_block))
                 fail("the XA plan on the device is not this launch's (xa_prefill_plan must precede its prefill)");
         } else if (plan_) {
@@ -375,6 +383,97 @@ public:
                             logits_host, stream_, cr.pinned);
     }
 
+    // Routing on the device (Backend::route_prefill): unless ELASTIC_ROUTE=host (read per call,
+    // the host path of router_logits + Router::decision, for A/B runs) and for layers of at most
+    // 64 KV heads (router_decide's one thread).
+    bool routes_on_device() const override {
+        const char* e = std::getenv("ELASTIC_ROUTE");
+        return !(e && std::strcmp(e, "host") == 0);
+    }
+    void route_prefill(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
+                       const RouteRule& rule, LayerPlan& plan) override {
+        bind();
+        const auto& cr = static_cast<const CudaRouter&>(r);
+        ELASTIC_ASSERT(cr.n_kv_head == n_kv_head && n_kv_head <= 64);
+        ELASTIC_ASSERT_MSG(rule.full_mode != HeadMode::XA && rule.sparse_mode != HeadMode::XA,
+                           "routing on the device takes FA and SSA modes only");
+        if (route_pending_) {  // a prefill that threw between the two: its record is not wanted
+            CUDA_CHECK(cudaEventSynchronize(route_ev_[2]));
+            route_pending_ = false;
+        }
+        const int n_out = cr.layer->rh4.out;
+        const size_t rec = cuda::route_record_floats(n_kv_head, n_out);
+        if (rec > route_cap_) {
+            if (route_dev_) CUDA_CHECK(cudaFree(route_dev_));
+            if (route_host_) CUDA_CHECK(cudaFreeHost(route_host_));
+            route_cap_ = std::max<size_t>(rec, 64 * 5);
+            route_dev_ = cuda::device_alloc<float>(route_cap_, "the router's decision");
+            CUDA_CHECK(cudaMallocHost(&route_host_, route_cap_ * sizeof(float)));
+            for (cudaEvent_t* e : {&route_ev_[0], &route_ev_[1], &route_ev_[2]})
+                if (!*e) CUDA_CHECK(cudaEventCreate(e));
+        }
+        if (!plan_) plan_ = cuda::new_plan();
+        cuda::fill_plan_device_modes(*plan_, n_kv_head, T, 64, stream_);
+        CUDA_CHECK(cudaEventRecord(route_ev_[0], stream_));
+        const float* logits = cuda::router_queue(blas_, cr.lin, k.p, k.type, T, n_kv_head, head_dim, window,
+                                                 static_cast<float*>(cr.scratch.p), stream_);
+        cuda::RouteRule dr;
+        dr.n_sparse = rule.n_sparse;
+        dr.full_mode = int(rule.full_mode);
+        dr.sparse_mode = int(rule.sparse_mode);
+        cuda::router_decide(logits, n_kv_head, n_out, dr, cuda::head_meta_words(*plan_), 2, route_dev_, stream_);
+        CUDA_CHECK(cudaEventRecord(route_ev_[1], stream_));
+        CUDA_CHECK(cudaMemcpyAsync(route_host_, route_dev_, rec * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaEventRecord(route_ev_[2], stream_));
+        route_pending_ = true;
+        route_H_ = n_kv_head;
+        route_out_ = n_out;
+        route_T_ = T;
+        plan = LayerPlan{};
+        plan.modes_on_device = true;
+    }
+    double route_result(LayerPlan& plan, RouterDecision& d) override {
+        if (!route_pending_ || !plan.modes_on_device) fail("route_result: no route_prefill to take");
+        bind();
+        CUDA_CHECK(cudaEventSynchronize(route_ev_[2]));  // the router's kernels and their record only
+        route_pending_ = false;
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, route_ev_[0], route_ev_[1]));
+        const int H = route_H_, n = route_out_;
+        const float* rec = route_host_;
+        d.logits.assign(rec, rec + size_t(H) * n);
+        d.prob_fa.assign(rec + size_t(H) * n, rec + size_t(H) * (n + 1));
+        d.margin.assign(rec + size_t(H) * (n + 1), rec + size_t(H) * (n + 2));
+        d.full.assign(size_t(H), 0);
+        plan.mode.resize(size_t(H));
+        for (int h = 0; h < H; ++h) {
+            const int m = int(rec[size_t(H) * (n + 2) + size_t(h)]);
+            ELASTIC_ASSERT(m == int(HeadMode::FA) || m == int(HeadMode::SSA));
+            plan.mode[size_t(h)] = HeadMode(m);
+            d.full[size_t(h)] = rec[size_t(H) * (n + 3) + size_t(h)] != 0.0f;
+        }
+        plan.modes_on_device = false;
+        return double(ms) * 1e-3;
+    }
+    int mark() override {
+        bind();
+        if (n_marks_ == int(marks_.size())) {
+            marks_.push_back(nullptr);
+            CUDA_CHECK(cudaEventCreate(&marks_.back()));
+        }
+        CUDA_CHECK(cudaEventRecord(marks_[size_t(n_marks_)], stream_));
+        return n_marks_++;
+    }
+    double seconds(int a, int b) override {
+        ELASTIC_ASSERT(a >= 0 && b >= 0 && a < n_marks_ && b < n_marks_);
+        bind();
+        CUDA_CHECK(cudaEventSynchronize(marks_[size_t(b)]));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, marks_[size_t(a)], marks_[size_t(b)]));
+        return double(ms) * 1e-3;
+    }
+    void forget_marks() override { n_marks_ = 0; }
+
     struct Cache final : LayerCache {
         std::unique_ptr<cuda::DeviceLayerCache> c;
         size_t bytes() const override { return cuda::cache_bytes(*c); }
@@ -383,7 +482,7 @@ public:
                                                 int n_kv_head, int head_dim) override {
         bind();
         auto c = std::make_unique<Cache>();
-        c->c = cuda::new_layer_cache(plan, win, capacity, n_kv_head, head_dim);
+        c->c = cuda::new_layer_cache(plan, win, capacity, n_kv_head, head_dim, stream_);
         return c;
     }
     void cache_store_prefill(LayerCache& c, Buf k, Buf v, int64_t T) override {
@@ -647,6 +746,17 @@ private:
     int32_t* ints_ = nullptr;  // [ints_n_]
     size_t ints_n_ = 0;
     std::unique_ptr<cuda::DevicePlan> plan_;  // the last prefill's plan
+    // route_prefill's record (device, and its pinned copy) and events: router start, decision
+    // written, record copied.
+    float* route_dev_ = nullptr;
+    float* route_host_ = nullptr;
+    size_t route_cap_ = 0;
+    cudaEvent_t route_ev_[3] = {nullptr, nullptr, nullptr};
+    bool route_pending_ = false;
+    int route_H_ = 0, route_out_ = 0;
+    int64_t route_T_ = 0;
+    std::vector<cudaEvent_t> marks_;  // mark(): reused after forget_marks()
+    int n_marks_ = 0;
     std::unique_ptr<cuda::DevicePlan> train_plan_;  // the training attention's last plan
 };
 

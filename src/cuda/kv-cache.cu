@@ -19,7 +19,7 @@ namespace elastic::cuda {
 using namespace detail;
 
 std::unique_ptr<DeviceLayerCache> new_layer_cache(const LayerPlan& plan, const StreamingWindow& win, int64_t capacity,
-                                                  int n_kv_head, int head_dim) {
+                                                  int n_kv_head, int head_dim, cudaStream_t s) {
     ELASTIC_ASSERT(plan.mode.size() == size_t(n_kv_head) && capacity > 0 && (head_dim == 64 || head_dim == 128));
     ELASTIC_ASSERT(win.sink >= 0 && win.local >= 1);
     auto c = std::unique_ptr<DeviceLayerCache>(new DeviceLayerCache);
@@ -43,12 +43,16 @@ std::unique_ptr<DeviceLayerCache> new_layer_cache(const LayerPlan& plan, const S
         off += slots * head_dim;
     }
     c->elems = size_t(off);
+    // Stream-ordered copies, not cudaMemcpy / cudaMemset: those go to the legacy stream, which
+    // waits for all the work queued before (a prefill allocates a layer's cache while its
+    // attention still runs). The head table is copied from pageable memory: staged before return.
     CUDA_CHECK(cudaMalloc(&c->d_heads, c->h_heads.size() * sizeof(CacheHead)));
-    CUDA_CHECK(cudaMemcpy(c->d_heads, c->h_heads.data(), c->h_heads.size() * sizeof(CacheHead), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(c->d_heads, c->h_heads.data(), c->h_heads.size() * sizeof(CacheHead),
+                               cudaMemcpyHostToDevice, s));
     c->k = device_alloc<__nv_bfloat16>(c->elems, "the KV cache");
     c->v = device_alloc<__nv_bfloat16>(c->elems, "the KV cache");
-    CUDA_CHECK(cudaMemset(c->k, 0, c->elems * sizeof(__nv_bfloat16)));
-    CUDA_CHECK(cudaMemset(c->v, 0, c->elems * sizeof(__nv_bfloat16)));
+    CUDA_CHECK(cudaMemsetAsync(c->k, 0, c->elems * sizeof(__nv_bfloat16), s));
+    CUDA_CHECK(cudaMemsetAsync(c->v, 0, c->elems * sizeof(__nv_bfloat16), s));
     return c;
 }
 

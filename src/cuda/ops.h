@@ -96,6 +96,10 @@ RouterKernel router_kernel_from_env();
 void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
                    int head_dim, int window, float* scratch, float* logits_host, cudaStream_t s, float* pinned = nullptr,
                    RouterKernel kernel = router_kernel_from_env());
+// The same queued only (no copy, no sync); returns the device pointer of the logits in scratch.
+const float* router_queue(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
+                          int n_kv_head, int head_dim, int window, float* scratch, cudaStream_t s,
+                          RouterKernel kernel = router_kernel_from_env());
 // The fused kernel's conditions: head_dim a multiple of 8, every Linear's input a multiple of 4,
 // k and the weights 16-byte aligned, its shared memory within the device's limit.
 bool router_fused_takes(const RouterLinearDev (&layers)[5], const void* k, int head_dim);
@@ -116,6 +120,25 @@ void router_logits_fused(const RouterLinearDev (&layers)[5], const void* k, DTyp
 // with the mbarrier hand-off its whole output arrived in the CTA) as min/median/max µs after the
 // first CTA's entry; synchronises that call's stream.
 std::string router_trace_summary();
+// The decision of one layer on the device, as Router::decision then choose_modes of a routed
+// spec (no host round trip): softmax variant (n_out 2) FA iff l1 > l0, margin l1 - l0; sigmoid
+// variant (n_out 1) the LayerNorm over the heads (fp64 mean and variance, eps 1e-5), prob_fa its
+// sigmoid, FA iff prob_fa > 0.5, margin prob_fa - 0.5. Routed (n_sparse < 0): each head its
+// decision's mode; MSR: the n_sparse heads of lowest margin (ties: lower head) get sparse_mode.
+struct RouteRule {
+    int n_sparse = -1;  // < 0: routed; else MSR's count of sparse heads for this layer
+    int full_mode = 0, sparse_mode = 1;  // kModeFA / kModeSSA / kModeXA
+};
+// Floats of one layer's record: logits [n_kv_head * n_out] (after the LayerNorm for the sigmoid
+// variant), prob_fa [n_kv_head], margin [n_kv_head], mode [n_kv_head] (the HeadMode value), full
+// [n_kv_head] (1: the decision is FA).
+inline size_t route_record_floats(int n_kv_head, int n_out) { return size_t(n_kv_head) * size_t(n_out + 4); }
+// Queues the decision: logits [n_kv_head, n_out] (device) -> record (device) and meta_modes
+// [n_kv_head] (the plan's HeadMeta, stride meta_stride int32 words: mode, then xa_base set to 0).
+// One warp; n_kv_head <= 64.
+void router_decide(const float* logits, int n_kv_head, int n_out, const RouteRule& rule, int32_t* meta,
+                   int meta_stride, float* record, cudaStream_t s);
+
 // Queues the cuBLAS path only; returns the device pointer of the logits inside scratch.
 const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
                                   int n_kv_head, int head_dim, int window, float* scratch, cudaStream_t s);

@@ -619,13 +619,88 @@ const float* router_logits_cublas(cublasHandle_t h, const RouterLinearDev (&laye
     return x;
 }
 
+namespace {
+
+// One thread decides (a layer has at most 64 KV heads); the order of every operation is the host's
+// (Router::decision, choose_modes), so the modes and margins are the host's bit for bit, but for
+// the sigmoid variant's exp (the device's against the host's libm, within an ulp).
+__global__ void router_decide_kernel(const float* __restrict__ logits, int H, int n_out, RouteRule rule,
+                                     int32_t* meta, int meta_stride, float* rec) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    float* out = rec;
+    float* prob = rec + H * n_out;
+    float* margin = prob + H;
+    float* mode = margin + H;
+    bool full[64];
+    if (n_out == 2) {
+        for (int h = 0; h < H; ++h) {
+            const float l0 = logits[2 * h], l1 = logits[2 * h + 1];
+            out[2 * h] = l0;
+            out[2 * h + 1] = l1;
+            margin[h] = l1 - l0;
+            prob[h] = 1.0f / (1.0f + expf(-(l1 - l0)));
+            full[h] = l1 > l0;
+        }
+    } else {
+        double mean = 0, var = 0;
+        for (int h = 0; h < H; ++h) mean += logits[h];
+        mean /= H;
+        for (int h = 0; h < H; ++h) var += (logits[h] - mean) * (logits[h] - mean);
+        var /= H;
+        const double inv = 1.0 / sqrt(var + 1e-5);
+        for (int h = 0; h < H; ++h) {
+            out[h] = float((logits[h] - mean) * inv);
+            const float p = 1.0f / (1.0f + expf(-out[h]));
+            prob[h] = p;
+            full[h] = p > 0.5f;
+            margin[h] = p - 0.5f;
+        }
+    }
+    int m[64];
+    if (rule.n_sparse < 0) {
+        for (int h = 0; h < H; ++h) m[h] = full[h] ? rule.full_mode : rule.sparse_mode;
+    } else {
+        // The n_sparse lowest margins, lower head first on ties (the host's stable sort).
+        bool sparse[64];
+        for (int h = 0; h < H; ++h) sparse[h] = false;
+        for (int i = 0; i < rule.n_sparse && i < H; ++i) {
+            int best = -1;
+            for (int h = 0; h < H; ++h)
+                if (!sparse[h] && (best < 0 || margin[h] < margin[best])) best = h;
+            sparse[best] = true;
+        }
+        for (int h = 0; h < H; ++h) m[h] = sparse[h] ? rule.sparse_mode : rule.full_mode;
+    }
+    for (int h = 0; h < H; ++h) {
+        mode[h] = float(m[h]);
+        mode[H + h] = full[h] ? 1.0f : 0.0f;
+        meta[h * meta_stride] = m[h];
+        meta[h * meta_stride + 1] = 0;
+    }
+}
+
+}  // namespace
+
+void router_decide(const float* logits, int n_kv_head, int n_out, const RouteRule& rule, int32_t* meta,
+                   int meta_stride, float* record, cudaStream_t s) {
+    ELASTIC_ASSERT(n_kv_head >= 1 && n_kv_head <= 64 && (n_out == 1 || n_out == 2));
+    router_decide_kernel<<<1, 32, 0, s>>>(logits, n_kv_head, n_out, rule, meta, meta_stride, record);
+    CUDA_LAUNCH_CHECK();
+}
+
+const float* router_queue(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T,
+                          int n_kv_head, int head_dim, int window, float* buf, cudaStream_t s, RouterKernel kernel) {
+    if (kernel == RouterKernel::Fused && router_fused_takes(layers, k, head_dim)) {
+        router_logits_fused(layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
+        return buf;  // the fused kernel writes them at the start of the scratch
+    }
+    return router_logits_cublas(h, layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
+}
+
 void router_logits(cublasHandle_t h, const RouterLinearDev (&layers)[5], const void* k, DType tk, int64_t T, int n_kv_head,
                    int head_dim, int window, float* buf, float* logits_host, cudaStream_t s, float* pinned,
                    RouterKernel kernel) {
-    const float* logits = buf;  // the fused kernel writes them at the start of the scratch
-    if (kernel == RouterKernel::Fused && router_fused_takes(layers, k, head_dim))
-        router_logits_fused(layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
-    else logits = router_logits_cublas(h, layers, k, tk, T, n_kv_head, head_dim, window, buf, s);
+    const float* logits = router_queue(h, layers, k, tk, T, n_kv_head, head_dim, window, buf, s, kernel);
     const size_t bytes = size_t(n_kv_head) * size_t(layers[4].out) * sizeof(float);
     CUDA_CHECK(cudaMemcpyAsync(pinned ? pinned : logits_host, logits, bytes, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));

@@ -44,6 +44,20 @@ void Backend::qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, flo
     rope(k, T, n_kv_head, head_dim, pos, inv_freq);
 }
 
+void Backend::route_prefill(const RouterWeights&, Buf, int64_t, int, int, int, const RouteRule&, LayerPlan&) {
+    fail("the %s backend routes on the host", name());
+}
+double Backend::route_result(LayerPlan&, RouterDecision&) { fail("the %s backend routes on the host", name()); }
+
+int Backend::mark() {
+    host_marks_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count());
+    return int(host_marks_.size()) - 1;
+}
+double Backend::seconds(int a, int b) {
+    ELASTIC_ASSERT(a >= 0 && b >= 0 && size_t(a) < host_marks_.size() && size_t(b) < host_marks_.size());
+    return host_marks_[size_t(b)] - host_marks_[size_t(a)];
+}
+
 namespace {
 [[noreturn]] void no_training(const Backend& b) { fail("the %s backend does not train routers", b.name()); }
 }  // namespace

@@ -146,6 +146,28 @@ public:
     // their first and last `window` rows, through the layer's MLPs; logits_host [n_kv_head, rh4.out].
     virtual void router_logits(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
                                float* logits_host) = 0;
+    // Routing on the device, for a prefill whose modes are FA or SSA. route_prefill queues the
+    // router of one layer (as router_logits), its decision (Router::decision) and the modes of
+    // `rule` (choose_modes: routed, or MSR's n_sparse lowest-margin heads), written straight into
+    // the device plan of the next attn_hybrid_prefill (plan.modes_on_device); nothing comes back to
+    // the host before that attention is queued. route_result then waits for the router's own
+    // kernels only (the attention runs on), fills plan.mode and the decision, and returns the
+    // router's seconds on the device. A backend whose routes_on_device() is false routes on the
+    // host (router_logits, then Router::decision); the defaults throw.
+    struct RouteRule {
+        int n_sparse = -1;  // < 0: each head its decision; else MSR: this many sparse heads
+        HeadMode full_mode = HeadMode::FA, sparse_mode = HeadMode::SSA;
+    };
+    virtual bool routes_on_device() const { return false; }
+    virtual void route_prefill(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
+                               const RouteRule& rule, LayerPlan& plan);
+    virtual double route_result(LayerPlan& plan, RouterDecision& decision);
+    // Points in the backend's queue of work, timed where the work runs: mark() records one (CUDA:
+    // an event on the stream; the CPU, whose ops are done when they return: the host clock);
+    // seconds(a, b) waits for b and gives the time from a to b; forget_marks() starts the count again.
+    virtual int mark();
+    virtual double seconds(int a, int b);
+    virtual void forget_marks() { host_marks_.clear(); }
     // The KV cache of one layer of one sequence: each head keeps what its mode needs.
     struct LayerCache {
         virtual ~LayerCache() = default;
@@ -250,6 +272,9 @@ public:
         sum = 0;
         return false;
     }
+
+private:
+    std::vector<double> host_marks_;  // mark() where ops run as they are called
 };
 
 // CPU backend (fp32, OpenMP threads, OpenBLAS for dense products).

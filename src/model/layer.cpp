@@ -67,6 +67,28 @@ std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backen
     return cache;
 }
 
+std::unique_ptr<Backend::LayerCache> prefill_attention_routed(Backend& be, const Backend::Vector& inv_freq,
+                                                              const Backend::RouterWeights& rw, int window,
+                                                              const Backend::RouteRule& rule, Buf q, Buf k, Buf v,
+                                                              Buf att, int64_t T, const int32_t* pos, const HeadShape& s,
+                                                              LayerPlan& plan, RouterDecision& decision,
+                                                              const AttentionSpec& spec, int64_t capacity,
+                                                              AttentionStats& stats,
+                                                              std::vector<std::pair<int, int>>& attn_marks) {
+    const int hd = s.head_dim;
+    const float scale = 1.0f / std::sqrt(float(hd));
+    be.route_prefill(rw, k, T, s.n_kv_head, hd, window, rule, plan);  // reads the pre-RoPE keys
+    be.rope(q, T, s.n_head, hd, pos, inv_freq);
+    be.rope(k, T, s.n_kv_head, hd, pos, inv_freq);
+    const int a0 = be.mark();
+    be.attn_hybrid_prefill(q, k, v, att, T, s.n_head, s.n_kv_head, hd, plan, spec.win, spec.xa.block, scale);
+    attn_marks.push_back({a0, be.mark()});
+    stats.router_seconds += be.route_result(plan, decision);  // the attention runs on meanwhile
+    std::unique_ptr<Backend::LayerCache> cache = be.new_layer_cache(plan, spec.win, capacity, s.n_kv_head, hd);
+    be.cache_store_prefill(*cache, k, v, T);
+    return cache;
+}
+
 void qk_norms(Backend& be, const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps, Buf q, Buf k,
               int64_t n, const HeadShape& s) {
     if (!q_norm) return;
@@ -147,8 +169,21 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
     qk_norms(be_, L.q_norm.get(), L.k_norm.get(), c_.rms_eps, b_.q, b_.k, n, heads_of(c_));
     RouterDecision decision;
     const bool routed = spec_.needs_router() && L.router;
-    if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
     LayerPlan& plan = plans_[size_t(l)];
+    const auto fa_or_ssa = [](HeadMode m) { return m == HeadMode::FA || m == HeadMode::SSA; };
+    if (routed && fa_or_ssa(spec_.full_mode) && fa_or_ssa(spec_.sparse_mode) && H <= 64 && be_.routes_on_device()) {
+        Backend::RouteRule rule;
+        rule.full_mode = spec_.full_mode;
+        rule.sparse_mode = spec_.sparse_mode;
+        if (spec_.kind == AttentionSpec::Kind::MSR) rule.n_sparse = msr_sparse_heads(spec_.msr, H, sparse_so_far_, int64_t(l) * H);
+        caches_.push_back(prefill_attention_routed(be_, *e_.inv_freq, *L.router, e_.router->window(), rule, b_.q, b_.k,
+                                                   b_.v, b_.att, n, pos, heads_of(c_), plan, decision, spec_, cap_,
+                                                   stats_, attn_marks_));
+        for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
+        stats_.record_layer(plan, spec_, n, decision.prob_fa);
+        return;
+    }
+    if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
     plan.mode = choose_modes(spec_, l, H, c_.n_layer, spec_.needs_router() ? &decision : nullptr, sparse_so_far_,
                              int64_t(l) * H);
     for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);

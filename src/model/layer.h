@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "attention/elastic.h"
 #include "model/backend.h"
@@ -38,6 +40,21 @@ std::unique_ptr<Backend::LayerCache> prefill_attention(Backend& be, const Backen
                                                        Buf att, int64_t T, const int32_t* pos, const HeadShape& s,
                                                        LayerPlan& plan, const AttentionSpec& spec, int64_t capacity,
                                                        AttentionStats& stats);
+
+// The same for a layer routed on the device (Backend::route_prefill; rw: its router, rule: the
+// modes of its decision): the router, its decision and the modes go straight into the device plan
+// the attention reads, and the host waits for the router's kernels only once the attention is
+// queued, to size the lean cache. The decision and plan.mode are filled; the router's device time
+// goes to stats.router_seconds, and the attention's span (two Backend::mark()s) to attn_marks, read
+// once the prefill is done.
+std::unique_ptr<Backend::LayerCache> prefill_attention_routed(Backend& be, const Backend::Vector& inv_freq,
+                                                              const Backend::RouterWeights& rw, int window,
+                                                              const Backend::RouteRule& rule, Buf q, Buf k, Buf v,
+                                                              Buf att, int64_t T, const int32_t* pos, const HeadShape& s,
+                                                              LayerPlan& plan, RouterDecision& decision,
+                                                              const AttentionSpec& spec, int64_t capacity,
+                                                              AttentionStats& stats,
+                                                              std::vector<std::pair<int, int>>& attn_marks);
 
 // Qwen3's per-head RMSNorms on q [n, n_head·d] and k [n, n_kv_head·d], in place (q_norm null: none).
 void qk_norms(Backend& be, const Backend::Vector* q_norm, const Backend::Vector* k_norm, float eps, Buf q, Buf k,

@@ -142,6 +142,8 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
         caches_.clear();
         sparse_so_far_ = 0;
         decode_steps_ = 0;
+        attn_marks_.clear();
+        be_.forget_marks();
     }
     // A one-token decode step runs as graphs where the backend has them. Its token id and position
     // go to device memory first, where the step's ops read them, so the first recording is replayed
@@ -181,6 +183,9 @@ void Session::forward(const int32_t* ids, int64_t n, bool all_logits, const Logi
     }
     if (!prefill) ++decode_steps_;
     if (prefill) {
+        for (const auto& [a, b] : attn_marks_) stats_.attention_seconds += be_.seconds(a, b);  // once per request
+        attn_marks_.clear();
+        be_.forget_marks();
         stats_.finish(c_.n_layer, c_.n_kv_head, sparse_so_far_, kv_bytes());
         stats_.prefill_seconds = stats_clock() - t0;
     }
