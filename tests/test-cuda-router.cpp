@@ -294,9 +294,10 @@ TEST_F(CudaRouter, PathsAgreeThroughRouterLogits) {
 // against the host's Router::decision and choose_modes on the same device logits: both variants,
 // routed and MSR rules (every count of sparse heads), FA/SSA modes either way round, and tied
 // margins (identical keys in every head: MSR must take the lower heads first, as the host's
-// stable sort). Modes, the FA flags, margins and the softmax variant's probabilities bit for bit;
-// the sigmoid variant's probabilities within 2 ulp (the device's expf against the host's libm),
-// and its modes wherever the margin is not within those 2 ulp of 0.
+// stable sort). Logits, and the softmax variant's margins, FA flags and modes, bit for bit; the
+// probabilities within 4 · 2^-24 (the device's expf against the host's libm: on the H200 they
+// differ by an ulp), and the sigmoid variant's margins (p − 0.5) too, its modes wherever the
+// margin is not within that of 0.
 TEST_F(CudaRouter, DecisionOnDeviceMatchesHost) {
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -362,13 +363,14 @@ TEST_F(CudaRouter, DecisionOnDeviceMatchesHost) {
                         for (int h = 0; h < H; ++h) {
                             const float p = want.prob_fa[size_t(h)];
                             const bool exact = n_out == 2;
+                            const float tol = 4 * std::ldexp(1.0f, -24);  // p in (0, 1): a few ulp of expf
+                            ASSERT_LE(std::fabs(gp[h] - p), tol) << what << " head " << h;
                             if (exact) {
-                                ASSERT_EQ(gp[h], p) << what << " head " << h;
                                 ASSERT_EQ(gmar[h], want.margin[size_t(h)]) << what << " head " << h;
                             } else {
-                                ASSERT_LE(std::fabs(gp[h] - p), 2 * std::ldexp(1.0f, -24)) << what << " head " << h;
+                                ASSERT_LE(std::fabs(gmar[h] - want.margin[size_t(h)]), tol) << what << " head " << h;
                             }
-                            const bool near_tie = !exact && std::fabs(want.margin[size_t(h)]) <= 2 * std::ldexp(1.0f, -24);
+                            const bool near_tie = !exact && std::fabs(want.margin[size_t(h)]) <= tol;
                             if (!near_tie) {
                                 ASSERT_EQ(gfull[h], want.full[size_t(h)] ? 1.0f : 0.0f) << what << " head " << h;
                                 ASSERT_EQ(int(gmode[h]), int(modes[size_t(h)])) << what << " head " << h;

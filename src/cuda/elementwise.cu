@@ -175,7 +175,7 @@ void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, f
     const unsigned grid = unsigned((rows + kThreads / 32 - 1) / (kThreads / 32));
     auto go = [&](auto e) {
         constexpr int E = decltype(e)::value;
-        ELASTIC_TYPE_SWITCH(t, X, (launch_pdl(qk_norm_rope_kernel<X, E>, dim3(grid), dim3(kThreads), 0, s,
+        ELASTIC_TYPE_SWITCH(t, X, (launch_pdl_if(small_pdl_enabled(), qk_norm_rope_kernel<X, E>, dim3(grid), dim3(kThreads), 0, s,
                                               static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps, T, nq, nk, pos, pos0,
                                               inv_freq)));
     };

@@ -92,7 +92,7 @@ void store(DeviceLayerCache& c, const TI* k, const TI* v, int64_t j0, const int3
     const int64_t total = n * c.n_kv * c.head_dim;
     if (total == 0) return;
     const int grid = int(std::min<int64_t>((total + 255) / 256, 65535));
-    launch_pdl(cache_store_kernel<TI>, dim3(grid), dim3(256), 0, s, k, v, c.k, c.v,
+    launch_pdl_if(small_pdl_enabled(), cache_store_kernel<TI>, dim3(grid), dim3(256), 0, s, k, v, c.k, c.v,
                static_cast<const CacheHead*>(c.d_heads), c.n_kv, c.head_dim, j0, d_j0, n, t_rule, c.win.sink, c.win.local);
 }
 

@@ -23,13 +23,22 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Whether launches ask for it: on where the device is sm_90 or newer, unless ELASTIC_PDL=0 (gemv.cu).
+// Whether launches ask for it: opt-in, ELASTIC_PDL=1, where the device is sm_90 or newer (gemv.cu).
+// It was on by default until an H200 run (2026-12-06, 22:09 UTC; docs/performance.md, "Where issue
+// 12 stands") put the 8B shape's decode at 32K at 137.8 tok/s with it and 154.4 without it (the
+// tree of 2026-12-05, whose PDL covered only the GEMVs: 151.7 with, 149.0 without). What changed
+// since: the small kernels below were launched programmatically too, and the decode kernel lets
+// its successor launch early. Not yet measured: the GEMVs alone with it.
 bool pdl_enabled();
+// The same for the decode step's two small kernels between the QKV product and the attention (the
+// q/k norms + RoPE, the cache append): ELASTIC_DECODE_SMALL_PDL=1 as well as pdl_enabled().
+bool small_pdl_enabled();
 
 // kernel<<<grid, block, smem, s>>>(args...), with the programmatic attribute where pdl_enabled().
 // The kernel must call pdl_wait() before it reads what earlier kernels of the stream write.
 template <typename... KArgs, typename... Args>
-void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+void launch_pdl_if(bool on, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                   Args&&... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
@@ -39,8 +48,12 @@ void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    cfg.numAttrs = on ? 1 : 0;
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+    launch_pdl_if(pdl_enabled(), kernel, grid, block, smem, s, std::forward<Args>(args)...);
 }
 
 }  // namespace elastic::cuda
