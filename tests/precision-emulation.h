@@ -16,6 +16,7 @@
 // one emulation serves the model it was made for. Needs no GPU: tests compare it with the CPU
 // backend to measure what a precision costs, and use it as the naive bound for the CUDA backend.
 #pragma once
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "model/backend.h"
 #include "model/weights.h"
 #include "test-helpers.h"
@@ -115,8 +117,45 @@ public:
     void swiglu(Buf gate, Buf up, Buf out, int64_t n) override { cpu_->swiglu(gate, up, out, n); }
     void add(Buf y, Buf x, int64_t n) override { cpu_->add(y, x, n); }
 
+    // device_routing: the contract of a backend that routes on the device (Backend::route_prefill),
+    // kept on the host: the modes are held back (plan.modes_on_device, plan.mode empty) until
+    // route_result, and the prefill takes them from here, so a Session's device path runs on a CPU.
+    bool device_routing = false;
+    bool routes_on_device() const override { return device_routing; }
+    void route_prefill(const RouterWeights& r, Buf k, int64_t T, int n_kv_head, int head_dim, int window,
+                       const RouteRule& rule, LayerPlan& plan) override {
+        if (!device_routing) return Backend::route_prefill(r, k, T, n_kv_head, head_dim, window, rule, plan);
+        std::vector<float> logits(size_t(n_kv_head) * size_t(r.layer->rh4.out));
+        cpu_->router_logits(r, k, T, n_kv_head, head_dim, window, logits.data());
+        held_ = Router::decision(*r.layer, std::move(logits), n_kv_head);
+        held_modes_.assign(size_t(n_kv_head), rule.full_mode);
+        std::vector<size_t> order(static_cast<size_t>(n_kv_head), 0);
+        for (size_t h = 0; h < order.size(); ++h) order[h] = h;
+        if (rule.n_sparse < 0) {
+            for (size_t h = 0; h < order.size(); ++h) held_modes_[h] = held_.full[h] ? rule.full_mode : rule.sparse_mode;
+        } else {
+            std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return held_.margin[a] < held_.margin[b]; });
+            for (int i = 0; i < rule.n_sparse; ++i) held_modes_[order[size_t(i)]] = rule.sparse_mode;
+        }
+        plan = LayerPlan{};
+        plan.modes_on_device = true;
+    }
+    double route_result(LayerPlan& plan, RouterDecision& d) override {
+        if (!device_routing || !plan.modes_on_device) return Backend::route_result(plan, d);
+        plan.mode = held_modes_;
+        plan.modes_on_device = false;
+        d = held_;
+        return 1e-9;
+    }
+
     void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,
-                             const LayerPlan& plan, const StreamingWindow& win, int64_t xa_block, float scale) override {
+                             const LayerPlan& plan_in, const StreamingWindow& win, int64_t xa_block, float scale) override {
+        LayerPlan held;
+        if (plan_in.modes_on_device) {
+            ELASTIC_ASSERT(device_routing && held_modes_.size() == size_t(n_kv_head));
+            held.mode = held_modes_;
+        }
+        const LayerPlan& plan = plan_in.modes_on_device ? held : plan_in;
         cpu_->attn_hybrid_prefill(q, k, v, out, T, n_head, n_kv_head, head_dim, plan, win, xa_block, scale);
         round_in_place(p_.attn, out, T * n_head * head_dim);
     }
@@ -156,6 +195,8 @@ public:
     }
 
 private:
+    RouterDecision held_;              // device_routing: the last route_prefill's decision
+    std::vector<HeadMode> held_modes_; // and its modes
     struct EmuMatrix final : Matrix {
         std::shared_ptr<const Matrix> cpu;
         bool writes_qkv = false;  // a q, k or v projection: its output is in the attention type

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention/elastic.h"
@@ -131,7 +131,7 @@ private:
     int64_t pos_ = 0;
     int64_t decode_steps_ = 0;  // since the prefill (the first runs uncaptured: Backend::graph_begin)
     int64_t graph_base_ = -1;   // first graph key of this prefill's decode steps; -1: none recorded
-    std::vector<std::pair<int, int>> attn_marks_;               // prefill routed on the device: attention spans (Backend::mark)
+    std::vector<std::pair<int, int>> attn_marks_;  // prefill routed on the device: attention spans (Backend::mark)
     int64_t sparse_so_far_ = 0;                                 // prefill: sparse KV heads of the layers so far
     std::vector<LayerPlan> plans_;                              // [layer]
     std::vector<std::unique_ptr<Backend::LayerCache>> caches_;  // [layer]
