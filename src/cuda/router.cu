@@ -19,9 +19,11 @@
 //          place of the butterfly (slower at every cluster size).
 //  cublas  the previous path: a pooling kernel, then the five Linear layers as fp32 cuBLAS GEMMs
 //          (no TF32) each followed by a bias (+ SiLU) kernel (11 launches).
-// Either way only the logits [n_kv_head, rh4.out] come back to the host (one copy, into pinned
-// memory when the caller has some), where Router::decision turns them into modes. No key row
-// leaves the GPU.
+// router_logits copies only the logits [n_kv_head, rh4.out] back (one copy, into pinned memory
+// when the caller has some), where Router::decision turns them into modes. A prefill routed on the
+// device (Backend::route_prefill) instead queues router_decide after either path: the decision and
+// the modes written into the device plan the prefill kernel reads, and a small record copied back
+// that the host waits for only once that layer's attention is queued. No key row leaves the GPU.
 #include <algorithm>
 #include <map>
 #include <mutex>
