@@ -99,13 +99,6 @@ struct DevRouter {
     DevRouter(const DevRouter&) = delete;
 };
 
-RouterLayer random_router(int d, int n_out, std::mt19937_64& rng) {
-    auto lin = [&](int in, int out) {
-        return RouterLinear{in, out, randn(size_t(in) * out, rng, 1.5f / std::sqrt(float(in))), randn(size_t(out), rng, 0.1f)};
-    };
-    return RouterLayer{lin(d, 4 * d), lin(4 * d, d), lin(d, 4 * d), lin(4 * d, d), lin(d, n_out)};
-}
-
 // The MLP in fp64 from x [H, d], and sigma: the scale of an fp32 evaluation's error (rule 1 at the
 // top of the file), propagated as a root sum of squares; depth(in) = rounded operations per output.
 void reference_fp64(const RouterLayer& r, const std::vector<float>& x, int H, bool fused, std::vector<double>& y,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "attention/plan.h"
+#include "attention/router.h"
 #include "formats/quants.h"
 #include "model/weights.h"
 
@@ -31,6 +32,23 @@ inline std::vector<float> randn(size_t n, std::mt19937_64& rng, float scale = 1.
     std::vector<float> v(n);
     for (float& x : v) x = d(rng);
     return v;
+}
+
+// A random router layer of head_dim d (released widths 4d / d; n_out 2: softmax variant, 1:
+// sigmoid): weights ~ N(0, 1.5² / in), biases ~ N(0, 0.01), drawn fe0, fe2, rh0, rh2, rh4 in turn.
+inline RouterLayer random_router(int d, int n_out, std::mt19937_64& rng) {
+    auto lin = [&](int in, int out) {
+        return RouterLinear{in, out, randn(size_t(in) * out, rng, 1.5f / std::sqrt(float(in))), randn(size_t(out), rng, 0.1f)};
+    };
+    return RouterLayer{lin(d, 4 * d), lin(4 * d, d), lin(d, 4 * d), lin(4 * d, d), lin(d, n_out)};
+}
+
+// Layers whose modes hold both FA and SSA heads.
+inline int mixed_layers(const std::vector<std::vector<HeadMode>>& modes) {
+    int n = 0;
+    for (const auto& m : modes)
+        n += std::count(m.begin(), m.end(), HeadMode::FA) > 0 && std::count(m.begin(), m.end(), HeadMode::SSA) > 0;
+    return n;
 }
 
 inline std::vector<float> poisoned(size_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }

@@ -428,7 +428,6 @@ public:
         route_pending_ = true;
         route_H_ = n_kv_head;
         route_out_ = n_out;
-        route_T_ = T;
         plan = LayerPlan{};
         plan.modes_on_device = true;
     }
@@ -754,7 +753,6 @@ private:
     cudaEvent_t route_ev_[3] = {nullptr, nullptr, nullptr};
     bool route_pending_ = false;
     int route_H_ = 0, route_out_ = 0;
-    int64_t route_T_ = 0;
     std::vector<cudaEvent_t> marks_;  // mark(): reused after forget_marks()
     int n_marks_ = 0;
     std::unique_ptr<cuda::DevicePlan> train_plan_;  // the training attention's last plan

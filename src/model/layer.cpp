@@ -179,16 +179,14 @@ void Session::attention(int l, int64_t n, const int32_t* pos) {
         caches_.push_back(prefill_attention_routed(be_, *e_.inv_freq, *L.router, e_.router->window(), rule, b_.q, b_.k,
                                                    b_.v, b_.att, n, pos, heads_of(c_), plan, decision, spec_, cap_,
                                                    stats_, attn_marks_));
-        for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
-        stats_.record_layer(plan, spec_, n, decision.prob_fa);
-        return;
+    } else {
+        if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
+        plan.mode = choose_modes(spec_, l, H, c_.n_layer, spec_.needs_router() ? &decision : nullptr, sparse_so_far_,
+                                 int64_t(l) * H);
+        caches_.push_back(prefill_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, heads_of(c_), plan,
+                                            spec_, cap_, stats_));
     }
-    if (spec_.needs_router()) decision = route_layer(be_, L.router.get(), e_.router->window(), b_.k, n, H, hd, stats_);
-    plan.mode = choose_modes(spec_, l, H, c_.n_layer, spec_.needs_router() ? &decision : nullptr, sparse_so_far_,
-                             int64_t(l) * H);
     for (HeadMode m : plan.mode) sparse_so_far_ += spec_.counts_as_sparse(m);
-    caches_.push_back(prefill_attention(be_, *e_.inv_freq, b_.q, b_.k, b_.v, b_.att, n, pos, heads_of(c_), plan, spec_,
-                                        cap_, stats_));
     stats_.record_layer(plan, spec_, n, routed ? decision.prob_fa : std::vector<float>{});
 }
 
