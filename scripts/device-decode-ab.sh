@@ -15,7 +15,9 @@
 #           then traced (ELASTIC_ROUTER_TRACE=1), both hand-offs
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
 #           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_PDL=1 (the GEMVs
-#           launched programmatically; off by default since 2026-12-06)
+#           launched programmatically; off by default since 2026-12-06); MODEL_ENVS (rows separated by
+#           ';', e.g. "ELASTIC_PDL=1 ELASTIC_DECODE_TRIGGER=exit;ELASTIC_PDL=1 ELASTIC_DECODE_SMALL_PDL=1")
+#           replaces that last row with one row of this tree per environment
 #   route   (not in the default STEPS) the same model's prefill under msr:0.75 at ROUTE_PROMPTS (default
 #           2048 and 32768) tokens, routed on the device and on the host (ELASTIC_ROUTE=host), alternating
 # BASELINE=0 leaves the baseline out (no second build, no baseline rows); PDL=0 leaves out the
@@ -125,7 +127,14 @@ if has model; then
     args=full; [ $a = msr ] && args=$MSR
     [ "$BASELINE" = 1 ] && bmodel baseline "$EB" $args
     bmodel "this tree" "$E" $args
-    [ "$PDL" = 1 ] && ELASTIC_PDL=1 bmodel "this tree, ELASTIC_PDL=1" "$E" $args
+    if [ -n "${MODEL_ENVS:-}" ]; then
+      IFS=';' read -ra envs <<< "$MODEL_ENVS"
+      for ev in "${envs[@]}"; do
+        ( export $ev; bmodel "this tree, $ev" "$E" $args )
+      done
+    elif [ "$PDL" = 1 ]; then
+      ELASTIC_PDL=1 bmodel "this tree, ELASTIC_PDL=1" "$E" $args
+    fi
     [ "$BASELINE" = 1 ] && bmodel "baseline again" "$EB" $args
   done
 fi

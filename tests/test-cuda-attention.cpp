@@ -24,6 +24,7 @@
 #include "core/dtype.h"
 #include "cpu/attention.h"
 #include "cuda/attention.h"
+#include "cuda/kv-cache.cuh"
 #include "cuda/ops.h"
 #include "model/backend.h"
 #include "test-helpers.h"
@@ -861,6 +862,93 @@ TEST_F(CudaAttention, XADevicePlanMatchesHostLists) {
             EXPECT_LE(differ, 1) << "head " << g;
         }
     }
+}
+
+// The decode step's norms, RoPE and cache append in one launch (cuda::qk_norm_rope_append, what the
+// CUDA backend's qk_norm_rope_append runs) against the two launches it replaces (qk_norm_rope, then
+// cache_append per token): q, k and every byte of each token's K and V cache equal. Each token has
+// its own cache (a batched decode step); FA and SSA heads, positions that wrap the SSA ring, T 1–4,
+// head_dim 64 and 128, bf16 and fp16 rows, with and without norms, positions from device memory
+// and from pos0.
+TEST_F(CudaAttention, NormRopeAppendGivesTheBitsOfTheTwoSteps) {
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    const StreamingWindow win{4, 16};
+    const int H = 8, KV = 4;
+    LayerPlan plan;
+    plan.mode = {HeadMode::FA, HeadMode::SSA, HeadMode::SSA, HeadMode::FA};
+    plan.xa.resize(size_t(KV));
+    int n_case = 0;
+    for (const DType t : {DType::BF16, DType::F16})
+        for (const int hd : {64, 128}) {
+            std::vector<float> freq(size_t(hd / 2));
+            for (int i = 0; i < hd / 2; ++i) freq[size_t(i)] = std::pow(1e6f, -2.0f * float(i) / float(hd));
+            const DevBuf<float> inv_freq(freq), qn(randn(size_t(hd), rng, 0.2f)), kn(randn(size_t(hd), rng, 0.2f));
+            for (const std::vector<int32_t>& pos : {std::vector<int32_t>{37}, std::vector<int32_t>{3, 50},
+                                                   std::vector<int32_t>{60, 61, 62}, std::vector<int32_t>{5, 90, 17, 63}})
+                for (const bool norms : {true, false}) {
+                    const int64_t T = int64_t(pos.size()), cap = 100, kvd = int64_t(KV) * hd;
+                    const bool dev_pos = n_case++ % 2 == 0 || T == 2 || T == 4;  // scattered positions need it
+                    SCOPED_TRACE(std::string(type_name(t)) + " hd " + std::to_string(hd) + " T " + std::to_string(T) +
+                                 (norms ? " norms" : "") + (dev_pos ? " device positions" : " pos0"));
+                    const std::vector<float> qh = randn(size_t(T * H * hd), rng, 3.0f), kh = randn(size_t(T * kvd), rng, 3.0f),
+                                             vh = randn(size_t(T * kvd), rng), fill = randn(size_t(cap * kvd), rng);
+                    const DevTensor dfill(fill, t), dv(vh, t);
+                    const DevBuf<int32_t> dpos(pos);
+                    std::vector<float> qo[2], ko[2];
+                    std::vector<uint16_t> kc[2], vc[2];
+                    std::vector<int64_t> slot_at;  // way 0: element offset in kc / vc of token i's head g's new row
+                    for (int way = 0; way < 2; ++way) {
+                        const DevTensor dq(qh, t), dk(kh, t);
+                        std::vector<std::unique_ptr<cuda::DeviceLayerCache>> caches;
+                        cuda::KvAppend app;
+                        app.v = dv.p();
+                        for (int64_t i = 0; i < T; ++i) {
+                            caches.push_back(cuda::new_layer_cache(plan, win, cap, KV, hd));
+                            cuda::cache_store_prefill(*caches.back(), dfill.p(), dfill.p(), t, pos[size_t(i)], nullptr);
+                            cuda::cache_append_target(app, int(i), *caches.back(), pos[size_t(i)]);
+                        }
+                        const int32_t* p = dev_pos ? dpos.p : nullptr;
+                        if (way == 0) {
+                            cuda::qk_norm_rope_append(dq.p(), dk.p(), t, norms ? qn.p : nullptr, norms ? kn.p : nullptr, 1e-6f,
+                                                      T, H, KV, hd, p, pos[0], inv_freq.p, app, nullptr);
+                        } else {
+                            cuda::qk_norm_rope(dq.p(), dk.p(), t, norms ? qn.p : nullptr, norms ? kn.p : nullptr, 1e-6f, T, H,
+                                               KV, hd, p, pos[0], inv_freq.p, nullptr);
+                            for (int64_t i = 0; i < T; ++i)
+                                cuda::cache_append(*caches[size_t(i)], dk.at(i * kvd), dv.at(i * kvd), t, pos[size_t(i)],
+                                                   nullptr, p ? dpos.p + i : nullptr);
+                        }
+                        TCUDA(cudaDeviceSynchronize());
+                        qo[way] = dq.get();
+                        ko[way] = dk.get();
+                        for (size_t i = 0; i < caches.size(); ++i) {
+                            const auto& c = caches[i];
+                            const size_t n0 = kc[way].size();
+                            for (int g = 0; g < KV && way == 0; ++g)
+                                slot_at.push_back(int64_t(n0) + c->h_heads[size_t(g)].off +
+                                                  cuda::detail::cache_slot(c->h_heads[size_t(g)], win.sink, win.local, pos[i]) * hd);
+                            kc[way].resize(n0 + c->elems);
+                            vc[way].resize(n0 + c->elems);
+                            TCUDA(cudaMemcpy(kc[way].data() + n0, c->k, c->elems * 2, cudaMemcpyDeviceToHost));
+                            TCUDA(cudaMemcpy(vc[way].data() + n0, c->v, c->elems * 2, cudaMemcpyDeviceToHost));
+                        }
+                    }
+                    EXPECT_EQ(qo[0], qo[1]);
+                    EXPECT_EQ(ko[0], ko[1]);
+                    EXPECT_EQ(kc[0], kc[1]);
+                    EXPECT_EQ(vc[0], vc[1]);
+                    // The new rows are where decode reads them: k as rotated and v, rounded to bf16.
+                    for (int64_t i = 0; i < T; ++i)
+                        for (int g = 0; g < KV; ++g)
+                            for (int e = 0; e < hd; e += 7) {
+                                const size_t at = size_t(slot_at[size_t(i * KV + g)] + e), src = size_t(i * kvd + g * hd + e);
+                                ASSERT_EQ(kc[0][at], f32_to_bf16(ko[0][src])) << "token " << i << " head " << g << " dim " << e;
+                                ASSERT_EQ(vc[0][at], f32_to_bf16(round_lp(vh[src], t))) << "token " << i << " head " << g;
+                            }
+                }
+        }
 }
 
 #endif  // ELASTIC_HAVE_CUDA

@@ -28,13 +28,14 @@
 //   - merge of cut pairs: each piece leaves (m, l, o[D] unnormalised) in `part`; then ONE grid-wide
 //     barrier (the launch is cooperative, so all CTAs are resident; the counter flips its top bit
 //     each call and so resets itself: no memset, no second launch) and every CTA merges a few
-//     (pair, query head, 32 dims) units, reading the P pieces 16 at a time: the merge costs a couple
+//     (pair, query head, 32 dims) units, reading the P pieces 32 at a time: the merge costs a couple
 //     of L2 round trips however many pieces a head has (the first version's last-CTA merge walked
 //     ~110 pieces one after another, tens of µs at 32K fa-ssa).
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,7 @@ struct DecodeParams {
     const int32_t* d_pos;  // device position, or null: pos
     unsigned long long* trace;  // null, or [grid][kTraceStamps] %globaltimer stamps (ELASTIC_DECODE_TRACE)
     int n_kv, G, n_chunks;
+    int trigger;  // where the next kernel may be scheduled (decode_trigger()): 0 entry, 1 piece written, 2 exit
     int64_t pos, sink, local;
     float scale_log2;
 };
@@ -187,8 +189,9 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     __shared__ int64_t s_keys[kMaxKv];
     trace_stamp(p.trace, 0);
     // Programmatic dependent launch (pdl.cuh): the next kernel (the attention's output projection)
-    // may be scheduled once every CTA of this one runs; it waits for this grid to finish.
-    pdl_launch_dependents();
+    // may be scheduled once every CTA of this one has passed this point (p.trigger 0), or its piece
+    // is written (1), or at its exit (2); it waits for this grid to finish either way.
+    if (p.trigger == 0) pdl_launch_dependents();
 
     // The prologue reads only what no kernel of this step writes (the cache heads, the position:
     // copied in before the step), so under a programmatic launch it overlaps the previous kernel.
@@ -408,6 +411,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         }
     }
     if (me.pr >= 0) trace_stamp(p.trace, 3);
+    if (p.trigger == 1) pdl_launch_dependents();
     if (n_units == 0) return;  // uniform over the grid: no pair is cut, no barrier
 
     grid_barrier(p.bar);
@@ -431,7 +435,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
         // Every load of the first pieces is issued before any is used (one L2 round trip): the
         // o segments of pieces r, r + kRows, … (kPre of them) and (m, l) of piece tid.
         const int col = tid % kCols, r = tid / kCols;
-        constexpr int kPre = 4;
+        constexpr int kPre = 8;  // up to kPre · kRows = 128 pieces' segments in one L2 round trip
         float4 ov[kPre];
 #pragma unroll
         for (int i = 0; i < kPre; ++i) {
@@ -490,6 +494,22 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 // cooperative one (where ELASTIC_PDL allows it, pdl.cuh). Off by default: on an H100 it gained
 // 0–0.5 %, inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stands");
 // the kernel lets the next one start early either way.
+// Where the decode kernel lets the next kernel (the output projection, programmatically launched
+// where ELASTIC_PDL=1) be scheduled: ELASTIC_DECODE_TRIGGER=entry (default), written (each CTA
+// after its piece is written) or exit (no early trigger: the projection's CTAs cannot take SM
+// slots while the attention streams).
+int decode_trigger() {
+    static const int t = [] {
+        const char* e = std::getenv("ELASTIC_DECODE_TRIGGER");
+        if (!e || !*e || std::strcmp(e, "entry") == 0) return 0;
+        if (std::strcmp(e, "written") == 0) return 1;
+        if (std::strcmp(e, "exit") == 0) return 2;
+        std::fprintf(stderr, "ELASTIC_DECODE_TRIGGER=%s: expected entry, written or exit; using entry\n", e);
+        return 0;
+    }();
+    return t;
+}
+
 bool decode_pdl() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_PDL");
@@ -679,6 +699,7 @@ void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* ou
                          c.n_kv,
                          G,
                          n_chunks,
+                         decode_trigger(),
                          pos,
                          c.win.sink,
                          c.win.local,

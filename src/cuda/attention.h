@@ -26,6 +26,7 @@ namespace elastic::cuda {
 // One plan must not be used by two launches running at the same time (it owns the work counter).
 struct DevicePlan;
 struct DeviceLayerCache;
+struct KvAppend;  // ops.h
 
 }  // namespace elastic::cuda
 
@@ -148,6 +149,9 @@ void cache_store_prefill(DeviceLayerCache& c, const void* k, const void* v, DTyp
 // replayed, backend-cuda.cu); pos is then only checked against the capacity.
 void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DType t, int64_t pos, cudaStream_t s,
                   const int32_t* d_pos = nullptr);
+// Token t's target in a fused append (ops.h: KvAppend, qk_norm_rope_append): c's buffers, head
+// table and window; pos is checked against the capacity as cache_append checks it.
+void cache_append_target(KvAppend& app, int t, DeviceLayerCache& c, int64_t pos);
 // Decode of one token at pos (already appended): q, out device [n_head, head_dim] of type t.
 // d_pos as for cache_append: the launch is then the same for every position.
 void attn_decode(const void* q, const DeviceLayerCache& c, int64_t pos, void* out, DType t, int n_head, float scale,

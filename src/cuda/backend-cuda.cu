@@ -316,6 +316,36 @@ public:
                            head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
     }
 
+    // The decode step's q/k norms, RoPE and cache append in one launch (Backend's default: the
+    // two steps) where qk_norm_rope takes the rows and the caches are in the attention type.
+    void qk_norm_rope_append(Buf q, Buf k, Buf v, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head,
+                             int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq,
+                             LayerCache* const* caches) override {
+        if ((head_dim != 64 && head_dim != 128) || q.type != k.type || k.type != precision_ || v.type != precision_ ||
+            T > cuda::kAppendMaxT || T > cuda::kGemvMaxT || fused_append_off())
+            return Backend::qk_norm_rope_append(q, k, v, qn, kn, eps, T, n_head, n_kv_head, head_dim, pos, inv_freq,
+                                                caches);
+        bind();
+        cuda::KvAppend app;
+        app.v = v.p;
+        for (int64_t t = 0; t < T; ++t)
+            cuda::cache_append_target(app, int(t), *static_cast<Cache&>(*caches[t]).c, pos[t]);
+        bool consecutive = true;
+        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
+        const int32_t* dpos = step_pos(pos, T);
+        if (!dpos && !consecutive) dpos = device_ints(pos, T);
+        cuda::qk_norm_rope_append(q.p, k.p, q.type, qn ? V_of(*qn) : nullptr, kn ? V_of(*kn) : nullptr, eps, T, n_head,
+                                  n_kv_head, head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), app, stream_);
+    }
+    // ELASTIC_FUSED_APPEND=0 (measurements, A/B): the norms + RoPE and the append as two launches.
+    static bool fused_append_off() {
+        static const bool off = [] {
+            const char* e = std::getenv("ELASTIC_FUSED_APPEND");
+            return e && *e == '0';
+        }();
+        return off;
+    }
+
     void attn_hybrid_prefill(Buf q, Buf k, Buf v, Buf out, int64_t T, int n_head, int n_kv_head, int head_dim,
                              const LayerPlan& plan, const StreamingWindow& win, int64_t xa_block, float scale) override {
         if (head_dim != 64 && head_dim != 128)

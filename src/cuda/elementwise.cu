@@ -3,6 +3,8 @@
 // src/cpu/elementwise.cpp. These are memory-bound; each thread does a few elements.
 #include <type_traits>
 
+#include "core/error.h"
+#include "cuda/attention-tiles.h"
 #include "cuda/cuda-check.h"
 #include "cuda/convert.cuh"
 #include "cuda/ops.h"
@@ -75,17 +77,36 @@ __global__ void rope_kernel(T* x, int64_t T_, int n_heads, int head_dim, const i
 // Decode rows' q and k in one launch: one warp per (token, head) row of head_dim D = 32 · E; lane
 // l holds elements l + 32 e. The RMSNorm is rms_norm_warp_kernel's (same order of squares, same
 // shuffles, same formula, rounded to T), the rotation rope_kernel's (pairs i, i + D/2 in one lane).
-template <typename T, int E>
+// kAppend: each k row, as rotated, also goes to its token's cache slot, and T · nk more warps copy
+// the v rows there (cache_store_kernel's slot and rounding: bf16 of the T value).
+template <typename T, int E, bool kAppend>
 __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn, float eps, int64_t T_, int nq, int nk,
-                                    const int32_t* pos, int32_t pos0, const float* inv_freq) {
+                                    const int32_t* pos, int32_t pos0, const float* inv_freq, const KvAppend app) {
     constexpr int D = 32 * E, half = D / 2;
     // Programmatic launch (pdl.cuh): started in the tail of the q/k/v product, it waits for it here;
     // the cache append after it may be scheduled at once (it waits for this grid in turn).
     pdl_launch_dependents();
     pdl_wait();
     const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-    if (row >= T_ * (nq + nk)) return;
+    const int64_t n_rot = T_ * (nq + nk);
+    if (row >= n_rot + (kAppend ? T_ * nk : 0)) return;
     const int lane = threadIdx.x % 32;
+    // The cache slot of token t's KV head g (kAppend only).
+    auto slot_of = [&](int64_t t, int g, int64_t& off) {
+        const detail::CacheHead h = static_cast<const detail::CacheHead*>(app.heads[t])[g];
+        const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
+        off = h.off + detail::cache_slot(h, app.sink[t], app.local[t], p) * D;
+    };
+    if (kAppend && row >= n_rot) {  // a v row: copied to the cache
+        const int64_t t = (row - n_rot) / nk;
+        const int g = int((row - n_rot) % nk);
+        const T* src = static_cast<const T*>(app.v) + (t * nk + g) * D;
+        int64_t off;
+        slot_of(t, g, off);
+#pragma unroll
+        for (int e = 0; e < E; ++e) app.vc[t][off + lane + 32 * e] = __float2bfloat16_rn(to_f32(src[lane + 32 * e]));
+        return;
+    }
     const int64_t t = row / (nq + nk);
     const int h = int(row % (nq + nk));
     T* v = h < nq ? q + (t * nq + h) * D : k + (t * nk + (h - nq)) * D;
@@ -103,6 +124,8 @@ __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn
         for (int e = 0; e < E; ++e) x[e] = to_f32(from_f32<T>(x[e] * inv * w[lane + 32 * e]));
     }
     const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
+    int64_t off = 0;
+    if (kAppend && h >= nq) slot_of(t, h - nq, off);
 #pragma unroll
     for (int e = 0; e < E / 2; ++e) {
         const int i = lane + 32 * e;
@@ -110,8 +133,13 @@ __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn
         float sn, cs;
         sincosf(ang, &sn, &cs);
         const float a = x[e], b = x[e + E / 2];
-        v[i] = from_f32<T>(a * cs - b * sn);
-        v[i + half] = from_f32<T>(b * cs + a * sn);
+        const T lo = from_f32<T>(a * cs - b * sn), hi = from_f32<T>(b * cs + a * sn);
+        v[i] = lo;
+        v[i + half] = hi;
+        if (kAppend && h >= nq) {
+            app.kc[t][off + i] = __float2bfloat16_rn(to_f32(lo));
+            app.kc[t][off + i + half] = __float2bfloat16_rn(to_f32(hi));
+        }
     }
 }
 
@@ -167,21 +195,38 @@ void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t*
     CUDA_LAUNCH_CHECK();
 }
 
-void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
-                  int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, cudaStream_t s) {
+namespace {
+template <bool kAppend>
+void qk_norm_rope_launch(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
+                         int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, const KvAppend& app,
+                         cudaStream_t s) {
     ELASTIC_ASSERT_MSG(head_dim == 64 || head_dim == 128, "qk_norm_rope: head_dim 64 or 128");
-    const int64_t rows = T * (nq + nk);
+    const int64_t rows = T * (nq + nk) + (kAppend ? T * nk : 0);
     if (rows <= 0) return;
     const unsigned grid = unsigned((rows + kThreads / 32 - 1) / (kThreads / 32));
     auto go = [&](auto e) {
         constexpr int E = decltype(e)::value;
-        ELASTIC_TYPE_SWITCH(t, X, (launch_pdl_if(small_pdl_enabled(), qk_norm_rope_kernel<X, E>, dim3(grid), dim3(kThreads), 0, s,
-                                              static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps, T, nq, nk, pos, pos0,
-                                              inv_freq)));
+        ELASTIC_TYPE_SWITCH(t, X, (launch_pdl_if(small_pdl_enabled(), qk_norm_rope_kernel<X, E, kAppend>, dim3(grid),
+                                                 dim3(kThreads), 0, s, static_cast<X*>(q), static_cast<X*>(k), qn, kn, eps,
+                                                 T, nq, nk, pos, pos0, inv_freq, app)));
     };
     if (head_dim == 128) go(std::integral_constant<int, 4>());
     else go(std::integral_constant<int, 2>());
     CUDA_LAUNCH_CHECK();
+}
+}  // namespace
+
+void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
+                  int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, cudaStream_t s) {
+    qk_norm_rope_launch<false>(q, k, t, qn, kn, eps, T, nq, nk, head_dim, pos, pos0, inv_freq, KvAppend{}, s);
+}
+
+void qk_norm_rope_append(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq,
+                         int nk, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
+                         const KvAppend& app, cudaStream_t s) {
+    ELASTIC_ASSERT_MSG(T <= kAppendMaxT && app.v, "qk_norm_rope_append: at most kAppendMaxT tokens, and their v");
+    for (int64_t i = 0; i < T; ++i) ELASTIC_ASSERT(app.kc[i] && app.vc[i] && app.heads[i]);
+    qk_norm_rope_launch<true>(q, k, t, qn, kn, eps, T, nq, nk, head_dim, pos, pos0, inv_freq, app, s);
 }
 
 void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s) {

@@ -8,6 +8,7 @@
 #include "cuda/convert.cuh"
 #include "cuda/cuda-check.h"
 #include "cuda/kv-cache.cuh"
+#include "cuda/ops.h"
 #include "cuda/pdl.cuh"
 
 void std::default_delete<elastic::cuda::DeviceLayerCache>::operator()(elastic::cuda::DeviceLayerCache* p) const {
@@ -109,5 +110,13 @@ void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DTy
     ELASTIC_TYPE_SWITCH(t, TI, store(c, static_cast<const TI*>(k_tok), static_cast<const TI*>(v_tok), pos, d_pos, 1, 0, s));
 }
 
+void cache_append_target(KvAppend& app, int t, DeviceLayerCache& c, int64_t pos) {
+    ELASTIC_ASSERT(t >= 0 && t < kAppendMaxT && pos >= 0 && pos < c.capacity);
+    app.kc[t] = c.k;
+    app.vc[t] = c.v;
+    app.heads[t] = c.d_heads;
+    app.sink[t] = c.win.sink;
+    app.local[t] = c.win.local;
+}
 
 }  // namespace elastic::cuda

@@ -31,6 +31,22 @@ void rope(void* x, DType t, int64_t T, int n_heads, int head_dim, const int32_t*
 // RoPE (as rope), in one launch; head_dim 64 or 128. q [T, nq, d], k [T, nk, d] in type t.
 void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq, int nk,
                   int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq, cudaStream_t s);
+// The same, and each token's k (as rotated, in t) and v rows stored into its layer's KV cache at
+// its position, in the same launch (the decode step's cache append folded in: one launch fewer per
+// layer). Token t's cache: bf16 K and V buffers, its device head table (detail::CacheHead[nk]) and
+// window; the slot and the rounding are cache_append's (kv-cache.cu), so the cache holds the same
+// bits. T ≤ kAppendMaxT.
+constexpr int kAppendMaxT = 4;
+struct KvAppend {
+    const void* v = nullptr;  // [T, nk, d] in t
+    __nv_bfloat16* kc[kAppendMaxT] = {};
+    __nv_bfloat16* vc[kAppendMaxT] = {};
+    const void* heads[kAppendMaxT] = {};
+    int64_t sink[kAppendMaxT] = {}, local[kAppendMaxT] = {};
+};
+void qk_norm_rope_append(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq,
+                         int nk, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
+                         const KvAppend& app, cudaStream_t s);
 // out[n] = silu(gate[n]) * up[n]   (fp32)
 void swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t s);
 // y[n] += x[n]   (fp32)

@@ -44,6 +44,14 @@ void Backend::qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, flo
     rope(k, T, n_kv_head, head_dim, pos, inv_freq);
 }
 
+void Backend::qk_norm_rope_append(Buf q, Buf k, Buf v, const Vector* qn, const Vector* kn, float eps, int64_t T,
+                                  int n_head, int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq,
+                                  LayerCache* const* caches) {
+    qk_norm_rope(q, k, qn, kn, eps, T, n_head, n_kv_head, head_dim, pos, inv_freq);
+    const int64_t kvd = int64_t(n_kv_head) * head_dim;
+    for (int64_t t = 0; t < T; ++t) cache_append(*caches[t], k.at(t * kvd), v.at(t * kvd), pos[t]);
+}
+
 void Backend::route_prefill(const RouterWeights&, Buf, int64_t, int, int, int, const RouteRule&, LayerPlan&) {
     fail("the %s backend routes on the host", name());
 }

@@ -177,6 +177,12 @@ public:
                                                         int64_t capacity, int n_kv_head, int head_dim) = 0;
     virtual void cache_store_prefill(LayerCache& c, Buf k, Buf v, int64_t T) = 0;  // k, v [T, n_kv_head, d]
     virtual void cache_append(LayerCache& c, Buf k_tok, Buf v_tok, int64_t pos) = 0;  // [n_kv_head, d]
+    // A decode step's qk_norm_rope, then row t of k and v [T, n_kv_head, d] appended to caches[t] at
+    // pos[t], the caches distinct: those two steps by default; a backend may do it in one pass
+    // (CUDA: one launch).
+    virtual void qk_norm_rope_append(Buf q, Buf k, Buf v, const Vector* qn, const Vector* kn, float eps, int64_t T,
+                                     int n_head, int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq,
+                                     LayerCache* const* caches);
     // One query token at position pos (already appended): q, out [n_head, head_dim].
     virtual void attn_decode(Buf q, const LayerCache& c, int64_t pos, Buf out, int n_head, float scale) = 0;
 

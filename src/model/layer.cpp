@@ -102,6 +102,16 @@ void decode_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k
     const int hd = s.head_dim;
     const int64_t qd = int64_t(s.n_head) * hd, kvd = int64_t(s.n_kv_head) * hd;
     const float scale = 1.0f / std::sqrt(float(hd));
+    // Rows of one sequence must each attend before the next is appended (a later row may take an
+    // SSA ring slot an earlier one still sees); rows of distinct sequences may all be appended first.
+    bool distinct = true;
+    for (int64_t t = 1; t < n && distinct; ++t)
+        for (int64_t u = 0; u < t; ++u) distinct = distinct && caches[t] != caches[u];
+    if (distinct) {
+        be.qk_norm_rope_append(q, k, v, q_norm, k_norm, eps, n, s.n_head, s.n_kv_head, hd, pos, inv_freq, caches);
+        for (int64_t t = 0; t < n; ++t) be.attn_decode(q.at(t * qd), *caches[t], pos[t], att.at(t * qd), s.n_head, scale);
+        return;
+    }
     be.qk_norm_rope(q, k, q_norm, k_norm, eps, n, s.n_head, s.n_kv_head, hd, pos, inv_freq);
     for (int64_t t = 0; t < n; ++t) {
         be.cache_append(*caches[t], k.at(t * kvd), v.at(t * kvd), pos[t]);

@@ -61,8 +61,9 @@ void qk_norms(Backend& be, const Backend::Vector* q_norm, const Backend::Vector*
               int64_t n, const HeadShape& s);
 
 // Decode attention: the per-head norms (q_norm, k_norm null: none, or already applied) and RoPE of
-// q and k in one step (Backend::qk_norm_rope), then row t (at position pos[t]) joins the cache
-// caches[t] and attends to it. q, att [n, n_head·d]; k, v [n, n_kv_head·d].
+// q and k, and row t (at position pos[t]) joining the cache caches[t], in one step
+// (Backend::qk_norm_rope_append: one launch on CUDA); then each row attends to its cache.
+// q, att [n, n_head·d]; k, v [n, n_kv_head·d].
 void decode_attention(Backend& be, const Backend::Vector& inv_freq, Buf q, Buf k, Buf v, Buf att, int64_t n,
                       const int32_t* pos, Backend::LayerCache* const* caches, const HeadShape& s,
                       const Backend::Vector* q_norm = nullptr, const Backend::Vector* k_norm = nullptr, float eps = 0);
