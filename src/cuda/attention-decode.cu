@@ -490,26 +490,26 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
     trace_stamp(p.trace, 5);
 }
 
-// ELASTIC_DECODE_PDL=1 launches the decode kernel with the programmatic attribute beside the
-// cooperative one (where ELASTIC_PDL allows it, pdl.cuh). Off by default: on an H100 it gained
-// 0–0.5 %, inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stands");
-// the kernel lets the next one start early either way.
-// Where the decode kernel lets the next kernel (the output projection, programmatically launched
-// where ELASTIC_PDL=1) be scheduled: ELASTIC_DECODE_TRIGGER=entry (default), written (each CTA
-// after its piece is written) or exit (no early trigger: the projection's CTAs cannot take SM
-// slots while the attention streams).
+// Where the decode kernel lets the next kernel (the output projection, launched programmatically
+// unless ELASTIC_PDL=0) be scheduled: ELASTIC_DECODE_TRIGGER=exit (default: no early trigger, the
+// projection is scheduled when the grid ends), written (each CTA after its piece is written) or
+// entry. Entry cost the 8B shape's decode at 32K 6 % (H100, 2026-12-06: 115.8 tok/s against 124.8
+// at exit, same run): the projection's CTAs then wait on the SMs while the attention streams.
 int decode_trigger() {
     static const int t = [] {
         const char* e = std::getenv("ELASTIC_DECODE_TRIGGER");
-        if (!e || !*e || std::strcmp(e, "entry") == 0) return 0;
+        if (!e || !*e || std::strcmp(e, "exit") == 0) return 2;
         if (std::strcmp(e, "written") == 0) return 1;
-        if (std::strcmp(e, "exit") == 0) return 2;
-        std::fprintf(stderr, "ELASTIC_DECODE_TRIGGER=%s: expected entry, written or exit; using entry\n", e);
-        return 0;
+        if (std::strcmp(e, "entry") == 0) return 0;
+        std::fprintf(stderr, "ELASTIC_DECODE_TRIGGER=%s: expected exit, written or entry; using exit\n", e);
+        return 2;
     }();
     return t;
 }
 
+// ELASTIC_DECODE_PDL=1 launches the decode kernel with the programmatic attribute beside the
+// cooperative one (unless ELASTIC_PDL=0, pdl.cuh). Off by default: on an H100 it gained 0–0.5 %,
+// inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stands").
 bool decode_pdl() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_PDL");

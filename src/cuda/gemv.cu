@@ -14,7 +14,8 @@
 //   - fused forms for the decode layer (ops.h: gemv_norm, gemv_norm_swiglu, gemv_add): up to three
 //     matrices over one x in one launch (q, k, v), the RMSNorm of x in front (each CTA recomputes
 //     1 / rms(x) under its first weight loads), SwiGLU of a gate and an up row pair, or a residual
-//     add in the epilogue: seven launches per layer instead of fifteen, same bits;
+//     add in the epilogue (with the q/k norms + RoPE + cache append kernel and the attention, six
+//     launches per layer instead of fifteen), same bits;
 //   - programmatic dependent launch on sm_90 (pdl_* below).
 #include <cstdint>
 #include <cstdlib>
@@ -27,8 +28,8 @@
 
 namespace elastic::cuda {
 
-// Programmatic launch is opt-in, ELASTIC_PDL=1 (sm_90 or newer): on, the 8B shape's decode at 32K
-// ran at 137.8 tok/s on an H200 against 154.4 off, same run (2026-12-06; pdl.cuh says more).
+// Programmatic launch of the GEMVs is on by default (sm_90 or newer; ELASTIC_PDL=0 turns it off);
+// the decode step's two small kernels only with ELASTIC_DECODE_SMALL_PDL=1 as well (pdl.cuh says why).
 bool small_pdl_enabled() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_SMALL_PDL");
@@ -40,7 +41,7 @@ bool small_pdl_enabled() {
 bool pdl_enabled() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_PDL");
-        if (!e || std::strcmp(e, "1") != 0) return false;
+        if (e && std::strcmp(e, "0") == 0) return false;
         int dev = 0, major = 0;
         if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
             (void)cudaGetLastError();
