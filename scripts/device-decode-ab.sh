@@ -7,16 +7,16 @@
 #   build   this tree (all targets) and the baseline's `elastic` binary, side by side
 #   test    this tree's tests of TESTS (a gtest filter, default Cuda*)
 #   attn    one layer of decode attention (32/8 heads, d 128, bf16; full and fa-ssa Ω 0.75) at CTX
-#           contexts: baseline, this tree, this tree with ELASTIC_DECODE_PDL=1, then both traced
+#           contexts: baseline, this tree, this tree with ELASTIC_PDL=1 ELASTIC_DECODE_PDL=1, then both traced
 #           (ELASTIC_DECODE_TRACE=1: per-CTA stamps of the last call, cuda::decode_trace_summary())
 #   peer    bench/peers/decode_peer.py: device copy and SDPA decode at 32K and 128K (the targets' yardsticks)
 #   router  elastic bench router: the fused router kernel with clusters of 1, 4, 8 and 16 CTAs (queued,
 #           and replayed from a graph), and cuBLAS; clusters of 8 and 16 with ELASTIC_ROUTER_SYNC=barrier;
 #           then traced (ELASTIC_ROUTER_TRACE=1), both hand-offs
 #   model   Qwen3-8B-shaped random weights (tokenizer from .carry/qwen3), 32K prompt, 32 decoded
-#           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_PDL=0 (no
-#           programmatic launch); MODEL_ENVS (rows separated by ';', e.g.
-#           "ELASTIC_DECODE_TRIGGER=entry;ELASTIC_DECODE_SMALL_PDL=1")
+#           tokens, REPS reps, full and msr:0.75: baseline, this tree, this tree with ELASTIC_PDL=1 (the
+#           GEMVs launched programmatically); MODEL_ENVS (rows separated by ';', e.g.
+#           "ELASTIC_PDL=1 ELASTIC_DECODE_TRIGGER=written;ELASTIC_PDL=1 ELASTIC_DECODE_SMALL_PDL=1")
 #           replaces that last row with one row of this tree per environment
 #   route   (not in the default STEPS) the same model's prefill under msr:0.75 at ROUTE_PROMPTS (default
 #           2048 and 32768) tokens, routed on the device and on the host (ELASTIC_ROUTE=host), alternating
@@ -75,8 +75,8 @@ if has attn; then
     note "### decode attention, round $round: this tree"
     battn "$E" | tee -a "$SUM"
     if [ "$PDL" = 1 ]; then
-      note "### decode attention, round $round: this tree, ELASTIC_DECODE_PDL=1"
-      ELASTIC_DECODE_PDL=1 battn "$E" | tee -a "$SUM"
+      note "### decode attention, round $round: this tree, ELASTIC_PDL=1 ELASTIC_DECODE_PDL=1"
+      ELASTIC_PDL=1 ELASTIC_DECODE_PDL=1 battn "$E" | tee -a "$SUM"
     fi
   done
   if [ "$BASELINE" = 1 ]; then
@@ -133,7 +133,7 @@ if has model; then
         ( export $ev; bmodel "this tree, $ev" "$E" $args )
       done
     elif [ "$PDL" = 1 ]; then
-      ELASTIC_PDL=0 bmodel "this tree, ELASTIC_PDL=0" "$E" $args
+      ELASTIC_PDL=1 bmodel "this tree, ELASTIC_PDL=1" "$E" $args
     fi
     [ "$BASELINE" = 1 ] && bmodel "baseline again" "$EB" $args
   done

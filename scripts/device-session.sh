@@ -11,7 +11,7 @@
 #   decode   one layer of decode attention at 32K and 128K, full and fa-ssa Ω 0.75
 #   model    the Qwen3-8B-shaped random model in /tmp/qwen3-8b-random
 #   graph    bench model at 32K, decode tok/s with and without CUDA graphs, with and without
-#            programmatic dependent launch ($GRAPH_MODES: full|msr - off|on|nopdl (ELASTIC_PDL=0, graphs off))
+#            programmatic dependent launch ($GRAPH_MODES: full|msr - off|on|pdl (ELASTIC_PDL=1, graphs off))
 #   ncu      kernel durations of two decode steps (ncu, gpu__time_duration), 1K prompt
 #   prefill  the Hopper kernel's variants at 32K / 128K, Ω 0.75 and 1 ($VARIANTS)
 #   llama    scripts/device-llama-peer.sh (llama.cpp CUDA beside ours on one GGUF), when present
@@ -92,8 +92,8 @@ if want graph; then
     full-on) bench_model $m 1 full ;;
     msr-off) bench_model $m 0 $MSR ;;
     msr-on) bench_model $m 1 $MSR ;;
-    full-nopdl) ELASTIC_PDL=0 bench_model $m 0 full ;;
-    msr-nopdl) ELASTIC_PDL=0 bench_model $m 0 $MSR ;;
+    full-pdl) ELASTIC_PDL=1 bench_model $m 0 full ;;
+    msr-pdl) ELASTIC_PDL=1 bench_model $m 0 $MSR ;;
     esac
   done
 fi

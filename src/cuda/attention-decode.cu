@@ -491,7 +491,7 @@ __global__ void __launch_bounds__(kDecThreads) decode_kernel(const DecodeParams 
 }
 
 // Where the decode kernel lets the next kernel (the output projection, launched programmatically
-// unless ELASTIC_PDL=0) be scheduled: ELASTIC_DECODE_TRIGGER=exit (default: no early trigger, the
+// where ELASTIC_PDL=1) be scheduled: ELASTIC_DECODE_TRIGGER=exit (default: no early trigger, the
 // projection is scheduled when the grid ends), written (each CTA after its piece is written) or
 // entry. Entry cost the 8B shape's decode at 32K 6 % (H100, 2026-12-06: 115.8 tok/s against 124.8
 // at exit, same run): the projection's CTAs then wait on the SMs while the attention streams.
@@ -508,8 +508,9 @@ int decode_trigger() {
 }
 
 // ELASTIC_DECODE_PDL=1 launches the decode kernel with the programmatic attribute beside the
-// cooperative one (unless ELASTIC_PDL=0, pdl.cuh). Off by default: on an H100 it gained 0–0.5 %,
-// inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stands").
+// cooperative one (where ELASTIC_PDL=1, pdl.cuh). Off by default: on an H100 it gained 0–0.5 %,
+// inside the noise, and no test runs it (docs/performance.md, "Where issue 12 stood (2026-12-06,
+// evening, H100)").
 bool decode_pdl() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_PDL");

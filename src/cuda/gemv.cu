@@ -28,8 +28,8 @@
 
 namespace elastic::cuda {
 
-// Programmatic launch of the GEMVs is on by default (sm_90 or newer; ELASTIC_PDL=0 turns it off);
-// the decode step's two small kernels only with ELASTIC_DECODE_SMALL_PDL=1 as well (pdl.cuh says why).
+// Programmatic launch of the GEMVs is opt-in, ELASTIC_PDL=1 (sm_90 or newer); the decode step's
+// small kernels only with ELASTIC_DECODE_SMALL_PDL=1 as well (pdl.cuh says why).
 bool small_pdl_enabled() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_DECODE_SMALL_PDL");
@@ -41,7 +41,7 @@ bool small_pdl_enabled() {
 bool pdl_enabled() {
     static const bool on = [] {
         const char* e = std::getenv("ELASTIC_PDL");
-        if (e && std::strcmp(e, "0") == 0) return false;
+        if (!e || std::strcmp(e, "1") != 0) return false;
         int dev = 0, major = 0;
         if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
             (void)cudaGetLastError();

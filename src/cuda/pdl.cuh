@@ -23,15 +23,17 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Whether launches ask for it: on where the device is sm_90 or newer, unless ELASTIC_PDL=0 (gemv.cu).
-// History (docs/performance.md, "Where issue 12 stands"): on by default from 2026-12-03 (+3.8 % decode
-// tok/s, GEMVs only); then the q/k norms + RoPE and cache-append kernels were launched this way too
+// Whether launches ask for it: opt-in, ELASTIC_PDL=1, where the device is sm_90 or newer (gemv.cu).
+// History (docs/performance.md, "The regression's cause"): on by default from 2026-12-03 (+3.8 %
+// decode tok/s, GEMVs only); then the q/k norms + RoPE and cache-append kernels were launched this way too
 // and the decode kernel let its successor be scheduled at its entry, and an H200 run (2026-12-06)
 // put the 8B shape's decode at 32K at 137.8 tok/s against 154.4 without programmatic launch, so it
 // was made opt-in. The next run (H100, 2026-12-06, 23:56 UTC) found the cause: the decode kernel's
 // early trigger (122.9 tok/s off, 115.8 with it, 124.8 with the GEMVs alone). The decode kernel
-// now triggers at its exit by default (attention-decode.cu, ELASTIC_DECODE_TRIGGER) and the GEMVs'
-// programmatic launch is on again.
+// now triggers at its exit by default (attention-decode.cu, ELASTIC_DECODE_TRIGGER). Programmatic
+// launch stays opt-in until the CUDA tests have run with it in this form (they passed with the
+// GEMVs, the small kernels and the entry trigger all on, 2026-12-06; no device time was left to run
+// them with the GEMVs alone).
 bool pdl_enabled();
 // The same for the decode step's small kernels between the QKV product and the attention (the q/k
 // norms + RoPE with the cache append, or the two apart): ELASTIC_DECODE_SMALL_PDL=1 as well as
