@@ -244,11 +244,8 @@ public:
     }
     void rope(Buf x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const Vector& inv_freq) override {
         bind();
-        bool consecutive = true;  // the forward's positions always are: then no copy at all
-        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
-        const int32_t* dpos = step_pos(pos, T);  // a decode step's: read where its recording reads them
-        if (!dpos && !consecutive) dpos = device_ints(pos, T);
-        cuda::rope(x.p, x.type, T, n_heads, head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
+        cuda::rope(x.p, x.type, T, n_heads, head_dim, device_positions(pos, T), T > 0 ? pos[0] : 0, V_of(inv_freq),
+                   stream_);
     }
     void swiglu(Buf gate, Buf up, Buf out, int64_t n) override {
         bind();
@@ -305,15 +302,15 @@ public:
     }
     void qk_norm_rope(Buf q, Buf k, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head, int n_kv_head,
                       int head_dim, const int32_t* pos, const Vector& inv_freq) override {
-        if ((head_dim != 64 && head_dim != 128) || q.type != k.type || T > cuda::kGemvMaxT)
+        if (!fused_qk(q, k, head_dim, T))
             return Backend::qk_norm_rope(q, k, qn, kn, eps, T, n_head, n_kv_head, head_dim, pos, inv_freq);
         bind();
-        bool consecutive = true;
-        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
-        const int32_t* dpos = step_pos(pos, T);
-        if (!dpos && !consecutive) dpos = device_ints(pos, T);
         cuda::qk_norm_rope(q.p, k.p, q.type, qn ? V_of(*qn) : nullptr, kn ? V_of(*kn) : nullptr, eps, T, n_head, n_kv_head,
-                           head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
+                           head_dim, device_positions(pos, T), T > 0 ? pos[0] : 0, V_of(inv_freq), stream_);
+    }
+    // Whether cuda::qk_norm_rope takes these decode rows (else Backend's rms_norm + rope steps).
+    static bool fused_qk(Buf q, Buf k, int head_dim, int64_t T) {
+        return (head_dim == 64 || head_dim == 128) && q.type == k.type && T <= cuda::kGemvMaxT;
     }
 
     // The decode step's q/k norms, RoPE and cache append in one launch (Backend's default: the
@@ -321,8 +318,7 @@ public:
     void qk_norm_rope_append(Buf q, Buf k, Buf v, const Vector* qn, const Vector* kn, float eps, int64_t T, int n_head,
                              int n_kv_head, int head_dim, const int32_t* pos, const Vector& inv_freq,
                              LayerCache* const* caches) override {
-        if ((head_dim != 64 && head_dim != 128) || q.type != k.type || k.type != precision_ || v.type != precision_ ||
-            T > cuda::kAppendMaxT || T > cuda::kGemvMaxT || fused_append_off())
+        if (!fused_qk(q, k, head_dim, T) || k.type != precision_ || v.type != precision_ || fused_append_off())
             return Backend::qk_norm_rope_append(q, k, v, qn, kn, eps, T, n_head, n_kv_head, head_dim, pos, inv_freq,
                                                 caches);
         bind();
@@ -330,12 +326,9 @@ public:
         app.v = v.p;
         for (int64_t t = 0; t < T; ++t)
             cuda::cache_append_target(app, int(t), *static_cast<Cache&>(*caches[t]).c, pos[t]);
-        bool consecutive = true;
-        for (int64_t t = 1; t < T && consecutive; ++t) consecutive = pos[t] == pos[0] + t;
-        const int32_t* dpos = step_pos(pos, T);
-        if (!dpos && !consecutive) dpos = device_ints(pos, T);
         cuda::qk_norm_rope_append(q.p, k.p, q.type, qn ? V_of(*qn) : nullptr, kn ? V_of(*kn) : nullptr, eps, T, n_head,
-                                  n_kv_head, head_dim, dpos, T > 0 ? pos[0] : 0, V_of(inv_freq), app, stream_);
+                                  n_kv_head, head_dim, device_positions(pos, T), T > 0 ? pos[0] : 0, V_of(inv_freq), app,
+                                  stream_);
     }
     // ELASTIC_FUSED_APPEND=0 (measurements, A/B): the norms + RoPE and the append as two launches.
     static bool fused_append_off() {
@@ -725,6 +718,16 @@ private:
         grow(ints_, ints_n_, size_t(n), "token ids");
         CUDA_CHECK(cudaMemcpyAsync(ints_, host, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
         return ints_;
+    }
+
+    // Where a kernel reads the positions pos[T]: a decode step's from its recording's inputs; null
+    // when they are consecutive (the kernel counts from pos[0]; the forward's always are), else a
+    // device copy.
+    const int32_t* device_positions(const int32_t* pos, int64_t T) {
+        if (const int32_t* d = step_pos(pos, T)) return d;
+        for (int64_t t = 1; t < T; ++t)
+            if (pos[t] != pos[0] + t) return device_ints(pos, T);
+        return nullptr;
     }
 
     // The step inputs' device copy where an op's host ids (or positions) are the step's: then the

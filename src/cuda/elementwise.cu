@@ -84,31 +84,28 @@ __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn
                                     const int32_t* pos, int32_t pos0, const float* inv_freq, const KvAppend app) {
     constexpr int D = 32 * E, half = D / 2;
     // Programmatic launch (pdl.cuh): started in the tail of the q/k/v product, it waits for it here;
-    // the cache append after it may be scheduled at once (it waits for this grid in turn).
+    // the kernel after it may be scheduled at once (it waits for this grid in turn).
     pdl_launch_dependents();
     pdl_wait();
     const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
     const int64_t n_rot = T_ * (nq + nk);
     if (row >= n_rot + (kAppend ? T_ * nk : 0)) return;
     const int lane = threadIdx.x % 32;
-    // The cache slot of token t's KV head g (kAppend only).
-    auto slot_of = [&](int64_t t, int g, int64_t& off) {
-        const detail::CacheHead h = static_cast<const detail::CacheHead*>(app.heads[t])[g];
-        const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
-        off = h.off + detail::cache_slot(h, app.sink[t], app.local[t], p) * D;
-    };
-    if (kAppend && row >= n_rot) {  // a v row: copied to the cache
-        const int64_t t = (row - n_rot) / nk;
-        const int g = int((row - n_rot) % nk);
-        const T* src = static_cast<const T*>(app.v) + (t * nk + g) * D;
-        int64_t off;
-        slot_of(t, g, off);
+    const bool v_row = kAppend && row >= n_rot;  // a v row, copied to the cache
+    const int64_t t = v_row ? (row - n_rot) / nk : row / (nq + nk);
+    const int h = v_row ? nq + int((row - n_rot) % nk) : int(row % (nq + nk));  // q heads, then KV heads
+    const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
+    int64_t off = 0;  // kAppend, KV head h − nq: its cache slot's first element
+    if (kAppend && h >= nq) {
+        const detail::CacheHead ch = static_cast<const detail::CacheHead*>(app.heads[t])[h - nq];
+        off = ch.off + detail::cache_slot(ch, app.sink[t], app.local[t], p) * D;
+    }
+    if (v_row) {
+        const T* src = static_cast<const T*>(app.v) + (t * nk + (h - nq)) * D;
 #pragma unroll
         for (int e = 0; e < E; ++e) app.vc[t][off + lane + 32 * e] = __float2bfloat16_rn(to_f32(src[lane + 32 * e]));
         return;
     }
-    const int64_t t = row / (nq + nk);
-    const int h = int(row % (nq + nk));
     T* v = h < nq ? q + (t * nq + h) * D : k + (t * nk + (h - nq)) * D;
     const float* w = h < nq ? qn : kn;
     float x[E];
@@ -123,9 +120,6 @@ __global__ void qk_norm_rope_kernel(T* q, T* k, const float* qn, const float* kn
 #pragma unroll
         for (int e = 0; e < E; ++e) x[e] = to_f32(from_f32<T>(x[e] * inv * w[lane + 32 * e]));
     }
-    const int32_t p = pos ? pos[t] : pos0 + int32_t(t);
-    int64_t off = 0;
-    if (kAppend && h >= nq) slot_of(t, h - nq, off);
 #pragma unroll
     for (int e = 0; e < E / 2; ++e) {
         const int i = lane + 32 * e;
@@ -224,7 +218,7 @@ void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, f
 void qk_norm_rope_append(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq,
                          int nk, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
                          const KvAppend& app, cudaStream_t s) {
-    ELASTIC_ASSERT_MSG(T <= kAppendMaxT && app.v, "qk_norm_rope_append: at most kAppendMaxT tokens, and their v");
+    ELASTIC_ASSERT_MSG(T <= kGemvMaxT && app.v, "qk_norm_rope_append: at most kGemvMaxT tokens, and their v");
     for (int64_t i = 0; i < T; ++i) ELASTIC_ASSERT(app.kc[i] && app.vc[i] && app.heads[i]);
     qk_norm_rope_launch<true>(q, k, t, qn, kn, eps, T, nq, nk, head_dim, pos, pos0, inv_freq, app, s);
 }

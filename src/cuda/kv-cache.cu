@@ -111,7 +111,7 @@ void cache_append(DeviceLayerCache& c, const void* k_tok, const void* v_tok, DTy
 }
 
 void cache_append_target(KvAppend& app, int t, DeviceLayerCache& c, int64_t pos) {
-    ELASTIC_ASSERT(t >= 0 && t < kAppendMaxT && pos >= 0 && pos < c.capacity);
+    ELASTIC_ASSERT(t >= 0 && t < kGemvMaxT && pos >= 0 && pos < c.capacity);
     app.kc[t] = c.k;
     app.vc[t] = c.v;
     app.heads[t] = c.d_heads;

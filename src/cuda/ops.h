@@ -19,6 +19,9 @@
 
 namespace elastic::cuda {
 
+// Decode rows: the most tokens one decode step's fused kernels take (our GEMV, qk_norm_rope(_append)).
+constexpr int64_t kGemvMaxT = 4;
+
 // y[rows, dim] = x / rms(x) * w     (y may equal x); w [dim] fp32; x of type tx, y of type ty
 // (equal, or tx F32).
 void rms_norm(const void* x, DType tx, const float* w, void* y, DType ty, int64_t rows, int64_t dim, float eps,
@@ -35,14 +38,13 @@ void qk_norm_rope(void* q, void* k, DType t, const float* qn, const float* kn, f
 // its position, in the same launch (the decode step's cache append folded in: one launch fewer per
 // layer). Token t's cache: bf16 K and V buffers, its device head table (detail::CacheHead[nk]) and
 // window; the slot and the rounding are cache_append's (kv-cache.cu), so the cache holds the same
-// bits. T ≤ kAppendMaxT.
-constexpr int kAppendMaxT = 4;
+// bits. T ≤ kGemvMaxT.
 struct KvAppend {
     const void* v = nullptr;  // [T, nk, d] in t
-    __nv_bfloat16* kc[kAppendMaxT] = {};
-    __nv_bfloat16* vc[kAppendMaxT] = {};
-    const void* heads[kAppendMaxT] = {};
-    int64_t sink[kAppendMaxT] = {}, local[kAppendMaxT] = {};
+    __nv_bfloat16* kc[kGemvMaxT] = {};
+    __nv_bfloat16* vc[kGemvMaxT] = {};
+    const void* heads[kGemvMaxT] = {};
+    int64_t sink[kGemvMaxT] = {}, local[kGemvMaxT] = {};
 };
 void qk_norm_rope_append(void* q, void* k, DType t, const float* qn, const float* kn, float eps, int64_t T, int nq,
                          int nk, int head_dim, const int32_t* pos, int32_t pos0, const float* inv_freq,
@@ -76,8 +78,8 @@ void matmul(cublasHandle_t h, const void* W, DType tw, int64_t rows, int64_t col
             void* y, DType ty, int64_t T, cudaStream_t s, GemvTuning* tune = nullptr);
 
 // Our GEMV (gemv.cu): the same product for 16-bit W, T ≤ kGemvMaxT, cols a multiple of 8, W and x
-// 16-byte aligned, tx and ty each tw or F32 (an fp32 x is rounded to tw as it is read).
-constexpr int64_t kGemvMaxT = 4;
+// 16-byte aligned, tx and ty each tw or F32 (an fp32 x is rounded to tw as it is read). kGemvMaxT
+// is defined at the top of this namespace.
 bool gemv_takes(DType tw, int64_t rows, int64_t cols, const void* W, DType tx, const void* x, DType ty, int64_t T);
 void gemv(const void* W, DType tw, int64_t rows, int64_t cols, const void* x, DType tx, void* y, DType ty, int64_t T,
           cudaStream_t s);
